@@ -1,0 +1,282 @@
+"""The `claims` command line.
+
+Every known error becomes one line on stderr (`error: ...`) and the error's exit code: 2 for bad
+input or configuration, 1 for a failed run or replay. An unexpected exception is also one line,
+unless CLAIMS_DEBUG=1 asks for the traceback; locals are never shown, so no key can leak.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+
+from . import __version__
+from .check import schema_errors
+from .config import RunSettings, default_db_path, default_model
+from .errors import ClaimsError, InputError, ReplayError
+from .files import write_text_atomic
+from .llm import OpenAIChatModel, RecordingChatModel
+from .models import ClaimRecord
+from .recording import (
+    ReplayChatModel,
+    build_recording,
+    load_recording,
+    record_diff,
+    recorded_pdf,
+    save_recording,
+)
+from .render import FORMATS, render
+from .run import STAGES, RunResult, run_pipeline
+from .store import SQLiteStore
+
+MAX_DIFF_LINES = 200
+
+
+def _one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """Known errors become `error: ...` and their exit code; a bug becomes one line too."""
+
+    @functools.wraps(command)
+    def guarded(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except ClaimsError as exc:
+            err.print(f"error: {exc}", markup=False)
+            raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug still gets one line, not a traceback
+            if os.environ.get("CLAIMS_DEBUG"):
+                raise
+            err.print(f"error: internal error: {type(exc).__name__}: {exc} (set CLAIMS_DEBUG=1 for details)", markup=False)
+            raise typer.Exit(70) from None
+
+    return guarded
+
+
+app = typer.Typer(
+    help="Turn a published study (a PDF) into a reviewed, cited evidence claim record.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+DbOption = typer.Option(None, "--db", help="Record store (SQLite). Default: $CLAIMS_DB or ~/.local/share/claims/claims.db")
+
+
+class StageProgress:
+    """Shows the stage that is running, then one line per finished stage, on stderr."""
+
+    def __init__(self, console: Console):
+        self._console = console
+        self._status: Any = None
+
+    def __call__(self, stage: str, event: str, detail: str) -> None:
+        position = f"[{STAGES.index(stage) + 1}/{len(STAGES)}]"
+        if event == "start":
+            self._status = self._console.status(f"{position} {stage} ...")
+            self._status.start()
+            return
+        if self._status is not None:
+            self._status.stop()
+        self._console.print(f"{position} {stage}: {detail}")
+
+    def stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+
+
+def _open_store(db: Optional[Path]) -> SQLiteStore:
+    return SQLiteStore(db or default_db_path())
+
+
+def _summary(result: RunResult) -> None:
+    record = result.record
+    certainty = record.certainty
+    tokens = sum(u.prompt_tokens + u.completion_tokens for u in record.provenance.usage)
+    calls = sum(u.calls for u in record.provenance.usage)
+    flags = sum(len(c.flags) for c in record.checks)
+    out.print(f"claim: {record.claim.text}")
+    out.print(
+        f"study: {record.studies[0].reference.title} ({record.studies[0].reference.study_id})\n"
+        f"design: {certainty.design.value.replace('_', ' ')}; certainty: {certainty.certainty.value.replace('_', ' ')}; "
+        f"findings: {len(record.studies[0].findings)}; causal steps: {len(record.mechanism.steps)}; "
+        f"gold-standard studies: {len(record.gold_standard)}"
+    )
+    out.print(f"checks: {', '.join(f'{c.name} {c.status.value}' for c in record.checks)} ({flags} flag(s))")
+    out.print(f"model calls: {calls}; tokens: {tokens}")
+
+
+@app.command()
+@_one_line_errors
+def run(
+    pdf: Path = typer.Argument(..., help="The study's PDF."),
+    model: str = typer.Option(None, "--model", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."),
+    doi: str = typer.Option(None, "--doi", help="The study's DOI, when the PDF does not print it."),
+    record: Path = typer.Option(None, "--record", help="Also keep the whole run as a recording in this folder."),
+    db: Optional[Path] = DbOption,
+) -> None:
+    """Run every stage on a PDF with a live model and save the draft record; print its id.
+
+    Needs OPENAI_API_KEY; OPENAI_BASE_URL selects any OpenAI-compatible endpoint.
+    """
+    settings = RunSettings(model=model or default_model())
+    base_url = os.environ.get("OPENAI_BASE_URL") or None
+    live = OpenAIChatModel(api_key=os.environ.get("OPENAI_API_KEY", ""), base_url=base_url)
+    chat = RecordingChatModel(live) if record else live
+    store = _open_store(db)
+    progress = StageProgress(err)
+    try:
+        result = run_pipeline(pdf, chat, settings, doi=doi, progress=progress)
+    finally:
+        progress.stop()
+    if record and isinstance(chat, RecordingChatModel):
+        recording = build_recording(
+            pdf, record, result.document.sha256, result.document.doi if doi else None, settings,
+            result.record.provenance.prompts, chat.interactions, base_url,
+        )
+        save_recording(record, recording, result.record)
+        err.print(f"recording saved to {record} ({len(chat.interactions)} model exchanges)")
+    store.add(result.record)
+    _summary(result)
+    out.print(f"record {result.record.record_id} saved as a draft in {store.path}")
+
+
+@app.command()
+@_one_line_errors
+def replay(
+    recordings: list[Path] = typer.Argument(..., help="Recording folders (e.g. fixtures/runs/*)."),
+    pdf: Path = typer.Option(None, "--pdf", help="The input PDF, if it is no longer where the recording says."),
+    show: bool = typer.Option(False, "--show", help="Print the replayed record's claim page."),
+) -> None:
+    """Re-run recorded runs offline and compare each new record with the recorded one."""
+    failed = 0
+    for directory in recordings:
+        try:
+            _replay_one(directory, pdf, show)
+        except ClaimsError as exc:
+            failed += 1
+            err.print(f"FAIL {directory}: {exc}", markup=False)
+    if len(recordings) > 1:
+        out.print(f"{len(recordings) - failed} of {len(recordings)} recordings replayed identically")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _replay_one(directory: Path, pdf_override: Optional[Path], show: bool) -> None:
+    recording, recorded = load_recording(directory)
+    pdf = recorded_pdf(directory, recording, pdf_override)
+    result = run_pipeline(
+        pdf,
+        ReplayChatModel(recording),
+        recording.run_settings(),
+        doi=recording.input.doi,
+        record_id=recorded.record_id,
+        generated_at=recorded.provenance.generated_at,
+    )
+    diff = record_diff(recorded, result.record)
+    if diff:
+        shown = diff[:MAX_DIFF_LINES]
+        more = f"\n... {len(diff) - MAX_DIFF_LINES} more diff lines" if len(diff) > MAX_DIFF_LINES else ""
+        err.print("\n".join(shown) + more, markup=False)
+        raise ReplayError("the replayed record differs from the recorded one (diff above)")
+    if show:
+        out.print(render(result.record, "md"), markup=False)
+    out.print(
+        f"ok {directory}: {len(recording.interactions)} recorded exchanges, record identical "
+        f"(recorded against {recording.made_against.split(';')[0]})",
+        markup=False,
+    )
+
+
+def _load_record(ref: str, db: Optional[Path]) -> ClaimRecord:
+    """A record id (or unique prefix) from the store, or a record JSON file."""
+    path = Path(ref)
+    if ref.endswith(".json") and path.is_file():
+        try:
+            return ClaimRecord.model_validate_json(path.read_text())
+        except ValueError as exc:
+            raise InputError(f"{path}: not a claim record ({str(exc).splitlines()[0]})") from exc
+    return _open_store(db).get(ref)
+
+
+@app.command()
+@_one_line_errors
+def show(
+    record_ref: str = typer.Argument(..., metavar="ID", help="Record id (a unique prefix will do) or a record.json file."),
+    db: Optional[Path] = DbOption,
+) -> None:
+    """Show a record's claim page in the terminal."""
+    record = _load_record(record_ref, db)
+    out.print(Markdown(render(record, "md")))
+
+
+@app.command("render")
+@_one_line_errors
+def render_command(
+    record_ref: str = typer.Argument(..., metavar="ID", help="Record id (a unique prefix will do) or a record.json file."),
+    fmt: str = typer.Option("md", "--format", "-f", help="md, html or json."),
+    output: Path = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+    db: Optional[Path] = DbOption,
+) -> None:
+    """Render a record's claim page as Markdown, HTML or JSON."""
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    text = render(_load_record(record_ref, db), fmt)
+    if output:
+        write_text_atomic(output, text)
+        err.print(f"written to {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+@_one_line_errors
+def validate(files: list[Path] = typer.Argument(..., help="Record JSON files.")) -> None:
+    """Validate record files against schemas/claim_record.schema.json."""
+    invalid = 0
+    for path in files:
+        try:
+            data = json.loads(path.read_text())
+        except OSError as exc:
+            raise InputError(f"{path}: cannot be read ({exc.strerror})") from exc
+        except json.JSONDecodeError as exc:
+            err.print(f"invalid {path}: not JSON ({exc})", markup=False)
+            invalid += 1
+            continue
+        problems = schema_errors(data)
+        if problems:
+            invalid += 1
+            err.print(f"invalid {path}: {len(problems)} error(s)", markup=False)
+            for problem in problems[:20]:
+                err.print(f"  {problem}", markup=False)
+        else:
+            out.print(f"valid {path}", markup=False)
+    if invalid:
+        raise typer.Exit(1)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"claims {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """Turn a published study (a PDF) into a reviewed, cited evidence claim record."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,111 @@
+"""Stage 4, grade: the design, GRADE certainty and the gold-standard evidence still needed.
+
+The model rates the five downgrade domains and any upgrades; the certainty itself is computed
+here from the design's starting level, as GRADE prescribes, so it cannot drift from the ratings.
+The gold-standard list is re-ordered strongest design first whatever order the model used.
+"""
+
+from __future__ import annotations
+
+from .config import RunSettings
+from .draft import findings_json
+from .ingest import Document
+from .llm import ChatModel, StageCall, UsageLog, ask_structured
+from .models import (
+    Certainty,
+    CertaintyAssessment,
+    DomainAssessment,
+    DomainRating,
+    Finding,
+    GoldStandardStudy,
+    GradeDomain,
+    GradeOutput,
+    StudyDesign,
+    UpgradeAssessment,
+)
+from .resources import load_instructions, load_prompt
+
+PROMPT_FILE = "grade.md"
+SECTIONS = ("abstract", "methods", "results")
+
+DESIGN_ORDER = list(StudyDesign)  # the enum is declared strongest first
+_RANDOMISED = {StudyDesign.systematic_review_of_rcts, StudyDesign.randomised_controlled_trial}
+_LOWEST_START = {
+    StudyDesign.case_series,
+    StudyDesign.mechanistic_or_animal,
+    StudyDesign.narrative_review,
+    StudyDesign.expert_opinion,
+}
+_LEVELS = [Certainty.very_low, Certainty.low, Certainty.moderate, Certainty.high]
+_DOWNGRADE = {DomainRating.not_serious: 0, DomainRating.serious: 1, DomainRating.very_serious: 2}
+
+
+def design_rank(design: StudyDesign) -> int:
+    """0 is the strongest design on the evidence hierarchy."""
+    return DESIGN_ORDER.index(design)
+
+
+def starting_certainty(design: StudyDesign) -> Certainty:
+    if design in _RANDOMISED:
+        return Certainty.high
+    if design in _LOWEST_START:
+        return Certainty.very_low
+    return Certainty.low
+
+
+def rate_certainty(
+    design: StudyDesign, domains: list[DomainAssessment], upgrades: list[UpgradeAssessment]
+) -> Certainty:
+    """GRADE: start by design, rate down per serious domain, rate up (non-randomised only)."""
+    level = _LEVELS.index(starting_certainty(design))
+    level -= sum(_DOWNGRADE[domain.rating] for domain in domains)
+    if design not in _RANDOMISED:
+        level += sum(upgrade.levels for upgrade in upgrades)
+    return _LEVELS[max(0, min(level, len(_LEVELS) - 1))]
+
+
+def strongest_first(studies: list[GoldStandardStudy]) -> list[GoldStandardStudy]:
+    return sorted(studies, key=lambda study: design_rank(study.design))
+
+
+def grade(
+    document: Document,
+    claim: str,
+    findings: list[Finding],
+    chat: ChatModel,
+    settings: RunSettings,
+    usage: UsageLog,
+) -> tuple[CertaintyAssessment, list[GoldStandardStudy]]:
+    prompt = load_prompt(PROMPT_FILE, frozenset({"claim", "findings", "paper_text"}))
+    messages = prompt.render(
+        claim=claim,
+        findings=findings_json(findings),
+        paper_text=document.text_of(SECTIONS, settings.stage_text_budget["grade"]),
+    )
+    call = StageCall("grade", GradeOutput, messages, load_instructions("repair.md")[0], check_grade)
+    output: GradeOutput = ask_structured(chat, call, settings.model, settings.params(), usage)
+    domains = sorted(output.domains, key=lambda domain: list(GradeDomain).index(domain.domain))
+    assessment = CertaintyAssessment(
+        design=output.design,
+        design_rationale=output.design_rationale,
+        starting_certainty=starting_certainty(output.design),
+        certainty=rate_certainty(output.design, domains, output.upgrades),
+        domains=domains,
+        upgrades=output.upgrades,
+    )
+    return assessment, strongest_first(output.gold_standard)
+
+
+def check_grade(output: GradeOutput) -> list[str]:
+    problems = []
+    rated = [domain.domain for domain in output.domains]
+    for domain in GradeDomain:
+        count = rated.count(domain)
+        if count != 1:
+            problems.append(f"domains: rate {domain.value} exactly once (found {count})")
+    if not output.gold_standard:
+        problems.append("gold_standard: describe at least one ideal study")
+    factors = [upgrade.factor for upgrade in output.upgrades]
+    if len(factors) != len(set(factors)):
+        problems.append("upgrades: give each factor at most once")
+    return problems

@@ -1,0 +1,346 @@
+"""Stage 1, ingest: a PDF file in, a `Document` out (text per page, sections, DOI, title).
+
+Text extraction sits behind `TextExtractor`, one method from bytes to per-page text, so another
+extractor can replace pypdf without touching the rest. Everything after extraction is pure.
+
+A PDF can "parse successfully" and still be useless: a scanned page has no text layer, and some
+fonts give glyph names ("/two.tnum") or control characters instead of words. Both are refused
+here with a message that says what to do, so nothing downstream drafts a claim from noise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from .errors import InputError, NoTextLayerError
+from .models import PageProblem
+
+# Below these, a PDF is not something a claim can be drafted from.
+MIN_CHARS_PER_PAGE = 200
+MIN_TOTAL_CHARS = 1500
+MAX_GARBLED_SHARE = 0.2
+
+logging.getLogger("pypdf").setLevel(logging.ERROR)
+
+
+@dataclass(frozen=True)
+class ExtractedPages:
+    texts: list[str | None]  # None where the page could not be read
+    problems: list[PageProblem]
+    metadata: dict[str, str]
+
+
+class TextExtractor(Protocol):
+    def extract(self, data: bytes, file_name: str) -> ExtractedPages: ...
+
+
+class PypdfExtractor:
+    """pypdf, page by page: a page that fails is reported and skipped, the paper goes on."""
+
+    def extract(self, data: bytes, file_name: str) -> ExtractedPages:
+        import pypdf
+        from pypdf.errors import PdfReadError, PyPdfError
+
+        try:
+            reader = pypdf.PdfReader(io.BytesIO(data))
+            if reader.is_encrypted and not reader.decrypt(""):
+                raise InputError(
+                    f"{file_name}: the PDF is encrypted and needs a password; "
+                    "save an unencrypted copy (e.g. qpdf --decrypt) and pass that"
+                )
+            pages = list(reader.pages)
+            metadata = {k: str(v) for k, v in (reader.metadata or {}).items()}
+        except InputError:
+            raise
+        except (PdfReadError, PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
+            raise InputError(
+                f"{file_name}: the PDF is corrupt and cannot be read ({type(exc).__name__}: {exc})"
+            ) from exc
+        texts: list[str | None] = []
+        problems = []
+        for number, page in enumerate(pages, start=1):
+            try:
+                texts.append(page.extract_text() or "")
+            except Exception as exc:  # noqa: BLE001 - any failure of one page must not end the paper
+                texts.append(None)
+                problems.append(PageProblem(page=number, problem=f"{type(exc).__name__}: {exc}"[:200]))
+        return ExtractedPages(texts, problems, metadata)
+
+
+# --------------------------------------------------------------------------- document model
+
+
+@dataclass(frozen=True)
+class Span:
+    """A run of one section's text on one page."""
+
+    section: str
+    page: int
+    text: str
+
+
+@dataclass
+class Document:
+    file_name: str
+    sha256: str
+    pages: list[str]  # text per page, 1-based page n is pages[n-1]; "" for a skipped page
+    spans: list[Span]
+    doi: str | None
+    title: str | None
+    problems: list[PageProblem] = field(default_factory=list)
+
+    @property
+    def study_id(self) -> str:
+        return self.doi or f"sha256:{self.sha256[:16]}"
+
+    def sections_found(self) -> list[str]:
+        return sorted({span.section for span in self.spans})
+
+    def text_of(self, sections: tuple[str, ...], max_chars: int) -> str:
+        """The named sections' text with page markers, in reading order, cut at `max_chars`.
+
+        Falls back to the whole text when none of the sections was found (headings vary).
+        """
+        chosen = [span for span in self.spans if span.section in sections]
+        if not chosen:
+            chosen = [span for span in self.spans if span.section != "references"] or self.spans
+        parts: list[str] = []
+        last_page = None
+        for span in chosen:
+            if span.page != last_page:
+                parts.append(f"[page {span.page}]")
+                last_page = span.page
+            parts.append(span.text)
+        text = "\n".join(parts)
+        if len(text) > max_chars:
+            text = text[:max_chars] + "\n[... cut to fit the stage's text budget]"
+        return text
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def read_pdf(path: Path, extractor: TextExtractor | None = None) -> Document:
+    data = _read_bytes(path)
+    pages = (extractor or PypdfExtractor()).extract(data, path.name)
+    return build_document(path.name, data, pages)
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a PDF file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror})") from exc
+    if not data:
+        raise InputError(f"{path.name}: the file is empty (0 bytes)")
+    if b"%PDF" not in data[:1024]:
+        raise InputError(f"{path.name}: not a PDF (no %PDF header); pass the paper's PDF file")
+    return data
+
+
+def build_document(file_name: str, data: bytes, extracted: ExtractedPages) -> Document:
+    raw_pages = [text or "" for text in extracted.texts]
+    _require_words(file_name, raw_pages, extracted.problems)
+    pages = strip_line_numbers(raw_pages)
+    spans = split_sections(pages)
+    return Document(
+        file_name=file_name,
+        sha256=hashlib.sha256(data).hexdigest(),
+        pages=pages,
+        spans=spans,
+        doi=find_doi(spans, extracted.metadata),
+        title=find_title(extracted.metadata, pages),
+        problems=extracted.problems,
+    )
+
+
+# --------------------------------------------------------------------------- text quality
+
+_GLYPH_NAME = re.compile(r"/[A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z0-9]+)+|/(?:uni|g)[0-9A-Fa-f]{2,}|\(cid:\d+\)")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffd]")
+_WORD = re.compile(r"[^\W\d_]{2,}")
+
+
+def garbled_share(text: str) -> float:
+    """Share of the text's tokens that are glyph names or control characters, not words."""
+    tokens = text.split()
+    if not tokens:
+        return 0.0
+    bad = sum(1 for token in tokens if _GLYPH_NAME.search(token) or _CONTROL.search(token))
+    return bad / len(tokens)
+
+
+def _require_words(file_name: str, pages: list[str], problems: list[PageProblem]) -> None:
+    readable = [text for text in pages if text.strip()]
+    total = sum(len(text.strip()) for text in pages)
+    page_count = len(pages)
+    if page_count == 0:
+        raise InputError(f"{file_name}: the PDF has no pages")
+    if len(problems) == page_count:
+        raise InputError(f"{file_name}: no page could be read ({problems[0].problem})")
+    if total / page_count < MIN_CHARS_PER_PAGE:
+        raise NoTextLayerError(
+            f"{file_name}: no text layer ({total} characters on {page_count} page(s)); "
+            "the PDF is probably scanned: run OCR first (e.g. ocrmypdf) and pass the result"
+        )
+    joined = "\n".join(readable)
+    share = garbled_share(joined)
+    if share > MAX_GARBLED_SHARE or len(_WORD.findall(joined)) < len(joined.split()) / 3:
+        raise NoTextLayerError(
+            f"{file_name}: unreadable text layer ({share:.0%} of tokens are glyph names or control "
+            "characters); re-export the PDF or run OCR on it (e.g. ocrmypdf --force-ocr)"
+        )
+    if total < MIN_TOTAL_CHARS:
+        raise InputError(
+            f"{file_name}: only {total} characters of text; too little to be a study "
+            "(pass the full paper, not a fragment)"
+        )
+
+
+# --------------------------------------------------------------------------- line numbers
+
+_TRAILING_NUMBER = re.compile(r"^(.*?)\s*\b(\d{1,5})\s*$")
+
+
+def strip_line_numbers(pages: list[str]) -> list[str]:
+    """Remove the margin line numbers of author manuscripts ("... in older people 56").
+
+    Only when most lines of the document end in a number that counts up; tables that end
+    lines with figures do not count up that way, so they are left alone.
+    """
+    lines = [line for text in pages for line in text.splitlines() if line.strip()]
+    numbers = [int(match.group(2)) for line in lines if (match := _TRAILING_NUMBER.match(line))]
+    if len(lines) < 20 or len(numbers) < 0.6 * len(lines):
+        return pages
+    rising = sum(1 for a, b in zip(numbers, numbers[1:]) if b == a + 1)
+    if rising < 0.5 * len(numbers):
+        return pages
+    cleaned_pages = []
+    for text in pages:
+        cleaned = []
+        for line in text.splitlines():
+            match = _TRAILING_NUMBER.match(line)
+            cleaned.append(match.group(1).rstrip() if match else line.rstrip())
+        cleaned_pages.append("\n".join(cleaned))
+    return cleaned_pages
+
+
+# --------------------------------------------------------------------------- sections
+
+_SECTION_NAMES = {
+    "abstract": "abstract",
+    "summary": "abstract",
+    "background": "introduction",
+    "introduction": "introduction",
+    "methods": "methods",
+    "method": "methods",
+    "methodology": "methods",
+    "materials and methods": "methods",
+    "methods and materials": "methods",
+    "patients and methods": "methods",
+    "subjects and methods": "methods",
+    "results": "results",
+    "findings": "results",
+    "results and discussion": "results",
+    "discussion": "discussion",
+    "conclusion": "conclusions",
+    "conclusions": "conclusions",
+    "references": "references",
+    "bibliography": "references",
+    "literature cited": "references",
+}
+_HEADING = re.compile(
+    r"^\s*(?:(?:\d{1,2}|[IVX]{1,4})(?:\.\d{1,2})*\.?\s+)?([A-Za-z][A-Za-z ]{2,30}?)\s*[:.]?\s*$"
+)
+
+
+def heading_of(line: str) -> str | None:
+    match = _HEADING.match(line)
+    if not match:
+        return None
+    return _SECTION_NAMES.get(re.sub(r"\s+", " ", match.group(1)).strip().lower())
+
+
+def split_sections(pages: list[str]) -> list[Span]:
+    """Cut the text at recognised headings. Text before the first heading is 'front'."""
+    spans: list[Span] = []
+    section = "front"
+    for number, text in enumerate(pages, start=1):
+        buffer: list[str] = []
+        for line in text.splitlines():
+            heading = heading_of(line)
+            # "Abstract"/"Summary" only opens the paper: later, such a line is a table label.
+            if heading == "abstract" and section != "front":
+                heading = None
+            if heading and heading != section:
+                if buffer:
+                    spans.append(Span(section, number, "\n".join(buffer)))
+                buffer = []
+                section = heading
+            buffer.append(line)
+        if buffer:
+            spans.append(Span(section, number, "\n".join(buffer)))
+    return spans
+
+
+# --------------------------------------------------------------------------- DOI and title
+
+DOI_PATTERN = re.compile(r"\b10\.\d{4,9}/[^\s\"<>]+", re.IGNORECASE)
+
+
+def clean_doi(raw: str) -> str:
+    return raw.rstrip(".,;:)]}'").lower()
+
+
+def find_doi(spans: list[Span], metadata: dict[str, str]) -> str | None:
+    """The paper's own DOI: the one named most often outside the references, earliest first.
+
+    A "Cite this article as: ... doi:" box after the references (BioMed Central, Springer) counts.
+    """
+    counts: dict[str, tuple[int, int]] = {}
+    for span in spans:
+        for match in DOI_PATTERN.finditer(span.text):
+            cited_as_this = "cite this article" in span.text[max(0, match.start() - 300) : match.start()].lower()
+            if span.section == "references" and not cited_as_this:
+                continue
+            doi = clean_doi(match.group())
+            seen, first_page = counts.get(doi, (0, span.page))
+            counts[doi] = (seen + 1, first_page)
+    for value in metadata.values():
+        for raw in DOI_PATTERN.findall(value):
+            doi = clean_doi(raw)
+            seen, _ = counts.get(doi, (0, 0))
+            counts[doi] = (seen + 1, 0)
+    if not counts:
+        return None
+    return max(counts, key=lambda doi: (counts[doi][0], -counts[doi][1]))
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def find_title(metadata: dict[str, str], pages: list[str]) -> str | None:
+    """The metadata title, but only when the first pages really carry it.
+
+    Publishers' metadata is often wrong (another paper's title, "doi:", a file number), so a
+    title is trusted only if nearly all its words appear on the first two pages.
+    """
+    title = metadata.get("/Title", "").strip()
+    words = _words(title)
+    if len(words) < 4:
+        return None
+    opening = set(_words(" ".join(pages[:2])))
+    if sum(word in opening for word in words) / len(words) < 0.9:
+        return None
+    return title

@@ -1,0 +1,273 @@
+"""The one seam to the model: `ChatModel.complete(ChatRequest) -> ChatResponse`.
+
+Three implementations share it:
+- `OpenAIChatModel` talks to any OpenAI-compatible endpoint through the openai SDK, with
+  strict JSON-schema structured outputs and bounded tenacity retries on 429 / 5xx / timeouts
+  (honouring Retry-After);
+- `RecordingChatModel` wraps another one and keeps every request and response;
+- `ReplayChatModel` (in `recording.py`) answers from a recording, matched on request content.
+
+`ask_structured` sits on top: it sends one stage's request, validates the answer against the
+stage's pydantic model and, when it does not validate, sends one repair request carrying the
+validation errors. Tokens of every attempt are counted, not only the last.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import ConfigError, LLMError, LLMRefusalError, LLMUnavailableError, StageOutputError
+from .strict_schema import strict_json_schema
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class ChatRequest(BaseModel):
+    stage: str
+    model: str
+    messages: list[dict[str, str]]
+    output_schema: dict[str, Any]  # {"name": ..., "schema": ...}
+    params: dict[str, Any]
+
+    def content(self) -> dict[str, Any]:
+        """What the endpoint sees; the fingerprint and replay matching use exactly this."""
+        return {
+            "model": self.model,
+            "messages": self.messages,
+            "output_schema": self.output_schema,
+            "params": self.params,
+        }
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps(self.content(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ChatResponse(BaseModel):
+    content: str | None
+    refusal: str | None = None
+    finish_reason: str | None = None
+    usage: Usage = Usage()
+    served_by: str | None = None  # the response's system_fingerprint, e.g. the scripted endpoint's
+
+
+class ChatModel(Protocol):
+    def complete(self, request: ChatRequest) -> ChatResponse: ...
+
+
+# --------------------------------------------------------------------------- live
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    max_wait_seconds: float = 60.0
+    base_wait_seconds: float = 1.0
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """Seconds the server asked us to wait (Retry-After as seconds or HTTP date), if any."""
+    value = headers.get("retry-after") if headers is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+class OpenAIChatModel:
+    """Any OpenAI-compatible endpoint (OpenAI, Azure, vLLM, Ollama, llama.cpp server)."""
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str | None = None,
+        timeout: float = 120.0,
+        retry: RetryPolicy = RetryPolicy(),
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        import openai
+
+        if not api_key:
+            raise ConfigError("OPENAI_API_KEY is not set: export it (and OPENAI_BASE_URL for another endpoint)")
+        # The SDK's own retries are off: tenacity below owns them, so they are bounded in one place.
+        self._client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+        self._retry = retry
+        self._sleep = sleep
+
+    def complete(self, request: ChatRequest) -> ChatResponse:
+        import openai
+        from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt
+
+        def transient(exc: BaseException) -> bool:
+            if isinstance(exc, openai.APIStatusError):
+                return exc.status_code == 429 or exc.status_code >= 500
+            return isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError))
+
+        def wait(state: Any) -> float:
+            exc = state.outcome.exception()
+            asked = retry_after_seconds(getattr(getattr(exc, "response", None), "headers", None))
+            if asked is None:
+                asked = self._retry.base_wait_seconds * 2 ** (state.attempt_number - 1) * (1 + random.random())
+            return min(asked, self._retry.max_wait_seconds)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self._retry.attempts),
+            wait=wait,
+            retry=retry_if_exception(transient),
+            sleep=self._sleep,
+        )
+        try:
+            completion = retrying(self._create, request)
+        except RetryError as exc:
+            last = exc.last_attempt.exception()
+            raise LLMUnavailableError(
+                f"stage {request.stage}: the endpoint kept failing after {self._retry.attempts} attempts "
+                f"({_describe(last)})"
+            ) from last
+        except openai.AuthenticationError as exc:
+            raise ConfigError("the endpoint refused the API key (401): check OPENAI_API_KEY") from exc
+        except openai.NotFoundError as exc:
+            raise ConfigError(f"the endpoint does not know model '{request.model}' or the route (404)") from exc
+        except openai.APIStatusError as exc:
+            raise LLMError(f"stage {request.stage}: the endpoint answered {_describe(exc)}") from exc
+        choice = completion.choices[0]
+        usage = completion.usage
+        return ChatResponse(
+            content=choice.message.content,
+            refusal=getattr(choice.message, "refusal", None),
+            finish_reason=choice.finish_reason,
+            usage=Usage(
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                completion_tokens=usage.completion_tokens if usage else 0,
+            ),
+            served_by=completion.system_fingerprint,
+        )
+
+    def _create(self, request: ChatRequest) -> Any:
+        schema = request.output_schema
+        return self._client.chat.completions.create(
+            model=request.model,
+            messages=request.messages,  # type: ignore[arg-type]
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": schema["name"], "strict": True, "schema": schema["schema"]},
+            },
+            **request.params,
+        )
+
+
+def _describe(exc: BaseException | None) -> str:
+    status = getattr(exc, "status_code", None)
+    name = type(exc).__name__
+    return f"HTTP {status} {name}" if status else name
+
+
+# --------------------------------------------------------------------------- recording
+
+
+@dataclass
+class Interaction:
+    stage: str
+    fingerprint: str
+    request: dict[str, Any]
+    response: dict[str, Any]
+
+
+@dataclass
+class RecordingChatModel:
+    """Passes requests on and keeps each exchange. Only request content is kept: no headers."""
+
+    inner: ChatModel
+    interactions: list[Interaction] = field(default_factory=list)
+
+    def complete(self, request: ChatRequest) -> ChatResponse:
+        response = self.inner.complete(request)
+        self.interactions.append(
+            Interaction(request.stage, request.fingerprint(), request.content(), response.model_dump())
+        )
+        return response
+
+
+# --------------------------------------------------------------------------- structured calls
+
+
+@dataclass
+class UsageLog:
+    """Calls and tokens per stage, across every attempt."""
+
+    by_stage: dict[str, tuple[int, Usage]] = field(default_factory=dict)
+
+    def add(self, stage: str, usage: Usage) -> None:
+        calls, total = self.by_stage.get(stage, (0, Usage()))
+        self.by_stage[stage] = (
+            calls + 1,
+            Usage(
+                prompt_tokens=total.prompt_tokens + usage.prompt_tokens,
+                completion_tokens=total.completion_tokens + usage.completion_tokens,
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class StageCall:
+    stage: str
+    output: type[BaseModel]
+    messages: list[dict[str, str]]
+    repair_instructions: str
+    check: Callable[[Any], list[str]] = lambda _: []  # semantic problems beyond the schema
+
+
+def ask_structured(model: ChatModel, call: StageCall, model_name: str, params: dict[str, Any], usage: UsageLog) -> Any:
+    schema = {"name": call.stage, "schema": strict_json_schema(call.output)}
+    messages = list(call.messages)
+    problems: list[str] = []
+    for attempt in range(2):
+        request = ChatRequest(
+            stage=call.stage, model=model_name, messages=messages, output_schema=schema, params=params
+        )
+        response = model.complete(request)
+        usage.add(call.stage, response.usage)
+        if response.refusal:
+            raise LLMRefusalError(f"stage {call.stage}: the model refused: {response.refusal[:200]}")
+        parsed, problems = _parse(call, response)
+        if parsed is not None:
+            return parsed
+        if attempt == 0:
+            messages = messages + [
+                {"role": "assistant", "content": response.content or ""},
+                {"role": "user", "content": call.repair_instructions + "\n\nProblems:\n- " + "\n- ".join(problems)},
+            ]
+    raise StageOutputError(call.stage, problems)
+
+
+def _parse(call: StageCall, response: ChatResponse) -> tuple[Any, list[str]]:
+    if not response.content:
+        return None, ["the answer was empty"]
+    problems: list[str] = []
+    if response.finish_reason == "length":
+        problems.append("the answer was cut off at the token limit; answer more briefly")
+    try:
+        parsed = call.output.model_validate_json(response.content)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+            problems.append(f"{where}: {error['msg']}")
+        return None, problems
+    problems = call.check(parsed)
+    return (None, problems) if problems else (parsed, [])

@@ -1,0 +1,318 @@
+"""The data model: every stage's output and the claim record, in one place.
+
+Two families live here. The *stage outputs* (`ExtractOutput`, `DraftOutput`, `GradeOutput`) are
+what the model is asked to return; a strict JSON Schema is derived from each (see
+`strict_schema.py`). The *record* (`ClaimRecord`) is what the pipeline assembles from them and
+stores; `schemas/claim_record.schema.json` is generated from it and checked in.
+
+Numbers the model returns are validated in pydantic's lax mode on purpose: a model that writes
+`12.0` for a sample size or `"0.05"` for a number should not crash a run (a lesson from peers'
+trackers), while a value of the wrong kind still fails validation and triggers one repair.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = "1.0"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+
+# --------------------------------------------------------------------------- vocabularies
+
+
+class ClaimType(str, Enum):
+    descriptive = "descriptive"
+    causal = "causal"
+    mechanistic = "mechanistic"
+    quantitative = "quantitative"
+
+
+class Direction(str, Enum):
+    """Direction of the outcome in the intervention group relative to the comparator."""
+
+    increased = "increased"
+    decreased = "decreased"
+    no_significant_difference = "no_significant_difference"
+    mixed = "mixed"
+    not_reported = "not_reported"
+
+
+class StudyDesign(str, Enum):
+    """Designs on the evidence hierarchy, strongest first (see `grading.DESIGN_ORDER`)."""
+
+    systematic_review_of_rcts = "systematic_review_of_rcts"
+    randomised_controlled_trial = "randomised_controlled_trial"
+    systematic_review_of_observational = "systematic_review_of_observational"
+    non_randomised_trial = "non_randomised_trial"
+    cohort = "cohort"
+    case_control = "case_control"
+    cross_sectional = "cross_sectional"
+    qualitative = "qualitative"
+    case_series = "case_series"
+    mechanistic_or_animal = "mechanistic_or_animal"
+    narrative_review = "narrative_review"
+    expert_opinion = "expert_opinion"
+
+
+class Certainty(str, Enum):
+    high = "high"
+    moderate = "moderate"
+    low = "low"
+    very_low = "very_low"
+
+
+class GradeDomain(str, Enum):
+    risk_of_bias = "risk_of_bias"
+    inconsistency = "inconsistency"
+    indirectness = "indirectness"
+    imprecision = "imprecision"
+    publication_bias = "publication_bias"
+
+
+class DomainRating(str, Enum):
+    not_serious = "not_serious"
+    serious = "serious"
+    very_serious = "very_serious"
+
+
+class UpgradeFactor(str, Enum):
+    large_effect = "large_effect"
+    dose_response = "dose_response"
+    plausible_confounding = "plausible_confounding"
+
+
+class Stance(str, Enum):
+    supporting = "supporting"
+    contradicting = "contradicting"
+    no_clear_bearing = "no_clear_bearing"
+
+
+class StepBasis(str, Enum):
+    """Whether a causal step is what the study reports, or a link the drafter inferred."""
+
+    reported = "reported"
+    inferred = "inferred"
+
+
+class ReviewStatus(str, Enum):
+    draft = "draft"
+    approved = "approved"
+    rejected = "rejected"
+
+
+class CheckStatus(str, Enum):
+    passed = "passed"
+    flagged = "flagged"
+    failed = "failed"
+
+
+# --------------------------------------------------------------------------- shared parts
+
+
+class Quote(_Model):
+    text: str = Field(description="Verbatim text copied from the paper, not paraphrased.")
+    page: int = Field(description="1-based page number of the PDF where the text appears.")
+
+
+class EffectEstimate(_Model):
+    measure: str | None = Field(
+        description="What the number is, e.g. 'weighted mean difference', 'odds ratio', 'mean change'."
+    )
+    value: float | None
+    unit: str | None
+    ci_level: float | None = Field(description="Confidence level in percent, e.g. 95.")
+    ci_lower: float | None
+    ci_upper: float | None
+    p_value: str | None = Field(description="As reported, e.g. '<0.001' or '0.48'.")
+
+
+class Finding(_Model):
+    population: str
+    intervention: str
+    comparator: str | None
+    outcome: str
+    direction: Direction
+    effect: EffectEstimate | None
+    sample_size: int | None = Field(description="Participants analysed for this finding.")
+    design: StudyDesign
+    quote: Quote
+
+
+class CausalStep(_Model):
+    text: str
+    citations: list[str] = Field(description="study_id values of the studies this step rests on.")
+    basis: StepBasis
+    quote: Quote | None = Field(description="For a reported step: the passage that reports it.")
+
+
+class DomainAssessment(_Model):
+    domain: GradeDomain
+    rating: DomainRating
+    explanation: str
+
+
+class UpgradeAssessment(_Model):
+    factor: UpgradeFactor
+    levels: int = Field(ge=0, le=2, description="0, 1 or 2 levels up.")
+    explanation: str
+
+
+class GoldStandardStudy(_Model):
+    design: StudyDesign
+    population: str
+    intervention: str
+    comparator: str
+    outcome: str
+    outcome_measure: str = Field(description="The reference measure, e.g. MRI muscle cross-sectional area.")
+    sample_size: str = Field(description="Target size and how it is justified, e.g. a power calculation.")
+    duration: str
+    safeguards: list[str] = Field(
+        description="Randomisation, allocation concealment, blinding, pre-registration and the like."
+    )
+    why: str = Field(description="What this study would settle for the claim.")
+
+
+# --------------------------------------------------------------------------- stage outputs
+
+
+class Bibliography(_Model):
+    title: str
+    authors: list[str]
+    journal: str | None
+    year: int | None
+
+
+class ExtractOutput(_Model):
+    """What the extract stage asks the model for."""
+
+    bibliography: Bibliography
+    findings: list[Finding]
+
+
+class StudyStanceOutput(_Model):
+    study_id: str
+    stance: Stance
+    summary: str = Field(description="One plain-language line on what the study found.")
+
+
+class DraftOutput(_Model):
+    """What the draft stage asks the model for."""
+
+    claim: str = Field(description="One sentence, hedged to the strength of the evidence.")
+    claim_type: ClaimType
+    original_statement: Quote
+    plain_language: str = Field(description="How it works, in plain language (grade 8 or lower).")
+    mechanism_summary: str = Field(description="'In simple terms' summary of the most probable mechanism.")
+    causal_chain: list[CausalStep]
+    stances: list[StudyStanceOutput]
+
+
+class GradeOutput(_Model):
+    """What the grade stage asks the model for. The certainty itself is computed, not asked."""
+
+    design: StudyDesign
+    design_rationale: str
+    domains: list[DomainAssessment]
+    upgrades: list[UpgradeAssessment]
+    gold_standard: list[GoldStandardStudy]
+
+
+# --------------------------------------------------------------------------- the record
+
+
+class StudyReference(_Model):
+    study_id: str = Field(description="The DOI when known, else 'sha256:' and the PDF's hash prefix.")
+    doi: str | None
+    title: str
+    authors: list[str]
+    journal: str | None
+    year: int | None
+    source_file: str | None
+
+
+class Study(_Model):
+    reference: StudyReference
+    design: StudyDesign
+    findings: list[Finding]
+    stance: Stance
+    summary: str
+
+
+class Claim(_Model):
+    text: str
+    type: ClaimType
+    original_statement: Quote
+
+
+class Mechanism(_Model):
+    plain_language: str
+    summary: str
+    steps: list[CausalStep]
+
+
+class CertaintyAssessment(_Model):
+    design: StudyDesign
+    design_rationale: str
+    starting_certainty: Certainty
+    certainty: Certainty
+    domains: list[DomainAssessment]
+    upgrades: list[UpgradeAssessment]
+
+
+class Flag(_Model):
+    where: str = Field(description="JSON path of the flagged item, e.g. 'studies[0].findings[2].quote'.")
+    message: str
+
+
+class CheckResult(_Model):
+    name: str
+    status: CheckStatus
+    summary: str
+    flags: list[Flag]
+
+
+class PageProblem(_Model):
+    page: int
+    problem: str
+
+
+class SourceDocument(_Model):
+    file_name: str
+    sha256: str
+    pages: int
+    pages_skipped: list[PageProblem]
+
+
+class StageUsage(_Model):
+    stage: str
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Provenance(_Model):
+    pipeline_version: str
+    model: str
+    prompts: dict[str, str] = Field(description="Prompt file name -> sha256 of its bytes.")
+    source: SourceDocument
+    generated_at: str = Field(description="UTC time, ISO 8601.")
+    usage: list[StageUsage]
+
+
+class ClaimRecord(_Model):
+    schema_version: str = SCHEMA_VERSION
+    record_id: str
+    status: ReviewStatus = ReviewStatus.draft
+    claim: Claim
+    studies: list[Study]
+    mechanism: Mechanism
+    certainty: CertaintyAssessment
+    gold_standard: list[GoldStandardStudy]
+    checks: list[CheckResult]
+    provenance: Provenance

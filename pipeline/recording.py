@@ -1,0 +1,211 @@
+"""Recorded runs: writing them, replaying them offline, and saying why a replay no longer matches.
+
+A recording is a folder with two files:
+- `recording.json`: where the run was made (`made_against`), the input PDF (path relative to
+  the folder, and sha256), the run settings, the prompt hashes, and every model exchange: the
+  request's content (model, messages, output schema, parameters), its fingerprint, the response;
+- `record.json`: the record the run produced.
+
+Replay matches each request on its fingerprint, never on call order, so an edited prompt misses
+instead of returning a stale answer. No header of any kind is kept, so no key can be.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections import defaultdict, deque
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from . import __version__
+from .config import RunSettings
+from .errors import ReplayError, ReplayMissError
+from .files import write_json_atomic
+from .llm import ChatRequest, ChatResponse, Interaction
+from .models import ClaimRecord
+from .resources import prompt_sha256
+
+RECORDING_FORMAT = "claims-recording/1"
+RECORDING_FILE = "recording.json"
+RECORD_FILE = "record.json"
+SCRIPTED_ENDPOINT_ID = "claims-scripted-endpoint"
+# Fields a replay does not compare: they change with the code's version, not with what it wrote.
+UNCOMPARED_FIELDS = (("provenance", "pipeline_version"),)
+STAGE_PROMPTS = {"extract": "extract.md", "draft": "draft.md", "grade": "grade.md"}
+
+
+class RecordedInput(BaseModel):
+    file_name: str
+    path: str
+    sha256: str
+    doi: str | None
+
+
+class Recording(BaseModel):
+    format: str = RECORDING_FORMAT
+    made_against: str
+    created_at: str
+    pipeline_version: str
+    input: RecordedInput
+    settings: dict[str, Any]
+    prompts: dict[str, str]
+    interactions: list[dict[str, Any]]
+
+    def run_settings(self) -> RunSettings:
+        return RunSettings(**self.settings)
+
+
+def describe_endpoint(interactions: list[Interaction], base_url: str | None) -> str:
+    """Say honestly what answered: the scripted endpoint identifies itself in every response."""
+    served = {i.response.get("served_by") for i in interactions}
+    if served == {SCRIPTED_ENDPOINT_ID}:
+        return (
+            "the scripted local endpoint (tests/scripted_endpoint.py) answering from hand-written "
+            "scripts in fixtures/scripts/; not a real model's output"
+        )
+    names = ", ".join(sorted(str(s) for s in served if s)) or "unknown"
+    return f"the endpoint at {base_url or 'the OpenAI default'} (system_fingerprint: {names})"
+
+
+def build_recording(
+    pdf: Path,
+    directory: Path,
+    sha256: str,
+    doi: str | None,
+    settings: RunSettings,
+    prompts: dict[str, str],
+    interactions: list[Interaction],
+    base_url: str | None,
+) -> Recording:
+    return Recording(
+        made_against=describe_endpoint(interactions, base_url),
+        created_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        pipeline_version=__version__,
+        input=RecordedInput(
+            file_name=pdf.name, path=os.path.relpath(pdf.resolve(), directory.resolve()), sha256=sha256, doi=doi
+        ),
+        settings=dataclasses.asdict(settings),
+        prompts=prompts,
+        interactions=[dataclasses.asdict(interaction) for interaction in interactions],
+    )
+
+
+def save_recording(directory: Path, recording: Recording, record: ClaimRecord) -> None:
+    """Write both files into a fresh folder, then swap it in: a reader never sees half a recording."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        write_json_atomic(staging / RECORDING_FILE, recording.model_dump(mode="json"))
+        write_json_atomic(staging / RECORD_FILE, record.model_dump(mode="json"))
+        if directory.exists():
+            retired = directory.with_name(f".{directory.name}.old")
+            shutil.rmtree(retired, ignore_errors=True)
+            directory.rename(retired)
+            staging.rename(directory)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            staging.rename(directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_recording(directory: Path) -> tuple[Recording, ClaimRecord]:
+    try:
+        recording = Recording.model_validate_json((directory / RECORDING_FILE).read_text())
+        record = ClaimRecord.model_validate_json((directory / RECORD_FILE).read_text())
+    except FileNotFoundError as exc:
+        raise ReplayError(f"{directory}: not a recording (missing {Path(exc.filename).name})") from exc
+    except ValueError as exc:
+        raise ReplayError(f"{directory}: the recording is damaged ({str(exc).splitlines()[0]})") from exc
+    if recording.format != RECORDING_FORMAT:
+        raise ReplayError(f"{directory}: recording format {recording.format}, this version reads {RECORDING_FORMAT}")
+    return recording, record
+
+
+def recorded_pdf(directory: Path, recording: Recording, override: Path | None = None) -> Path:
+    pdf = override or (directory / recording.input.path)
+    if not pdf.is_file():
+        raise ReplayError(f"the recorded input {recording.input.path} is missing (looked for {pdf}); pass it with --pdf")
+    if hashlib.sha256(pdf.read_bytes()).hexdigest() != recording.input.sha256:
+        raise ReplayError(f"input changed: {pdf} is not the PDF that was recorded (sha256 differs)")
+    return pdf
+
+
+class ReplayChatModel:
+    """Answers each request with the recorded response whose request had the same content."""
+
+    def __init__(self, recording: Recording):
+        self._recording = recording
+        self._answers: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
+        for interaction in recording.interactions:
+            self._answers[interaction["fingerprint"]].append(interaction["response"])
+
+    def complete(self, request: ChatRequest) -> ChatResponse:
+        answers = self._answers.get(request.fingerprint())
+        if not answers:
+            raise ReplayMissError(request.stage, explain_miss(request, self._recording))
+        response = answers.popleft() if len(answers) > 1 else answers[0]
+        return ChatResponse.model_validate(response)
+
+
+def explain_miss(request: ChatRequest, recording: Recording) -> list[str]:
+    """Why no recorded request matches: prompt file, model, parameters, schema or input."""
+    same_stage = [i["request"] for i in recording.interactions if i["stage"] == request.stage]
+    if not same_stage:
+        return [f"the recording has no request for stage {request.stage}"]
+    recorded = same_stage[0]
+    reasons = []
+    if recorded["model"] != request.model:
+        reasons.append(f"model changed ({recorded['model']} -> {request.model})")
+    if recorded["params"] != request.params:
+        changed = sorted(
+            key
+            for key in set(recorded["params"]) | set(request.params)
+            if recorded["params"].get(key) != request.params.get(key)
+        )
+        reasons.append(f"parameters changed ({', '.join(changed)})")
+    if recorded["output_schema"] != request.output_schema:
+        reasons.append("the output schema changed (the stage's pydantic model was edited)")
+    if recorded["messages"] != request.messages:
+        edited = [
+            f"prompt file prompts/{name} changed (sha256 {old[:12]} -> {prompt_sha256(name)[:12]})"
+            for name, old in recording.prompts.items()
+            if name in (STAGE_PROMPTS.get(request.stage), "repair.md") and prompt_sha256(name) != old
+        ]
+        reasons.extend(edited or [f"the input changed: {_first_difference(recorded['messages'], request.messages)}"])
+    return reasons or ["the request differs from every recorded one for this stage"]
+
+
+def _first_difference(old: list[dict[str, str]], new: list[dict[str, str]]) -> str:
+    old_lines = "\n".join(m["content"] for m in old).splitlines()
+    new_lines = "\n".join(m["content"] for m in new).splitlines()
+    for before, after in zip(old_lines, new_lines):
+        if before != after:
+            return f"recorded {before[:80]!r}, now {after[:80]!r}"
+    return f"the text is {len(old_lines)} lines in the recording and {len(new_lines)} now"
+
+
+def record_diff(recorded: ClaimRecord, replayed: ClaimRecord) -> list[str]:
+    """A unified diff of the two records as sorted JSON; empty when they are the same."""
+
+    def comparable(record: ClaimRecord) -> list[str]:
+        data = record.model_dump(mode="json")
+        for path in UNCOMPARED_FIELDS:
+            parent = data
+            for key in path[:-1]:
+                parent = parent[key]
+            parent.pop(path[-1], None)
+        return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
+
+    return list(
+        difflib.unified_diff(comparable(recorded), comparable(replayed), "recorded record", "replayed record", lineterm="")
+    )

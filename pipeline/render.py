@@ -1,0 +1,215 @@
+"""A record laid out like the claim pages we model, as Markdown, HTML or JSON.
+
+`page_blocks` builds the page once as plain blocks (headings, paragraphs, lists, tables) from the
+record; `to_markdown` and `to_html` only emit them. Every piece of text from a record is data
+(it may come from a PDF that contains `<script>`), so HTML output escapes all of it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+
+from .models import CheckStatus, ClaimRecord, GoldStandardStudy, Quote, Stance, Study
+
+FORMATS = ("md", "html", "json")
+
+
+@dataclass
+class Block:
+    kind: str  # h1 h2 h3 p quote ol ul table
+    text: str = ""
+    items: list[str] = field(default_factory=list)
+    header: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+
+
+def _label(value: str) -> str:
+    return value.replace("_", " ")
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word.replace('study', 'studie')}s"
+
+
+def _quote(quote: Quote) -> str:
+    return f"\u201c{quote.text}\u201d (p. {quote.page})"
+
+
+def _study_line(study: Study) -> str:
+    ref = study.reference
+    where = ", ".join(part for part in (ref.journal, str(ref.year) if ref.year else None) if part)
+    cite = f"doi:{ref.doi}" if ref.doi else ref.study_id
+    return f"{ref.title} ({where}; {cite}) \u2014 {study.summary}" if where else f"{ref.title} ({cite}) \u2014 {study.summary}"
+
+
+def _effect(finding) -> str:  # type: ignore[no-untyped-def]
+    effect = finding.effect
+    if effect is None:
+        return "not reported"
+    parts = []
+    if effect.value is not None:
+        parts.append(f"{effect.measure or 'effect'} {effect.value:g}{' ' + effect.unit if effect.unit else ''}")
+    if effect.ci_lower is not None and effect.ci_upper is not None:
+        parts.append(f"{effect.ci_level or 95:g}% CI {effect.ci_lower:g} to {effect.ci_upper:g}")
+    if effect.p_value:
+        parts.append(f"p {effect.p_value}" if effect.p_value[0] in "<>=\u2264\u2265" else f"p = {effect.p_value}")
+    return "; ".join(parts) or "not reported"
+
+
+def _gold(study: GoldStandardStudy) -> str:
+    return (
+        f"{_label(study.design.value).capitalize()}: {study.population}; {study.intervention} vs "
+        f"{study.comparator}; outcome {study.outcome}, measured by {study.outcome_measure}; "
+        f"size {study.sample_size}; duration {study.duration}; safeguards: {', '.join(study.safeguards)}. "
+        f"Why: {study.why}"
+    )
+
+
+def page_blocks(record: ClaimRecord) -> list[Block]:
+    certainty = record.certainty
+    supporting = [s for s in record.studies if s.stance is Stance.supporting]
+    contradicting = [s for s in record.studies if s.stance is Stance.contradicting]
+    flagged = [c for c in record.checks if c.status is not CheckStatus.passed]
+    blocks = [
+        Block("h1", record.claim.text),
+        Block(
+            "p",
+            f"Claim type: {_label(record.claim.type.value)} \u00b7 Certainty (GRADE): "
+            f"{_label(certainty.certainty.value)} \u00b7 Status: {record.status.value}"
+            + (f" \u00b7 {sum(len(c.flags) for c in flagged)} flag(s)" if flagged else "")
+            + f" \u00b7 Record {record.record_id}",
+        ),
+        Block("quote", "Original statement: " + _quote(record.claim.original_statement)),
+        Block("h2", f"Mechanism \u2014 Synthesis from {_plural(len(record.studies), 'study')}"),
+        Block("h3", "How it works"),
+        Block("p", record.mechanism.plain_language),
+        Block("h3", "Most probable mechanism"),
+        Block("p", "In simple terms: " + record.mechanism.summary),
+        Block(
+            "ol",
+            items=[
+                f"{step.text} ({', '.join(step.citations)}) [{'reported by the study' if step.basis.value == 'reported' else 'inferred'}]"
+                for step in record.mechanism.steps
+            ],
+        ),
+        Block("h2", "Evidence from studies"),
+        Block("h3", f"Supporting ({len(supporting)})"),
+    ]
+    blocks.append(Block("ul", items=[_study_line(s) for s in supporting]) if supporting else Block("p", "Community contributions welcome"))
+    blocks.append(Block("h3", f"Contradicting ({len(contradicting)})"))
+    blocks.append(
+        Block("ul", items=[_study_line(s) for s in contradicting]) if contradicting else Block("p", "Community contributions welcome")
+    )
+    for study in record.studies:
+        blocks.append(Block("h3", f"Findings: {study.reference.title}"))
+        blocks.append(
+            Block(
+                "table",
+                header=["Outcome", "Population", "Intervention vs comparator", "Direction", "Effect", "n", "Quote"],
+                rows=[
+                    [
+                        f.outcome,
+                        f.population,
+                        f"{f.intervention} vs {f.comparator or 'none'}",
+                        _label(f.direction.value),
+                        _effect(f),
+                        str(f.sample_size) if f.sample_size is not None else "not reported",
+                        _quote(f.quote),
+                    ]
+                    for f in study.findings
+                ],
+            )
+        )
+    blocks += [
+        Block("h2", "Evidence quality (GRADE)"),
+        Block(
+            "p",
+            f"Design: {_label(certainty.design.value)} \u2014 {certainty.design_rationale} "
+            f"Starts at {_label(certainty.starting_certainty.value)}; rated {_label(certainty.certainty.value)}.",
+        ),
+        Block(
+            "table",
+            header=["Domain", "Rating", "Why"],
+            rows=[[_label(d.domain.value), _label(d.rating.value), d.explanation] for d in certainty.domains]
+            + [[f"upgrade: {_label(u.factor.value)}", f"+{u.levels}", u.explanation] for u in certainty.upgrades],
+        ),
+        Block("h2", "Gold Standard Evidence Needed"),
+        Block(
+            "p",
+            "According to GRADE and EBM methodology, this is what ideal evidence would look like to prove "
+            "or disprove this claim, ordered from strongest to weakest design.",
+        ),
+        Block("ol", items=[_gold(study) for study in record.gold_standard]),
+        Block("h2", "Checks"),
+        Block(
+            "ul",
+            items=[f"{c.name}: {c.status.value} \u2014 {c.summary}" for c in record.checks]
+            + [f"FLAG {flag.where}: {flag.message}" for c in flagged for flag in c.flags],
+        ),
+        Block(
+            "p",
+            f"Generated {record.provenance.generated_at} by claims {record.provenance.pipeline_version} "
+            f"with model {record.provenance.model} from {record.provenance.source.file_name} "
+            f"(sha256 {record.provenance.source.sha256[:12]}).",
+        ),
+    ]
+    return blocks
+
+
+def to_markdown(blocks: list[Block]) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    out: list[str] = []
+    for block in blocks:
+        if block.kind in ("h1", "h2", "h3"):
+            out.append("#" * int(block.kind[1]) + " " + block.text)
+        elif block.kind == "p":
+            out.append(block.text)
+        elif block.kind == "quote":
+            out.append("> " + block.text)
+        elif block.kind == "ol":
+            out.append("\n".join(f"{n}. {item}" for n, item in enumerate(block.items, start=1)))
+        elif block.kind == "ul":
+            out.append("\n".join(f"- {item}" for item in block.items))
+        elif block.kind == "table":
+            lines = ["| " + " | ".join(map(cell, block.header)) + " |", "|" + "---|" * len(block.header)]
+            lines += ["| " + " | ".join(map(cell, row)) + " |" for row in block.rows]
+            out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;line-height:1.5;padding:0 1rem}"
+    "blockquote{border-left:4px solid #999;margin:0;padding-left:1rem;color:#333}"
+    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3rem;vertical-align:top}"
+)
+
+
+def to_html(blocks: list[Block], title: str) -> str:
+    e = html.escape
+    body: list[str] = []
+    for block in blocks:
+        if block.kind in ("h1", "h2", "h3", "p"):
+            body.append(f"<{block.kind}>{e(block.text)}</{block.kind}>")
+        elif block.kind == "quote":
+            body.append(f"<blockquote>{e(block.text)}</blockquote>")
+        elif block.kind in ("ol", "ul"):
+            body.append(f"<{block.kind}>" + "".join(f"<li>{e(i)}</li>" for i in block.items) + f"</{block.kind}>")
+        elif block.kind == "table":
+            head = "".join(f"<th>{e(h)}</th>" for h in block.header)
+            rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in block.rows)
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
+        f"<style>{_STYLE}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+
+
+def render(record: ClaimRecord, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(record.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+    blocks = page_blocks(record)
+    return to_html(blocks, record.claim.text) if fmt == "html" else to_markdown(blocks)

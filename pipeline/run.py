@@ -1,0 +1,199 @@
+"""The whole pipeline for one paper: ingest, extract, draft, grade, check; storing is the caller's.
+
+`run_pipeline` takes its I/O as arguments (the chat model, the text extractor, a progress
+callback), so a live run, a recording run and a replay are the same code. A replay also passes
+the recorded record id and time, which makes the replayed record comparable byte for byte.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from . import __version__
+from .check import require_valid, run_checks
+from .config import RunSettings
+from .draft import PROMPT_FILE as DRAFT_PROMPT
+from .draft import draft
+from .errors import InputError
+from .extract import PROMPT_FILE as EXTRACT_PROMPT
+from .extract import extract
+from .grade import PROMPT_FILE as GRADE_PROMPT
+from .grade import grade
+from .ingest import DOI_PATTERN, Document, TextExtractor, clean_doi, read_pdf
+from .llm import ChatModel, UsageLog
+from .models import (
+    CertaintyAssessment,
+    Claim,
+    ClaimRecord,
+    DraftOutput,
+    ExtractOutput,
+    GoldStandardStudy,
+    Mechanism,
+    Provenance,
+    SourceDocument,
+    Stance,
+    StageUsage,
+    Study,
+    StudyReference,
+)
+from .resources import prompt_sha256
+
+STAGES = ("ingest", "extract", "draft", "grade", "check")
+REPAIR_PROMPT = "repair.md"
+
+Progress = Callable[[str, str, str], None]  # (stage, "start" | "done", detail)
+
+
+def _quiet(stage: str, event: str, detail: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class RunResult:
+    record: ClaimRecord
+    document: Document
+
+
+def normalise_doi(text: str) -> str:
+    """'https://doi.org/10.1/X', 'doi:10.1/x', ' 10.1/X ' -> '10.1/x'; anything else is refused."""
+    candidate = text.strip()
+    for prefix in ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "http://dx.doi.org/", "doi:"):
+        if candidate.lower().startswith(prefix):
+            candidate = candidate[len(prefix) :].strip()
+            break
+    match = DOI_PATTERN.fullmatch(candidate)
+    if not match:
+        raise InputError(f"'{text.strip()}' is not a DOI (expected the form 10.NNNN/suffix)")
+    return clean_doi(candidate)
+
+
+def run_pipeline(
+    pdf: Path,
+    chat: ChatModel,
+    settings: RunSettings,
+    *,
+    doi: str | None = None,
+    record_id: str | None = None,
+    generated_at: str | None = None,
+    extractor: TextExtractor | None = None,
+    progress: Progress = _quiet,
+) -> RunResult:
+    usage = UsageLog()
+
+    def stage(name: str, work: Callable, describe: Callable[..., str]):  # type: ignore[type-arg]
+        progress(name, "start", "")
+        started = time.perf_counter()
+        result = work()
+        progress(name, "done", f"{describe(result)} ({time.perf_counter() - started:.1f} s)")
+        return result
+
+    document = stage(
+        "ingest",
+        lambda: read_pdf(pdf, extractor),
+        lambda d: f"{len(d.pages)} pages, sections: {', '.join(d.sections_found())}"
+        + (f", {len(d.problems)} page(s) skipped" if d.problems else ""),
+    )
+    if doi:
+        document.doi = normalise_doi(doi)
+    extracted: ExtractOutput = stage(
+        "extract", lambda: extract(document, chat, settings, usage), lambda e: f"{len(e.findings)} findings"
+    )
+    drafted: DraftOutput = stage(
+        "draft",
+        lambda: draft(document, extracted.findings, chat, settings, usage),
+        lambda d: f"{d.claim_type.value} claim, {len(d.causal_chain)} causal steps",
+    )
+    certainty, gold = stage(
+        "grade",
+        lambda: grade(document, drafted.claim, extracted.findings, chat, settings, usage),
+        lambda g: f"{g[0].design.value}, certainty {g[0].certainty.value}",
+    )
+    record = assemble_record(
+        document,
+        extracted,
+        drafted,
+        certainty,
+        gold,
+        settings=settings,
+        usage=usage,
+        record_id=record_id or uuid.uuid4().hex[:12],
+        generated_at=generated_at or datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+    )
+
+    def checked() -> ClaimRecord:
+        record.checks = run_checks(record, document)
+        require_valid(record)
+        return record
+
+    stage("check", checked, lambda r: ", ".join(f"{c.name} {c.status.value}" for c in r.checks))
+    return RunResult(record, document)
+
+
+def prompt_hashes() -> dict[str, str]:
+    return {name: prompt_sha256(name) for name in (EXTRACT_PROMPT, DRAFT_PROMPT, GRADE_PROMPT, REPAIR_PROMPT)}
+
+
+def assemble_record(
+    document: Document,
+    extracted: ExtractOutput,
+    drafted: DraftOutput,
+    certainty: CertaintyAssessment,
+    gold_standard: list[GoldStandardStudy],
+    *,
+    settings: RunSettings,
+    usage: UsageLog,
+    record_id: str,
+    generated_at: str,
+) -> ClaimRecord:
+    stances = {stance.study_id: stance for stance in drafted.stances}
+    own = stances.get(document.study_id)
+    bibliography = extracted.bibliography
+    study = Study(
+        reference=StudyReference(
+            study_id=document.study_id,
+            doi=document.doi,
+            title=document.title or bibliography.title,
+            authors=bibliography.authors,
+            journal=bibliography.journal,
+            year=bibliography.year,
+            source_file=document.file_name,
+        ),
+        design=certainty.design,
+        findings=extracted.findings,
+        stance=own.stance if own else Stance.no_clear_bearing,
+        summary=own.summary if own else "",
+    )
+    return ClaimRecord(
+        record_id=record_id,
+        claim=Claim(text=drafted.claim, type=drafted.claim_type, original_statement=drafted.original_statement),
+        studies=[study],
+        mechanism=Mechanism(
+            plain_language=drafted.plain_language, summary=drafted.mechanism_summary, steps=drafted.causal_chain
+        ),
+        certainty=certainty,
+        gold_standard=gold_standard,
+        checks=[],
+        provenance=Provenance(
+            pipeline_version=__version__,
+            model=settings.model,
+            prompts=prompt_hashes(),
+            source=SourceDocument(
+                file_name=document.file_name,
+                sha256=document.sha256,
+                pages=len(document.pages),
+                pages_skipped=document.problems,
+            ),
+            generated_at=generated_at,
+            usage=[
+                StageUsage(
+                    stage=name, calls=calls, prompt_tokens=total.prompt_tokens, completion_tokens=total.completion_tokens
+                )
+                for name, (calls, total) in usage.by_stage.items()
+            ],
+        ),
+    )

@@ -1,0 +1,176 @@
+"""Stage 6, store: claim records in a local SQLite database, each change kept in its history.
+
+One file (`CLAIMS_DB`, default `~/.local/share/claims/claims.db`), WAL mode so readers never
+block the writer. A record is validated against the JSON Schema before it is written, inside a
+transaction, so the store never holds half a record. The database carries its schema version
+(`PRAGMA user_version`): an older one is upgraded on open, a newer one is refused.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .check import require_valid
+from .errors import RecordNotFoundError, StoreError
+from .models import CheckStatus, ClaimRecord
+
+_MIGRATIONS = [
+    """
+    CREATE TABLE records (
+        id TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        claim TEXT NOT NULL,
+        study TEXT NOT NULL,
+        flags INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE history (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        record_id TEXT NOT NULL REFERENCES records(id),
+        version INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        at TEXT NOT NULL,
+        note TEXT NOT NULL
+    );
+    CREATE INDEX history_record ON history(record_id, seq);
+    """,
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class StoredSummary:
+    record_id: str
+    version: int
+    status: str
+    claim: str
+    study: str
+    flags: int
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    version: int
+    action: str
+    actor: str
+    at: str
+    note: str
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def flag_count(record: ClaimRecord) -> int:
+    return sum(len(check.flags) for check in record.checks if check.status is not CheckStatus.passed)
+
+
+class SQLiteStore:
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: cannot open the record store ({exc})") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _migrate(self) -> None:
+        current = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: the database is version {current}, newer than this claims "
+                f"(version {SCHEMA_VERSION}); upgrade claims to open it"
+            )
+        for version in range(current, SCHEMA_VERSION):
+            with self._transaction():
+                # Statement by statement: executescript() would commit half-way.
+                for statement in filter(str.strip, _MIGRATIONS[version].split(";")):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {version + 1}")
+
+    def _transaction(self) -> sqlite3.Connection:
+        return _Transaction(self._db)  # type: ignore[return-value]
+
+    def add(self, record: ClaimRecord, actor: str = "pipeline", note: str = "drafted by the pipeline") -> str:
+        require_valid(record)
+        now = _now()
+        study = record.studies[0].reference if record.studies else None
+        with self._transaction():
+            try:
+                self._db.execute(
+                    "INSERT INTO records VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.record_id,
+                        record.status.value,
+                        record.claim.text,
+                        (study.doi or study.title) if study else "",
+                        flag_count(record),
+                        now,
+                        now,
+                        record.model_dump_json(),
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(f"a record with id {record.record_id} is already stored") from exc
+            self._db.execute(
+                "INSERT INTO history (record_id, version, action, actor, at, note) VALUES (?, 1, 'created', ?, ?, ?)",
+                (record.record_id, actor, now, note),
+            )
+        return record.record_id
+
+    def resolve(self, id_or_prefix: str) -> str:
+        rows = self._db.execute(
+            "SELECT id FROM records WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
+            (id_or_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",),
+        ).fetchall()
+        if not rows or not id_or_prefix:
+            raise RecordNotFoundError(f"no record with id {id_or_prefix!r} in {self.path}")
+        if len(rows) > 1:
+            raise RecordNotFoundError(f"{id_or_prefix!r} matches several records; give more of the id")
+        return rows[0][0]
+
+    def get(self, id_or_prefix: str) -> ClaimRecord:
+        record_id = self.resolve(id_or_prefix)
+        (body,) = self._db.execute("SELECT body FROM records WHERE id = ?", (record_id,)).fetchone()
+        return ClaimRecord.model_validate_json(body)
+
+    def summaries(self) -> list[StoredSummary]:
+        rows = self._db.execute(
+            "SELECT id, version, status, claim, study, flags, updated_at FROM records ORDER BY updated_at DESC, id"
+        ).fetchall()
+        return [StoredSummary(*row) for row in rows]
+
+    def history(self, id_or_prefix: str) -> list[HistoryEntry]:
+        record_id = self.resolve(id_or_prefix)
+        rows = self._db.execute(
+            "SELECT version, action, actor, at, note FROM history WHERE record_id = ? ORDER BY seq", (record_id,)
+        ).fetchall()
+        return [HistoryEntry(*row) for row in rows]
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error: all of a change or none of it."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self._db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._db.execute("BEGIN IMMEDIATE")
+        return self._db
+
+    def __exit__(self, kind, value, traceback) -> None:  # type: ignore[no-untyped-def]
+        self._db.execute("ROLLBACK" if kind else "COMMIT")
