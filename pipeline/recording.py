@@ -177,7 +177,7 @@ def explain_miss(request: ChatRequest, recording: Recording) -> list[str]:
         reasons.append("the output schema changed (the stage's pydantic model was edited)")
     if recorded["messages"] != request.messages:
         edited = [
-            f"prompt file prompts/{name} changed (sha256 {old[:12]} -> {prompt_sha256(name)[:12]})"
+            f"prompt file {name} changed (sha256 {old[:12]} -> {prompt_sha256(name)[:12]})"
             for name, old in recording.prompts.items()
             if name in (STAGE_PROMPTS.get(request.stage), "repair.md") and prompt_sha256(name) != old
         ]

@@ -25,8 +25,16 @@ class Block:
     rows: list[list[str]] = field(default_factory=list)
 
 
+_WORDS = {"rcts": "RCTs"}
+
+
 def _label(value: str) -> str:
-    return value.replace("_", " ")
+    """'systematic_review_of_rcts' -> 'systematic review of RCTs'."""
+    return " ".join(_WORDS.get(word, word) for word in value.split("_"))
+
+
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _plural(count: int, word: str) -> str:
@@ -60,7 +68,7 @@ def _effect(finding) -> str:  # type: ignore[no-untyped-def]
 
 def _gold(study: GoldStandardStudy) -> str:
     return (
-        f"{_label(study.design.value).capitalize()}: {study.population}; {study.intervention} vs "
+        f"{_capitalised(_label(study.design.value))}: {study.population}; {study.intervention} vs "
         f"{study.comparator}; outcome {study.outcome}, measured by {study.outcome_measure}; "
         f"size {study.sample_size}; duration {study.duration}; safeguards: {', '.join(study.safeguards)}. "
         f"Why: {study.why}"

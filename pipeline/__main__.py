@@ -1,0 +1,5 @@
+"""`python -m pipeline` is the `claims` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,74 @@
+"""Shared fixtures. Every test runs with a clean environment: no key, no base URL, a store in a
+temporary folder, so no test can read a developer's setup or reach a real endpoint."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from scripted_endpoint import ScriptedEndpoint, Scripts
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+PAPERS = FIXTURES / "papers"
+BAD = FIXTURES / "bad"
+RUNS = FIXTURES / "runs"
+SCRIPTS = FIXTURES / "scripts"
+
+HPYLORI_PDF = PAPERS / "pmj_hpylori_iron_deficiency_metaanalysis_2010.pdf"
+NITRATE_PDF = PAPERS / "nutres_dietary_nitrate_crossover_rct_2016.pdf"
+DVT_PDF = PAPERS / "bmc_trauma_dvt_prophylaxis_review_2010.pdf"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "CLAIMS_MODEL", "CLAIMS_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    db = tmp_path / "claims.db"
+    monkeypatch.setenv("CLAIMS_DB", str(db))
+    return db
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def load_scripts(*names: str) -> Scripts:
+    paths = [SCRIPTS / f"{name}.json" for name in names] if names else sorted(SCRIPTS.glob("*.json"))
+    return Scripts.from_files(paths)
+
+
+@pytest.fixture
+def endpoint():
+    """The scripted endpoint with every bundled script, on a free loopback port."""
+    with ScriptedEndpoint(load_scripts()) as server:
+        yield server
+
+
+@pytest.fixture
+def live_env(monkeypatch: pytest.MonkeyPatch, endpoint: ScriptedEndpoint) -> ScriptedEndpoint:
+    """Environment for `claims run` against the scripted endpoint, as a user would set it."""
+    monkeypatch.setenv("OPENAI_BASE_URL", endpoint.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-SECRET-never-recorded-0123456789")
+    return endpoint
+
+
+@pytest.fixture
+def recording_copy(tmp_path: Path):
+    """A copy of a bundled recording, with its PDF, that a test may change."""
+
+    def copy(name: str) -> Path:
+        target = tmp_path / "fixtures"
+        shutil.copytree(RUNS / name, target / "runs" / name)
+        shutil.copytree(PAPERS, target / "papers")
+        return target / "runs" / name
+
+    return copy

@@ -1,0 +1,153 @@
+"""The commands as a user runs them: run (live, against the scripted endpoint over HTTP), show,
+render, validate, and the one-line errors."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import BAD, DVT_PDF, HPYLORI_PDF, RUNS
+from pipeline.cli import app
+from pipeline.store import SQLiteStore
+
+
+def record_id_from(output: str) -> str:
+    line = next(line for line in output.splitlines() if line.startswith("record "))
+    return line.split()[1]
+
+
+def stored_count(db: Path) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT count(*) FROM records").fetchone()[0]
+
+
+def test_run_saves_a_draft_and_prints_its_id(runner: CliRunner, live_env, clean_environment: Path) -> None:
+    result = runner.invoke(app, ["run", str(HPYLORI_PDF)])
+    assert result.exit_code == 0, result.output
+    for stage in ("[1/5] ingest", "[2/5] extract", "[3/5] draft", "[4/5] grade", "[5/5] check"):
+        assert stage in result.output
+    assert "may raise haemoglobin" in result.output
+    record_id = record_id_from(result.output)
+    record = SQLiteStore(clean_environment).get(record_id)
+    assert record.status.value == "draft"
+    assert record.studies[0].reference.doi == "10.1136/pgmj.2009.089987"
+    assert record.certainty.certainty.value == "low"
+    assert [u.stage for u in record.provenance.usage] == ["extract", "draft", "grade"]
+    assert set(record.provenance.prompts) == {"extract.md", "draft.md", "grade.md", "repair.md"}
+
+
+def test_run_sends_each_stage_only_its_sections(runner: CliRunner, live_env) -> None:
+    assert runner.invoke(app, ["run", str(HPYLORI_PDF)]).exit_code == 0
+    requests = live_env.scripts.requests
+    whole_paper = sum(len(str(m["content"])) for m in requests[0]["messages"])
+    assert [r["response_format"]["json_schema"]["name"] for r in requests] == ["extract", "draft", "grade"]
+    for request in requests:
+        text = request["messages"][1]["content"]
+        assert "REFERENCES" not in text  # no stage needs the reference list
+    assert whole_paper < 40_000
+
+
+def test_record_option_keeps_the_run_and_no_secret(runner: CliRunner, live_env, tmp_path: Path) -> None:
+    target = tmp_path / "runs" / "dvt"
+    result = runner.invoke(app, ["run", str(DVT_PDF), "--record", str(target), "--model", "scripted-endpoint"])
+    assert result.exit_code == 0, result.output
+    recording = json.loads((target / "recording.json").read_text())
+    assert "scripted local endpoint" in recording["made_against"]
+    assert len(recording["interactions"]) == 3
+    assert all(len(i["fingerprint"]) == 64 for i in recording["interactions"])
+    for path in target.iterdir():
+        text = path.read_text()
+        assert "SECRET" not in text and "sk-test" not in text and "authorization" not in text.lower()
+    replay = runner.invoke(app, ["replay", str(target)])
+    assert replay.exit_code == 0, replay.output
+
+
+def test_missing_api_key_is_one_line_exit_2(runner: CliRunner, clean_environment: Path) -> None:
+    result = runner.invoke(app, ["run", str(HPYLORI_PDF)])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: OPENAI_API_KEY is not set: export it (and OPENAI_BASE_URL for another endpoint)"
+    assert stored_count(clean_environment) == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("encrypted_user_password_libreoffice.pdf", "encrypted"),
+        ("not_a_pdf_corrupted.pdf", "not a PDF"),
+        ("blank_single_page.pdf", "no text layer"),
+        ("scanned_image_only_no_text.pdf", "run OCR first"),
+        ("invisible_text_layer.pdf", "no text layer"),
+        ("malformed_array_abrupt_ending.pdf", "too little to be a study"),
+        ("does_not_exist.pdf", "no such file"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_nothing_written(
+    runner: CliRunner, live_env, clean_environment: Path, name: str, message: str
+) -> None:
+    result = runner.invoke(app, ["run", str(BAD / name)])
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and name in errors[0]
+    assert "Traceback" not in result.output
+    assert stored_count(clean_environment) == 0
+    assert live_env.scripts.requests == []  # refused before any model call
+
+
+def test_bad_doi_option_is_refused(runner: CliRunner, live_env) -> None:
+    result = runner.invoke(app, ["run", str(HPYLORI_PDF), "--doi", "hello"])
+    assert result.exit_code == 2
+    assert "'hello' is not a DOI" in result.output
+
+
+def test_show_and_render_every_format(runner: CliRunner, live_env) -> None:
+    record_id = record_id_from(runner.invoke(app, ["run", str(HPYLORI_PDF)]).output)
+    shown = runner.invoke(app, ["show", record_id[:6]])
+    assert shown.exit_code == 0 and "Synthesis from 1 study" in shown.output
+    markdown = runner.invoke(app, ["render", record_id, "--format", "md"]).output
+    assert "## Mechanism — Synthesis from 1 study" in markdown
+    html = runner.invoke(app, ["render", record_id, "--format", "html"]).output
+    assert html.startswith("<!doctype html>") and "<h3>Supporting (1)</h3>" in html
+    data = json.loads(runner.invoke(app, ["render", record_id, "--format", "json"]).output)
+    assert data["record_id"] == record_id
+    bad = runner.invoke(app, ["render", record_id, "--format", "pdf"])
+    assert bad.exit_code == 2 and "unknown format" in bad.output
+
+
+def test_render_writes_a_file_and_reads_a_record_file(runner: CliRunner, tmp_path: Path) -> None:
+    target = tmp_path / "page.html"
+    result = runner.invoke(app, ["render", str(RUNS / "siervo-2016-nitrate" / "record.json"), "-f", "html", "-o", str(target)])
+    assert result.exit_code == 0, result.output
+    assert "did not improve oxygen use" in target.read_text()
+
+
+def test_unknown_record_id(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["show", "ffffffff"])
+    assert result.exit_code == 2 and "no record with id 'ffffffff'" in result.output
+
+
+def test_validate(runner: CliRunner, tmp_path: Path) -> None:
+    records = sorted(str(p) for p in RUNS.glob("*/record.json"))
+    assert len(records) >= 3
+    ok = runner.invoke(app, ["validate", *records])
+    assert ok.exit_code == 0 and ok.output.count("valid ") == len(records)
+    broken = json.loads(Path(records[0]).read_text())
+    broken["certainty"]["certainty"] = "certain"
+    del broken["claim"]["text"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(broken))
+    result = runner.invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 1
+    assert "2 error(s)" in result.output and "certainty/certainty" in result.output
+    not_json = tmp_path / "x.json"
+    not_json.write_text("{")
+    assert runner.invoke(app, ["validate", str(not_json)]).exit_code == 1
+
+
+def test_version(runner: CliRunner) -> None:
+    assert runner.invoke(app, ["--version"]).output.startswith("claims ")

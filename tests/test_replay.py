@@ -1,0 +1,106 @@
+"""Replay: every bundled recording reproduces its record offline, and every kind of change is
+caught and named (prompt, model, parameters, input, record)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import NITRATE_PDF, RUNS
+from pipeline.cli import app
+from pipeline.resources import data_dir
+
+RECORDINGS = sorted(path.name for path in RUNS.iterdir() if (path / "recording.json").exists())
+
+
+def edit_json(path: Path, change) -> None:  # type: ignore[no-untyped-def]
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data, indent=2))
+
+
+@pytest.mark.parametrize("name", RECORDINGS)
+def test_every_bundled_recording_replays_identically(runner: CliRunner, name: str) -> None:
+    result = runner.invoke(app, ["replay", str(RUNS / name)])
+    assert result.exit_code == 0, result.output
+    assert "record identical" in result.output
+
+
+def test_bundled_recordings_say_what_answered_them() -> None:
+    assert len(RECORDINGS) >= 3
+    for name in RECORDINGS:
+        recording = json.loads((RUNS / name / "recording.json").read_text())
+        assert "scripted local endpoint" in recording["made_against"]
+        assert "not a real model" in recording["made_against"]
+
+
+def test_replay_show_prints_the_claim_page(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["replay", str(RUNS / "huang-2010-hpylori-iron"), "--show"])
+    assert result.exit_code == 0
+    for part in ("# In people with iron deficiency anaemia", "Synthesis from 1 study", "Most probable mechanism",
+                 "Supporting (1)", "Contradicting (0)", "Community contributions welcome", "Gold Standard Evidence Needed"):
+        assert part in result.output
+
+
+def test_edited_prompt_fails_and_names_the_prompt(runner: CliRunner, tmp_path: Path, monkeypatch) -> None:
+    prompts = tmp_path / "prompts"
+    shutil.copytree(data_dir("prompts"), prompts)
+    draft = prompts / "draft.md"
+    draft.write_text(draft.read_text().replace("hedged to the strength", "stated with the strength"))
+    monkeypatch.setenv("CLAIMS_PROMPTS", str(prompts))
+    result = runner.invoke(app, ["replay", str(RUNS / "huang-2010-hpylori-iron")])
+    assert result.exit_code == 1
+    assert "stage draft: the request no longer matches the recording: prompt file draft.md changed" in result.output
+
+
+def test_changed_model_and_parameters_are_named(runner: CliRunner, recording_copy) -> None:
+    run = recording_copy("siervo-2016-nitrate")
+    edit_json(run / "recording.json", lambda d: d["settings"].update(model="gpt-x", temperature=0.7))
+    result = runner.invoke(app, ["replay", str(run)])
+    assert result.exit_code == 1
+    assert "stage extract" in result.output
+    assert "model changed (scripted-endpoint -> gpt-x)" in result.output
+    assert "parameters changed (temperature)" in result.output
+
+
+def test_changed_input_text_is_named(runner: CliRunner, recording_copy) -> None:
+    run = recording_copy("siervo-2016-nitrate")
+    edit_json(run / "recording.json", lambda d: d["settings"]["stage_text_budget"].update(extract=5000))
+    result = runner.invoke(app, ["replay", str(run)])
+    assert result.exit_code == 1
+    assert "stage extract" in result.output and "the input changed" in result.output
+
+
+def test_other_pdf_is_refused(runner: CliRunner, recording_copy) -> None:
+    run = recording_copy("huang-2010-hpylori-iron")
+    result = runner.invoke(app, ["replay", str(run), "--pdf", str(NITRATE_PDF)])
+    assert result.exit_code == 1
+    assert "input changed" in result.output
+
+
+def test_missing_pdf_says_how_to_pass_it(runner: CliRunner, recording_copy) -> None:
+    run = recording_copy("huang-2010-hpylori-iron")
+    shutil.rmtree(run.parent.parent / "papers")
+    result = runner.invoke(app, ["replay", str(run)])
+    assert result.exit_code == 1 and "pass it with --pdf" in result.output
+
+
+def test_a_changed_record_is_shown_as_a_diff(runner: CliRunner, recording_copy) -> None:
+    run = recording_copy("datta-2010-dvt-prophylaxis")
+    edit_json(run / "record.json", lambda d: d["claim"].update(text="Heparin is perfectly safe."))
+    result = runner.invoke(app, ["replay", str(run)])
+    assert result.exit_code == 1
+    assert '-    "text": "Heparin is perfectly safe."' in result.output
+    assert "differs from the recorded one" in result.output
+
+
+def test_several_recordings_report_each(runner: CliRunner, recording_copy, tmp_path: Path) -> None:
+    good = RUNS / "huang-2010-hpylori-iron"
+    result = runner.invoke(app, ["replay", str(good), str(tmp_path / "nothing-here")])
+    assert result.exit_code == 1
+    assert "ok " in result.output and "not a recording" in result.output
+    assert "1 of 2 recordings replayed identically" in result.output

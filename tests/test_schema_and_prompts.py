@@ -1,0 +1,79 @@
+"""The checked-in schema agrees with the models, and prompts are checked when loaded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import ROOT, RUNS
+from pipeline.check import schema_errors
+from pipeline.errors import ConfigError
+from pipeline.models import SCHEMA_VERSION, ClaimRecord
+from pipeline.resources import data_dir, load_prompt, parse_prompt, record_schema_path
+from pipeline.schema_gen import main as schema_gen_main
+from pipeline.schema_gen import record_schema_text
+
+
+def test_checked_in_schema_matches_the_models() -> None:
+    checked_in = (ROOT / "schemas" / "claim_record.schema.json").read_text()
+    assert checked_in == record_schema_text(), "run: python -m pipeline.schema_gen"
+    assert schema_gen_main(["--check"]) == 0
+
+
+def test_schema_gen_check_fails_on_drift(tmp_path, monkeypatch) -> None:
+    schemas = tmp_path / "schemas"
+    schemas.mkdir()
+    (schemas / "claim_record.schema.json").write_text("{}")
+    monkeypatch.setattr("pipeline.schema_gen.record_schema_path", lambda: schemas / "claim_record.schema.json")
+    assert schema_gen_main(["--check"]) == 1
+
+
+def test_the_schema_is_the_one_the_package_uses() -> None:
+    assert record_schema_path().read_text() == record_schema_text()
+
+
+def test_records_carry_the_schema_version() -> None:
+    for path in RUNS.glob("*/record.json"):
+        data = json.loads(path.read_text())
+        assert data["schema_version"] == SCHEMA_VERSION
+        assert schema_errors(data) == []
+        ClaimRecord.model_validate(data)
+
+
+def test_schema_rejects_what_the_model_would_reject() -> None:
+    data = json.loads(next(RUNS.glob("*/record.json")).read_text())
+    data["surprise"] = 1
+    data["mechanism"]["steps"][0]["basis"] = "guessed"
+    problems = schema_errors(data)
+    assert any("surprise" in p for p in problems) and any("guessed" in p for p in problems)
+
+
+@pytest.mark.parametrize(("name", "placeholders"), [
+    ("extract.md", {"study_id", "paper_text"}),
+    ("draft.md", {"study_id", "findings", "paper_text"}),
+    ("grade.md", {"claim", "findings", "paper_text"}),
+])
+def test_shipped_prompts_load(name: str, placeholders: set[str]) -> None:
+    prompt = load_prompt(name, frozenset(placeholders))
+    messages = prompt.render(**{p: f"<{p}>" for p in placeholders})
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert all(f"<{p}>" in messages[0]["content"] + messages[1]["content"] for p in placeholders)
+    assert len(prompt.sha256) == 64
+
+
+def test_prompt_with_unknown_or_missing_placeholder_fails_at_load() -> None:
+    text = "=== system ===\nYou judge.\n=== user ===\n$paper_text and $colour\n"
+    with pytest.raises(ConfigError, match=r"prompt x.md: placeholders do not match the stage \(missing \$findings, unknown \$colour\)"):
+        parse_prompt("x.md", text, {"paper_text", "findings"})
+
+
+def test_prompt_without_parts_fails_at_load() -> None:
+    with pytest.raises(ConfigError, match="needs one '=== system ===' and one '=== user ===' part"):
+        parse_prompt("x.md", "just text $paper_text", {"paper_text"})
+
+
+def test_every_prompt_file_is_hashed_in_provenance() -> None:
+    record = json.loads(next(RUNS.glob("*/record.json")).read_text())
+    shipped = {path.name for path in data_dir("prompts").glob("*.md")}
+    assert set(record["provenance"]["prompts"]) == shipped

@@ -1,0 +1,106 @@
+"""The store keeps whole, valid records with their history; the page is laid out like the seed
+claim page and escapes everything that came from a PDF."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import RUNS
+from pipeline.check import RecordSchemaError
+from pipeline.errors import RecordNotFoundError, StoreError
+from pipeline.models import ClaimRecord
+from pipeline.render import render
+from pipeline.store import SCHEMA_VERSION, SQLiteStore
+
+
+def bundled(name: str = "huang-2010-hpylori-iron") -> ClaimRecord:
+    return ClaimRecord.model_validate_json((RUNS / name / "record.json").read_text())
+
+
+def test_add_get_by_prefix_and_history(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    record = bundled()
+    store.add(record)
+    assert store.get(record.record_id[:5]) == record
+    [summary] = store.summaries()
+    assert summary.status == "draft" and summary.study == "10.1136/pgmj.2009.089987"
+    [entry] = store.history(record.record_id)
+    assert (entry.version, entry.action, entry.actor) == (1, "created", "pipeline")
+
+
+def test_duplicate_id_is_refused(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    store.add(bundled())
+    with pytest.raises(StoreError, match="already stored"):
+        store.add(bundled())
+    assert len(store.summaries()) == 1
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_invalid_record_is_never_written(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    record = bundled()
+    record.studies[0].findings[0].quote.page = "seven"  # type: ignore[assignment]
+    with pytest.raises(RecordSchemaError):
+        store.add(record)
+    assert store.summaries() == []
+
+
+def test_ambiguous_and_unknown_ids(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    for name, record_id in (("huang-2010-hpylori-iron", "abc111"), ("siervo-2016-nitrate", "abc222")):
+        record = bundled(name)
+        record.record_id = record_id
+        store.add(record)
+    with pytest.raises(RecordNotFoundError, match="no record"):
+        store.get("zz")
+    with pytest.raises(RecordNotFoundError, match="no record"):
+        store.get("%")  # a LIKE wildcard is a character, not a pattern
+    with pytest.raises(RecordNotFoundError, match="several"):
+        store.get("abc")
+    assert store.get("abc2").record_id == "abc222"
+
+
+def test_newer_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    SQLiteStore(path).close()
+    with sqlite3.connect(path) as connection:
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match="newer than this claims"):
+        SQLiteStore(path)
+
+
+def test_page_has_every_part_of_the_seed_page() -> None:
+    page = render(bundled("siervo-2016-nitrate"), "md")
+    order = ["# In healthy adults aged 60 to 75", "Original statement:", "## Mechanism — Synthesis from 1 study",
+             "### How it works", "### Most probable mechanism", "In simple terms:", "1. Dietary nitrate",
+             "## Evidence from studies", "### Supporting (1)", "### Contradicting (0)", "Community contributions welcome",
+             "## Evidence quality (GRADE)", "## Gold Standard Evidence Needed", "## Checks"]
+    positions = [page.index(part) for part in order]
+    assert positions == sorted(positions)
+    assert "[inferred]" in page and "[reported by the study]" in page
+    assert "(10.1016/j.nutres.2016.11.004)" in page
+
+
+def test_gold_standard_on_the_page_is_strongest_first() -> None:
+    page = render(bundled(), "md")
+    gold = page[page.index("## Gold Standard Evidence Needed"):]
+    assert gold.index("Systematic review of RCTs") < gold.index("Randomised controlled trial")
+
+
+def test_html_escapes_text_from_the_paper() -> None:
+    record = bundled()
+    record.claim.text = "<script>alert(1)</script> & more"
+    record.studies[0].findings[0].quote.text = '"><img src=x onerror=alert(1)>'
+    page = render(record, "html")
+    assert "<script>alert" not in page and "<img" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in page
+
+
+def test_markdown_tables_survive_pipes() -> None:
+    record = bundled()
+    record.studies[0].findings[0].outcome = "a | b"
+    assert "a \\| b" in render(record, "md")
