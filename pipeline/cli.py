@@ -20,9 +20,11 @@ from rich.markdown import Markdown
 
 from . import __version__
 from .check import schema_errors
-from .config import RunSettings, default_db_path, default_model
+from .config import RunSettings, contact_email, default_cache_dir, default_db_path, default_model, max_pdf_megabytes
+from .doi import DoiCache, DoiSettings, Fetched, fetch, file_stem, looks_like_doi, normalise_doi
 from .errors import ClaimsError, InputError, ReplayError
-from .files import write_text_atomic
+from .files import write_bytes_atomic, write_json_atomic, write_text_atomic
+from .http import make_client
 from .llm import OpenAIChatModel, RecordingChatModel
 from .models import ClaimRecord
 from .recording import (
@@ -116,39 +118,124 @@ def _summary(result: RunResult) -> None:
     out.print(f"model calls: {calls}; tokens: {tokens}")
 
 
+def _doi_tools(max_pdf_mb: Optional[float]) -> tuple[Any, DoiCache, DoiSettings]:
+    mailto = contact_email()
+    settings = DoiSettings(mailto=mailto, max_pdf_bytes=int((max_pdf_mb or max_pdf_megabytes()) * 1024 * 1024))
+    return make_client(mailto), DoiCache(default_cache_dir() / "doi"), settings
+
+
+def _source(text: str) -> tuple[Optional[Path], Optional[str]]:
+    """A PDF path or a DOI, from what the user typed."""
+    path = Path(text)
+    if path.exists():
+        return path, None
+    if looks_like_doi(text):
+        return None, normalise_doi(text)
+    if text.lower().endswith(".pdf"):
+        raise InputError(f"{text}: no such file")
+    raise InputError(f"'{text}' is neither a PDF file nor a DOI (expected 10.NNNN/suffix)")
+
+
+MaxPdfOption = typer.Option(None, "--max-pdf-mb", help="Download size cap. Default: $CLAIMS_MAX_PDF_MB or 50.")
+
+
 @app.command()
 @_one_line_errors
 def run(
-    pdf: Path = typer.Argument(..., help="The study's PDF."),
+    source: str = typer.Argument(..., metavar="PDF|DOI", help="The study: a PDF file, or a DOI (10.xxxx/..., doi:..., https://doi.org/...)."),
+    pdf: Path = typer.Option(None, "--pdf", help="With a DOI: read this PDF instead of downloading one (e.g. a paywalled paper you hold)."),
+    strict: bool = typer.Option(False, "--strict", help="With a DOI and --pdf: refuse a PDF whose DOI or title differs from the metadata."),
+    refresh: bool = typer.Option(False, "--refresh", help="Ignore cached metadata and PDFs."),
+    max_pdf_mb: Optional[float] = MaxPdfOption,
     model: str = typer.Option(None, "--model", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."),
-    doi: str = typer.Option(None, "--doi", help="The study's DOI, when the PDF does not print it."),
     record: Path = typer.Option(None, "--record", help="Also keep the whole run as a recording in this folder."),
     db: Optional[Path] = DbOption,
 ) -> None:
-    """Run every stage on a PDF with a live model and save the draft record; print its id.
+    """Run every stage on a study with a live model and save the draft record; print its id.
 
-    Needs OPENAI_API_KEY; OPENAI_BASE_URL selects any OpenAI-compatible endpoint.
+    Needs OPENAI_API_KEY; OPENAI_BASE_URL selects any OpenAI-compatible endpoint. With a DOI, the
+    metadata comes from Crossref, OpenAlex and Unpaywall and the open-access PDF is downloaded.
     """
+    pdf_path, doi = _source(source)
+    if pdf_path is not None and pdf is not None:
+        raise InputError("--pdf goes with a DOI: give either a PDF, or a DOI and --pdf FILE")
     settings = RunSettings(model=model or default_model())
     base_url = os.environ.get("OPENAI_BASE_URL") or None
     live = OpenAIChatModel(api_key=os.environ.get("OPENAI_API_KEY", ""), base_url=base_url)
     chat = RecordingChatModel(live) if record else live
     store = _open_store(db)
+    metadata, pdf_url = None, None
+    if doi is not None:
+        client, cache, doi_settings = _doi_tools(max_pdf_mb)
+        with err.status(f"looking up {doi} ..."):
+            fetched = fetch(doi, client, cache, doi_settings, want_pdf=pdf is None, refresh=refresh)
+        for note in fetched.notes:
+            err.print(note, markup=False)
+        metadata, pdf_url = fetched.metadata, fetched.pdf_url
+        pdf_path = pdf or fetched.pdf
+        err.print(_describe_fetch(fetched), markup=False)
+    assert pdf_path is not None
     progress = StageProgress(err)
     try:
-        result = run_pipeline(pdf, chat, settings, doi=doi, progress=progress)
+        result = run_pipeline(pdf_path, chat, settings, metadata=metadata, pdf_url=pdf_url, strict=strict, progress=progress)
     finally:
         progress.stop()
     if record and isinstance(chat, RecordingChatModel):
+        downloaded = pdf_url is not None
         recording = build_recording(
-            pdf, record, result.document.sha256, result.document.doi if doi else None, settings,
+            pdf_path, record, result.document.sha256, metadata, pdf_url, downloaded, settings,
             result.record.provenance.prompts, chat.interactions, base_url,
         )
-        save_recording(record, recording, result.record)
+        save_recording(record, recording, result.record, pdf_copy=pdf_path if downloaded else None)
         err.print(f"recording saved to {record} ({len(chat.interactions)} model exchanges)")
     store.add(result.record)
     _summary(result)
     out.print(f"record {result.record.record_id} saved as a draft in {store.path}")
+
+
+def _describe_fetch(fetched: Fetched) -> str:
+    meta = fetched.metadata
+    where = ", ".join(str(part) for part in (meta.journal, meta.year) if part)
+    line = f"{meta.doi}: {meta.title or '(no title)'}" + (f" ({where})" if where else "")
+    if meta.retracted:
+        line += " [RETRACTED]"
+    if fetched.pdf_url:
+        line += f"; PDF from {fetched.pdf_url}" + (" (cached)" if fetched.from_cache else "")
+    return line
+
+
+@app.command("fetch")
+@_one_line_errors
+def fetch_command(
+    dois: list[str] = typer.Argument(..., metavar="DOI...", help="One or more DOIs."),
+    output: Path = typer.Option(Path("."), "--output", "-o", help="Folder for the PDFs and metadata files."),
+    refresh: bool = typer.Option(False, "--refresh", help="Ignore cached metadata and PDFs."),
+    max_pdf_mb: Optional[float] = MaxPdfOption,
+) -> None:
+    """Fetch metadata and the open-access PDF of each DOI, without any model call.
+
+    Writes DOI.pdf and DOI.json (slashes as underscores) into the folder. Exit 3 when a DOI has no
+    open-access PDF, 2 when one is malformed or unknown.
+    """
+    client, cache, settings = _doi_tools(max_pdf_mb)
+    worst = 0
+    for text in dois:
+        try:
+            doi = normalise_doi(text)
+            fetched = fetch(doi, client, cache, settings, refresh=refresh)
+        except ClaimsError as exc:
+            err.print(f"error: {exc}", markup=False)
+            worst = max(worst, exc.exit_code)
+            continue
+        for note in fetched.notes:
+            err.print(note, markup=False)
+        stem = file_stem(doi)
+        assert fetched.pdf is not None
+        write_bytes_atomic(output / f"{stem}.pdf", fetched.pdf.read_bytes())
+        write_json_atomic(output / f"{stem}.json", {**fetched.metadata.model_dump(mode="json"), "pdf_url": fetched.pdf_url})
+        out.print(_describe_fetch(fetched) + f" -> {output / stem}.pdf", markup=False)
+    if worst:
+        raise typer.Exit(worst)
 
 
 @app.command()
@@ -179,7 +266,8 @@ def _replay_one(directory: Path, pdf_override: Optional[Path], show: bool) -> No
         pdf,
         ReplayChatModel(recording),
         recording.run_settings(),
-        doi=recording.input.doi,
+        metadata=recording.input.metadata,
+        pdf_url=recording.input.pdf_url,
         record_id=recorded.record_id,
         generated_at=recorded.provenance.generated_at,
     )

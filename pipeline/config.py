@@ -44,3 +44,27 @@ def default_db_path() -> Path:
         return Path(os.environ["CLAIMS_DB"]).expanduser()
     data_home = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
     return data_home / "claims" / "claims.db"
+
+
+def default_cache_dir() -> Path:
+    if "CLAIMS_CACHE" in os.environ:
+        return Path(os.environ["CLAIMS_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "claims"
+
+
+def contact_email() -> str | None:
+    """CLAIMS_MAILTO: sent to Crossref and OpenAlex (mailto) and Unpaywall (email), as they ask."""
+    return os.environ.get("CLAIMS_MAILTO") or None
+
+
+def max_pdf_megabytes() -> float:
+    from .errors import ConfigError
+
+    raw = os.environ.get("CLAIMS_MAX_PDF_MB", "50")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"CLAIMS_MAX_PDF_MB={raw} is not a number of megabytes") from None
+    if value <= 0:
+        raise ConfigError(f"CLAIMS_MAX_PDF_MB={raw} must be more than 0")
+    return value

@@ -21,6 +21,8 @@ from typing import Protocol
 from .errors import InputError, NoTextLayerError
 from .models import PageProblem
 
+EMAIL_ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+
 # Below these, a PDF is not something a claim can be drafted from.
 MIN_CHARS_PER_PAGE = 200
 MIN_TOTAL_CHARS = 1500
@@ -106,6 +108,7 @@ class Document:
         """The named sections' text with page markers, in reading order, cut at `max_chars`.
 
         Falls back to the whole text when none of the sections was found (headings vary).
+        E-mail addresses are masked: no stage needs them, and recordings must not keep them.
         """
         chosen = [span for span in self.spans if span.section in sections]
         if not chosen:
@@ -117,7 +120,7 @@ class Document:
                 parts.append(f"[page {span.page}]")
                 last_page = span.page
             parts.append(span.text)
-        text = "\n".join(parts)
+        text = EMAIL_ADDRESS.sub("[e-mail]", "\n".join(parts))
         if len(text) > max_chars:
             text = text[:max_chars] + "\n[... cut to fit the stage's text budget]"
         return text

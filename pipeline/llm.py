@@ -14,10 +14,8 @@ validation errors. Tokens of every attempt are counted, not only the last.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, TypeVar
@@ -25,6 +23,7 @@ from typing import Any, Callable, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from .errors import ConfigError, LLMError, LLMRefusalError, LLMUnavailableError, StageOutputError
+from .retry import RetryError, RetryPolicy, call_with_retries
 from .strict_schema import strict_json_schema
 
 T = TypeVar("T", bound=BaseModel)
@@ -71,25 +70,6 @@ class ChatModel(Protocol):
 # --------------------------------------------------------------------------- live
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 5
-    max_wait_seconds: float = 60.0
-    base_wait_seconds: float = 1.0
-
-
-def retry_after_seconds(headers: Any) -> float | None:
-    """Seconds the server asked us to wait (Retry-After as seconds or HTTP date), if any."""
-    value = headers.get("retry-after") if headers is not None else None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
-
-
 class OpenAIChatModel:
     """Any OpenAI-compatible endpoint (OpenAI, Azure, vLLM, Ollama, llama.cpp server)."""
 
@@ -112,28 +92,19 @@ class OpenAIChatModel:
 
     def complete(self, request: ChatRequest) -> ChatResponse:
         import openai
-        from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt
 
         def transient(exc: BaseException) -> bool:
             if isinstance(exc, openai.APIStatusError):
                 return exc.status_code == 429 or exc.status_code >= 500
             return isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError))
 
-        def wait(state: Any) -> float:
-            exc = state.outcome.exception()
-            asked = retry_after_seconds(getattr(getattr(exc, "response", None), "headers", None))
-            if asked is None:
-                asked = self._retry.base_wait_seconds * 2 ** (state.attempt_number - 1) * (1 + random.random())
-            return min(asked, self._retry.max_wait_seconds)
+        def headers_of(exc: BaseException) -> Any:
+            return getattr(getattr(exc, "response", None), "headers", None)
 
-        retrying = Retrying(
-            stop=stop_after_attempt(self._retry.attempts),
-            wait=wait,
-            retry=retry_if_exception(transient),
-            sleep=self._sleep,
-        )
         try:
-            completion = retrying(self._create, request)
+            completion = call_with_retries(
+                lambda: self._create(request), transient, headers_of, self._retry, self._sleep
+            )
         except RetryError as exc:
             last = exc.last_attempt.exception()
             raise LLMUnavailableError(

@@ -16,7 +16,7 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 
 class _Model(BaseModel):
@@ -226,6 +226,22 @@ class GradeOutput(_Model):
 # --------------------------------------------------------------------------- the record
 
 
+class StudyMetadata(_Model):
+    """Bibliographic facts about a DOI, merged from Crossref, OpenAlex and Unpaywall."""
+
+    doi: str
+    title: str | None
+    authors: list[str]
+    journal: str | None
+    year: int | None
+    licence: str | None
+    publication_type: str | None
+    abstract: str | None
+    retracted: bool | None = Field(description="True when OpenAlex or Crossref marks the work as retracted.")
+    pdf_urls: list[str] = Field(description="Open-access PDF locations, best first.")
+    sources: list[str] = Field(description="The services that answered, e.g. ['crossref', 'openalex'].")
+
+
 class StudyReference(_Model):
     study_id: str = Field(description="The DOI when known, else 'sha256:' and the PDF's hash prefix.")
     doi: str | None
@@ -233,6 +249,11 @@ class StudyReference(_Model):
     authors: list[str]
     journal: str | None
     year: int | None
+    licence: str | None = None
+    publication_type: str | None = None
+    retracted: bool | None = None
+    pdf_url: str | None = Field(default=None, description="Where the PDF was downloaded from, for a DOI run.")
+    metadata_sources: list[str] = Field(default_factory=list)
     source_file: str | None
 
 
@@ -303,6 +324,9 @@ class Provenance(_Model):
     source: SourceDocument
     generated_at: str = Field(description="UTC time, ISO 8601.")
     usage: list[StageUsage]
+    notes: list[str] = Field(
+        default_factory=list, description="What a reviewer should know about how the record was made."
+    )
 
 
 class ClaimRecord(_Model):

@@ -24,14 +24,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from . import __version__
 from .config import RunSettings
 from .errors import ReplayError, ReplayMissError
 from .files import write_json_atomic
 from .llm import ChatRequest, ChatResponse, Interaction
-from .models import ClaimRecord
+from .models import ClaimRecord, StudyMetadata
 from .resources import prompt_sha256
 
 RECORDING_FORMAT = "claims-recording/1"
@@ -45,9 +45,10 @@ STAGE_PROMPTS = {"extract": "extract.md", "draft": "draft.md", "grade": "grade.m
 
 class RecordedInput(BaseModel):
     file_name: str
-    path: str
+    path: str = Field(description="The PDF, relative to the recording folder.")
     sha256: str
-    doi: str | None
+    metadata: StudyMetadata | None = Field(description="For a DOI run: the metadata the run used.")
+    pdf_url: str | None
 
 
 class Recording(BaseModel):
@@ -80,7 +81,9 @@ def build_recording(
     pdf: Path,
     directory: Path,
     sha256: str,
-    doi: str | None,
+    metadata: StudyMetadata | None,
+    pdf_url: str | None,
+    copy_pdf: bool,
     settings: RunSettings,
     prompts: dict[str, str],
     interactions: list[Interaction],
@@ -91,7 +94,11 @@ def build_recording(
         created_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         pipeline_version=__version__,
         input=RecordedInput(
-            file_name=pdf.name, path=os.path.relpath(pdf.resolve(), directory.resolve()), sha256=sha256, doi=doi
+            file_name=pdf.name,
+            path=pdf.name if copy_pdf else os.path.relpath(pdf.resolve(), directory.resolve()),
+            sha256=sha256,
+            metadata=metadata,
+            pdf_url=pdf_url,
         ),
         settings=dataclasses.asdict(settings),
         prompts=prompts,
@@ -99,11 +106,16 @@ def build_recording(
     )
 
 
-def save_recording(directory: Path, recording: Recording, record: ClaimRecord) -> None:
-    """Write both files into a fresh folder, then swap it in: a reader never sees half a recording."""
+def save_recording(directory: Path, recording: Recording, record: ClaimRecord, pdf_copy: Path | None = None) -> None:
+    """Write the files into a fresh folder, then swap it in: a reader never sees half a recording.
+
+    `pdf_copy` (a downloaded PDF, whose cache path is no place to point at) is kept inside it.
+    """
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
+        if pdf_copy is not None:
+            shutil.copyfile(pdf_copy, staging / pdf_copy.name)
         write_json_atomic(staging / RECORDING_FILE, recording.model_dump(mode="json"))
         write_json_atomic(staging / RECORD_FILE, record.model_dump(mode="json"))
         if directory.exists():

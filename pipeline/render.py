@@ -52,6 +52,23 @@ def _study_line(study: Study) -> str:
     return f"{ref.title} ({where}; {cite}) \u2014 {study.summary}" if where else f"{ref.title} ({cite}) \u2014 {study.summary}"
 
 
+def _reference(study: Study) -> str:
+    ref = study.reference
+    authors = ", ".join(ref.authors[:3]) + (" et al." if len(ref.authors) > 3 else "")
+    parts = [
+        f"{ref.title}.",
+        authors if authors.endswith(".") else f"{authors}." if authors else "",
+        ", ".join(str(p) for p in (ref.journal, ref.year) if p) + ("." if ref.journal or ref.year else ""),
+        f"doi:{ref.doi}" if ref.doi else f"No DOI known (study id {ref.study_id})",
+        f"\u00b7 Type: {ref.publication_type}" if ref.publication_type else "",
+        f"\u00b7 Licence: {ref.licence}" if ref.licence else "",
+        f"\u00b7 PDF: {ref.pdf_url}" if ref.pdf_url else "",
+        f"\u00b7 Metadata: {', '.join(ref.metadata_sources)}" if ref.metadata_sources else "",
+        "\u00b7 RETRACTED" if ref.retracted else "",
+    ]
+    return " ".join(part for part in parts if part)
+
+
 def _effect(finding) -> str:  # type: ignore[no-untyped-def]
     effect = finding.effect
     if effect is None:
@@ -89,6 +106,11 @@ def page_blocks(record: ClaimRecord) -> list[Block]:
             + (f" \u00b7 {sum(len(c.flags) for c in flagged)} flag(s)" if flagged else "")
             + f" \u00b7 Record {record.record_id}",
         ),
+        *[
+            Block("p", f"RETRACTED: \u201c{s.reference.title}\u201d has been retracted. Do not rely on this claim.")
+            for s in record.studies
+            if s.reference.retracted
+        ],
         Block("quote", "Original statement: " + _quote(record.claim.original_statement)),
         Block("h2", f"Mechanism \u2014 Synthesis from {_plural(len(record.studies), 'study')}"),
         Block("h3", "How it works"),
@@ -110,6 +132,7 @@ def page_blocks(record: ClaimRecord) -> list[Block]:
     blocks.append(
         Block("ul", items=[_study_line(s) for s in contradicting]) if contradicting else Block("p", "Community contributions welcome")
     )
+    blocks += [Block("h3", "Studies"), Block("ul", items=[_reference(study) for study in record.studies])]
     for study in record.studies:
         blocks.append(Block("h3", f"Findings: {study.reference.title}"))
         blocks.append(
@@ -156,6 +179,7 @@ def page_blocks(record: ClaimRecord) -> list[Block]:
             items=[f"{c.name}: {c.status.value} \u2014 {c.summary}" for c in record.checks]
             + [f"FLAG {flag.where}: {flag.message}" for c in flagged for flag in c.flags],
         ),
+        *([Block("h3", "Notes"), Block("ul", items=record.provenance.notes)] if record.provenance.notes else []),
         Block(
             "p",
             f"Generated {record.provenance.generated_at} by claims {record.provenance.pipeline_version} "

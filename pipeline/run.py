@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from . import __version__
 from .check import require_valid, run_checks
@@ -24,9 +24,11 @@ from .extract import PROMPT_FILE as EXTRACT_PROMPT
 from .extract import extract
 from .grade import PROMPT_FILE as GRADE_PROMPT
 from .grade import grade
-from .ingest import DOI_PATTERN, Document, TextExtractor, clean_doi, read_pdf
+from .doi import metadata_mismatches
+from .ingest import Document, TextExtractor, read_pdf
 from .llm import ChatModel, UsageLog
 from .models import (
+    Bibliography,
     CertaintyAssessment,
     Claim,
     ClaimRecord,
@@ -39,6 +41,7 @@ from .models import (
     Stance,
     StageUsage,
     Study,
+    StudyMetadata,
     StudyReference,
 )
 from .resources import prompt_sha256
@@ -59,25 +62,14 @@ class RunResult:
     document: Document
 
 
-def normalise_doi(text: str) -> str:
-    """'https://doi.org/10.1/X', 'doi:10.1/x', ' 10.1/X ' -> '10.1/x'; anything else is refused."""
-    candidate = text.strip()
-    for prefix in ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "http://dx.doi.org/", "doi:"):
-        if candidate.lower().startswith(prefix):
-            candidate = candidate[len(prefix) :].strip()
-            break
-    match = DOI_PATTERN.fullmatch(candidate)
-    if not match:
-        raise InputError(f"'{text.strip()}' is not a DOI (expected the form 10.NNNN/suffix)")
-    return clean_doi(candidate)
-
-
 def run_pipeline(
     pdf: Path,
     chat: ChatModel,
     settings: RunSettings,
     *,
-    doi: str | None = None,
+    metadata: StudyMetadata | None = None,
+    pdf_url: str | None = None,
+    strict: bool = False,
     record_id: str | None = None,
     generated_at: str | None = None,
     extractor: TextExtractor | None = None,
@@ -98,8 +90,15 @@ def run_pipeline(
         lambda d: f"{len(d.pages)} pages, sections: {', '.join(d.sections_found())}"
         + (f", {len(d.problems)} page(s) skipped" if d.problems else ""),
     )
-    if doi:
-        document.doi = normalise_doi(doi)
+    notes: list[str] = []
+    if metadata is not None:
+        mismatches = metadata_mismatches(metadata, document.doi, "\n".join(document.pages[:2]))
+        if mismatches and strict:
+            raise InputError(f"{document.file_name} does not look like {metadata.doi}: {'; '.join(mismatches)} (--strict)")
+        for mismatch in mismatches:
+            progress("ingest", "warn", f"warning: {mismatch}")
+            notes.append(f"warning: {mismatch}")
+        document.doi = metadata.doi
     extracted: ExtractOutput = stage(
         "extract", lambda: extract(document, chat, settings, usage), lambda e: f"{len(e.findings)} findings"
     )
@@ -121,6 +120,9 @@ def run_pipeline(
         gold,
         settings=settings,
         usage=usage,
+        metadata=metadata,
+        pdf_url=pdf_url,
+        notes=notes,
         record_id=record_id or uuid.uuid4().hex[:12],
         generated_at=generated_at or datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
     )
@@ -147,22 +149,16 @@ def assemble_record(
     *,
     settings: RunSettings,
     usage: UsageLog,
+    metadata: StudyMetadata | None,
+    pdf_url: str | None,
+    notes: list[str],
     record_id: str,
     generated_at: str,
 ) -> ClaimRecord:
     stances = {stance.study_id: stance for stance in drafted.stances}
     own = stances.get(document.study_id)
-    bibliography = extracted.bibliography
     study = Study(
-        reference=StudyReference(
-            study_id=document.study_id,
-            doi=document.doi,
-            title=document.title or bibliography.title,
-            authors=bibliography.authors,
-            journal=bibliography.journal,
-            year=bibliography.year,
-            source_file=document.file_name,
-        ),
+        reference=study_reference(document, extracted.bibliography, metadata, pdf_url),
         design=certainty.design,
         findings=extracted.findings,
         stance=own.stance if own else Stance.no_clear_bearing,
@@ -195,5 +191,30 @@ def assemble_record(
                 )
                 for name, (calls, total) in usage.by_stage.items()
             ],
+            notes=notes,
         ),
+    )
+
+
+def study_reference(
+    document: Document, bibliography: Bibliography, metadata: StudyMetadata | None, pdf_url: str | None
+) -> StudyReference:
+    """Registry metadata first, then what the PDF itself says, then what the model read from it."""
+
+    def first(*values: Any) -> Any:
+        return next((value for value in values if value), None)
+
+    return StudyReference(
+        study_id=document.study_id,
+        doi=document.doi,
+        title=first(metadata and metadata.title, document.title, bibliography.title),
+        authors=first(metadata and metadata.authors, bibliography.authors) or [],
+        journal=first(metadata and metadata.journal, bibliography.journal),
+        year=first(metadata and metadata.year, bibliography.year),
+        licence=metadata.licence if metadata else None,
+        publication_type=metadata.publication_type if metadata else None,
+        retracted=metadata.retracted if metadata else None,
+        pdf_url=pdf_url,
+        metadata_sources=metadata.sources if metadata else [],
+        source_file=document.file_name,
     )

@@ -17,6 +17,7 @@ PAPERS = FIXTURES / "papers"
 BAD = FIXTURES / "bad"
 RUNS = FIXTURES / "runs"
 SCRIPTS = FIXTURES / "scripts"
+HTTP = FIXTURES / "http"
 
 HPYLORI_PDF = PAPERS / "pmj_hpylori_iron_deficiency_metaanalysis_2010.pdf"
 NITRATE_PDF = PAPERS / "nutres_dietary_nitrate_crossover_rct_2016.pdf"
@@ -25,12 +26,14 @@ DVT_PDF = PAPERS / "bmc_trauma_dvt_prophylaxis_review_2010.pdf"
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "CLAIMS_MODEL", "CLAIMS_DEBUG"):
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "CLAIMS_MODEL", "CLAIMS_DEBUG",
+                 "CLAIMS_CACHE", "CLAIMS_MAILTO", "CLAIMS_HTTP_CASSETTE", "CLAIMS_MAX_PDF_MB", "CLAIMS_PROMPTS"):
         monkeypatch.delenv(name, raising=False)
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
     db = tmp_path / "claims.db"
     monkeypatch.setenv("CLAIMS_DB", str(db))
     return db
@@ -72,3 +75,17 @@ def recording_copy(tmp_path: Path):
         return target / "runs" / name
 
     return copy
+
+
+@pytest.fixture
+def cassette(monkeypatch: pytest.MonkeyPatch):
+    """Point the CLI's HTTP at a recorded cassette, with a contact address, as a curator would set it."""
+
+    def use(name: str, mailto: bool = True) -> Path:
+        path = HTTP / f"{name}.json"
+        monkeypatch.setenv("CLAIMS_HTTP_CASSETTE", str(path))
+        if mailto:
+            monkeypatch.setenv("CLAIMS_MAILTO", "curator@example.org")
+        return path
+
+    return use

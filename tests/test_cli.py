@@ -99,12 +99,6 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(
     assert live_env.scripts.requests == []  # refused before any model call
 
 
-def test_bad_doi_option_is_refused(runner: CliRunner, live_env) -> None:
-    result = runner.invoke(app, ["run", str(HPYLORI_PDF), "--doi", "hello"])
-    assert result.exit_code == 2
-    assert "'hello' is not a DOI" in result.output
-
-
 def test_show_and_render_every_format(runner: CliRunner, live_env) -> None:
     record_id = record_id_from(runner.invoke(app, ["run", str(HPYLORI_PDF)]).output)
     shown = runner.invoke(app, ["show", record_id[:6]])

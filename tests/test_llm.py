@@ -10,7 +10,8 @@ import pytest
 from pydantic import BaseModel
 
 from pipeline.errors import ConfigError, LLMRefusalError, LLMUnavailableError, StageOutputError
-from pipeline.llm import OpenAIChatModel, RetryPolicy, StageCall, UsageLog, ask_structured, retry_after_seconds
+from pipeline.llm import OpenAIChatModel, StageCall, UsageLog, ask_structured
+from pipeline.retry import RetryPolicy, retry_after_seconds
 from pipeline.models import DraftOutput, ExtractOutput, GradeOutput
 from pipeline.strict_schema import strict_json_schema
 from scripted_endpoint import ScriptedEndpoint, Scripts

@@ -104,3 +104,19 @@ def test_markdown_tables_survive_pipes() -> None:
     record = bundled()
     record.studies[0].findings[0].outcome = "a | b"
     assert "a \\| b" in render(record, "md")
+
+
+def test_retracted_study_is_flagged_on_the_page() -> None:
+    record = bundled("siervo-2016-nitrate")
+    record.studies[0].reference.retracted = True
+    page = render(record, "md")
+    banner = page.index("RETRACTED: \u201cDietary nitrate does not have an effect")
+    assert banner < page.index("Original statement")
+    assert "\u00b7 RETRACTED" in page
+
+
+def test_study_reference_details_are_shown() -> None:
+    page = render(bundled("siervo-2016-nitrate"), "md")
+    assert "Mario Siervo, Clio Oggioni, Djordje G Jakovljevic et al.. Nutrition Research, 2016. doi:10.1016/j.nutres.2016.11.004" not in page
+    assert "Mario Siervo, Clio Oggioni, Djordje G Jakovljevic et al. Nutrition Research, 2016. doi:10.1016/j.nutres.2016.11.004" in page
+    assert "Type: journal-article" in page and "Metadata: crossref, openalex, unpaywall" in page
