@@ -1,24 +1,67 @@
-"""Stage 5, check: the assembled record against the JSON Schema, then the faithfulness checks.
+"""Stage 5, check: every quote, number and citation of the record verified against the source.
 
-`RECORD_CHECKS` is the one list of checks that run on every record; each takes the record and
-the source document and returns a `CheckResult`. Checks report, they do not repair: a flagged
-record is stored as a draft with its flags for a reviewer to see.
+The checks, in the order they run (`run_checks`):
+- quotes: each verbatim quote is located in the page text after normalisation (`textmatch`);
+  found on another page than claimed, its page is corrected and noted; not found, it is flagged
+  `ungrounded_quote` with its nearest passage and how near it is;
+- citations: every study id or DOI cited anywhere must be a study of the record, else
+  `foreign_citation` (the rendered page drops it);
+- numbers: sample sizes, effect sizes, interval bounds and p-values of the findings must appear
+  in the paper's text (outside the references), else `number_not_found`;
+- causal chain: a step tagged "reported" needs a grounded quote that shares its substance;
+  otherwise it is re-tagged "inferred" and noted;
+- strength: definitive wording ("causes", "proves", "will") from a single study, a
+  non-randomised design or a primary interval that crosses no effect, or an effect claimed where
+  the primary finding (extract lists it first) shows none, is flagged `overstated` with the rule;
+- grade: the certainty must follow from the design and the domain ratings;
+- plain language: Flesch-Kincaid grade <= 8 and <= 20 words a sentence; a text that misses is
+  rewritten once by the model (when one is given) and flagged if it still misses;
+- schema: last, the whole record against schemas/claim_record.schema.json.
+
+Checks report and make only the small corrections named above; everything else is left for
+the reviewer, and a record with flags stays a draft.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, Callable
 
+from .config import RunSettings
 from .errors import ClaimsError
-from .ingest import Document
-from .models import CheckResult, CheckStatus, ClaimRecord, Flag
-from .resources import record_schema_path
+from .grade import rate_certainty, starting_certainty
+from .ingest import DOI_PATTERN, Document, clean_doi
+from .llm import ChatModel, StageCall, UsageLog, ask_structured
+from .models import (
+    CheckResult,
+    CheckStatus,
+    ClaimRecord,
+    Direction,
+    Flag,
+    GroundingStatus,
+    PlainLanguageRewrite,
+    Quote,
+    QuoteLocation,
+    ReadabilityScore,
+    StepBasis,
+    StudyDesign,
+)
+from .readability import MAX_GRADE, MAX_WORDS_PER_SENTENCE, Readability, score
+from .resources import load_instructions, load_prompt, record_schema_path
+from .textmatch import locate, numbers_in, numbers_of
+
+REWRITE_PROMPT = "plain_language.md"
+Rewriter = Callable[[str, Readability], str]
 
 
 class RecordSchemaError(ClaimsError):
     """The pipeline built a record its own schema refuses: a bug, never written to the store."""
+
+
+# --------------------------------------------------------------------------- schema
 
 
 @cache
@@ -42,35 +85,352 @@ def require_valid(record: ClaimRecord) -> None:
         raise RecordSchemaError(f"record {record.record_id} breaks the schema: {problems[0]}")
 
 
-def schema_check(record: ClaimRecord, document: Document) -> CheckResult:
+def _result(name: str, flags: list[Flag], passed: str, flagged: str, **details: Any) -> CheckResult:
+    return CheckResult(
+        name=name,
+        status=CheckStatus.flagged if flags else CheckStatus.passed,
+        summary=flagged.format(n=len(flags)) if flags else passed,
+        flags=flags,
+        **details,
+    )
+
+
+def schema_check(record: ClaimRecord) -> CheckResult:
     problems = schema_errors(record.model_dump(mode="json"))
     return CheckResult(
         name="schema",
         status=CheckStatus.failed if problems else CheckStatus.passed,
         summary=f"{len(problems)} schema error(s)" if problems else "valid against claim_record.schema.json",
-        flags=[Flag(where=problem.split(":", 1)[0], message=problem) for problem in problems],
+        flags=[Flag(where=p.split(":", 1)[0], code="schema", message=p) for p in problems],
     )
 
 
-def citation_check(record: ClaimRecord, document: Document) -> CheckResult:
-    """Every study cited by a causal step must be one of the record's own studies."""
-    known = {study.reference.study_id for study in record.studies}
-    flags = [
-        Flag(where=f"mechanism.steps[{index}].citations", message=f"cites {cited}, which is not a study of this record")
-        for index, step in enumerate(record.mechanism.steps)
-        for cited in step.citations
-        if cited not in known
-    ]
+# --------------------------------------------------------------------------- quotes
+
+
+def quotes_of(record: ClaimRecord) -> list[tuple[str, Quote]]:
+    """Every verbatim quote in the record, with its path."""
+    found = [("claim.original_statement", record.claim.original_statement)]
+    for i, study in enumerate(record.studies):
+        found += [(f"studies[{i}].findings[{j}].quote", finding.quote) for j, finding in enumerate(study.findings)]
+    found += [(f"mechanism.steps[{k}].quote", step.quote) for k, step in enumerate(record.mechanism.steps) if step.quote]
+    return found
+
+
+def check_quotes(record: ClaimRecord, document: Document) -> CheckResult:
+    flags, notes, locations = [], [], []
+    for where, quote in quotes_of(record):
+        found = locate(quote.text, document.pages, quote.page)
+        exact = found.similarity == 100.0
+        status = (
+            GroundingStatus.ungrounded
+            if not exact
+            else GroundingStatus.grounded
+            if found.page == quote.page
+            else GroundingStatus.page_corrected
+        )
+        locations.append(
+            QuoteLocation(
+                where=where, status=status, claimed_page=quote.page, page=found.page, start=found.start,
+                end=found.end, similarity=found.similarity, near_match=found.near_match,
+            )
+        )
+        if status is GroundingStatus.page_corrected:
+            notes.append(Flag(where=where, code="page_corrected", message=f"quote is on page {found.page}, not {quote.page}; corrected"))
+            quote.page = found.page  # type: ignore[assignment]
+        elif status is GroundingStatus.ungrounded:
+            near = (
+                f"; nearest passage ({found.similarity:.0f}% similar, page {found.page}): \u201c{found.near_match[:160]}\u201d"
+                if found.near_match
+                else "; nothing near it"
+            )
+            flags.append(Flag(where=where, code="ungrounded_quote", message=f"not found in the paper{near}"))
+    grounded = sum(1 for location in locations if location.status is not GroundingStatus.ungrounded)
     return CheckResult(
-        name="citations",
+        name="quotes",
         status=CheckStatus.flagged if flags else CheckStatus.passed,
-        summary=f"{len(flags)} citation(s) to studies not given" if flags else "every citation is a study of this record",
+        summary=f"{len(locations)} quotes: {grounded} grounded, {len(flags)} ungrounded"
+        + (f" ({len(notes)} page(s) corrected)" if notes else ""),
         flags=flags,
+        notes=notes,
+        quotes=locations,
     )
 
 
-RECORD_CHECKS: tuple[Callable[[ClaimRecord, Document], CheckResult], ...] = (schema_check, citation_check)
+# --------------------------------------------------------------------------- citations
 
 
-def run_checks(record: ClaimRecord, document: Document) -> list[CheckResult]:
-    return [check(record, document) for check in RECORD_CHECKS]
+def _text_fields(record: ClaimRecord) -> list[tuple[str, str]]:
+    """Prose a reader sees, where a DOI could be named: everything but references, provenance, checks."""
+    fields = [("claim.text", record.claim.text), ("mechanism.plain_language", record.mechanism.plain_language),
+              ("mechanism.summary", record.mechanism.summary)]
+    fields += [(f"mechanism.steps[{k}].text", step.text) for k, step in enumerate(record.mechanism.steps)]
+    fields += [(f"studies[{i}].summary", study.summary) for i, study in enumerate(record.studies)]
+    for i, gold in enumerate(record.gold_standard):
+        fields += [(f"gold_standard[{i}].{name}", value) for name, value in gold.model_dump().items() if isinstance(value, str)]
+    return fields
+
+
+def foreign_citations(record: ClaimRecord) -> list[tuple[str, str]]:
+    """(path, cited id) for every citation of a study the record was not built from."""
+    ids = {study.reference.study_id for study in record.studies}
+    dois = {study.reference.doi for study in record.studies if study.reference.doi}
+    foreign = [
+        (f"mechanism.steps[{k}].citations", cited)
+        for k, step in enumerate(record.mechanism.steps)
+        for cited in step.citations
+        if cited not in ids and clean_doi(cited) not in dois
+    ]
+    for where, text in _text_fields(record):
+        foreign += [(where, m) for m in map(clean_doi, DOI_PATTERN.findall(text)) if m not in dois]
+    return foreign
+
+
+def check_citations(record: ClaimRecord) -> CheckResult:
+    flags = [
+        Flag(where=where, code="foreign_citation", message=f"cites {cited}, which is not among the studies this record was built from")
+        for where, cited in foreign_citations(record)
+    ]
+    return _result("citations", flags, "every citation is a study of this record", "{n} citation(s) to studies not given")
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def check_numbers(record: ClaimRecord, document: Document) -> CheckResult:
+    source = numbers_in("\n".join(span.text for span in document.spans if span.section != "references"))
+    flags = []
+    checked = 0
+    for i, study in enumerate(record.studies):
+        for j, finding in enumerate(study.findings):
+            base = f"studies[{i}].findings[{j}]"
+            stated: list[tuple[str, str]] = []
+            if finding.sample_size is not None:
+                stated.append((f"{base}.sample_size", str(finding.sample_size)))
+            if finding.effect is not None:
+                effect = finding.effect
+                stated += [(f"{base}.effect.{name}", str(value)) for name in ("value", "ci_lower", "ci_upper")
+                           if (value := getattr(effect, name)) is not None]
+                if effect.p_value:
+                    stated += [(f"{base}.effect.p_value", number) for number in numbers_of(effect.p_value)]
+            for where, text in stated:
+                checked += 1
+                wanted = numbers_of(text)
+                if wanted and wanted[0] not in source:
+                    flags.append(Flag(where=where, code="number_not_found", message=f"{text} does not appear in the paper's text"))
+    return _result("numbers", flags, f"all {checked} numbers appear in the paper", f"{{n}} of {checked} numbers not found in the paper")
+
+
+# --------------------------------------------------------------------------- causal chain
+
+_STOP = set("that this with from were was have been their they which these those than into also after before between "
+            "there would could should about more less study trial paper authors reported found".split())
+
+
+def supports(step: str, quote: str) -> bool:
+    """Does the quote state what the step says? A shared specific number (12.88, 450), or two shared
+    content words, matched on their first five letters ('eradicating' ~ 'eradication') or as part
+    of a longer word ('prophylaxis' in 'thromboprophylaxis')."""
+    specific = {n for n in numbers_of(step) if "." in n or len(n.lstrip("-")) >= 3}
+    if specific & set(numbers_of(quote)):
+        return True
+    step_words = {w for w in re.findall(r"[a-z]{4,}", step.lower()) if w not in _STOP}
+    quote_words = {w for w in re.findall(r"[a-z]{4,}", quote.lower()) if w not in _STOP}
+
+    def matches(word: str) -> bool:
+        return any(word[:5] == other[:5] or (len(word) >= 5 and word in other) or (len(other) >= 5 and other in word)
+                   for other in quote_words)
+
+    return sum(1 for word in step_words if matches(word)) >= 2
+
+
+def check_causal_chain(record: ClaimRecord, quotes: CheckResult) -> CheckResult:
+    grounded = {q.where for q in quotes.quotes if q.status is not GroundingStatus.ungrounded}
+    notes = []
+    for k, step in enumerate(record.mechanism.steps):
+        if step.basis is not StepBasis.reported:
+            continue
+        where = f"mechanism.steps[{k}]"
+        if step.quote is None or f"{where}.quote" not in grounded:
+            reason = "has no quote" if step.quote is None else "its quote is not in the paper"
+        elif not supports(step.text, step.quote.text):
+            reason = "its quote does not state what the step says"
+        else:
+            continue
+        step.basis = StepBasis.inferred
+        notes.append(Flag(where=where, code="retagged_inferred", message=f"tagged 'reported' but {reason}; shown as inferred"))
+    reported = sum(1 for step in record.mechanism.steps if step.basis is StepBasis.reported)
+    return CheckResult(
+        name="causal_chain",
+        status=CheckStatus.passed,
+        summary=f"{reported} step(s) reported with a grounded quote, {len(record.mechanism.steps) - reported} inferred"
+        + (f" ({len(notes)} re-tagged)" if notes else ""),
+        flags=[],
+        notes=notes,
+    )
+
+
+# --------------------------------------------------------------------------- strength
+
+DEFINITIVE = re.compile(
+    r"\b(causes?|caused|proves?|proven|will|cures?|cured|guarantees?|always|definitely|certainly|establish(?:es|ed)?|demonstrates? that)\b",
+    re.IGNORECASE,
+)
+EFFECT = re.compile(r"\b(increase[sd]?|improve[sd]?|raise[sd]?|reduce[sd]?|lower(?:s|ed)?|decrease[sd]?|boost(?:s|ed)?|enhance[sd]?|leads? to|grow(?:s|th)?)\b", re.I)
+NEGATION = re.compile(r"\b(not|no|neither|nor|without|did not|does not|failed to)\b", re.I)
+_RANDOMISED = {StudyDesign.randomised_controlled_trial, StudyDesign.systematic_review_of_rcts}
+
+
+def crosses_no_effect(measure: str | None, lower: float | None, upper: float | None) -> bool:
+    if lower is None or upper is None:
+        return False
+    null = 1.0 if measure and "ratio" in measure.lower() else 0.0
+    return min(lower, upper) <= null <= max(lower, upper)
+
+
+def overstatement_rules(record: ClaimRecord) -> list[str]:
+    """The rules the claim's wording breaks, given its evidence."""
+    claim = record.claim.text
+    findings = [finding for study in record.studies for finding in study.findings]
+    rules = []
+    if DEFINITIVE.search(claim):
+        word = DEFINITIVE.search(claim).group(0)  # type: ignore[union-attr]
+        if len(record.studies) == 1:
+            rules.append(f"single_study: '{word}' from one study")
+        if record.certainty.design not in _RANDOMISED:
+            rules.append(f"non_randomised_design: '{word}' from a {record.certainty.design.value.replace('_', ' ')}")
+        primary = findings[0].effect if findings else None
+        if primary and crosses_no_effect(primary.measure, primary.ci_lower, primary.ci_upper):
+            rules.append(f"interval_crosses_no_effect: '{word}' while the primary finding's interval includes no effect")
+    effect = EFFECT.search(claim)
+    if findings and findings[0].direction is Direction.no_significant_difference and effect and not NEGATION.search(claim):
+        rules.append(f"effect_without_support: claims an effect ('{effect.group(0)}') where the primary finding shows no significant difference")
+    return rules
+
+
+def check_strength(record: ClaimRecord) -> CheckResult:
+    flags = [Flag(where="claim.text", code="overstated", message=f"overstated ({rule})") for rule in overstatement_rules(record)]
+    return _result("strength", flags, "the claim's wording fits its evidence", "overstated: {n} rule(s) fired")
+
+
+def check_grade(record: ClaimRecord) -> CheckResult:
+    assessment = record.certainty
+    flags = []
+    expected_start = starting_certainty(assessment.design)
+    if assessment.starting_certainty is not expected_start:
+        flags.append(Flag(where="certainty.starting_certainty", code="grade_inconsistent",
+                          message=f"a {assessment.design.value.replace('_', ' ')} starts at {expected_start.value}, not {assessment.starting_certainty.value}"))
+    expected = rate_certainty(assessment.design, assessment.domains, assessment.upgrades)
+    if assessment.certainty is not expected:
+        flags.append(Flag(where="certainty.certainty", code="grade_inconsistent",
+                          message=f"the design and domain ratings give {expected.value}, not {assessment.certainty.value}"))
+    for i, study in enumerate(record.studies):
+        if len(record.studies) == 1 and study.design is not assessment.design:
+            flags.append(Flag(where=f"studies[{i}].design", code="grade_inconsistent",
+                              message=f"the study is a {study.design.value}, the assessment a {assessment.design.value}"))
+    return _result("grade", flags, f"certainty {assessment.certainty.value} follows from the design and ratings", "{n} inconsistency(ies)")
+
+
+# --------------------------------------------------------------------------- plain language
+
+
+def model_rewriter(chat: ChatModel, settings: RunSettings, usage: UsageLog) -> Rewriter:
+    prompt = load_prompt(REWRITE_PROMPT, frozenset({"text", "grade", "words_per_sentence"}))
+
+    def rewrite(text: str, readability: Readability) -> str:
+        messages = prompt.render(text=text, grade=f"{readability.grade:g}", words_per_sentence=f"{readability.words_per_sentence:g}")
+        call = StageCall("rewrite", PlainLanguageRewrite, messages, load_instructions("repair.md")[0])
+        return ask_structured(chat, call, settings.model, settings.params(), usage).text
+
+    return rewrite
+
+
+def check_plain_language(record: ClaimRecord, rewrite: Rewriter | None) -> CheckResult:
+    flags, notes, scores = [], [], []
+    mechanism = record.mechanism
+    for field in ("plain_language", "summary"):
+        where = f"mechanism.{field}"
+        text = getattr(mechanism, field)
+        before = after = score(text)
+        rewritten = False
+        if not before.meets_target and rewrite is not None:
+            candidate = rewrite(text, before)
+            after = score(candidate)
+            if after.grade < before.grade or after.meets_target:
+                setattr(mechanism, field, candidate)
+                rewritten = True
+                notes.append(Flag(where=where, code="rewritten", message=(
+                    f"rewritten by the model: grade {before.grade:g} -> {after.grade:g}, "
+                    f"{before.words_per_sentence:g} -> {after.words_per_sentence:g} words a sentence")))
+            else:
+                after = before
+        scores.append(ReadabilityScore(where=where, grade=after.grade, words_per_sentence=after.words_per_sentence,
+                                       meets_target=after.meets_target, rewritten=rewritten))
+        if not after.meets_target:
+            flags.append(Flag(where=where, code="plain_language", message=(
+                f"grade {after.grade:g} and {after.words_per_sentence:g} words a sentence; "
+                f"target grade <= {MAX_GRADE:g} and <= {MAX_WORDS_PER_SENTENCE:g} words"
+                + (" (after one rewrite)" if rewrite is not None else ""))))
+    worst = max(scores, key=lambda s: s.grade)
+    return CheckResult(
+        name="plain_language",
+        status=CheckStatus.flagged if flags else CheckStatus.passed,
+        summary=f"grade {worst.grade:g} at most, {max(s.words_per_sentence for s in scores):g} words a sentence at most"
+        + (f"; {len(flags)} above target" if flags else ""),
+        flags=flags,
+        notes=notes,
+        readability=scores,
+    )
+
+
+# --------------------------------------------------------------------------- all of them
+
+
+def run_checks(record: ClaimRecord, document: Document, rewrite: Rewriter | None = None) -> list[CheckResult]:
+    quotes = check_quotes(record, document)
+    results = [
+        quotes,
+        check_citations(record),
+        check_numbers(record, document),
+        check_causal_chain(record, quotes),
+        check_strength(record),
+        check_grade(record),
+        check_plain_language(record, rewrite),
+    ]
+    return results + [schema_check(record)]
+
+
+@dataclass(frozen=True)
+class CheckCounts:
+    quotes: int
+    ungrounded: int
+    pages_corrected: int
+    foreign_citations: int
+    numbers_not_found: int
+    overstated: int
+    plain_language: int
+    retagged: int
+
+    def line(self) -> str:
+        return (
+            f"{self.quotes} quotes: {self.quotes - self.ungrounded} grounded, {self.ungrounded} ungrounded"
+            + (f" ({self.pages_corrected} page(s) corrected)" if self.pages_corrected else "")
+            + f"; {self.foreign_citations} foreign citations; {self.numbers_not_found} numbers not found; "
+            f"{self.overstated} overstated; {self.plain_language} plain-language text(s) above target"
+            + (f"; {self.retagged} step(s) re-tagged inferred" if self.retagged else "")
+        )
+
+
+def count(results: list[CheckResult]) -> CheckCounts:
+    codes = [flag.code for result in results for flag in result.flags + result.notes]
+    quotes = next((len(r.quotes) for r in results if r.name == "quotes"), 0)
+    return CheckCounts(
+        quotes=quotes,
+        ungrounded=codes.count("ungrounded_quote"),
+        pages_corrected=codes.count("page_corrected"),
+        foreign_citations=codes.count("foreign_citation"),
+        numbers_not_found=codes.count("number_not_found"),
+        overstated=1 if "overstated" in codes else 0,
+        plain_language=codes.count("plain_language"),
+        retagged=codes.count("retagged_inferred"),
+    )

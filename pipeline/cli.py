@@ -8,6 +8,7 @@ unless CLAIMS_DEBUG=1 asks for the traceback; locals are never shown, so no key 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import sys
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from . import __version__
-from .check import schema_errors
+from .check import count, require_valid, run_checks, schema_errors
 from .config import RunSettings, contact_email, default_cache_dir, default_db_path, default_model, max_pdf_megabytes
 from .doi import DoiCache, DoiSettings, Fetched, fetch, file_stem, looks_like_doi, normalise_doi
 from .errors import ClaimsError, InputError, ReplayError
@@ -27,7 +28,9 @@ from .files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from .http import make_client
 from .llm import OpenAIChatModel, RecordingChatModel
 from .models import ClaimRecord
+from .ingest import read_pdf
 from .recording import (
+    RECORDING_FILE,
     ReplayChatModel,
     build_recording,
     load_recording,
@@ -114,7 +117,9 @@ def _summary(result: RunResult) -> None:
         f"findings: {len(record.studies[0].findings)}; causal steps: {len(record.mechanism.steps)}; "
         f"gold-standard studies: {len(record.gold_standard)}"
     )
-    out.print(f"checks: {', '.join(f'{c.name} {c.status.value}' for c in record.checks)} ({flags} flag(s))")
+    out.print(f"checks: {count(record.checks).line()}", markup=False)
+    if flags:
+        out.print(f"{flags} flag(s): the record stays a draft until a reviewer resolves them (claims render {record.record_id})", markup=False)
     out.print(f"model calls: {calls}; tokens: {tokens}")
 
 
@@ -290,11 +295,15 @@ def _load_record(ref: str, db: Optional[Path]) -> ClaimRecord:
     """A record id (or unique prefix) from the store, or a record JSON file."""
     path = Path(ref)
     if ref.endswith(".json") and path.is_file():
-        try:
-            return ClaimRecord.model_validate_json(path.read_text())
-        except ValueError as exc:
-            raise InputError(f"{path}: not a claim record ({str(exc).splitlines()[0]})") from exc
+        return _record_from_file(path)
     return _open_store(db).get(ref)
+
+
+def _record_from_file(path: Path) -> ClaimRecord:
+    try:
+        return ClaimRecord.model_validate_json(_read(path))
+    except ValueError as exc:
+        raise InputError(f"{path}: not a claim record ({str(exc).splitlines()[0]})") from exc
 
 
 @app.command()
@@ -351,6 +360,52 @@ def validate(files: list[Path] = typer.Argument(..., help="Record JSON files."))
             out.print(f"valid {path}", markup=False)
     if invalid:
         raise typer.Exit(1)
+
+
+@app.command("check")
+@_one_line_errors
+def check_command(
+    record_file: Path = typer.Argument(..., metavar="RECORD.json", help="A record file."),
+    pdf: Path = typer.Option(None, "--pdf", help="Its source PDF; found by itself when the record sits in a recording."),
+    output: Path = typer.Option(None, "--output", "-o", help="Write the checked record (corrections and results) here."),
+) -> None:
+    """Re-run the faithfulness checks on a record against its source PDF.
+
+    No model is called: plain language is scored, not rewritten. Exit 1 when anything is flagged.
+    """
+    record = _record_from_file(record_file)
+    source = pdf or _recorded_source(record_file)
+    if hashlib.sha256(_read(source)).hexdigest() != record.provenance.source.sha256:
+        raise InputError(f"{source} is not the PDF this record was made from (sha256 differs)")
+    document = read_pdf(source)
+    record.checks = run_checks(record, document)
+    for result in record.checks:
+        out.print(f"{result.name}: {result.status.value} \u2014 {result.summary}", markup=False)
+        for flag in result.flags:
+            out.print(f"  FLAG {flag.code} at {flag.where}: {flag.message}", markup=False)
+        for note in result.notes:
+            out.print(f"  corrected {note.code} at {note.where}: {note.message}", markup=False)
+    out.print(count(record.checks).line(), markup=False)
+    if output:
+        require_valid(record)
+        write_json_atomic(output, record.model_dump(mode="json"))
+        err.print(f"checked record written to {output}")
+    if any(result.flags for result in record.checks):
+        raise typer.Exit(1)
+
+
+def _recorded_source(record_file: Path) -> Path:
+    if (record_file.parent / RECORDING_FILE).is_file():
+        recording, _ = load_recording(record_file.parent)
+        return record_file.parent / recording.input.path
+    raise InputError(f"{record_file}: pass its source PDF with --pdf")
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
 
 
 def _version(value: bool) -> None:

@@ -305,28 +305,34 @@ def clean_doi(raw: str) -> str:
     return raw.rstrip(".,;:)]}'").lower()
 
 
-def find_doi(spans: list[Span], metadata: dict[str, str]) -> str | None:
-    """The paper's own DOI: the one named most often outside the references, earliest first.
+_DOI_LABEL = re.compile(r"(doi\s*:?\s*|doi\.org/)$", re.IGNORECASE)
 
-    A "Cite this article as: ... doi:" box after the references (BioMed Central, Springer) counts.
+
+def find_doi(spans: list[Span], metadata: dict[str, str]) -> str | None:
+    """The paper's own DOI: labelled ("doi:", "doi.org/") before bare, most named, earliest.
+
+    References are skipped, but a "Cite this article as: ... doi:" box after them (BioMed
+    Central, Springer) counts. A bare DOI counts only on the title page: in the body it is a
+    citation of another work, or a planted instruction to cite one.
     """
-    counts: dict[str, tuple[int, int]] = {}
+    scores: dict[str, tuple[int, int, int]] = {}
+
+    def note(doi: str, labelled: bool, page: int) -> None:
+        label, seen, first = scores.get(doi, (0, 0, -page))
+        scores[doi] = (label + labelled, seen + 1, max(first, -page))
+
     for span in spans:
         for match in DOI_PATTERN.finditer(span.text):
-            cited_as_this = "cite this article" in span.text[max(0, match.start() - 300) : match.start()].lower()
-            if span.section == "references" and not cited_as_this:
+            before = span.text[max(0, match.start() - 300) : match.start()]
+            if span.section == "references" and "cite this article" not in before.lower():
                 continue
-            doi = clean_doi(match.group())
-            seen, first_page = counts.get(doi, (0, span.page))
-            counts[doi] = (seen + 1, first_page)
+            labelled = bool(_DOI_LABEL.search(before[-12:]))
+            if labelled or span.section == "front":
+                note(clean_doi(match.group()), labelled, span.page)
     for value in metadata.values():
         for raw in DOI_PATTERN.findall(value):
-            doi = clean_doi(raw)
-            seen, _ = counts.get(doi, (0, 0))
-            counts[doi] = (seen + 1, 0)
-    if not counts:
-        return None
-    return max(counts, key=lambda doi: (counts[doi][0], -counts[doi][1]))
+            note(clean_doi(raw), True, 0)
+    return max(scores, key=lambda doi: scores[doi]) if scores else None
 
 
 def _words(text: str) -> list[str]:

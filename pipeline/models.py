@@ -16,7 +16,7 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 
 class _Model(BaseModel):
@@ -213,6 +213,12 @@ class DraftOutput(_Model):
     stances: list[StudyStanceOutput]
 
 
+class PlainLanguageRewrite(_Model):
+    """What the plain-language rewrite asks the model for."""
+
+    text: str
+
+
 class GradeOutput(_Model):
     """What the grade stage asks the model for. The certainty itself is computed, not asked."""
 
@@ -287,15 +293,48 @@ class CertaintyAssessment(_Model):
 
 
 class Flag(_Model):
-    where: str = Field(description="JSON path of the flagged item, e.g. 'studies[0].findings[2].quote'.")
+    where: str = Field(description="Path of the item in the record, e.g. 'studies[0].findings[2].quote'.")
+    code: str = Field(description="What kind of problem, e.g. 'ungrounded_quote', 'overstated'.")
     message: str
+
+
+class GroundingStatus(str, Enum):
+    grounded = "grounded"
+    page_corrected = "page_corrected"
+    ungrounded = "ungrounded"
+
+
+class QuoteLocation(_Model):
+    """Where a quote was found in the source's extracted text, or how near it came."""
+
+    where: str
+    status: GroundingStatus
+    claimed_page: int
+    page: int | None = Field(description="The page it was found on (for an ungrounded quote: its nearest match's).")
+    start: int | None = Field(description="Character offset in that page's extracted text.")
+    end: int | None
+    similarity: float = Field(description="0-100: 100 is an exact match after normalisation.")
+    near_match: str | None = Field(description="For an ungrounded quote: the nearest passage in the paper.")
+
+
+class ReadabilityScore(_Model):
+    where: str
+    grade: float = Field(description="Flesch-Kincaid grade, DOIs and parentheses stripped.")
+    words_per_sentence: float
+    meets_target: bool
+    rewritten: bool
 
 
 class CheckResult(_Model):
     name: str
     status: CheckStatus
     summary: str
-    flags: list[Flag]
+    flags: list[Flag] = Field(description="Problems a reviewer must resolve; a flagged record stays a draft.")
+    notes: list[Flag] = Field(
+        default_factory=list, description="Corrections the check made itself (a page number, a step re-tagged)."
+    )
+    quotes: list[QuoteLocation] = Field(default_factory=list)
+    readability: list[ReadabilityScore] = Field(default_factory=list)
 
 
 class PageProblem(_Model):

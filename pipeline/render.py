@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from dataclasses import dataclass, field
 
-from .models import CheckStatus, ClaimRecord, GoldStandardStudy, Quote, Stance, Study
+from .check import foreign_citations
+from .models import CausalStep, CheckStatus, ClaimRecord, Flag, GoldStandardStudy, Quote, Stance, StepBasis, Study
 
 FORMATS = ("md", "html", "json")
 
@@ -43,6 +45,32 @@ def _plural(count: int, word: str) -> str:
 
 def _quote(quote: Quote) -> str:
     return f"\u201c{quote.text}\u201d (p. {quote.page})"
+
+
+class _Marks:
+    """What the checks flagged, to show beside the item; foreign citations to leave out."""
+
+    def __init__(self, record: ClaimRecord):
+        self.by_where: dict[str, list[Flag]] = {}
+        for check in record.checks:
+            for flag in check.flags:
+                self.by_where.setdefault(flag.where, []).append(flag)
+        self.foreign = {cited for _, cited in foreign_citations(record)}
+
+    def at(self, where: str) -> str:
+        # A foreign citation is not marked but removed (see `clean`); the Checks section names it.
+        return "".join(f" [FLAG {f.code}: {f.message}]" for f in self.by_where.get(where, []) if f.code != "foreign_citation")
+
+    def under(self, prefix: str) -> str:
+        return "".join(self.at(where) for where in sorted(self.by_where) if where.startswith(prefix))
+
+    def clean(self, text: str) -> str:
+        for cited in self.foreign:
+            text = re.sub(re.escape(cited), "[citation removed]", text, flags=re.IGNORECASE)
+        return text
+
+    def quote(self, quote: Quote, where: str) -> str:
+        return _quote(quote) + self.at(where)
 
 
 def _study_line(study: Study) -> str:
@@ -83,6 +111,17 @@ def _effect(finding) -> str:  # type: ignore[no-untyped-def]
     return "; ".join(parts) or "not reported"
 
 
+def _step(step: CausalStep, index: int, marks: _Marks) -> str:
+    shown = [cited for cited in step.citations if cited not in marks.foreign]
+    removed = len(step.citations) - len(shown)
+    basis = "reported by the study" if step.basis is StepBasis.reported else "inferred"
+    return (
+        f"{marks.clean(step.text)} ({', '.join(shown) or 'no citation'}) [{basis}]"
+        + (f" [{removed} citation(s) removed: not studies of this record]" if removed else "")
+        + marks.at(f"mechanism.steps[{index}].quote")
+    )
+
+
 def _gold(study: GoldStandardStudy) -> str:
     return (
         f"{_capitalised(_label(study.design.value))}: {study.population}; {study.intervention} vs "
@@ -97,8 +136,10 @@ def page_blocks(record: ClaimRecord) -> list[Block]:
     supporting = [s for s in record.studies if s.stance is Stance.supporting]
     contradicting = [s for s in record.studies if s.stance is Stance.contradicting]
     flagged = [c for c in record.checks if c.status is not CheckStatus.passed]
+    marks = _Marks(record)
     blocks = [
-        Block("h1", record.claim.text),
+        Block("h1", marks.clean(record.claim.text)),
+        *[Block("p", f"FLAG {f.code}: {f.message}") for f in marks.by_where.get("claim.text", [])],
         Block(
             "p",
             f"Claim type: {_label(record.claim.type.value)} \u00b7 Certainty (GRADE): "
@@ -111,29 +152,23 @@ def page_blocks(record: ClaimRecord) -> list[Block]:
             for s in record.studies
             if s.reference.retracted
         ],
-        Block("quote", "Original statement: " + _quote(record.claim.original_statement)),
+        Block("quote", "Original statement: " + marks.quote(record.claim.original_statement, "claim.original_statement")),
         Block("h2", f"Mechanism \u2014 Synthesis from {_plural(len(record.studies), 'study')}"),
         Block("h3", "How it works"),
-        Block("p", record.mechanism.plain_language),
+        Block("p", marks.clean(record.mechanism.plain_language) + marks.at("mechanism.plain_language")),
         Block("h3", "Most probable mechanism"),
-        Block("p", "In simple terms: " + record.mechanism.summary),
-        Block(
-            "ol",
-            items=[
-                f"{step.text} ({', '.join(step.citations)}) [{'reported by the study' if step.basis.value == 'reported' else 'inferred'}]"
-                for step in record.mechanism.steps
-            ],
-        ),
+        Block("p", "In simple terms: " + marks.clean(record.mechanism.summary) + marks.at("mechanism.summary")),
+        Block("ol", items=[_step(step, k, marks) for k, step in enumerate(record.mechanism.steps)]),
         Block("h2", "Evidence from studies"),
         Block("h3", f"Supporting ({len(supporting)})"),
     ]
-    blocks.append(Block("ul", items=[_study_line(s) for s in supporting]) if supporting else Block("p", "Community contributions welcome"))
+    blocks.append(Block("ul", items=[marks.clean(_study_line(s)) for s in supporting]) if supporting else Block("p", "Community contributions welcome"))
     blocks.append(Block("h3", f"Contradicting ({len(contradicting)})"))
     blocks.append(
-        Block("ul", items=[_study_line(s) for s in contradicting]) if contradicting else Block("p", "Community contributions welcome")
+        Block("ul", items=[marks.clean(_study_line(s)) for s in contradicting]) if contradicting else Block("p", "Community contributions welcome")
     )
     blocks += [Block("h3", "Studies"), Block("ul", items=[_reference(study) for study in record.studies])]
-    for study in record.studies:
+    for i, study in enumerate(record.studies):
         blocks.append(Block("h3", f"Findings: {study.reference.title}"))
         blocks.append(
             Block(
@@ -145,11 +180,12 @@ def page_blocks(record: ClaimRecord) -> list[Block]:
                         f.population,
                         f"{f.intervention} vs {f.comparator or 'none'}",
                         _label(f.direction.value),
-                        _effect(f),
-                        str(f.sample_size) if f.sample_size is not None else "not reported",
-                        _quote(f.quote),
+                        _effect(f) + marks.under(f"studies[{i}].findings[{j}].effect"),
+                        (str(f.sample_size) if f.sample_size is not None else "not reported")
+                        + marks.at(f"studies[{i}].findings[{j}].sample_size"),
+                        marks.quote(f.quote, f"studies[{i}].findings[{j}].quote"),
                     ]
-                    for f in study.findings
+                    for j, f in enumerate(study.findings)
                 ],
             )
         )
@@ -172,12 +208,13 @@ def page_blocks(record: ClaimRecord) -> list[Block]:
             "According to GRADE and EBM methodology, this is what ideal evidence would look like to prove "
             "or disprove this claim, ordered from strongest to weakest design.",
         ),
-        Block("ol", items=[_gold(study) for study in record.gold_standard]),
+        Block("ol", items=[marks.clean(_gold(study)) for study in record.gold_standard]),
         Block("h2", "Checks"),
         Block(
             "ul",
             items=[f"{c.name}: {c.status.value} \u2014 {c.summary}" for c in record.checks]
-            + [f"FLAG {flag.where}: {flag.message}" for c in flagged for flag in c.flags],
+            + [f"FLAG {flag.code} at {flag.where}: {flag.message}" for c in flagged for flag in c.flags]
+            + [f"corrected {note.code} at {note.where}: {note.message}" for c in record.checks for note in c.notes],
         ),
         *([Block("h3", "Notes"), Block("ul", items=record.provenance.notes)] if record.provenance.notes else []),
         Block(

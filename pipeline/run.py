@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
-from .check import require_valid, run_checks
+from .check import REWRITE_PROMPT, count, model_rewriter, require_valid, run_checks
 from .config import RunSettings
 from .draft import PROMPT_FILE as DRAFT_PROMPT
 from .draft import draft
@@ -128,16 +128,17 @@ def run_pipeline(
     )
 
     def checked() -> ClaimRecord:
-        record.checks = run_checks(record, document)
+        record.checks = run_checks(record, document, model_rewriter(chat, settings, usage))
+        record.provenance.usage = stage_usage(usage)  # the plain-language rewrite may have called the model
         require_valid(record)
         return record
 
-    stage("check", checked, lambda r: ", ".join(f"{c.name} {c.status.value}" for c in r.checks))
+    stage("check", checked, lambda r: count(r.checks).line())
     return RunResult(record, document)
 
 
 def prompt_hashes() -> dict[str, str]:
-    return {name: prompt_sha256(name) for name in (EXTRACT_PROMPT, DRAFT_PROMPT, GRADE_PROMPT, REPAIR_PROMPT)}
+    return {name: prompt_sha256(name) for name in (EXTRACT_PROMPT, DRAFT_PROMPT, GRADE_PROMPT, REWRITE_PROMPT, REPAIR_PROMPT)}
 
 
 def assemble_record(
@@ -185,15 +186,17 @@ def assemble_record(
                 pages_skipped=document.problems,
             ),
             generated_at=generated_at,
-            usage=[
-                StageUsage(
-                    stage=name, calls=calls, prompt_tokens=total.prompt_tokens, completion_tokens=total.completion_tokens
-                )
-                for name, (calls, total) in usage.by_stage.items()
-            ],
+            usage=stage_usage(usage),
             notes=notes,
         ),
     )
+
+
+def stage_usage(usage: UsageLog) -> list[StageUsage]:
+    return [
+        StageUsage(stage=name, calls=calls, prompt_tokens=total.prompt_tokens, completion_tokens=total.completion_tokens)
+        for name, (calls, total) in usage.by_stage.items()
+    ]
 
 
 def study_reference(

@@ -8,7 +8,7 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
 
-def make_pdf(pages: list[str]) -> bytes:
+def make_pdf(pages: list[str], metadata: dict[str, str] | None = None) -> bytes:
     objects: list[bytes] = []
     kids = []
     font_id = 3 + 2 * len(pages)
@@ -26,6 +26,11 @@ def make_pdf(pages: list[str]) -> bytes:
     tree = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(pages)} >>".encode()
     font = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"
     all_objects = [catalog, tree, *objects, font]
+    info = ""
+    if metadata:
+        entries = " ".join(f"/{key} ({_escape(value)})" for key, value in metadata.items())
+        all_objects.append(f"<< {entries} >>".encode("latin-1", "replace"))
+        info = f" /Info {len(all_objects)} 0 R"
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for number, body in enumerate(all_objects, start=1):
@@ -34,5 +39,5 @@ def make_pdf(pages: list[str]) -> bytes:
     xref = len(out)
     out += f"xref\n0 {len(all_objects) + 1}\n0000000000 65535 f \n".encode()
     out += b"".join(f"{offset:010d} 00000 n \n".encode() for offset in offsets)
-    out += f"trailer\n<< /Size {len(all_objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    out += f"trailer\n<< /Size {len(all_objects) + 1} /Root 1 0 R{info} >>\nstartxref\n{xref}\n%%EOF\n".encode()
     return bytes(out)

@@ -5,9 +5,9 @@ live-client tests talk to over real HTTP. It is not a model: it answers from han
     OPENAI_BASE_URL=http://127.0.0.1:8765/v1 OPENAI_API_KEY=unused \
         claims run fixtures/papers/x.pdf --record fixtures/runs/x
 
-A script (JSON) names a `match` string that occurs in the paper's text, and for each stage
-(the strict schema's name: extract, draft, grade) a list of answers served in turn; the last
-one repeats. An answer is either the JSON object to return, or one of:
+A script (JSON) names a `match` string that occurs in the paper's text, or the `model` whose
+every request it answers, and for each stage (the strict schema's name: extract, draft, grade,
+rewrite) a list of answers served in turn; the last one repeats. An answer is either the JSON object to return, or one of:
     {"$raw": "text"}                                  content that is not valid JSON
     {"$status": 429, "$headers": {"Retry-After": "1"}} an HTTP error instead of an answer
     {"$refusal": "text"}                              a refusal
@@ -46,8 +46,13 @@ class Scripts:
         text = "\n".join(str(message.get("content", "")) for message in body.get("messages", []))
         with self.lock:
             self.requests.append(body)
-            for index, script in enumerate(self.scripts):
-                if script["match"] in text:
+            model = body.get("model")
+            named_first = sorted(enumerate(self.scripts), key=lambda item: "model" not in item[1])
+            for index, script in named_first:
+                # A script that names a model answers every request for that model (that is how the
+                # misbehaving variants of a paper are recorded beside the faithful script); any
+                # other script answers the requests whose text contains its match string.
+                if script["model"] == model if "model" in script else script["match"] in text:
                     answers = script["answers"].get(stage)
                     if not answers:
                         return {"$status": 400, "$error": f"script {script.get('name')} has no answer for {stage!r}"}

@@ -33,13 +33,14 @@ def test_run_saves_a_draft_and_prints_its_id(runner: CliRunner, live_env, clean_
     for stage in ("[1/5] ingest", "[2/5] extract", "[3/5] draft", "[4/5] grade", "[5/5] check"):
         assert stage in result.output
     assert "may raise haemoglobin" in result.output
+    assert "checks: 9 quotes: 9 grounded, 0 ungrounded; 0 foreign citations; 0 numbers not found; 0 overstated" in result.output
     record_id = record_id_from(result.output)
     record = SQLiteStore(clean_environment).get(record_id)
     assert record.status.value == "draft"
     assert record.studies[0].reference.doi == "10.1136/pgmj.2009.089987"
     assert record.certainty.certainty.value == "low"
     assert [u.stage for u in record.provenance.usage] == ["extract", "draft", "grade"]
-    assert set(record.provenance.prompts) == {"extract.md", "draft.md", "grade.md", "repair.md"}
+    assert set(record.provenance.prompts) == {"extract.md", "draft.md", "grade.md", "plain_language.md", "repair.md"}
 
 
 def test_run_sends_each_stage_only_its_sections(runner: CliRunner, live_env) -> None:

@@ -1,0 +1,226 @@
+"""Faithfulness checks: the faithful recordings pass with no flag; each misbehaving one is caught;
+normalisation works on real extracted text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import HPYLORI_PDF, NITRATE_PDF, RUNS
+from pipeline.check import crosses_no_effect, overstatement_rules, run_checks, supports
+from pipeline.cli import app
+from pipeline.ingest import read_pdf
+from pipeline.models import ClaimRecord, StepBasis, StudyDesign
+from pipeline.readability import score
+from pipeline.render import render
+from pipeline.textmatch import canonical_number, locate, normalise, numbers_in
+
+FAITHFUL = ["huang-2010-hpylori-iron", "siervo-2016-nitrate", "datta-2010-dvt-prophylaxis"]
+
+
+def record_of(name: str) -> ClaimRecord:
+    return ClaimRecord.model_validate_json((RUNS / name / "record.json").read_text())
+
+
+def flags_of(record: ClaimRecord) -> list[tuple[str, str, str]]:
+    return [(c.name, f.code, f.where) for c in record.checks for f in c.flags]
+
+
+def notes_of(record: ClaimRecord) -> list[tuple[str, str]]:
+    return [(n.code, n.where) for c in record.checks for n in c.notes]
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+def test_ligature_and_line_break_hyphenation_in_real_text() -> None:
+    pages = read_pdf(HPYLORI_PDF).pages
+    assert "deﬁciency" in pages[4] and "esti-\nmates" in pages[3]
+    found = locate("an association between H pylori and iron deficiency", pages, 5)
+    assert (found.page, found.similarity) == (5, 100.0)
+    assert pages[4][found.start:found.end].endswith("deﬁciency")
+    hyphenated = locate("lower than the pooled estimates for adult individuals", pages, 4)
+    assert pages[3][hyphenated.start:hyphenated.end] == "lower than the pooled esti-\nmates for adult individuals"
+
+
+def test_mathematical_letters_minus_and_spacing_in_real_text() -> None:
+    pages = read_pdf(NITRATE_PDF).pages
+    assert "𝑁𝑂3 −" in pages[13]
+    found = locate("no significant effects of dietary NO3− supplementation on measures of physical capability", pages, 14)
+    assert found.page == 14 and found.similarity == 100.0
+
+
+def test_publisher_glyph_codes() -> None:
+    text, origin = normalise("95% CI /C00.40 to 18.66 g/l, p¼0.02 \u2013 \u201cquoted\u201d")
+    assert text == '95% ci -0.40 to 18.66 g/l, p=0.02 - "quoted"'
+    assert len(origin) == len(text)
+
+
+@pytest.mark.parametrize(("raw", "canonical"), [("0.050", "0.05"), (".05", "0.05"), ("1,234", "1234"), ("\u22122.40", "-2.4"), ("19", "19")])
+def test_number_canonical_forms(raw: str, canonical: str) -> None:
+    assert canonical_number(raw) == canonical
+
+
+def test_numbers_in_text_accept_equivalent_forms() -> None:
+    found = numbers_in("n = 1,234; p < .05; 95 % CI \u22120.40 to 18.66; aged 60-75")
+    assert {"1234", "0.05", "-0.4", "0.4", "18.66", "60", "75"} <= found
+    assert "-75" not in found and "-18.66" not in found  # a range is not a negative number
+
+
+def test_readability_scores_and_strips_citations() -> None:
+    seed = ("When you do leg presses first and then leg extensions, the leg press fatigues the outer thigh muscle more, so if "
+            "you push to failure on the leg press, that outer muscle grows more but leaves the front thigh muscle too tired "
+            "to work hard on the leg extension. But if you stop one or two reps before failure on the leg press, the front "
+            "thigh muscle stays fresher and works harder during the leg extension, making it grow a bit more \u2014 this "
+            "pattern is seen in the study with DOI 10.1080/02640414.2024.2321021.")
+    hard = score(seed)
+    assert hard.grade > 15 and hard.words_per_sentence > 40 and not hard.meets_target
+    assert score("Iron pills help. They raise iron (see 10.1136/pgmj.2009.089987).").words == 6
+    assert score("The germ lives in the stomach. Killing it helps iron pills work.").meets_target
+
+
+# --------------------------------------------------------------------------- recordings
+
+
+@pytest.mark.parametrize("name", FAITHFUL)
+def test_faithful_recordings_pass_with_no_flag(name: str) -> None:
+    record = record_of(name)
+    assert flags_of(record) == []
+    quotes = next(c for c in record.checks if c.name == "quotes")
+    assert quotes.quotes and all(q.status.value == "grounded" and q.start is not None for q in quotes.quotes)
+    assert all(r.meets_target for c in record.checks for r in c.readability)
+
+
+MISBEHAVING = {
+    "misbehaving-fabricated-quote": [("quotes", "ungrounded_quote", "studies[0].findings[1].quote")],
+    "misbehaving-paraphrased-quote": [("quotes", "ungrounded_quote", "claim.original_statement")],
+    "misbehaving-invented-doi": [("citations", "foreign_citation", "mechanism.steps[1].citations")],
+    "misbehaving-wrong-numbers": [("numbers", "number_not_found", "studies[0].findings[0].sample_size"),
+                                  ("numbers", "number_not_found", "studies[0].findings[1].effect.value")],
+    "misbehaving-overstated": [("strength", "overstated", "claim.text")],
+    "misbehaving-effect-without-support": [("strength", "overstated", "claim.text")],
+    "misbehaving-grade16-paragraph": [("plain_language", "plain_language", "mechanism.plain_language")],
+}
+
+
+@pytest.mark.parametrize(("name", "expected"), sorted(MISBEHAVING.items()))
+def test_each_misbehaviour_is_caught(name: str, expected: list[tuple[str, str, str]]) -> None:
+    assert flags_of(record_of(name)) == expected
+
+
+def test_misbehaving_recordings_say_how_they_misbehave() -> None:
+    for name in [*MISBEHAVING, "misbehaving-wrong-page", "misbehaving-prompt-injection"]:
+        recording = json.loads((RUNS / name / "recording.json").read_text())
+        assert recording["settings"]["model"] == f"scripted-{name.removeprefix('misbehaving-')}"
+        assert "not a real model" in recording["made_against"]
+
+
+def test_paraphrase_reports_its_nearest_passage() -> None:
+    [flag] = [f for c in record_of("misbehaving-paraphrased-quote").checks for f in c.flags]
+    assert "nearest passage" in flag.message and "% similar" in flag.message
+
+
+def test_wrong_page_is_corrected_and_noted_not_flagged() -> None:
+    record = record_of("misbehaving-wrong-page")
+    assert flags_of(record) == []
+    assert ("page_corrected", "studies[0].findings[0].quote") in notes_of(record)
+    assert record.studies[0].findings[0].quote.page == 1
+
+
+def test_overstatement_names_the_rule() -> None:
+    [flag] = [f for c in record_of("misbehaving-overstated").checks for f in c.flags]
+    assert "single_study: 'cures' from one study" in flag.message
+    [flag] = [f for c in record_of("misbehaving-effect-without-support").checks for f in c.flags]
+    assert "effect_without_support" in flag.message
+
+
+def test_grade16_text_is_rewritten_once_then_flagged_if_still_hard() -> None:
+    record = record_of("misbehaving-grade16-paragraph")
+    assert ("rewritten", "mechanism.summary") in notes_of(record)
+    assert record.mechanism.summary.startswith("Blood thinners slow clotting")
+    [usage] = [u for u in record.provenance.usage if u.stage == "rewrite"]
+    assert usage.calls == 2
+    plain = next(c for c in record.checks if c.name == "plain_language")
+    by_where = {r.where: r for r in plain.readability}
+    assert not by_where["mechanism.plain_language"].meets_target and by_where["mechanism.summary"].rewritten
+
+
+def test_prompt_injection_is_caught_and_removed_from_the_page() -> None:
+    record = record_of("misbehaving-prompt-injection")
+    assert record.studies[0].reference.doi == "10.1186/1752-2897-4-1"  # the planted DOI did not become the study's
+    codes = {code for _, code, _ in flags_of(record)}
+    assert codes == {"foreign_citation"}
+    assert len(flags_of(record)) == 6  # five steps and the plain-language text
+    for fmt in ("md", "html"):
+        page = render(record, fmt)
+        body = page[: page.index("Checks")]
+        assert "10.9999/fake" not in body
+        assert "citation(s) removed" in body and "[citation removed]" in body
+
+
+def test_flagged_items_are_marked_on_the_page() -> None:
+    page = render(record_of("misbehaving-fabricated-quote"), "md")
+    assert "Eradication therapy cured anaemia in all patients within four weeks.\u201d (p. 1) [FLAG ungrounded_quote" in page
+    page = render(record_of("misbehaving-wrong-numbers"), "md")
+    assert "190 [FLAG number_not_found" in page
+
+
+# --------------------------------------------------------------------------- rules on edited records
+
+
+def test_reported_step_without_a_grounded_quote_is_shown_as_inferred() -> None:
+    record = record_of("huang-2010-hpylori-iron")
+    record.mechanism.steps[0].quote = None
+    record.mechanism.steps[2].quote.text = "Eradication doubled ferritin in every child."  # type: ignore[union-attr]
+    record.checks = run_checks(record, read_pdf(HPYLORI_PDF))
+    assert record.mechanism.steps[0].basis is StepBasis.inferred
+    assert record.mechanism.steps[2].basis is StepBasis.inferred
+    assert ("retagged_inferred", "mechanism.steps[0]") in notes_of(record)
+    assert render(record, "md").count("[inferred]") >= 3
+
+
+def test_grade_must_follow_from_design() -> None:
+    record = record_of("siervo-2016-nitrate")
+    record.certainty.design = StudyDesign.cohort
+    record.checks = run_checks(record, read_pdf(NITRATE_PDF))
+    codes = [(code, where) for _, code, where in flags_of(record)]
+    assert ("grade_inconsistent", "certainty.starting_certainty") in codes
+    assert ("grade_inconsistent", "studies[0].design") in codes
+
+
+def test_definitive_wording_rules() -> None:
+    record = record_of("datta-2010-dvt-prophylaxis")
+    record.claim.text = "Heparin prophylaxis causes bleeding in trauma patients."
+    rules = overstatement_rules(record)
+    assert any(r.startswith("single_study") for r in rules) and any(r.startswith("non_randomised_design") for r in rules)
+    assert crosses_no_effect("odds ratio", 0.8, 1.3) and not crosses_no_effect("odds ratio", 1.1, 1.3)
+    assert crosses_no_effect("mean difference", -0.113, 0.047) and not crosses_no_effect("weighted mean difference", 6.03, 19.74)
+
+
+def test_support_needs_substance_in_common() -> None:
+    assert supports("raised haemoglobin by 12.88 g/l", "The WMD of Hb was 12.88 g/l")
+    assert supports("heparins are the recommended first-line prophylaxis", "LMWHs is the recommended primary thromboprophylaxis")
+    assert not supports("exercise capacity fell", "plasma nitrate rose after juice")
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def test_check_command(runner: CliRunner, tmp_path: Path) -> None:
+    ok = runner.invoke(app, ["check", str(RUNS / "huang-2010-hpylori-iron" / "record.json")])
+    assert ok.exit_code == 0, ok.output
+    assert "9 quotes: 9 grounded, 0 ungrounded; 0 foreign citations; 0 numbers not found; 0 overstated" in ok.output
+    bad = runner.invoke(app, ["check", str(RUNS / "misbehaving-wrong-numbers" / "record.json"), "-o", str(tmp_path / "c.json")])
+    assert bad.exit_code == 1
+    assert "FLAG number_not_found at studies[0].findings[0].sample_size: 190 does not appear" in bad.output
+    assert json.loads((tmp_path / "c.json").read_text())["record_id"]
+    wrong = runner.invoke(app, ["check", str(RUNS / "huang-2010-hpylori-iron" / "record.json"), "--pdf", str(NITRATE_PDF)])
+    assert wrong.exit_code == 2 and "is not the PDF this record was made from" in wrong.output
+    loose = tmp_path / "record.json"
+    loose.write_text((RUNS / "huang-2010-hpylori-iron" / "record.json").read_text())
+    alone = runner.invoke(app, ["check", str(loose)])
+    assert alone.exit_code == 2 and "pass its source PDF with --pdf" in alone.output
+    assert runner.invoke(app, ["check", str(loose), "--pdf", str(HPYLORI_PDF)]).exit_code == 0
