@@ -137,3 +137,43 @@ def test_a_page_that_fails_is_reported_and_skipped() -> None:
     assert document.pages[1] == ""
     assert document.problems[0].page == 2
     assert "walk lowers blood pressure" in document.text_of(("abstract",), 10_000)
+
+
+def test_pdfium_is_the_default_and_pypdf_the_fallback_for_a_failing_page() -> None:
+    from pipeline.ingest import FallbackExtractor, PdfiumExtractor, PypdfExtractor, default_extractor
+
+    class BrokenOnPage2:
+        name = "broken"
+
+        def extract(self, data: bytes, file_name: str) -> ExtractedPages:
+            real = PdfiumExtractor().extract(data, file_name)
+            texts = list(real.texts)
+            texts[1] = None
+            return ExtractedPages(texts, [PageProblem(page=2, problem="boom")], real.metadata)
+
+    assert default_extractor().name == "pdfium+pypdf"
+    data = HPYLORI_PDF.read_bytes()
+    merged = FallbackExtractor(BrokenOnPage2(), PypdfExtractor()).extract(data, HPYLORI_PDF.name)
+    assert merged.problems == [] and "Quality assessment" in merged.texts[1]
+
+
+def test_glyph_names_from_the_first_extractor_are_replaced_by_the_second() -> None:
+    from pipeline.ingest import FallbackExtractor, PdfiumExtractor
+
+    class GlyphNames:
+        name = "glyphs"
+
+        def extract(self, data: bytes, file_name: str) -> ExtractedPages:
+            real = PdfiumExtractor().extract(data, file_name)
+            return ExtractedPages(["/two.tnum/seven.tnum " * 50] + list(real.texts[1:]), [], real.metadata)
+
+    merged = FallbackExtractor(GlyphNames(), PdfiumExtractor()).extract(HPYLORI_PDF.read_bytes(), HPYLORI_PDF.name)
+    assert merged.texts[0].startswith("Iron deficiency anaemia")
+
+
+def test_line_numbers_displaced_into_the_line_are_removed() -> None:
+    lines = [f"{n} line of text number {n - 10}" for n in range(11, 40)]
+    lines[5] = "(NO3"
+    lines.insert(6, "- 16 ) ingestion appears")
+    [cleaned] = strip_line_numbers(["\n".join(lines)])
+    assert "- ) ingestion appears" in cleaned and "\n1 line" not in cleaned and cleaned.startswith("line of text")
