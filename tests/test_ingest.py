@@ -172,7 +172,7 @@ def test_glyph_names_from_the_first_extractor_are_replaced_by_the_second() -> No
 
 
 def test_line_numbers_displaced_into_the_line_are_removed() -> None:
-    lines = [f"{n} line of text number {n - 10}" for n in range(11, 40)]
+    lines = [f"{n} line of text here" for n in range(11, 40)]
     lines[5] = "(NO3"
     lines.insert(6, "- 16 ) ingestion appears")
     [cleaned] = strip_line_numbers(["\n".join(lines)])
