@@ -320,7 +320,7 @@ def _without_numbers(pages: list[str], pattern: re.Pattern[str], number_group: i
         cleaned = []
         for line in text.splitlines():
             match = pattern.match(line)
-            if match and 0 < int(match.group(number_group)) - last <= 3:
+            if match and (last == 0 or 0 < int(match.group(number_group)) - last <= 3):
                 last = int(match.group(number_group))
                 cleaned.append(match.group(text_group).strip())
                 continue
