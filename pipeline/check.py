@@ -30,11 +30,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Callable
 
-from .config import RunSettings
 from .errors import ClaimsError
 from .grade import rate_certainty, starting_certainty
 from .ingest import DOI_PATTERN, Document, clean_doi
-from .llm import ChatModel, StageCall, UsageLog, ask_structured
+from .llm import LLMContext, StageCall, ask_structured
 from .models import (
     CheckResult,
     CheckStatus,
@@ -334,13 +333,13 @@ def check_grade(record: ClaimRecord) -> CheckResult:
 # --------------------------------------------------------------------------- plain language
 
 
-def model_rewriter(chat: ChatModel, settings: RunSettings, usage: UsageLog) -> Rewriter:
+def model_rewriter(llm: LLMContext) -> Rewriter:
     prompt = load_prompt(REWRITE_PROMPT, frozenset({"text", "grade", "words_per_sentence"}))
 
     def rewrite(text: str, readability: Readability) -> str:
         messages = prompt.render(text=text, grade=f"{readability.grade:g}", words_per_sentence=f"{readability.words_per_sentence:g}")
         call = StageCall("rewrite", PlainLanguageRewrite, messages, load_instructions("repair.md")[0])
-        return ask_structured(chat, call, settings.model, settings.params(), usage).text
+        return ask_structured(llm, call).text
 
     return rewrite
 

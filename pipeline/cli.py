@@ -21,12 +21,20 @@ from rich.markdown import Markdown
 
 from . import __version__
 from .check import count, require_valid, run_checks, schema_errors
-from .config import RunSettings, contact_email, default_cache_dir, default_db_path, default_model, max_pdf_megabytes
+from .config import (
+    RunSettings,
+    contact_email,
+    default_cache_dir,
+    default_db_path,
+    default_model,
+    max_pdf_megabytes,
+    request_timeout,
+)
 from .doi import DoiCache, DoiSettings, Fetched, fetch, file_stem, looks_like_doi, normalise_doi
 from .errors import ClaimsError, InputError, ReplayError
 from .files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from .http import make_client
-from .llm import OpenAIChatModel, RecordingChatModel
+from .llm import LLMContext, OpenAIChatModel, RecordingChatModel
 from .models import ClaimRecord
 from .ingest import read_pdf
 from .recording import (
@@ -73,6 +81,8 @@ app = typer.Typer(
     add_completion=False,
 )
 out = Console(highlight=False, soft_wrap=True)
+if not out.is_terminal:
+    out.width = 160  # tables in logs and pipes: wide enough to read, not the terminal's 80
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 DbOption = typer.Option(None, "--db", help="Record store (SQLite). Default: $CLAIMS_DB or ~/.local/share/claims/claims.db")
@@ -166,7 +176,7 @@ def run(
         raise InputError("--pdf goes with a DOI: give either a PDF, or a DOI and --pdf FILE")
     settings = RunSettings(model=model or default_model())
     base_url = os.environ.get("OPENAI_BASE_URL") or None
-    live = OpenAIChatModel(api_key=os.environ.get("OPENAI_API_KEY", ""), base_url=base_url)
+    live = OpenAIChatModel(api_key=os.environ.get("OPENAI_API_KEY", ""), base_url=base_url, timeout=request_timeout())
     chat = RecordingChatModel(live) if record else live
     store = _open_store(db)
     metadata, pdf_url = None, None
@@ -182,7 +192,9 @@ def run(
     assert pdf_path is not None
     progress = StageProgress(err)
     try:
-        result = run_pipeline(pdf_path, chat, settings, metadata=metadata, pdf_url=pdf_url, strict=strict, progress=progress)
+        result = run_pipeline(
+            pdf_path, LLMContext(chat, settings), metadata=metadata, pdf_url=pdf_url, strict=strict, progress=progress
+        )
     finally:
         progress.stop()
     if record and isinstance(chat, RecordingChatModel):
@@ -269,8 +281,7 @@ def _replay_one(directory: Path, pdf_override: Optional[Path], show: bool) -> No
     pdf = recorded_pdf(directory, recording, pdf_override)
     result = run_pipeline(
         pdf,
-        ReplayChatModel(recording),
-        recording.run_settings(),
+        LLMContext(ReplayChatModel(recording), recording.run_settings()),
         metadata=recording.input.metadata,
         pdf_url=recording.input.pdf_url,
         record_id=recorded.record_id,
@@ -423,3 +434,6 @@ def main_options(
 
 def main() -> None:
     app()
+
+
+from . import cli_batch  # noqa: E402,F401  (registers `claims batch` on the app)

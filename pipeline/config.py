@@ -68,3 +68,28 @@ def max_pdf_megabytes() -> float:
     if value <= 0:
         raise ConfigError(f"CLAIMS_MAX_PDF_MB={raw} must be more than 0")
     return value
+
+
+def request_timeout() -> float:
+    """CLAIMS_TIMEOUT: seconds to wait for one model answer before retrying (default 120)."""
+    from .errors import ConfigError
+
+    raw = os.environ.get("CLAIMS_TIMEOUT", "120")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"CLAIMS_TIMEOUT={raw} is not a number of seconds") from None
+    if value <= 0:
+        raise ConfigError(f"CLAIMS_TIMEOUT={raw} must be more than 0")
+    return value
+
+
+def batch_poll_seconds() -> float:
+    """CLAIMS_BATCH_POLL_SECONDS: how often `--via batch-api` asks whether a batch has ended."""
+    from .errors import ConfigError
+
+    raw = os.environ.get("CLAIMS_BATCH_POLL_SECONDS", "30")
+    try:
+        return max(0.01, float(raw))
+    except ValueError:
+        raise ConfigError(f"CLAIMS_BATCH_POLL_SECONDS={raw} is not a number of seconds") from None

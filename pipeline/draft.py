@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from .config import RunSettings
 from .ingest import Document
-from .llm import ChatModel, StageCall, UsageLog, ask_structured
+from .llm import LLMContext, StageCall, ask_structured
 from .models import DraftOutput, Finding
 from .resources import load_instructions, load_prompt
 
@@ -18,21 +17,19 @@ def findings_json(findings: list[Finding]) -> str:
     return json.dumps([finding.model_dump(mode="json") for finding in findings], indent=1, ensure_ascii=False)
 
 
-def draft(
-    document: Document, findings: list[Finding], chat: ChatModel, settings: RunSettings, usage: UsageLog
-) -> DraftOutput:
+def draft(document: Document, findings: list[Finding], llm: LLMContext) -> DraftOutput:
     prompt = load_prompt(PROMPT_FILE, frozenset({"study_id", "findings", "paper_text"}))
     messages = prompt.render(
         study_id=document.study_id,
         findings=findings_json(findings),
-        paper_text=document.text_of(SECTIONS, settings.stage_text_budget["draft"]),
+        paper_text=document.text_of(SECTIONS, llm.settings.stage_text_budget["draft"]),
     )
 
     def check(output: DraftOutput) -> list[str]:
         return check_draft(output, {document.study_id})
 
     call = StageCall("draft", DraftOutput, messages, load_instructions("repair.md")[0], check)
-    return ask_structured(chat, call, settings.model, settings.params(), usage)
+    return ask_structured(llm, call)
 
 
 def check_draft(output: DraftOutput, study_ids: set[str]) -> list[str]:

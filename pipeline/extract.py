@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from .config import RunSettings
 from .ingest import Document
-from .llm import ChatModel, StageCall, UsageLog, ask_structured
+from .llm import LLMContext, StageCall, ask_structured
 from .models import ExtractOutput
 from .resources import load_instructions, load_prompt
 
@@ -12,14 +11,14 @@ PROMPT_FILE = "extract.md"
 SECTIONS = ("front", "abstract", "methods", "results")
 
 
-def extract(document: Document, chat: ChatModel, settings: RunSettings, usage: UsageLog) -> ExtractOutput:
+def extract(document: Document, llm: LLMContext) -> ExtractOutput:
     prompt = load_prompt(PROMPT_FILE, frozenset({"study_id", "paper_text"}))
     messages = prompt.render(
         study_id=document.study_id,
-        paper_text=document.text_of(SECTIONS, settings.stage_text_budget["extract"]),
+        paper_text=document.text_of(SECTIONS, llm.settings.stage_text_budget["extract"]),
     )
     call = StageCall("extract", ExtractOutput, messages, load_instructions("repair.md")[0], check_extract)
-    return ask_structured(chat, call, settings.model, settings.params(), usage)
+    return ask_structured(llm, call)
 
 
 def check_extract(output: ExtractOutput) -> list[str]:

@@ -7,10 +7,9 @@ The gold-standard list is re-ordered strongest design first whatever order the m
 
 from __future__ import annotations
 
-from .config import RunSettings
 from .draft import findings_json
 from .ingest import Document
-from .llm import ChatModel, StageCall, UsageLog, ask_structured
+from .llm import LLMContext, StageCall, ask_structured
 from .models import (
     Certainty,
     CertaintyAssessment,
@@ -72,18 +71,16 @@ def grade(
     document: Document,
     claim: str,
     findings: list[Finding],
-    chat: ChatModel,
-    settings: RunSettings,
-    usage: UsageLog,
+    llm: LLMContext,
 ) -> tuple[CertaintyAssessment, list[GoldStandardStudy]]:
     prompt = load_prompt(PROMPT_FILE, frozenset({"claim", "findings", "paper_text"}))
     messages = prompt.render(
         claim=claim,
         findings=findings_json(findings),
-        paper_text=document.text_of(SECTIONS, settings.stage_text_budget["grade"]),
+        paper_text=document.text_of(SECTIONS, llm.settings.stage_text_budget["grade"]),
     )
     call = StageCall("grade", GradeOutput, messages, load_instructions("repair.md")[0], check_grade)
-    output: GradeOutput = ask_structured(chat, call, settings.model, settings.params(), usage)
+    output: GradeOutput = ask_structured(llm, call)
     domains = sorted(output.domains, key=lambda domain: list(GradeDomain).index(domain.domain))
     assessment = CertaintyAssessment(
         design=output.design,

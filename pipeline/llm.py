@@ -130,17 +130,40 @@ class OpenAIChatModel:
             served_by=completion.system_fingerprint,
         )
 
+    @property
+    def client(self) -> Any:
+        """The openai client, for the Batch API route (`batch_api.py`)."""
+        return self._client
+
     def _create(self, request: ChatRequest) -> Any:
-        schema = request.output_schema
-        return self._client.chat.completions.create(
-            model=request.model,
-            messages=request.messages,  # type: ignore[arg-type]
-            response_format={
-                "type": "json_schema",
-                "json_schema": {"name": schema["name"], "strict": True, "schema": schema["schema"]},
-            },
-            **request.params,
-        )
+        return self._client.chat.completions.create(**chat_body(request))
+
+
+def chat_body(request: ChatRequest) -> dict[str, Any]:
+    """The body of a chat completion request with a strict JSON-schema answer format."""
+    schema = request.output_schema
+    return {
+        "model": request.model,
+        "messages": request.messages,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": schema["name"], "strict": True, "schema": schema["schema"]},
+        },
+        **request.params,
+    }
+
+
+def response_from_completion(body: dict[str, Any]) -> ChatResponse:
+    """A ChatResponse from a chat completion as JSON (what the Batch API's output file holds)."""
+    choice = body["choices"][0]
+    usage = body.get("usage") or {}
+    return ChatResponse(
+        content=choice["message"].get("content"),
+        refusal=choice["message"].get("refusal"),
+        finish_reason=choice.get("finish_reason"),
+        usage=Usage(prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0)),
+        served_by=body.get("system_fingerprint"),
+    )
 
 
 def _describe(exc: BaseException | None) -> str:
@@ -179,20 +202,53 @@ class RecordingChatModel:
 
 
 @dataclass
-class UsageLog:
-    """Calls and tokens per stage, across every attempt."""
+class StageTally:
+    calls: int = 0
+    cached_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
-    by_stage: dict[str, tuple[int, Usage]] = field(default_factory=dict)
+
+@dataclass
+class UsageLog:
+    """Model calls and tokens per stage, across every attempt; answers from the cache cost none."""
+
+    by_stage: dict[str, StageTally] = field(default_factory=dict)
 
     def add(self, stage: str, usage: Usage) -> None:
-        calls, total = self.by_stage.get(stage, (0, Usage()))
-        self.by_stage[stage] = (
-            calls + 1,
-            Usage(
-                prompt_tokens=total.prompt_tokens + usage.prompt_tokens,
-                completion_tokens=total.completion_tokens + usage.completion_tokens,
-            ),
-        )
+        tally = self.by_stage.setdefault(stage, StageTally())
+        tally.calls += 1
+        tally.prompt_tokens += usage.prompt_tokens
+        tally.completion_tokens += usage.completion_tokens
+
+    def add_cached(self, stage: str) -> None:
+        self.by_stage.setdefault(stage, StageTally()).cached_calls += 1
+
+    @property
+    def calls(self) -> int:
+        return sum(t.calls for t in self.by_stage.values())
+
+    @property
+    def tokens(self) -> tuple[int, int]:
+        return sum(t.prompt_tokens for t in self.by_stage.values()), sum(t.completion_tokens for t in self.by_stage.values())
+
+
+class ResponseCache(Protocol):
+    """Validated answers by the fingerprint of the request that first asked for them."""
+
+    def get(self, fingerprint: str) -> str | None: ...
+
+    def put(self, fingerprint: str, stage: str, content: str) -> None: ...
+
+
+@dataclass
+class LLMContext:
+    """What every model-calling stage needs: the model, the run settings, the tally, the cache."""
+
+    chat: ChatModel
+    settings: Any  # config.RunSettings (not imported here: config is the lower layer)
+    usage: UsageLog = field(default_factory=UsageLog)
+    cache: ResponseCache | None = None
 
 
 @dataclass(frozen=True)
@@ -204,26 +260,36 @@ class StageCall:
     check: Callable[[Any], list[str]] = lambda _: []  # semantic problems beyond the schema
 
 
-def ask_structured(model: ChatModel, call: StageCall, model_name: str, params: dict[str, Any], usage: UsageLog) -> Any:
+def ask_structured(llm: LLMContext, call: StageCall) -> Any:
+    """The stage's answer, validated. A cached answer is used when it still validates; only an
+    answer that validated is cached (under the first request's fingerprint), never a failure."""
     schema = {"name": call.stage, "schema": strict_json_schema(call.output)}
+    params = llm.settings.params()
     messages = list(call.messages)
+    first = ChatRequest(stage=call.stage, model=llm.settings.model, messages=messages, output_schema=schema, params=params)
+    if llm.cache is not None and (cached := llm.cache.get(first.fingerprint())) is not None:
+        parsed, _ = _parse(call, ChatResponse(content=cached, finish_reason="stop"))
+        if parsed is not None:
+            llm.usage.add_cached(call.stage)
+            return parsed
     problems: list[str] = []
+    request = first
     for attempt in range(2):
-        request = ChatRequest(
-            stage=call.stage, model=model_name, messages=messages, output_schema=schema, params=params
-        )
-        response = model.complete(request)
-        usage.add(call.stage, response.usage)
+        response = llm.chat.complete(request)
+        llm.usage.add(call.stage, response.usage)
         if response.refusal:
             raise LLMRefusalError(f"stage {call.stage}: the model refused: {response.refusal[:200]}")
         parsed, problems = _parse(call, response)
         if parsed is not None:
+            if llm.cache is not None:
+                llm.cache.put(first.fingerprint(), call.stage, response.content or "")
             return parsed
         if attempt == 0:
             messages = messages + [
                 {"role": "assistant", "content": response.content or ""},
                 {"role": "user", "content": call.repair_instructions + "\n\nProblems:\n- " + "\n- ".join(problems)},
             ]
+            request = ChatRequest(stage=call.stage, model=llm.settings.model, messages=messages, output_schema=schema, params=params)
     raise StageOutputError(call.stage, problems)
 
 

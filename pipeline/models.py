@@ -16,7 +16,7 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 
 
 class _Model(BaseModel):
@@ -351,7 +351,8 @@ class SourceDocument(_Model):
 
 class StageUsage(_Model):
     stage: str
-    calls: int
+    calls: int = Field(description="Requests sent to the model, repairs included.")
+    cached_calls: int = Field(default=0, description="Answers taken from the response cache instead.")
     prompt_tokens: int
     completion_tokens: int
 

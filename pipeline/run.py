@@ -1,6 +1,6 @@
 """The whole pipeline for one paper: ingest, extract, draft, grade, check; storing is the caller's.
 
-`run_pipeline` takes its I/O as arguments (the chat model, the text extractor, a progress
+`run_pipeline` takes its I/O as arguments (the model context, the text extractor, a progress
 callback), so a live run, a recording run and a replay are the same code. A replay also passes
 the recorded record id and time, which makes the replayed record comparable byte for byte.
 """
@@ -26,7 +26,7 @@ from .grade import PROMPT_FILE as GRADE_PROMPT
 from .grade import grade
 from .doi import metadata_mismatches
 from .ingest import Document, TextExtractor, read_pdf
-from .llm import ChatModel, UsageLog
+from .llm import LLMContext, UsageLog
 from .models import (
     Bibliography,
     CertaintyAssessment,
@@ -60,13 +60,14 @@ def _quiet(stage: str, event: str, detail: str) -> None:
 class RunResult:
     record: ClaimRecord
     document: Document
+    seconds: dict[str, float]  # per stage
 
 
 def run_pipeline(
     pdf: Path,
-    chat: ChatModel,
-    settings: RunSettings,
+    llm: LLMContext,
     *,
+    document: Document | None = None,
     metadata: StudyMetadata | None = None,
     pdf_url: str | None = None,
     strict: bool = False,
@@ -75,18 +76,20 @@ def run_pipeline(
     extractor: TextExtractor | None = None,
     progress: Progress = _quiet,
 ) -> RunResult:
-    usage = UsageLog()
+    settings, usage = llm.settings, llm.usage
+    seconds: dict[str, float] = {}
 
     def stage(name: str, work: Callable, describe: Callable[..., str]):  # type: ignore[type-arg]
         progress(name, "start", "")
         started = time.perf_counter()
         result = work()
-        progress(name, "done", f"{describe(result)} ({time.perf_counter() - started:.1f} s)")
+        seconds[name] = round(time.perf_counter() - started, 3)
+        progress(name, "done", f"{describe(result)} ({seconds[name]:.1f} s)")
         return result
 
     document = stage(
         "ingest",
-        lambda: read_pdf(pdf, extractor),
+        lambda: document or read_pdf(pdf, extractor),
         lambda d: f"{len(d.pages)} pages, sections: {', '.join(d.sections_found())}"
         + (f", {len(d.problems)} page(s) skipped" if d.problems else ""),
     )
@@ -100,16 +103,16 @@ def run_pipeline(
             notes.append(f"warning: {mismatch}")
         document.doi = metadata.doi
     extracted: ExtractOutput = stage(
-        "extract", lambda: extract(document, chat, settings, usage), lambda e: f"{len(e.findings)} findings"
+        "extract", lambda: extract(document, llm), lambda e: f"{len(e.findings)} findings"
     )
     drafted: DraftOutput = stage(
         "draft",
-        lambda: draft(document, extracted.findings, chat, settings, usage),
+        lambda: draft(document, extracted.findings, llm),
         lambda d: f"{d.claim_type.value} claim, {len(d.causal_chain)} causal steps",
     )
     certainty, gold = stage(
         "grade",
-        lambda: grade(document, drafted.claim, extracted.findings, chat, settings, usage),
+        lambda: grade(document, drafted.claim, extracted.findings, llm),
         lambda g: f"{g[0].design.value}, certainty {g[0].certainty.value}",
     )
     record = assemble_record(
@@ -128,13 +131,13 @@ def run_pipeline(
     )
 
     def checked() -> ClaimRecord:
-        record.checks = run_checks(record, document, model_rewriter(chat, settings, usage))
+        record.checks = run_checks(record, document, model_rewriter(llm))
         record.provenance.usage = stage_usage(usage)  # the plain-language rewrite may have called the model
         require_valid(record)
         return record
 
     stage("check", checked, lambda r: count(r.checks).line())
-    return RunResult(record, document)
+    return RunResult(record, document, seconds)
 
 
 def prompt_hashes() -> dict[str, str]:
@@ -194,8 +197,11 @@ def assemble_record(
 
 def stage_usage(usage: UsageLog) -> list[StageUsage]:
     return [
-        StageUsage(stage=name, calls=calls, prompt_tokens=total.prompt_tokens, completion_tokens=total.completion_tokens)
-        for name, (calls, total) in usage.by_stage.items()
+        StageUsage(
+            stage=name, calls=tally.calls, cached_calls=tally.cached_calls,
+            prompt_tokens=tally.prompt_tokens, completion_tokens=tally.completion_tokens,
+        )
+        for name, tally in usage.by_stage.items()
     ]
 
 

@@ -9,6 +9,7 @@ transaction, so the store never holds half a record. The database carries its sc
 from __future__ import annotations
 
 import sqlite3
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +41,12 @@ _MIGRATIONS = [
         note TEXT NOT NULL
     );
     CREATE INDEX history_record ON history(record_id, seq);
+    """,
+    # 2: the run key (source PDF + everything that shapes the run), so a batch that is killed and
+    # run again finds what it already stored, and never stores the same run twice.
+    """
+    ALTER TABLE records ADD COLUMN run_key TEXT;
+    CREATE UNIQUE INDEX records_run_key ON records(run_key) WHERE run_key IS NOT NULL;
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -78,7 +85,9 @@ class SQLiteStore:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            # One connection shared by a batch's worker threads, each use under the lock.
+            self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._lock = threading.RLock()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
@@ -102,17 +111,23 @@ class SQLiteStore:
                     self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {version + 1}")
 
-    def _transaction(self) -> sqlite3.Connection:
-        return _Transaction(self._db)  # type: ignore[return-value]
+    def _transaction(self) -> "_Transaction":
+        return _Transaction(self._db, self._lock)
 
-    def add(self, record: ClaimRecord, actor: str = "pipeline", note: str = "drafted by the pipeline") -> str:
+    def add(
+        self, record: ClaimRecord, actor: str = "pipeline", note: str = "drafted by the pipeline", run_key: str | None = None
+    ) -> str:
+        """Store a new draft; with a run key already stored, return that record's id instead."""
         require_valid(record)
         now = _now()
         study = record.studies[0].reference if record.studies else None
         with self._transaction():
+            if run_key is not None and (existing := self.find_run(run_key)):
+                return existing
             try:
                 self._db.execute(
-                    "INSERT INTO records VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO records (id, version, status, claim, study, flags, created_at, updated_at, body, run_key)"
+                    " VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.record_id,
                         record.status.value,
@@ -122,6 +137,7 @@ class SQLiteStore:
                         now,
                         now,
                         record.model_dump_json(),
+                        run_key,
                     ),
                 )
             except sqlite3.IntegrityError as exc:
@@ -132,11 +148,17 @@ class SQLiteStore:
             )
         return record.record_id
 
+    def _rows(self, sql: str, *args: object) -> list[tuple]:  # type: ignore[type-arg]
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def find_run(self, run_key: str) -> str | None:
+        rows = self._rows("SELECT id FROM records WHERE run_key = ?", run_key)
+        return rows[0][0] if rows else None
+
     def resolve(self, id_or_prefix: str) -> str:
-        rows = self._db.execute(
-            "SELECT id FROM records WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
-            (id_or_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",),
-        ).fetchall()
+        escaped = id_or_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._rows("SELECT id FROM records WHERE id LIKE ? ESCAPE '\\' LIMIT 2", escaped + "%")
         if not rows or not id_or_prefix:
             raise RecordNotFoundError(f"no record with id {id_or_prefix!r} in {self.path}")
         if len(rows) > 1:
@@ -144,33 +166,37 @@ class SQLiteStore:
         return rows[0][0]
 
     def get(self, id_or_prefix: str) -> ClaimRecord:
-        record_id = self.resolve(id_or_prefix)
-        (body,) = self._db.execute("SELECT body FROM records WHERE id = ?", (record_id,)).fetchone()
+        [(body,)] = self._rows("SELECT body FROM records WHERE id = ?", self.resolve(id_or_prefix))
         return ClaimRecord.model_validate_json(body)
 
     def summaries(self) -> list[StoredSummary]:
-        rows = self._db.execute(
+        rows = self._rows(
             "SELECT id, version, status, claim, study, flags, updated_at FROM records ORDER BY updated_at DESC, id"
-        ).fetchall()
+        )
         return [StoredSummary(*row) for row in rows]
 
     def history(self, id_or_prefix: str) -> list[HistoryEntry]:
-        record_id = self.resolve(id_or_prefix)
-        rows = self._db.execute(
-            "SELECT version, action, actor, at, note FROM history WHERE record_id = ? ORDER BY seq", (record_id,)
-        ).fetchall()
+        rows = self._rows(
+            "SELECT version, action, actor, at, note FROM history WHERE record_id = ? ORDER BY seq",
+            self.resolve(id_or_prefix),
+        )
         return [HistoryEntry(*row) for row in rows]
 
 
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error: all of a change or none of it."""
 
-    def __init__(self, db: sqlite3.Connection):
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock):
         self._db = db
+        self._lock = lock
 
     def __enter__(self) -> sqlite3.Connection:
+        self._lock.acquire()
         self._db.execute("BEGIN IMMEDIATE")
         return self._db
 
     def __exit__(self, kind, value, traceback) -> None:  # type: ignore[no-untyped-def]
-        self._db.execute("ROLLBACK" if kind else "COMMIT")
+        try:
+            self._db.execute("ROLLBACK" if kind else "COMMIT")
+        finally:
+            self._lock.release()

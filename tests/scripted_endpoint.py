@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import threading
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -86,7 +90,62 @@ def completion(model: str, content: str | None, refusal: str | None, prompt_char
     }
 
 
-def make_handler(scripts: Scripts, latency: float = 0.0) -> type[BaseHTTPRequestHandler]:
+@dataclass
+class Faults:
+    """Injected failures, for benchmarks and fault tests: with probability `rate` a request gets
+    one of: 429 with Retry-After, 500, no answer for `hang_seconds` (a timeout), or a truncated
+    JSON answer. Seeded, so a run can be repeated."""
+
+    rate: float = 0.0
+    hang_seconds: float = 3.0
+    retry_after: str = "1"
+    seed: int = 1
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+        self._lock = threading.Lock()
+
+    def draw(self) -> str | None:
+        with self._lock:
+            if self._random.random() >= self.rate:
+                return None
+            kind = self._random.choice(["429", "500", "timeout", "truncated"])
+            self.counts[kind] += 1
+            return kind
+
+
+class BatchStore:
+    """Files and batches for the Batch API routes; a batch completes after `polls` retrievals."""
+
+    def __init__(self, polls: int = 1):
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.polls = polls
+        self.lock = threading.Lock()
+
+    def add_file(self, content: bytes, filename: str, purpose: str) -> dict[str, Any]:
+        with self.lock:
+            file_id = f"file-{len(self.files) + 1}"
+            self.files[file_id] = content
+        return {"id": file_id, "object": "file", "bytes": len(content), "created_at": 0, "filename": filename, "purpose": purpose}
+
+
+def make_handler(scripts: Scripts, latency: float = 0.0, faults: Faults | None = None,
+                 batches: BatchStore | None = None) -> type[BaseHTTPRequestHandler]:
+    faults = faults or Faults()
+    batches = batches or BatchStore()
+
+    def answer_chat(body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        answer = scripts.next_answer(body)
+        if "$status" in answer:
+            return answer["$status"], {"error": {"message": answer.get("$error", "scripted fault")}}, answer.get("$headers", {})
+        prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
+        if "$refusal" in answer:
+            return 200, completion(body["model"], None, answer["$refusal"], prompt_chars), {}
+        content = answer["$raw"] if "$raw" in answer else json.dumps(answer, ensure_ascii=False)
+        return 200, completion(body["model"], content, None, prompt_chars), {}
+
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:  # quiet
             pass
@@ -101,26 +160,84 @@ def make_handler(scripts: Scripts, latency: float = 0.0) -> type[BaseHTTPRequest
             self.end_headers()
             self.wfile.write(data)
 
+        def _send_bytes(self, data: bytes) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            if not self.path.endswith("/chat/completions"):
+            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.path.endswith("/files"):
+                self._send(200, self._upload(raw))
+            elif self.path.endswith("/batches"):
+                self._send(200, self._create_batch(json.loads(raw)))
+            elif self.path.endswith("/chat/completions"):
+                self._chat(json.loads(raw))
+            else:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
-                return
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+
+        def do_GET(self) -> None:  # noqa: N802
+            parts = self.path.rstrip("/").split("/")
+            if len(parts) >= 3 and parts[-3] == "files" and parts[-1] == "content" and parts[-2] in batches.files:
+                self._send_bytes(batches.files[parts[-2]])
+            elif len(parts) >= 2 and parts[-2] == "batches" and parts[-1] in batches.batches:
+                batch = batches.batches[parts[-1]]
+                with batches.lock:
+                    batch["_polled"] += 1
+                    if batch["_polled"] >= batches.polls:
+                        batch["status"] = "completed"
+                self._send(200, {k: v for k, v in batch.items() if not k.startswith("_")})
+            else:
+                self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+        def _chat(self, body: dict[str, Any]) -> None:
             if latency:
                 time.sleep(latency)
-            answer = scripts.next_answer(body)
-            if "$status" in answer:
-                message = answer.get("$error", "scripted fault")
-                self._send(answer["$status"], {"error": {"message": message}}, answer.get("$headers"))
+            fault = faults.draw()
+            if fault == "429":
+                self._send(429, {"error": {"message": "rate limited (injected)"}}, {"Retry-After": faults.retry_after})
                 return
-            prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
-            if "$refusal" in answer:
-                payload = completion(body["model"], None, answer["$refusal"], prompt_chars)
-            elif "$raw" in answer:
-                payload = completion(body["model"], answer["$raw"], None, prompt_chars)
-            else:
-                payload = completion(body["model"], json.dumps(answer, ensure_ascii=False), None, prompt_chars)
-            self._send(200, payload)
+            if fault == "500":
+                self._send(500, {"error": {"message": "server error (injected)"}})
+                return
+            if fault == "timeout":
+                time.sleep(faults.hang_seconds)
+            status, payload, headers = answer_chat(body)
+            if fault == "truncated" and status == 200 and payload["choices"][0]["message"]["content"]:
+                content = payload["choices"][0]["message"]["content"]
+                payload["choices"][0]["message"]["content"] = content[: len(content) // 2]
+            self._send(status, payload, headers)
+
+        def _upload(self, raw: bytes) -> dict[str, Any]:
+            message = BytesParser(policy=HTTP).parsebytes(
+                b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw
+            )
+            fields = {part.get_param("name", header="content-disposition"): part for part in message.iter_parts()}
+            file_part = fields["file"]
+            return batches.add_file(file_part.get_payload(decode=True), file_part.get_filename() or "upload",
+                                    fields["purpose"].get_content().strip())
+
+        def _create_batch(self, request: dict[str, Any]) -> dict[str, Any]:
+            lines = batches.files[request["input_file_id"]].decode().splitlines()
+            output = []
+            for line in filter(None, lines):
+                item = json.loads(line)
+                status, payload, _ = answer_chat(item["body"])
+                output.append(json.dumps({"id": f"req-{len(output)}", "custom_id": item["custom_id"],
+                                          "response": {"status_code": status, "body": payload}, "error": None}))
+            output_file = batches.add_file("\n".join(output).encode(), "output.jsonl", "batch_output")
+            with batches.lock:
+                batch_id = f"batch-{len(batches.batches) + 1}"
+                batches.batches[batch_id] = {
+                    "id": batch_id, "object": "batch", "endpoint": request["endpoint"], "errors": None,
+                    "input_file_id": request["input_file_id"], "completion_window": request["completion_window"],
+                    "status": "in_progress", "output_file_id": output_file["id"], "error_file_id": None,
+                    "created_at": 0, "request_counts": {"total": len(output), "completed": len(output), "failed": 0},
+                    "_polled": 0,
+                }
+            return {k: v for k, v in batches.batches[batch_id].items() if not k.startswith("_")}
 
     return Handler
 
@@ -128,9 +245,13 @@ def make_handler(scripts: Scripts, latency: float = 0.0) -> type[BaseHTTPRequest
 class ScriptedEndpoint:
     """The server on a free loopback port, in a background thread; a context manager."""
 
-    def __init__(self, scripts: Scripts, latency: float = 0.0, port: int = 0):
+    def __init__(self, scripts: Scripts, latency: float = 0.0, port: int = 0, faults: Faults | None = None,
+                 batch_polls: int = 1):
         self.scripts = scripts
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(scripts, latency))
+        self.faults = faults or Faults()
+        self.batches = BatchStore(batch_polls)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(scripts, latency, self.faults, self.batches))
+        self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
@@ -151,8 +272,12 @@ def main() -> None:
     parser.add_argument("scripts", nargs="+", type=Path)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds to wait before each answer")
+    parser.add_argument("--fault-rate", type=float, default=0.0, help="share of requests given an injected fault")
+    parser.add_argument("--hang-seconds", type=float, default=3.0, help="how long an injected timeout hangs")
+    parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    endpoint = ScriptedEndpoint(Scripts.from_files(args.scripts), args.latency, args.port)
+    faults = Faults(rate=args.fault_rate, hang_seconds=args.hang_seconds, seed=args.seed)
+    endpoint = ScriptedEndpoint(Scripts.from_files(args.scripts), args.latency, args.port, faults)
     print(f"scripted endpoint on {endpoint.base_url} ({len(args.scripts)} scripts); Ctrl-C to stop", flush=True)
     try:
         endpoint.server.serve_forever()

@@ -1,0 +1,320 @@
+"""Batches: many papers, concurrently, resumable, with a live tally of tokens and cost.
+
+Papers run on a thread pool (model calls wait on the network); PDFs are parsed in a process
+pool, so parsing uses every core. Every record is stored with its *run key* (the PDF's sha256
+and everything that shapes the run: settings, prompt hashes, DOI metadata, pipeline version) in
+the same transaction as the record itself: a batch killed at any moment and started again skips
+what it stored, redoes what it had not, and never stores a run twice. Model answers go through
+the response cache, so even a paper that was cut off half-way costs no call for the stages it
+had finished. A paper that fails (bad PDF, no open-access copy, refusal, an endpoint that keeps
+failing) is reported with its reason and the batch goes on, unless `fail_fast`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import threading
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .config import RunSettings
+from .doi import DoiCache, DoiSettings, fetch, looks_like_doi, normalise_doi
+from .errors import ClaimsError, ConfigError, InputError
+from .files import write_json_atomic
+from .ingest import Document, read_pdf
+from .llm import ChatModel, LLMContext, RecordingChatModel, ResponseCache
+from .models import StudyMetadata
+from .recording import build_recording, save_recording
+from .run import RunResult, prompt_hashes, run_pipeline
+from .store import SQLiteStore
+
+PRICES_ENV = "CLAIMS_PRICES"
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def read_inputs(path: Path) -> list[str]:
+    """A folder: its PDFs. A text file: one DOI or PDF path a line; blank lines and '#' comments skipped."""
+    if path.is_dir():
+        sources = [str(p) for p in sorted(path.glob("*.pdf")) + sorted(path.glob("*.PDF"))]
+        if not sources:
+            raise InputError(f"{path}: the folder holds no PDF")
+        return sources
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not a text file of DOIs and PDF paths (is it a PDF? pass its folder)") from exc
+    sources = [line.split("#", 1)[0].strip() for line in lines]
+    relative_to = path.parent
+    resolved = [s if looks_like_doi(s) or Path(s).is_absolute() else str(relative_to / s) for s in sources if s]
+    if not resolved:
+        raise InputError(f"{path}: no DOI or PDF path in it")
+    return resolved
+
+
+# --------------------------------------------------------------------------- prices
+
+
+@dataclass(frozen=True)
+class Price:
+    input_per_million: float
+    output_per_million: float
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, discount: float = 1.0) -> float:
+        return discount * (prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million) / 1e6
+
+
+def load_prices() -> dict[str, Price]:
+    """USD per million tokens, from the shipped table or the file CLAIMS_PRICES names."""
+    override = os.environ.get(PRICES_ENV)
+    try:
+        text = Path(override).read_text() if override else resources.files("pipeline").joinpath("prices.json").read_text()
+        table = json.loads(text)
+        return {model: Price(p["input"], p["output"]) for model, p in table.items() if not model.startswith("_")}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"the price table {override or 'pipeline/prices.json'} is unreadable ({exc})") from exc
+
+
+# --------------------------------------------------------------------------- results and the live tally
+
+
+@dataclass
+class PaperResult:
+    source: str
+    status: str  # "done", "already_done", "failed", "not_started"
+    record_id: str | None = None
+    error: str | None = None
+    calls: int = 0
+    cached_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = 0.0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Tally:
+    """What the progress display shows; updated by the workers, read by the display."""
+
+    total: int
+    done: int = 0
+    failed: int = 0
+    already_done: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+    cost: float = 0.0
+    cost_known: bool = True
+    workers: dict[str, str] = field(default_factory=dict)  # source -> stage it is in
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def remaining(self) -> int:
+        return self.total - self.done - self.failed - self.already_done
+
+    def stage(self, source: str, stage: str | None) -> None:
+        with self.lock:
+            if stage is None:
+                self.workers.pop(source, None)
+            else:
+                self.workers[source] = stage
+
+    def finish(self, result: PaperResult) -> None:
+        with self.lock:
+            self.workers.pop(result.source, None)
+            if result.status == "done":
+                self.done += 1
+            elif result.status == "already_done":
+                self.already_done += 1
+            elif result.status == "failed":
+                self.failed += 1
+            self.prompt_tokens += result.prompt_tokens
+            self.completion_tokens += result.completion_tokens
+            self.calls += result.calls
+            if result.cost is None:
+                self.cost_known = False
+            else:
+                self.cost += result.cost
+
+
+# --------------------------------------------------------------------------- one paper
+
+
+def run_key(pdf_sha256: str, settings: RunSettings, metadata: StudyMetadata | None) -> str:
+    shape = {
+        "pdf": pdf_sha256,
+        "metadata": metadata.model_dump(mode="json") if metadata else None,
+        "settings": dataclasses.asdict(settings),
+        "prompts": prompt_hashes(),
+        "pipeline": __version__,
+    }
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
+
+
+def recording_name(source: str) -> str:
+    stem = Path(source).stem if not looks_like_doi(source) else normalise_doi(source)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("_") or "paper"
+
+
+@dataclass
+class BatchOptions:
+    concurrency: int = 4
+    fail_fast: bool = False
+    record_dir: Path | None = None
+    refresh: bool = False
+    discount: float = 1.0  # 0.5 through the Batch API
+
+
+@dataclass
+class BatchTools:
+    """The I/O a batch needs, made by the caller (live, or replayed in tests)."""
+
+    chat: ChatModel
+    store: SQLiteStore
+    cache: ResponseCache | None
+    doi_client: Any
+    doi_cache: DoiCache
+    doi_settings: DoiSettings
+    parse: Callable[[Path], Document]
+    prices: dict[str, Price]
+    base_url: str | None = None
+
+
+def process_paper(source: str, settings: RunSettings, tools: BatchTools, options: BatchOptions, tally: Tally) -> PaperResult:
+    result = PaperResult(source=source, status="failed")
+    started = time.perf_counter()
+    llm: LLMContext | None = None
+    try:
+        tally.stage(source, "fetch" if looks_like_doi(source) and not Path(source).exists() else "parse")
+        pdf, metadata, pdf_url = _locate(source, tools, options)
+        tally.stage(source, "parse")
+        document = tools.parse(pdf)
+        result.seconds["parse"] = round(time.perf_counter() - started, 3)
+        key = run_key(document.sha256, settings, metadata)
+        if existing := tools.store.find_run(key):
+            result.status, result.record_id, result.cost = "already_done", existing, 0.0
+            return result
+        chat = RecordingChatModel(tools.chat) if options.record_dir else tools.chat
+        # A recording must hold every exchange, so a recorded paper does not read the cache.
+        llm = LLMContext(chat, settings, cache=None if options.record_dir else tools.cache)
+        run: RunResult = run_pipeline(
+            pdf, llm, document=document, metadata=metadata, pdf_url=pdf_url,
+            progress=lambda stage, event, detail: tally.stage(source, stage) if event == "start" else None,
+        )
+        result.seconds.update(run.seconds)
+        if options.record_dir and isinstance(chat, RecordingChatModel):
+            target = options.record_dir / recording_name(source)
+            recording = build_recording(
+                pdf, target, document.sha256, metadata, pdf_url, pdf_url is not None, settings,
+                run.record.provenance.prompts, chat.interactions, tools.base_url,
+            )
+            save_recording(target, recording, run.record, pdf_copy=pdf if pdf_url else None)
+        result.record_id = tools.store.add(run.record, run_key=key)
+        result.status = "done"
+    except ClaimsError as exc:
+        result.error = str(exc)
+    except Exception as exc:  # noqa: BLE001 - one paper's bug must not end the batch; it is reported
+        result.error = f"internal error: {type(exc).__name__}: {exc}"
+    finally:
+        result.seconds["total"] = round(time.perf_counter() - started, 3)
+        if llm is not None:  # a failed paper's calls cost money too
+            _count(result, llm, settings, tools, options)
+    return result
+
+
+def _locate(source: str, tools: BatchTools, options: BatchOptions) -> tuple[Path, StudyMetadata | None, str | None]:
+    path = Path(source)
+    if path.exists():
+        return path, None, None
+    if not looks_like_doi(source):
+        raise InputError(f"{source}: no such file, and not a DOI")
+    fetched = fetch(normalise_doi(source), tools.doi_client, tools.doi_cache, tools.doi_settings, refresh=options.refresh)
+    assert fetched.pdf is not None
+    return fetched.pdf, fetched.metadata, fetched.pdf_url
+
+
+def _count(result: PaperResult, llm: LLMContext, settings: RunSettings, tools: BatchTools, options: BatchOptions) -> None:
+    result.calls = llm.usage.calls
+    result.cached_calls = sum(t.cached_calls for t in llm.usage.by_stage.values())
+    result.prompt_tokens, result.completion_tokens = llm.usage.tokens
+    price = tools.prices.get(settings.model)
+    result.cost = price.cost(result.prompt_tokens, result.completion_tokens, options.discount) if price else None
+
+
+# --------------------------------------------------------------------------- the batch
+
+
+def parse_in(pool: Executor) -> Callable[[Path], Document]:
+    return lambda pdf: pool.submit(read_pdf, pdf).result()
+
+
+def parse_pool(workers: int | None = None) -> ProcessPoolExecutor:
+    """Processes started fresh (forkserver): forking a process whose threads hold locks can hang."""
+    return ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 2, mp_context=multiprocessing.get_context("forkserver"))
+
+
+def run_batch(
+    sources: list[str],
+    settings: RunSettings,
+    tools: BatchTools,
+    options: BatchOptions,
+    tally: Tally,
+    on_result: Callable[[PaperResult], None] = lambda _: None,
+) -> list[PaperResult]:
+    stop = threading.Event()
+    results: dict[int, PaperResult] = {}
+
+    def work(index: int, source: str) -> None:
+        if stop.is_set():
+            results[index] = PaperResult(source=source, status="not_started", error="stopped by --fail-fast", cost=None)
+            return
+        result = process_paper(source, settings, tools, options, tally)
+        results[index] = result
+        tally.finish(result)
+        on_result(result)
+        if result.status == "failed" and options.fail_fast:
+            stop.set()
+
+    with ThreadPoolExecutor(max_workers=max(1, options.concurrency), thread_name_prefix="paper") as pool:
+        for future in [pool.submit(work, index, source) for index, source in enumerate(sources)]:
+            future.result()
+    return [results[index] for index in range(len(sources))]
+
+
+def report(results: list[PaperResult], settings: RunSettings, started: str, options: BatchOptions) -> dict[str, Any]:
+    costs = [r.cost for r in results]
+    return {
+        "started": started,
+        "finished": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "model": settings.model,
+        "inputs": len(results),
+        "succeeded": sum(r.status == "done" for r in results),
+        "already_done": sum(r.status == "already_done" for r in results),
+        "failed": sum(r.status == "failed" for r in results),
+        "not_started": sum(r.status == "not_started" for r in results),
+        "model_calls": sum(r.calls for r in results),
+        "cached_calls": sum(r.cached_calls for r in results),
+        "prompt_tokens": sum(r.prompt_tokens for r in results),
+        "completion_tokens": sum(r.completion_tokens for r in results),
+        "cost_usd": round(sum(c for c in costs if c is not None), 6) if None not in costs else None,
+        "price_discount": options.discount,
+        "papers": [dataclasses.asdict(r) for r in results],
+    }
+
+
+def write_report(path: Path, data: dict[str, Any]) -> None:
+    write_json_atomic(path, data)

@@ -1,0 +1,163 @@
+"""`--via batch-api`: the OpenAI Batch API behind the same `ChatModel` seam, at half the price.
+
+Each worker thread asks for its answer as usual; requests are gathered until every paper in
+flight is waiting (or a short quiet spell passes), then sent as one batch: a JSONL upload to
+/v1/files, /v1/batches to start it, polling until it ends, and the output file downloaded and
+handed back request by request. The batch ids and the fingerprints they carry are saved in a
+small SQLite file, so a run that is killed and started again waits on the batches it already
+sent instead of paying for them twice.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import LLMError, LLMUnavailableError
+from .llm import ChatRequest, ChatResponse, chat_body, response_from_completion
+from .retry import RetryError, RetryPolicy, call_with_retries
+
+FINISHED = {"completed", "failed", "expired", "cancelled"}
+
+
+class BatchApiChatModel:
+    def __init__(
+        self,
+        client: Any,
+        state_path: Path,
+        expected_waiting: int,
+        poll_seconds: float = 10.0,
+        gather_seconds: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self._client = client
+        self._expected = max(1, expected_waiting)
+        self._poll_seconds = poll_seconds
+        self._gather_seconds = gather_seconds
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._pending: list[tuple[ChatRequest, Future[ChatResponse]]] = []
+        self._first_pending_at = 0.0
+        self._waiters: dict[str, list[Future[ChatResponse]]] = {}
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        self._state = sqlite3.connect(state_path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._state.execute("CREATE TABLE IF NOT EXISTS sent (fingerprint TEXT PRIMARY KEY, batch_id TEXT NOT NULL)")
+        self._flusher = threading.Thread(target=self._flush_loop, daemon=True, name="batch-api")
+        self._flusher.start()
+
+    # ------------------------------------------------------------------ the seam
+
+    def complete(self, request: ChatRequest) -> ChatResponse:
+        future: Future[ChatResponse] = Future()
+        fingerprint = request.fingerprint()
+        with self._lock:
+            row = self._state.execute("SELECT batch_id FROM sent WHERE fingerprint = ?", (fingerprint,)).fetchone()
+            if row:  # sent by an earlier, interrupted run: wait for that batch
+                self._waiters.setdefault(fingerprint, []).append(future)
+                threading.Thread(target=self._collect, args=(row[0],), daemon=True).start()
+            else:
+                if not self._pending:
+                    self._first_pending_at = time.monotonic()
+                self._pending.append((request, future))
+        return future.result()
+
+    # ------------------------------------------------------------------ gathering and sending
+
+    def _flush_loop(self) -> None:
+        while True:
+            time.sleep(0.05)
+            with self._lock:
+                ready = self._pending and (
+                    len(self._pending) >= self._expected or time.monotonic() - self._first_pending_at >= self._gather_seconds
+                )
+                batch, self._pending = (self._pending, []) if ready else ([], self._pending)
+            if batch:
+                threading.Thread(target=self._send, args=(batch,), daemon=True).start()
+
+    def _send(self, batch: list[tuple[ChatRequest, Future[ChatResponse]]]) -> None:
+        try:
+            lines = [
+                json.dumps({"custom_id": r.fingerprint(), "method": "POST", "url": "/v1/chat/completions", "body": chat_body(r)})
+                for r, _ in batch
+            ]
+            uploaded = self._call(lambda: self._client.files.create(
+                file=("claims-batch.jsonl", io.BytesIO("\n".join(lines).encode())), purpose="batch"
+            ))
+            created = self._call(lambda: self._client.batches.create(
+                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+            ))
+        except LLMError as exc:
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        with self._lock:
+            for request, future in batch:
+                fingerprint = request.fingerprint()
+                self._waiters.setdefault(fingerprint, []).append(future)
+                self._state.execute("INSERT OR REPLACE INTO sent VALUES (?, ?)", (fingerprint, created.id))
+        self._collect(created.id)
+
+    # ------------------------------------------------------------------ waiting and answering
+
+    def _collect(self, batch_id: str) -> None:
+        try:
+            status = self._call(lambda: self._client.batches.retrieve(batch_id))
+            while status.status not in FINISHED:
+                self._sleep(self._poll_seconds)
+                status = self._call(lambda: self._client.batches.retrieve(batch_id))
+            answers: dict[str, Any] = {}
+            for file_id in (status.output_file_id, status.error_file_id):
+                if file_id:
+                    text = self._call(lambda: self._client.files.content(file_id)).text
+                    for line in filter(None, text.splitlines()):
+                        item = json.loads(line)
+                        answers[item["custom_id"]] = item
+        except LLMError as exc:
+            self._answer_all(batch_id, lambda _: exc)
+            return
+        self._answer_all(batch_id, lambda fingerprint: _outcome(answers.get(fingerprint), status.status, batch_id))
+
+    def _answer_all(self, batch_id: str, outcome: Callable[[str], Any]) -> None:
+        with self._lock:
+            fingerprints = [f for (f,) in self._state.execute("SELECT fingerprint FROM sent WHERE batch_id = ?", (batch_id,))]
+            self._state.execute("DELETE FROM sent WHERE batch_id = ?", (batch_id,))
+            waiting = {f: self._waiters.pop(f, []) for f in fingerprints}
+        for fingerprint, futures in waiting.items():
+            result = outcome(fingerprint)
+            for future in futures:
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+    def _call(self, work: Callable[[], Any]) -> Any:
+        import openai
+
+        def transient(exc: BaseException) -> bool:
+            if isinstance(exc, openai.APIStatusError):
+                return exc.status_code == 429 or exc.status_code >= 500
+            return isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError))
+
+        try:
+            return call_with_retries(work, transient, lambda e: getattr(getattr(e, "response", None), "headers", None),
+                                     RetryPolicy(), self._sleep)
+        except RetryError as exc:
+            raise LLMUnavailableError(f"the Batch API kept failing ({type(exc.last_attempt.exception()).__name__})") from exc
+        except openai.APIError as exc:
+            raise LLMError(f"the Batch API refused: {exc}") from exc
+
+
+def _outcome(item: dict[str, Any] | None, status: str, batch_id: str) -> ChatResponse | LLMError:
+    if item is None:
+        return LLMUnavailableError(f"batch {batch_id} ended {status} without an answer for this request")
+    response = item.get("response") or {}
+    if item.get("error") or response.get("status_code", 200) >= 400:
+        detail = item.get("error") or response.get("body", {}).get("error") or response.get("status_code")
+        return LLMUnavailableError(f"batch {batch_id}: the request failed ({detail})")
+    return response_from_completion(response["body"])

@@ -1,0 +1,171 @@
+"""`claims batch`: the command, its live display and its summary (the work is in batch.py)."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from .batch import (
+    BatchOptions,
+    BatchTools,
+    PaperResult,
+    Tally,
+    load_prices,
+    parse_in,
+    parse_pool,
+    read_inputs,
+    report,
+    run_batch,
+    write_report,
+)
+from .batch_api import BatchApiChatModel
+from .cache import SQLiteResponseCache
+from .cli import DbOption, MaxPdfOption, _doi_tools, _one_line_errors, _open_store, app, err, out
+from .config import RunSettings, batch_poll_seconds, default_cache_dir, default_model, request_timeout
+from .errors import InputError
+from .llm import ChatModel, OpenAIChatModel
+from .ratelimit import RateLimitedChatModel, RateLimiter
+
+VIAS = ("chat", "batch-api")
+
+
+class BatchDisplay:
+    """A live panel on a terminal (counts, each worker's stage, tokens, cost); elsewhere, one
+    line per finished paper, so a log stays readable."""
+
+    def __init__(self, console: Console, tally: Tally):
+        self.console = console
+        self.tally = tally
+        self.live = Live(console=console, refresh_per_second=4, get_renderable=self.render) if console.is_terminal else None
+        self.started = time.monotonic()
+
+    def __enter__(self) -> "BatchDisplay":
+        if self.live:
+            self.live.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live:
+            self.live.stop()
+
+    def cost_text(self) -> str:
+        return f"${self.tally.cost:.4f}" + ("" if self.tally.cost_known else " (+ models without a price)")
+
+    def render(self) -> Group:
+        t = self.tally
+        with t.lock:
+            head = Text(
+                f"done {t.done} \u00b7 already done {t.already_done} \u00b7 failed {t.failed} \u00b7 remaining {t.remaining} "
+                f"of {t.total} \u00b7 model calls {t.calls} \u00b7 tokens {t.prompt_tokens + t.completion_tokens:,} "
+                f"\u00b7 cost {self.cost_text()} \u00b7 {time.monotonic() - self.started:.0f} s"
+            )
+            table = Table(show_header=True, header_style="bold", box=None)
+            table.add_column("paper")
+            table.add_column("stage")
+            for source, stage in list(t.workers.items()):
+                table.add_row(Path(source).name if not source.startswith("10.") else source, stage)
+        return Group(head, table)
+
+    def paper_done(self, result: PaperResult) -> None:
+        if self.live:
+            return
+        what = {"done": f"record {result.record_id}", "already_done": f"already stored as {result.record_id}"}
+        line = f"[{self.tally.total - self.tally.remaining}/{self.tally.total}] {result.status}: {result.source}: " + what.get(
+            result.status, result.error or ""
+        )
+        self.console.print(line, markup=False, highlight=False)
+
+
+@app.command("batch")
+@_one_line_errors
+def batch_command(
+    inputs: Path = typer.Argument(..., metavar="INPUT", help="A text file of DOIs and PDF paths (one a line, # comments), or a folder of PDFs."),
+    concurrency: int = typer.Option(4, "--concurrency", "-j", min=1, help="Papers in flight at once."),
+    rpm: Optional[int] = typer.Option(None, "--rpm", min=1, help="At most this many model requests a minute."),
+    tpm: Optional[int] = typer.Option(None, "--tpm", min=1, help="At most this many tokens a minute (prompt estimate + allowed completion)."),
+    model: str = typer.Option(None, "--model", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."),
+    record: Optional[Path] = typer.Option(None, "--record", help="Keep one recording per paper in this folder."),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop starting papers after the first failure."),
+    report_path: Path = typer.Option(Path("batch-report.json"), "--report", help="Where to write the JSON report."),
+    via: str = typer.Option("chat", "--via", help="chat (one request at a time) or batch-api (OpenAI Batch API: half price, slower)."),
+    refresh: bool = typer.Option(False, "--refresh", help="Ignore cached DOI metadata and PDFs."),
+    max_pdf_mb: Optional[float] = MaxPdfOption,
+    db: Optional[Path] = DbOption,
+) -> None:
+    """Process many papers: concurrent, resumable (run the same command again after a crash),
+    cached, with live progress, tokens and estimated cost; writes a JSON report.
+
+    Exit 0 when every paper succeeded (or was already done), 1 when some failed.
+    """
+    if via not in VIAS:
+        raise InputError(f"unknown --via {via!r}: choose chat or batch-api")
+    sources = read_inputs(inputs)
+    settings = RunSettings(model=model or default_model())
+    base_url = os.environ.get("OPENAI_BASE_URL") or None
+    live = OpenAIChatModel(api_key=os.environ.get("OPENAI_API_KEY", ""), base_url=base_url, timeout=request_timeout())
+    store = _open_store(db)
+    chat: ChatModel = live
+    if via == "batch-api":
+        state = store.path.with_suffix(".batches.db")
+        chat = BatchApiChatModel(live.client, state, expected_waiting=len(sources), poll_seconds=batch_poll_seconds())
+    if rpm or tpm:
+        chat = RateLimitedChatModel(chat, RateLimiter(rpm, tpm))
+    cache = SQLiteResponseCache(default_cache_dir() / "responses.db")
+    client, doi_cache, doi_settings = _doi_tools(max_pdf_mb)
+    options = BatchOptions(
+        concurrency=concurrency if via == "chat" else max(concurrency, len(sources)),
+        fail_fast=fail_fast, record_dir=record, refresh=refresh, discount=0.5 if via == "batch-api" else 1.0,
+    )
+    started = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    tally = Tally(total=len(sources))
+    err.print(f"{len(sources)} papers, {options.concurrency} at a time, model {settings.model} via {via}; report: {report_path}")
+    done: list[PaperResult] = []
+    with parse_pool() as pool:
+        tools = BatchTools(chat, store, cache, client, doi_cache, doi_settings, parse_in(pool), load_prices(), base_url)
+        with BatchDisplay(err, tally) as display:
+
+            def on_result(result: PaperResult) -> None:
+                done.append(result)
+                display.paper_done(result)
+                write_report(report_path, report(done, settings, started, options))  # a crash keeps the papers so far
+
+            results = run_batch(sources, settings, tools, options, tally, on_result)
+    data = report(results, settings, started, options)
+    write_report(report_path, data)
+    _summary_table(results, data)
+    if data["failed"] or data["not_started"]:
+        raise typer.Exit(1)
+
+
+def _summary_table(results: list[PaperResult], data: dict[str, Any]) -> None:
+    table = Table(title="batch summary", show_lines=False)
+    table.add_column("paper", no_wrap=True, overflow="ellipsis", max_width=36)
+    table.add_column("status", no_wrap=True)
+    table.add_column("record / error", overflow="fold")
+    for column in ("calls", "tokens", "cost", "seconds"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for r in results:
+        table.add_row(
+            r.source if r.source.startswith("10.") else Path(r.source).name, r.status,
+            r.record_id or (r.error or ""), f"{r.calls}" + (f" (+{r.cached_calls} cached)" if r.cached_calls else ""),
+            f"{r.prompt_tokens + r.completion_tokens:,}", "?" if r.cost is None else f"${r.cost:.4f}",
+            f"{r.seconds.get('total', 0):.1f}",
+        )
+    out.print(table)
+    cost = "unknown (a model has no price in the table)" if data["cost_usd"] is None else f"${data['cost_usd']:.4f}"
+    out.print(
+        f"{data['succeeded']} succeeded, {data['already_done']} already done, {data['failed']} failed"
+        + (f", {data['not_started']} not started" if data["not_started"] else "")
+        + f"; {data['model_calls']} model calls ({data['cached_calls']} answers from the cache); "
+        f"{data['prompt_tokens'] + data['completion_tokens']:,} tokens; estimated cost {cost}",
+        markup=False,
+    )

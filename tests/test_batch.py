@@ -1,0 +1,233 @@
+"""Batches: report and exit codes, the cache, resume after kill -9, injected faults, rate limits,
+and the Batch API route, all against the scripted endpoint on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import BAD, DVT_PDF, HPYLORI_PDF, HTTP, PAPERS, ROOT, load_scripts
+from pipeline.batch import read_inputs
+from pipeline.cli import app
+from pipeline.errors import InputError
+from pipeline.ratelimit import RateLimiter
+from pipeline.resources import data_dir
+from pipeline.store import SQLiteStore
+from scripted_endpoint import Faults, ScriptedEndpoint
+
+INJECTED = PAPERS / "injected_dvt_review.pdf"
+
+
+def write_list(tmp_path: Path, *lines: str) -> Path:
+    path = tmp_path / "papers.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def batch_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    def use(endpoint: ScriptedEndpoint) -> Path:
+        monkeypatch.setenv("OPENAI_BASE_URL", endpoint.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-batch")
+        monkeypatch.setenv("CLAIMS_HTTP_CASSETTE", str(HTTP / "nitrate_found.json"))
+        monkeypatch.setenv("CLAIMS_MAILTO", "curator@example.org")
+        monkeypatch.setenv("CLAIMS_BATCH_POLL_SECONDS", "0.05")
+        monkeypatch.chdir(tmp_path)
+        return tmp_path / "batch-report.json"
+
+    return use
+
+
+def stage_names(endpoint: ScriptedEndpoint) -> list[str]:
+    return [r["response_format"]["json_schema"]["name"] for r in endpoint.scripts.requests]
+
+
+def test_read_inputs(tmp_path: Path) -> None:
+    listing = write_list(tmp_path, "# a comment", "", "doi:10.1136/pgmj.2009.089987  # trailing comment", "papers/x.pdf")
+    assert read_inputs(listing) == ["doi:10.1136/pgmj.2009.089987", str(tmp_path / "papers" / "x.pdf")]
+    assert read_inputs(PAPERS) == [str(p) for p in sorted(PAPERS.glob("*.pdf"))]
+    with pytest.raises(InputError, match="no DOI or PDF path"):
+        read_inputs(write_list(tmp_path, "# nothing"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="holds no PDF"):
+        read_inputs(empty)
+
+
+def test_batch_reports_every_paper_and_goes_on_after_failures(runner: CliRunner, batch_env, clean_environment, tmp_path: Path) -> None:
+    with ScriptedEndpoint(load_scripts()) as endpoint:
+        report_path = batch_env(endpoint)
+        listing = write_list(tmp_path, str(HPYLORI_PDF), "10.1016/j.nutres.2016.11.004", str(BAD / "scanned_image_only_no_text.pdf"),
+                             str(tmp_path / "missing.pdf"), "10.123")
+        result = runner.invoke(app, ["batch", str(listing), "--model", "gpt-4o-mini", "-j", "3"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(report_path.read_text())
+    by_source = {p["source"]: p for p in report["papers"]}
+    assert report["inputs"] == 5 and report["succeeded"] == 2 and report["failed"] == 3
+    done = by_source[str(HPYLORI_PDF)]
+    assert done["status"] == "done" and done["calls"] == 3 and done["prompt_tokens"] > 0 and done["cost"] > 0
+    assert set(done["seconds"]) >= {"parse", "extract", "draft", "grade", "check", "total"}
+    assert "run OCR first" in by_source[str(BAD / "scanned_image_only_no_text.pdf")]["error"]
+    assert "no such file" in by_source[str(tmp_path / "missing.pdf")]["error"]
+    assert "not a DOI" in by_source["10.123"]["error"] or "no such file" in by_source["10.123"]["error"]
+    assert report["cost_usd"] > 0 and report["model_calls"] == 6
+    store = SQLiteStore(clean_environment)
+    assert len(store.summaries()) == 2
+    assert "2 succeeded, 0 already done, 3 failed" in result.output
+
+
+def test_unchanged_rerun_makes_no_model_call_and_an_edited_prompt_reruns_only_its_stage(
+    runner: CliRunner, batch_env, clean_environment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listing = write_list(tmp_path, str(HPYLORI_PDF), str(DVT_PDF))
+    with ScriptedEndpoint(load_scripts()) as endpoint:
+        batch_env(endpoint)
+        assert runner.invoke(app, ["batch", str(listing)]).exit_code == 0
+        first = len(endpoint.scripts.requests)
+        again = runner.invoke(app, ["batch", str(listing)])
+        assert again.exit_code == 0 and len(endpoint.scripts.requests) == first == 6
+        assert "0 succeeded, 2 already done, 0 failed; 0 model calls" in again.output
+        prompts = tmp_path / "prompts"
+        shutil.copytree(data_dir("prompts"), prompts)
+        grade = prompts / "grade.md"
+        grade.write_text(grade.read_text().replace("two to four ideal studies", "two to five ideal studies"))
+        monkeypatch.setenv("CLAIMS_PROMPTS", str(prompts))
+        edited = runner.invoke(app, ["batch", str(listing)])
+        assert edited.exit_code == 0, edited.output
+        assert stage_names(endpoint)[first:] == ["grade", "grade"]
+        assert "2 succeeded" in edited.output and "(4 answers from the cache)" in edited.output
+    assert len(SQLiteStore(clean_environment).summaries()) == 4
+
+
+def test_failures_are_never_cached(runner: CliRunner, batch_env, tmp_path: Path) -> None:
+    scripts = load_scripts("huang-2010-hpylori-iron")
+    scripts.scripts[0]["answers"]["draft"] = [{"$raw": "{ not json"}]
+    listing = write_list(tmp_path, str(HPYLORI_PDF))
+    with ScriptedEndpoint(scripts) as endpoint:
+        batch_env(endpoint)
+        assert runner.invoke(app, ["batch", str(listing)]).exit_code == 1
+        assert stage_names(endpoint) == ["extract", "draft", "draft"]
+        assert runner.invoke(app, ["batch", str(listing)]).exit_code == 1
+        assert stage_names(endpoint)[3:] == ["draft", "draft"]  # extract came from the cache, the failure did not
+
+
+def test_fail_fast_stops_starting_papers(runner: CliRunner, batch_env, tmp_path: Path) -> None:
+    listing = write_list(tmp_path, str(BAD / "blank_single_page.pdf"), str(HPYLORI_PDF), str(DVT_PDF))
+    with ScriptedEndpoint(load_scripts()) as endpoint:
+        report_path = batch_env(endpoint)
+        result = runner.invoke(app, ["batch", str(listing), "-j", "1", "--fail-fast"])
+    assert result.exit_code == 1
+    statuses = [p["status"] for p in json.loads(report_path.read_text())["papers"]]
+    assert statuses == ["failed", "not_started", "not_started"]
+
+
+def test_injected_faults_never_lose_a_paper(runner: CliRunner, batch_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLAIMS_TIMEOUT", "1")
+    faults = Faults(rate=0.3, hang_seconds=1.5, retry_after="0", seed=3)
+    listing = write_list(tmp_path, str(HPYLORI_PDF), str(DVT_PDF), str(INJECTED), "10.1016/j.nutres.2016.11.004")
+    with ScriptedEndpoint(load_scripts(), faults=faults) as endpoint:
+        report_path = batch_env(endpoint)
+        result = runner.invoke(app, ["batch", str(listing), "-j", "4"])
+    report = json.loads(report_path.read_text())
+    assert report["inputs"] == 4 and report["succeeded"] + report["failed"] == 4
+    assert sum(faults.counts.values()) > 0
+    for paper in report["papers"]:
+        assert paper["status"] == "done" or paper["error"], paper
+    assert result.exit_code == (1 if report["failed"] else 0)
+
+
+def test_batch_api_route(runner: CliRunner, batch_env, clean_environment, tmp_path: Path) -> None:
+    listing = write_list(tmp_path, str(HPYLORI_PDF), str(DVT_PDF))
+    with ScriptedEndpoint(load_scripts(), batch_polls=2) as endpoint:
+        report_path = batch_env(endpoint)
+        result = runner.invoke(app, ["batch", str(listing), "--via", "batch-api", "--model", "gpt-4o-mini"])
+        assert result.exit_code == 0, result.output
+        assert len(endpoint.batches.batches) == 3  # extract, draft and grade, each one batch for both papers
+    report = json.loads(report_path.read_text())
+    assert report["price_discount"] == 0.5 and report["succeeded"] == 2
+    assert len(SQLiteStore(clean_environment).summaries()) == 2
+
+
+def test_batch_api_resumes_a_batch_sent_before_a_crash(tmp_path: Path) -> None:
+    import openai
+
+    from pipeline.batch_api import BatchApiChatModel
+    from pipeline.config import RunSettings
+    from pipeline.llm import ChatRequest, chat_body
+
+    with ScriptedEndpoint(load_scripts()) as endpoint:
+        client = openai.OpenAI(api_key="x", base_url=endpoint.base_url)
+        request = ChatRequest(stage="extract", model="m", output_schema={"name": "extract", "schema": {"type": "object"}},
+                              messages=[{"role": "user", "content": "Bismuth based triple therapy has a better response"}],
+                              params=RunSettings().params())
+        line = json.dumps({"custom_id": request.fingerprint(), "method": "POST", "url": "/v1/chat/completions", "body": chat_body(request)})
+        uploaded = client.files.create(file=("x.jsonl", line.encode()), purpose="batch")
+        sent = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+        state = tmp_path / "batches.db"
+        import sqlite3
+
+        with sqlite3.connect(state) as db:  # what the interrupted run had saved
+            db.execute("CREATE TABLE sent (fingerprint TEXT PRIMARY KEY, batch_id TEXT NOT NULL)")
+            db.execute("INSERT INTO sent VALUES (?, ?)", (request.fingerprint(), sent.id))
+        resumed = BatchApiChatModel(client, state, expected_waiting=1, poll_seconds=0.01)
+        answer = resumed.complete(request)
+        assert json.loads(answer.content)["bibliography"]["year"] == 2010
+        assert len(endpoint.batches.batches) == 1  # nothing was sent twice
+
+
+def test_rate_limiter_waits_for_the_window() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    limiter = RateLimiter(rpm=2, tpm=None, clock=lambda: now[0], sleep=sleep)
+    for _ in range(3):
+        limiter.acquire(10)
+    assert slept == [60.0]
+    tokens = RateLimiter(rpm=None, tpm=100, clock=lambda: now[0], sleep=sleep)
+    tokens.acquire(80)
+    tokens.acquire(80)
+    assert slept[-1] == 60.0
+
+
+def test_kill_9_then_resume_stores_every_record_once(tmp_path: Path) -> None:
+    papers = [HPYLORI_PDF, DVT_PDF, INJECTED]
+    listing = write_list(tmp_path, *map(str, papers))
+    db = tmp_path / "store.db"
+    env = {**os.environ, "CLAIMS_DB": str(db), "CLAIMS_CACHE": str(tmp_path / "cache"), "OPENAI_API_KEY": "sk-test",
+           "PYTHONPATH": str(ROOT)}
+    with ScriptedEndpoint(load_scripts(), latency=0.4) as endpoint:
+        env["OPENAI_BASE_URL"] = endpoint.base_url
+        command = [sys.executable, "-m", "pipeline", "batch", str(listing), "-j", "1", "--report", str(tmp_path / "r.json")]
+        process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if db.exists() and SQLiteStore(db).summaries():
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)  # now in the middle of the second paper
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        stored_before = len(SQLiteStore(db).summaries())
+        assert 1 <= stored_before < len(papers)
+        resumed = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    store = SQLiteStore(db)
+    summaries = store.summaries()
+    assert len(summaries) == len(papers)
+    for summary in summaries:
+        store.get(summary.record_id)  # complete and valid (the store validates against the schema on read)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["already_done"] == stored_before and report["succeeded"] == len(papers) - stored_before
