@@ -201,13 +201,13 @@ def process_paper(source: str, settings: RunSettings, tools: BatchTools, options
     try:
         tally.stage(source, "fetch" if looks_like_doi(source) and not Path(source).exists() else "parse")
         pdf, metadata, pdf_url = _locate(source, tools, options)
+        key = run_key(hashlib.sha256(pdf.read_bytes()).hexdigest(), settings, metadata)
+        if existing := tools.store.find_run(key):  # checked before parsing: a finished batch re-runs in moments
+            result.status, result.record_id, result.cost = "already_done", existing, 0.0
+            return result
         tally.stage(source, "parse")
         document = tools.parse(pdf)
         result.seconds["parse"] = round(time.perf_counter() - started, 3)
-        key = run_key(document.sha256, settings, metadata)
-        if existing := tools.store.find_run(key):
-            result.status, result.record_id, result.cost = "already_done", existing, 0.0
-            return result
         chat = RecordingChatModel(tools.chat) if options.record_dir else tools.chat
         # A recording must hold every exchange, so a recorded paper does not read the cache.
         llm = LLMContext(chat, settings, cache=None if options.record_dir else tools.cache)

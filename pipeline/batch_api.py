@@ -29,14 +29,14 @@ FINISHED = {"completed", "failed", "expired", "cancelled"}
 class BatchApiChatModel:
     def __init__(
         self,
-        client: Any,
+        client: Any,  # an openai.OpenAI, or an object whose .client is one (made on first use)
         state_path: Path,
         expected_waiting: int,
         poll_seconds: float = 10.0,
         gather_seconds: float = 2.0,
         sleep: Callable[[float], None] = time.sleep,
     ):
-        self._client = client
+        self._source = client
         self._expected = max(1, expected_waiting)
         self._poll_seconds = poll_seconds
         self._gather_seconds = gather_seconds
@@ -50,6 +50,10 @@ class BatchApiChatModel:
         self._state.execute("CREATE TABLE IF NOT EXISTS sent (fingerprint TEXT PRIMARY KEY, batch_id TEXT NOT NULL)")
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True, name="batch-api")
         self._flusher.start()
+
+    @property
+    def _client(self) -> Any:
+        return getattr(self._source, "client", self._source)
 
     # ------------------------------------------------------------------ the seam
 

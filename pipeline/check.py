@@ -197,7 +197,10 @@ def check_citations(record: ClaimRecord) -> CheckResult:
 
 
 def check_numbers(record: ClaimRecord, document: Document) -> CheckResult:
-    source = numbers_in("\n".join(span.text for span in document.spans if span.section != "references"))
+    source: set[str] = set()
+    for span in document.spans:
+        if span.section != "references":
+            source |= numbers_in(span.text)
     flags = []
     checked = 0
     for i, study in enumerate(record.studies):

@@ -33,7 +33,7 @@ from .cli import DbOption, MaxPdfOption, _doi_tools, _one_line_errors, _open_sto
 from .config import RunSettings, batch_poll_seconds, default_cache_dir, default_model, request_timeout
 from .errors import InputError
 from .llm import ChatModel, OpenAIChatModel
-from .ratelimit import RateLimitedChatModel, RateLimiter
+from .ratelimit import InFlightLimitedChatModel, RateLimitedChatModel, RateLimiter
 
 VIAS = ("chat", "batch-api")
 
@@ -89,7 +89,7 @@ class BatchDisplay:
 @_one_line_errors
 def batch_command(
     inputs: Path = typer.Argument(..., metavar="INPUT", help="A text file of DOIs and PDF paths (one a line, # comments), or a folder of PDFs."),
-    concurrency: int = typer.Option(4, "--concurrency", "-j", min=1, help="Papers in flight at once."),
+    concurrency: int = typer.Option(4, "--concurrency", "-j", min=1, help="Model requests in flight at once."),
     rpm: Optional[int] = typer.Option(None, "--rpm", min=1, help="At most this many model requests a minute."),
     tpm: Optional[int] = typer.Option(None, "--tpm", min=1, help="At most this many tokens a minute (prompt estimate + allowed completion)."),
     model: str = typer.Option(None, "--model", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."),
@@ -116,18 +116,22 @@ def batch_command(
     chat: ChatModel = live
     if via == "batch-api":
         state = store.path.with_suffix(".batches.db")
-        chat = BatchApiChatModel(live.client, state, expected_waiting=len(sources), poll_seconds=batch_poll_seconds())
+        chat = BatchApiChatModel(live, state, expected_waiting=len(sources), poll_seconds=batch_poll_seconds())
     if rpm or tpm:
         chat = RateLimitedChatModel(chat, RateLimiter(rpm, tpm))
+    if via == "chat":
+        chat = InFlightLimitedChatModel(chat, concurrency)
     cache = SQLiteResponseCache(default_cache_dir() / "responses.db")
     client, doi_cache, doi_settings = _doi_tools(max_pdf_mb)
     options = BatchOptions(
-        concurrency=concurrency if via == "chat" else max(concurrency, len(sources)),
+        # Twice as many papers open as request slots (the Batch API: all of them), so that parsing
+        # and checking one paper overlaps another's model calls.
+        concurrency=2 * concurrency if via == "chat" else max(concurrency, len(sources)),
         fail_fast=fail_fast, record_dir=record, refresh=refresh, discount=0.5 if via == "batch-api" else 1.0,
     )
     started = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     tally = Tally(total=len(sources))
-    err.print(f"{len(sources)} papers, {options.concurrency} at a time, model {settings.model} via {via}; report: {report_path}")
+    err.print(f"{len(sources)} papers, {concurrency} model requests at a time, model {settings.model} via {via}; report: {report_path}")
     done: list[PaperResult] = []
     with parse_pool() as pool:
         tools = BatchTools(chat, store, cache, client, doi_cache, doi_settings, parse_in(pool), load_prices(), base_url)

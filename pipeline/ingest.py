@@ -190,6 +190,7 @@ class Document:
         chosen = [span for span in self.spans if span.section in sections]
         if not chosen:
             chosen = [span for span in self.spans if span.section != "references"] or self.spans
+        chosen = _cap_front(chosen)
         parts: list[str] = []
         last_page = None
         for span in chosen:
@@ -201,6 +202,21 @@ class Document:
         if len(text) > max_chars:
             text = text[:max_chars] + "\n[... cut to fit the stage's text budget]"
         return text
+
+
+FRONT_MATTER_CHARS = 3000  # enough for title, authors, journal; a manuscript's cover pages are not
+
+
+def _cap_front(spans: list[Span]) -> list[Span]:
+    """The front matter (before the first heading) is sent for the bibliography only: its start."""
+    kept, left = [], FRONT_MATTER_CHARS
+    for span in spans:
+        if span.section != "front":
+            kept.append(span)
+        elif left > 0:
+            kept.append(Span(span.section, span.page, span.text[:left]))
+            left -= len(span.text)
+    return kept
 
 
 # --------------------------------------------------------------------------- entry point

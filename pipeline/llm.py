@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from .errors import ConfigError, LLMError, LLMRefusalError, LLMUnavailableError, StageOutputError
 from .retry import RetryError, RetryPolicy, call_with_retries
@@ -40,6 +41,7 @@ class ChatRequest(BaseModel):
     messages: list[dict[str, str]]
     output_schema: dict[str, Any]  # {"name": ..., "schema": ...}
     params: dict[str, Any]
+    _fingerprint: str | None = PrivateAttr(default=None)
 
     def content(self) -> dict[str, Any]:
         """What the endpoint sees; the fingerprint and replay matching use exactly this."""
@@ -51,8 +53,11 @@ class ChatRequest(BaseModel):
         }
 
     def fingerprint(self) -> str:
-        canonical = json.dumps(self.content(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        """sha256 of the canonical content; computed once (a request is not changed after it is made)."""
+        if self._fingerprint is None:
+            canonical = json.dumps(self.content(), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+            self._fingerprint = hashlib.sha256(canonical.encode()).hexdigest()
+        return self._fingerprint
 
 
 class ChatResponse(BaseModel):
@@ -81,14 +86,24 @@ class OpenAIChatModel:
         retry: RetryPolicy = RetryPolicy(),
         sleep: Callable[[float], None] = time.sleep,
     ):
-        import openai
-
         if not api_key:
             raise ConfigError("OPENAI_API_KEY is not set: export it (and OPENAI_BASE_URL for another endpoint)")
-        # The SDK's own retries are off: tenacity below owns them, so they are bounded in one place.
-        self._client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+        self._options = {"api_key": api_key, "base_url": base_url, "timeout": timeout}
+        self._client_instance: Any = None
+        self._client_lock = threading.Lock()
         self._retry = retry
         self._sleep = sleep
+
+    @property
+    def client(self) -> Any:
+        """The openai client, made on first use: importing openai takes longer than a resumed batch."""
+        with self._client_lock:
+            if self._client_instance is None:
+                import openai
+
+                # The SDK's own retries are off: tenacity owns them, so they are bounded in one place.
+                self._client_instance = openai.OpenAI(**self._options, max_retries=0)
+            return self._client_instance
 
     def complete(self, request: ChatRequest) -> ChatResponse:
         import openai
@@ -130,13 +145,8 @@ class OpenAIChatModel:
             served_by=completion.system_fingerprint,
         )
 
-    @property
-    def client(self) -> Any:
-        """The openai client, for the Batch API route (`batch_api.py`)."""
-        return self._client
-
     def _create(self, request: ChatRequest) -> Any:
-        return self._client.chat.completions.create(**chat_body(request))
+        return self.client.chat.completions.create(**chat_body(request))
 
 
 def chat_body(request: ChatRequest) -> dict[str, Any]:

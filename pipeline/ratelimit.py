@@ -1,4 +1,5 @@
-"""Client-side request and token limits (`--rpm`, `--tpm`), shared by all of a batch's workers.
+"""Client-side limits shared by all of a batch's workers: requests in flight (`--concurrency`),
+requests and tokens a minute (`--rpm`, `--tpm`).
 
 A sliding minute: a request waits until fewer than `rpm` requests, and fewer than `tpm` tokens,
 were sent in the last 60 seconds. A request's tokens are estimated as OpenAI's own limiter
@@ -57,3 +58,21 @@ class RateLimitedChatModel:
     def complete(self, request: ChatRequest) -> ChatResponse:
         self.limiter.acquire(estimated_tokens(request))
         return self.inner.complete(request)
+
+
+@dataclass
+class InFlightLimitedChatModel:
+    """At most `limit` requests in flight at once, however many papers are being worked on: a
+    batch keeps more papers open than that, so one paper's parsing and checking never leaves a
+    request slot idle."""
+
+    inner: ChatModel
+    limit: int
+    _slots: threading.BoundedSemaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._slots = threading.BoundedSemaphore(self.limit)
+
+    def complete(self, request: ChatRequest) -> ChatResponse:
+        with self._slots:
+            return self.inner.complete(request)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
-from .check import REWRITE_PROMPT, count, model_rewriter, require_valid, run_checks
+from .check import REWRITE_PROMPT, RecordSchemaError, count, model_rewriter, run_checks
 from .config import RunSettings
 from .draft import PROMPT_FILE as DRAFT_PROMPT
 from .draft import draft
@@ -133,7 +133,8 @@ def run_pipeline(
     def checked() -> ClaimRecord:
         record.checks = run_checks(record, document, model_rewriter(llm))
         record.provenance.usage = stage_usage(usage)  # the plain-language rewrite may have called the model
-        require_valid(record)
+        if failed := [c for c in record.checks if c.name == "schema" and c.flags]:
+            raise RecordSchemaError(f"record {record.record_id} breaks the schema: {failed[0].flags[0].message}")
         return record
 
     stage("check", checked, lambda r: count(r.checks).line())

@@ -98,18 +98,22 @@ class SQLiteStore:
         self._db.close()
 
     def _migrate(self) -> None:
-        current = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if current > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path}: the database is version {current}, newer than this claims "
-                f"(version {SCHEMA_VERSION}); upgrade claims to open it"
-            )
-        for version in range(current, SCHEMA_VERSION):
+        """Upgrade step by step, each in its own write transaction; the version is read again once
+        the lock is held, so two processes opening an old database at once upgrade it once."""
+        while True:
             with self._transaction():
+                current = self._db.execute("PRAGMA user_version").fetchone()[0]
+                if current > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.path}: the database is version {current}, newer than this claims "
+                        f"(version {SCHEMA_VERSION}); upgrade claims to open it"
+                    )
+                if current == SCHEMA_VERSION:
+                    return
                 # Statement by statement: executescript() would commit half-way.
-                for statement in filter(str.strip, _MIGRATIONS[version].split(";")):
+                for statement in filter(str.strip, _MIGRATIONS[current].split(";")):
                     self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {version + 1}")
+                self._db.execute(f"PRAGMA user_version = {current + 1}")
 
     def _transaction(self) -> "_Transaction":
         return _Transaction(self._db, self._lock)

@@ -8,6 +8,7 @@ already types them as `anyOf: [T, null]`; the model must then send an explicit `
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel
@@ -15,7 +16,9 @@ from pydantic import BaseModel
 _DROPPED_KEYWORDS = {"default", "title"}
 
 
+@cache
 def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """Built once per model class; callers must not change what it returns."""
     return _make_strict(model.model_json_schema())
 
 

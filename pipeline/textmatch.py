@@ -4,7 +4,8 @@ Extraction leaves ligatures (ﬁ), curly quotes, several kinds of dash and minus
 line-break hyphen ("esti-\\nmates"), mathematical alphanumerics (𝑁𝑂3), and some fonts' private
 glyph codes (BMJ's '¼' for '=' and '/C0' for a minus). `normalise` folds all of that, keeping a
 map from each normalised character back to the original text, so a match can be reported as
-character offsets in the page as extracted.
+character offsets in the page as extracted. Results are memoised: every quote of a record is
+looked for in the same pages.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 from rapidfuzz import fuzz
 
@@ -24,12 +26,14 @@ _FONT_GLYPHS = (("/C0", "-"), ("\u00bc", "="))
 _HYPHEN_BREAK = re.compile(r"(?<=[^\W\d_])-[ \t]*\n[ \t]*(?=[^\W\d_])")
 
 
+@lru_cache(maxsize=None)
 def _fold(char: str) -> str:
     folded = unicodedata.normalize("NFKC", char).translate(_DASHES).translate(_QUOTES).translate(_INVISIBLE)
     return folded.casefold()
 
 
-def normalise(text: str) -> tuple[str, list[int]]:
+@lru_cache(maxsize=512)
+def normalise(text: str) -> tuple[str, tuple[int, ...]]:
     """Folded text (case, width, ligatures, dashes, quotes, hyphenation, white space) and, for each
     of its characters, the index of the original character it came from."""
     for glyph, meaning in _FONT_GLYPHS:
@@ -56,21 +60,21 @@ def normalise(text: str) -> tuple[str, list[int]]:
     while out and out[-1] == " ":
         out.pop()
         origin.pop()
-    return "".join(out), origin
+    return "".join(out), tuple(origin)
 
 
 def normalised(text: str) -> str:
     return normalise(text)[0]
 
 
-def _loose(text: str, origin: list[int]) -> tuple[str, list[int]]:
+def _loose(text: str, origin: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
     """Hyphens (and spaces around them) dropped too: 'NO3 - supplementation', 'NO3- supplementation',
     'cross-over' and 'crossover' read the same."""
     keep = [True] * len(text)
     for match in re.finditer(r"\s*-\s*", text):
         for index in range(match.start(), match.end()):
             keep[index] = False
-    return "".join(c for c, k in zip(text, keep) if k), [o for o, k in zip(origin, keep) if k]
+    return "".join(c for c, k in zip(text, keep) if k), tuple(o for o, k in zip(origin, keep) if k)
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,7 @@ def locate(quote: str, pages: list[str], claimed_page: int) -> Located:
     if not wanted:
         return Located(None, None, None, 0.0, None)
     order = [claimed_page] + [n for n in range(1, len(pages) + 1) if n != claimed_page]
-    loose_wanted = _loose(wanted, list(range(len(wanted))))[0]
+    loose_wanted = _loose(wanted, tuple(range(len(wanted))))[0]
     for number in order:
         if not 1 <= number <= len(pages):
             continue
