@@ -125,7 +125,9 @@ def main() -> None:
         with ScriptedEndpoint(scripts, latency=args.latency) as endpoint:
             env = {**os.environ, "OPENAI_BASE_URL": endpoint.base_url, "OPENAI_API_KEY": "sk-bench",
                    "CLAIMS_DB": str(folder / "store.db"), "CLAIMS_CACHE": str(folder / "cache"), "PYTHONPATH": str(ROOT)}
+            first_started = time.monotonic()
             first_s, first, batch_rss_kb = run_batch(listing, env, args.concurrency, folder / "first.json")
+            timeline = sorted(endpoint.scripts.timeline)
             second_s, second, _ = run_batch(listing, env, args.concurrency, folder / "second.json")
         calls_per_input = first["model_calls"] / max(1, first["succeeded"])
         ideal = args.inputs * calls_per_input * args.latency / args.concurrency
@@ -133,6 +135,11 @@ def main() -> None:
         print(f"inputs {args.inputs}, latency {args.latency * 1000:.0f} ms, concurrency {args.concurrency}")
         print(f"first run: {first['succeeded']} succeeded, {first['failed']} failed, {first['model_calls']} model calls, "
               f"{first_s:.2f} s; ideal {ideal:.2f} s; wall / ideal = {first_s / ideal:.3f} (goal <= 1.10)")
+        busy = sum(end - start for start, end in timeline)
+        span = timeline[-1][1] - timeline[0][0]
+        print(f"  model requests: the first arrived {timeline[0][0] - first_started:.2f} s after the start, the last was "
+              f"answered {first_started + first_s - timeline[-1][1]:.2f} s before the end; in between "
+              f"{busy / span:.2f} of {args.concurrency} slots were busy on average")
         print(f"unchanged re-run: {second['model_calls']} model calls (goal 0), {second_s:.2f} s; "
               f"re-run / first = {second_s / first_s:.3f} (goal <= 0.05)")
         print(f"prompt tokens: {first['prompt_tokens'] / args.inputs:,.0f} a paper against a whole-paper baseline of "

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from .batch import (
     BatchOptions,
+    warm_up,
     BatchTools,
     PaperResult,
     Tally,
@@ -124,9 +125,9 @@ def batch_command(
     cache = SQLiteResponseCache(default_cache_dir() / "responses.db")
     client, doi_cache, doi_settings = _doi_tools(max_pdf_mb)
     options = BatchOptions(
-        # Twice as many papers open as request slots (the Batch API: all of them), so that parsing
-        # and checking one paper overlaps another's model calls.
-        concurrency=2 * concurrency if via == "chat" else max(concurrency, len(sources)),
+        # More papers open than request slots (the Batch API: all of them), so that parsing and
+        # checking some papers overlaps the model calls of others and no slot waits for work.
+        concurrency=3 * concurrency if via == "chat" else max(concurrency, len(sources)),
         fail_fast=fail_fast, record_dir=record, refresh=refresh, discount=0.5 if via == "batch-api" else 1.0,
     )
     started = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
@@ -134,6 +135,7 @@ def batch_command(
     err.print(f"{len(sources)} papers, {concurrency} model requests at a time, model {settings.model} via {via}; report: {report_path}")
     done: list[PaperResult] = []
     with parse_pool() as pool:
+        warm_up(pool, live)
         tools = BatchTools(chat, store, cache, client, doi_cache, doi_settings, parse_in(pool), load_prices(), base_url)
         with BatchDisplay(err, tally) as display:
 

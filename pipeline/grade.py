@@ -25,7 +25,7 @@ from .models import (
 from .resources import load_instructions, load_prompt
 
 PROMPT_FILE = "grade.md"
-SECTIONS = ("abstract", "methods", "results")
+SECTIONS = ("abstract", "methods")  # the results reach it as the extracted findings
 
 DESIGN_ORDER = list(StudyDesign)  # the enum is declared strongest first
 _RANDOMISED = {StudyDesign.systematic_review_of_rcts, StudyDesign.randomised_controlled_trial}

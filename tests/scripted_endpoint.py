@@ -39,6 +39,7 @@ class Scripts:
         self.scripts = scripts
         self.served: dict[tuple[int, str], int] = defaultdict(int)
         self.requests: list[dict[str, Any]] = []  # every request body, for tests to inspect
+        self.timeline: list[tuple[float, float]] = []  # (arrived, answered) per chat request, for benchmarks
         self.lock = threading.Lock()
 
     @classmethod
@@ -193,6 +194,13 @@ def make_handler(scripts: Scripts, latency: float = 0.0, faults: Faults | None =
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 
         def _chat(self, body: dict[str, Any]) -> None:
+            arrived = time.monotonic()
+            try:
+                self._answer_chat(body)
+            finally:
+                scripts.timeline.append((arrived, time.monotonic()))
+
+        def _answer_chat(self, body: dict[str, Any]) -> None:
             if latency:
                 time.sleep(latency)
             fault = faults.draw()

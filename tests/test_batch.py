@@ -121,7 +121,8 @@ def test_failures_are_never_cached(runner: CliRunner, batch_env, tmp_path: Path)
 
 
 def test_fail_fast_stops_starting_papers(runner: CliRunner, batch_env, tmp_path: Path) -> None:
-    listing = write_list(tmp_path, str(BAD / "blank_single_page.pdf"), str(HPYLORI_PDF), str(DVT_PDF))
+    others = [str(p) for p in (HPYLORI_PDF, DVT_PDF, INJECTED)] * 2
+    listing = write_list(tmp_path, str(BAD / "blank_single_page.pdf"), *others)
     with ScriptedEndpoint(load_scripts()) as endpoint:
         report_path = batch_env(endpoint)
         result = runner.invoke(app, ["batch", str(listing), "-j", "1", "--fail-fast"])
