@@ -21,7 +21,7 @@ import re
 import sys
 import threading
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
@@ -155,12 +155,12 @@ class Tally:
 # --------------------------------------------------------------------------- one paper
 
 
-def run_key(pdf_sha256: str, settings: RunSettings, metadata: StudyMetadata | None) -> str:
+def run_key(pdf_sha256: str, settings: RunSettings, metadata: StudyMetadata | None, prompts: dict[str, str]) -> str:
     shape = {
         "pdf": pdf_sha256,
         "metadata": metadata.model_dump(mode="json") if metadata else None,
         "settings": dataclasses.asdict(settings),
-        "prompts": prompt_hashes(),
+        "prompts": prompts,
         "pipeline": __version__,
     }
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
@@ -193,6 +193,7 @@ class BatchTools:
     parse: Callable[[Path], Document]
     prices: dict[str, Price]
     base_url: str | None = None
+    prompts: dict[str, str] = field(default_factory=prompt_hashes)  # read once a batch
 
 
 def process_paper(source: str, settings: RunSettings, tools: BatchTools, options: BatchOptions, tally: Tally) -> PaperResult:
@@ -202,7 +203,7 @@ def process_paper(source: str, settings: RunSettings, tools: BatchTools, options
     try:
         tally.stage(source, "fetch" if looks_like_doi(source) and not Path(source).exists() else "parse")
         pdf, metadata, pdf_url = _locate(source, tools, options)
-        key = run_key(hashlib.sha256(pdf.read_bytes()).hexdigest(), settings, metadata)
+        key = run_key(hashlib.sha256(pdf.read_bytes()).hexdigest(), settings, metadata, tools.prompts)
         if existing := tools.store.find_run(key):  # checked before parsing: a finished batch re-runs in moments
             result.status, result.record_id, result.cost = "already_done", existing, 0.0
             return result
@@ -259,24 +260,32 @@ def _count(result: PaperResult, llm: LLMContext, settings: RunSettings, tools: B
 # --------------------------------------------------------------------------- the batch
 
 
-def parse_in(pool: Executor) -> Callable[[Path], Document]:
-    return lambda pdf: pool.submit(read_pdf, pdf).result()
+class ParsePool:
+    """PDFs parsed in worker processes, so a batch's parsing uses every core. The processes (and
+    the model client, which takes as long to load) start with the first paper that needs them:
+    a batch whose papers are all done already starts neither."""
 
+    def __init__(self, warm: Callable[[], Any] = lambda: None, workers: int | None = None):
+        self._warm = warm
+        self._workers = workers or os.cpu_count() or 2
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
 
-def parse_pool(workers: int | None = None) -> ProcessPoolExecutor:
-    """Processes started fresh (forkserver): forking a process whose threads hold locks can hang."""
-    return ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 2, mp_context=multiprocessing.get_context("forkserver"))
+    def parse(self, pdf: Path) -> Document:
+        with self._lock:
+            if self._pool is None:
+                # forkserver: forking a process whose threads hold locks can hang.
+                context = multiprocessing.get_context("forkserver")
+                self._pool = ProcessPoolExecutor(max_workers=self._workers, mp_context=context)
+                threading.Thread(target=self._warm, daemon=True).start()
+        return self._pool.submit(read_pdf, pdf).result()
 
+    def __enter__(self) -> "ParsePool":
+        return self
 
-def _ready() -> bool:
-    return True
-
-
-def warm_up(pool: Executor, chat: Any) -> None:
-    """Start the parse processes and load the model client side by side, before the first paper
-    needs either: each takes a good part of a second, and the first paper would wait for both."""
-    pool.submit(_ready)
-    threading.Thread(target=lambda: getattr(chat, "client", None), daemon=True).start()
+    def __exit__(self, *exc: Any) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
 
 
 def run_batch(
@@ -331,5 +340,5 @@ def report(results: list[PaperResult], settings: RunSettings, started: str, opti
     }
 
 
-def write_report(path: Path, data: dict[str, Any]) -> None:
-    write_json_atomic(path, data)
+def write_report(path: Path, data: dict[str, Any], final: bool = True) -> None:
+    write_json_atomic(path, data, durable=final)

@@ -16,13 +16,11 @@ from rich.text import Text
 
 from .batch import (
     BatchOptions,
-    warm_up,
     BatchTools,
     PaperResult,
     Tally,
     load_prices,
-    parse_in,
-    parse_pool,
+    ParsePool,
     read_inputs,
     report,
     run_batch,
@@ -134,15 +132,14 @@ def batch_command(
     tally = Tally(total=len(sources))
     err.print(f"{len(sources)} papers, {concurrency} model requests at a time, model {settings.model} via {via}; report: {report_path}")
     done: list[PaperResult] = []
-    with parse_pool() as pool:
-        warm_up(pool, live)
-        tools = BatchTools(chat, store, cache, client, doi_cache, doi_settings, parse_in(pool), load_prices(), base_url)
+    with ParsePool(warm=lambda: live.client) as pool:
+        tools = BatchTools(chat, store, cache, client, doi_cache, doi_settings, pool.parse, load_prices(), base_url)
         with BatchDisplay(err, tally) as display:
 
             def on_result(result: PaperResult) -> None:
                 done.append(result)
                 display.paper_done(result)
-                write_report(report_path, report(done, settings, started, options))  # a crash keeps the papers so far
+                write_report(report_path, report(done, settings, started, options), final=False)  # a crash keeps these
 
             results = run_batch(sources, settings, tools, options, tally, on_result)
     data = report(results, settings, started, options)
