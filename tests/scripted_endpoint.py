@@ -12,7 +12,9 @@ rewrite) a list of answers served in turn; the last one repeats. An answer is ei
     {"$status": 429, "$headers": {"Retry-After": "1"}} an HTTP error instead of an answer
     {"$refusal": "text"}                              a refusal
 Every response carries `system_fingerprint: claims-scripted-endpoint`, so a recording can say
-truthfully what answered it. It binds 127.0.0.1 only.
+truthfully what answered it. It also serves the Batch API routes (/v1/files, /v1/files/ID/content,
+/v1/batches, /v1/batches/ID), and for benchmarks a fixed latency and seeded faults
+(`--fault-rate`: 429 with Retry-After, 500, hangs, truncated JSON). It binds 127.0.0.1 only.
 """
 
 from __future__ import annotations
