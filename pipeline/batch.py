@@ -225,7 +225,7 @@ def process_paper(source: str, settings: RunSettings, tools: BatchTools, options
                 run.record.provenance.prompts, chat.interactions, tools.base_url,
             )
             save_recording(target, recording, run.record, pdf_copy=pdf if pdf_url else None)
-        result.record_id = tools.store.add(run.record, run_key=key)
+        result.record_id = tools.store.add(run.record, run_key=key, source_pages=run.document.pages)
         result.status = "done"
     except ClaimsError as exc:
         result.error = str(exc)

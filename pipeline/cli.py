@@ -205,7 +205,7 @@ def run(
         )
         save_recording(record, recording, result.record, pdf_copy=pdf_path if downloaded else None)
         err.print(f"recording saved to {record} ({len(chat.interactions)} model exchanges)")
-    store.add(result.record)
+    store.add(result.record, source_pages=result.document.pages)
     _summary(result)
     out.print(f"record {result.record.record_id} saved as a draft in {store.path}")
 
@@ -436,4 +436,4 @@ def main() -> None:
     app()
 
 
-from . import cli_batch  # noqa: E402,F401  (registers `claims batch` on the app)
+from . import cli_batch, cli_review  # noqa: E402,F401  (they register their commands on the app)

@@ -260,6 +260,11 @@ def build_document(file_name: str, data: bytes, extracted: ExtractedPages) -> Do
     )
 
 
+def document_from_pages(file_name: str, sha256: str, pages: list[str], doi: str | None) -> Document:
+    """A document rebuilt from stored page text (already cleaned), to re-check an edited record."""
+    return Document(file_name=file_name, sha256=sha256, pages=pages, spans=split_sections(pages), doi=doi, title=None)
+
+
 # --------------------------------------------------------------------------- text quality
 
 _GLYPH_NAME = re.compile(r"/[A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z0-9]+)+|/(?:uni|g)[0-9A-Fa-f]{2,}|\(cid:\d+\)")

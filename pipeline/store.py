@@ -8,6 +8,8 @@ transaction, so the store never holds half a record. The database carries its sc
 
 from __future__ import annotations
 
+import difflib
+import json
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -48,6 +50,13 @@ _MIGRATIONS = [
     ALTER TABLE records ADD COLUMN run_key TEXT;
     CREATE UNIQUE INDEX records_run_key ON records(run_key) WHERE run_key IS NOT NULL;
     """,
+    # 3: review. Who made the last change (for the stale-edit message), each change's diff, and
+    # the source text, so an edit can be re-checked against the paper without the PDF at hand.
+    """
+    ALTER TABLE records ADD COLUMN updated_by TEXT NOT NULL DEFAULT 'pipeline';
+    ALTER TABLE history ADD COLUMN diff TEXT NOT NULL DEFAULT '';
+    CREATE TABLE sources (sha256 TEXT PRIMARY KEY, file_name TEXT NOT NULL, pages TEXT NOT NULL);
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -70,10 +79,26 @@ class HistoryEntry:
     actor: str
     at: str
     note: str
+    diff: str
+
+
+class StaleVersionError(StoreError):
+    """The change was made on an older version than the stored one."""
+
+
+def record_diff_text(before: ClaimRecord, after: ClaimRecord) -> str:
+    old = json.dumps(before.model_dump(mode="json"), indent=1, sort_keys=True, ensure_ascii=False).splitlines()
+    new = json.dumps(after.model_dump(mode="json"), indent=1, sort_keys=True, ensure_ascii=False).splitlines()
+    return "\n".join(difflib.unified_diff(old, new, "before", "after", lineterm="", n=1))
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _clock(stamp: str) -> str:
+    """'2026-11-25T14:02:11+00:00' -> '14:02 UTC on 2026-11-25'."""
+    return f"{stamp[11:16]} UTC on {stamp[:10]}" if len(stamp) >= 16 else stamp
 
 
 def flag_count(record: ClaimRecord) -> int:
@@ -119,9 +144,15 @@ class SQLiteStore:
         return _Transaction(self._db, self._lock)
 
     def add(
-        self, record: ClaimRecord, actor: str = "pipeline", note: str = "drafted by the pipeline", run_key: str | None = None
+        self,
+        record: ClaimRecord,
+        actor: str = "pipeline",
+        note: str = "drafted by the pipeline",
+        run_key: str | None = None,
+        source_pages: list[str] | None = None,
     ) -> str:
-        """Store a new draft; with a run key already stored, return that record's id instead."""
+        """Store a new draft (and its source's text); with a run key already stored, return that
+        record's id instead."""
         require_valid(record)
         now = _now()
         study = record.studies[0].reference if record.studies else None
@@ -150,7 +181,51 @@ class SQLiteStore:
                 "INSERT INTO history (record_id, version, action, actor, at, note) VALUES (?, 1, 'created', ?, ?, ?)",
                 (record.record_id, actor, now, note),
             )
+            if source_pages is not None:
+                source = record.provenance.source
+                self._db.execute(
+                    "INSERT OR IGNORE INTO sources VALUES (?, ?, ?)",
+                    (source.sha256, source.file_name, json.dumps(source_pages, ensure_ascii=False)),
+                )
         return record.record_id
+
+    def update(self, record: ClaimRecord, expected_version: int, action: str, actor: str, note: str) -> int:
+        """Replace a record with a new version, if it is still at `expected_version`; the change,
+        its author, note and diff are appended to the history. Returns the new version."""
+        require_valid(record)
+        with self._transaction():
+            row = self._db.execute(
+                "SELECT version, updated_by, updated_at, body FROM records WHERE id = ?", (record.record_id,)
+            ).fetchone()
+            if row is None:
+                raise RecordNotFoundError(f"no record with id {record.record_id!r} in {self.path}")
+            version, updated_by, updated_at, body = row
+            if version != expected_version:
+                raise StaleVersionError(
+                    f"record {record.record_id} was changed by {updated_by} at {_clock(updated_at)} "
+                    f"(version {version}); reload and try again"
+                )
+            before = ClaimRecord.model_validate_json(body)
+            now = _now()
+            self._db.execute(
+                "UPDATE records SET version = ?, status = ?, claim = ?, flags = ?, updated_at = ?, updated_by = ?, body = ?"
+                " WHERE id = ?",
+                (version + 1, record.status.value, record.claim.text, flag_count(record), now, actor,
+                 record.model_dump_json(), record.record_id),
+            )
+            self._db.execute(
+                "INSERT INTO history (record_id, version, action, actor, at, note, diff) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (record.record_id, version + 1, action, actor, now, note, record_diff_text(before, record)),
+            )
+        return version + 1
+
+    def version_of(self, id_or_prefix: str) -> int:
+        [(version,)] = self._rows("SELECT version FROM records WHERE id = ?", self.resolve(id_or_prefix))
+        return version
+
+    def source_pages(self, sha256: str) -> tuple[str, list[str]] | None:
+        rows = self._rows("SELECT file_name, pages FROM sources WHERE sha256 = ?", sha256)
+        return (rows[0][0], json.loads(rows[0][1])) if rows else None
 
     def _rows(self, sql: str, *args: object) -> list[tuple]:  # type: ignore[type-arg]
         with self._lock:
@@ -173,15 +248,24 @@ class SQLiteStore:
         [(body,)] = self._rows("SELECT body FROM records WHERE id = ?", self.resolve(id_or_prefix))
         return ClaimRecord.model_validate_json(body)
 
-    def summaries(self) -> list[StoredSummary]:
+    def summaries(self, status: str | None = None, flagged: bool = False) -> list[StoredSummary]:
+        where, args = [], []
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if flagged:
+            where.append("flags > 0")
         rows = self._rows(
-            "SELECT id, version, status, claim, study, flags, updated_at FROM records ORDER BY updated_at DESC, id"
+            "SELECT id, version, status, claim, study, flags, updated_at FROM records"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY updated_at DESC, id",
+            *args,
         )
         return [StoredSummary(*row) for row in rows]
 
     def history(self, id_or_prefix: str) -> list[HistoryEntry]:
         rows = self._rows(
-            "SELECT version, action, actor, at, note FROM history WHERE record_id = ? ORDER BY seq",
+            "SELECT version, action, actor, at, note, diff FROM history WHERE record_id = ? ORDER BY seq",
             self.resolve(id_or_prefix),
         )
         return [HistoryEntry(*row) for row in rows]

@@ -1,0 +1,121 @@
+"""Review: the decisions a person makes on a draft, and the rules they follow.
+
+    draft ──approve──> approved        approve is refused while the record has flags, unless the
+      │                   │            reviewer gives an override reason (kept in the history)
+      └──reject───> rejected
+    approved / rejected ──reopen──> draft
+    any ──edit──> draft                an edit is validated and re-checked against the paper; an
+                                       invalid edit is refused whole and nothing is saved
+
+Every change names the version it was made on: a change to a record someone else has changed
+since is refused (`StaleVersionError`), never merged or overwritten. Web page and CLI both call
+these functions, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import ValidationError
+
+from .check import run_checks, schema_errors
+from .errors import ClaimsError, InputError
+from .ingest import document_from_pages
+from .models import ClaimRecord, ReviewStatus
+from .store import SQLiteStore, flag_count
+
+
+class ReviewRefusedError(ClaimsError):
+    pass
+
+
+class InvalidEditError(InputError):
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"the edit is invalid and was not saved: {'; '.join(problems[:3])}"
+                         + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""))
+
+
+def _require_reviewer(reviewer: str) -> str:
+    if not reviewer.strip():
+        raise InputError("a reviewer's name is required (--reviewer NAME)")
+    return reviewer.strip()
+
+
+def flag_summary(record: ClaimRecord) -> str:
+    codes = [flag.code.replace("_", " ") for check in record.checks for flag in check.flags]
+    return ", ".join(f"{codes.count(code)} {code}" for code in dict.fromkeys(codes))
+
+
+def approve(store: SQLiteStore, record_id: str, version: int, reviewer: str, note: str = "", override: str = "") -> int:
+    record = store.get(record_id)
+    if record.status is ReviewStatus.approved:
+        raise ReviewRefusedError(f"record {record.record_id} is already approved")
+    if flag_count(record) and not override.strip():
+        raise ReviewRefusedError(
+            f"record {record.record_id} has flags ({flag_summary(record)}); resolve them, or approve with "
+            '--override "reason"'
+        )
+    record.status = ReviewStatus.approved
+    text = " ".join(part for part in (note.strip(), f"override: {override.strip()}" if override.strip() else "") if part)
+    return store.update(record, version, "approved", _require_reviewer(reviewer), text)
+
+
+def reject(store: SQLiteStore, record_id: str, version: int, reviewer: str, reason: str) -> int:
+    record = store.get(record_id)
+    if record.status is ReviewStatus.rejected:
+        raise ReviewRefusedError(f"record {record.record_id} is already rejected")
+    if not reason.strip():
+        raise InputError("a reason is required to reject (--reason TEXT)")
+    record.status = ReviewStatus.rejected
+    return store.update(record, version, "rejected", _require_reviewer(reviewer), reason.strip())
+
+
+def reopen(store: SQLiteStore, record_id: str, version: int, reviewer: str, note: str = "") -> int:
+    record = store.get(record_id)
+    if record.status is ReviewStatus.draft:
+        raise ReviewRefusedError(f"record {record.record_id} is a draft already")
+    record.status = ReviewStatus.draft
+    return store.update(record, version, "reopened", _require_reviewer(reviewer), note.strip())
+
+
+def edit(store: SQLiteStore, record_id: str, version: int, edited_json: str, reviewer: str, note: str = "") -> ClaimRecord:
+    """Validate the edited record, re-check it against its paper, and save it as a new draft version."""
+    current = store.get(record_id)
+    edited = parse_edit(edited_json)
+    if edited.record_id != current.record_id:
+        raise InvalidEditError([f"record_id: may not change ({current.record_id} -> {edited.record_id})"])
+    if edited.model_dump() == current.model_dump():
+        raise ReviewRefusedError("the edit changes nothing; nothing was saved")
+    recheck(store, edited)
+    edited.status = ReviewStatus.draft
+    store.update(edited, version, "edited", _require_reviewer(reviewer), note.strip())
+    return edited
+
+
+def parse_edit(text: str) -> ClaimRecord:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidEditError([f"not JSON: {exc}"]) from exc
+    problems = schema_errors(data)
+    if problems:
+        raise InvalidEditError(problems)
+    try:
+        return ClaimRecord.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidEditError([f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]) from exc
+
+
+def recheck(store: SQLiteStore, record: ClaimRecord) -> None:
+    """Run the checks again on an edited record, against the stored text of its paper."""
+    source = record.provenance.source
+    stored = store.source_pages(source.sha256)
+    if stored is None:
+        raise ReviewRefusedError(
+            f"the text of {source.file_name} is not in the store, so the edit cannot be re-checked; "
+            "run the paper again (claims run) to store its text"
+        )
+    file_name, pages = stored
+    document = document_from_pages(file_name, source.sha256, pages, record.studies[0].reference.doi if record.studies else None)
+    record.checks = run_checks(record, document)

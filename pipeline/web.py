@@ -1,0 +1,203 @@
+"""The review web page: server-rendered HTML (Starlette + Jinja2), no front-end build.
+
+Pages: the queue (filter by status and flags), a record laid out like the claim page with its
+flagged items highlighted and the review forms, an edit form over the record's fields, and the
+history with each change's diff. Every decision goes through `review.py`, like the CLI's.
+
+Safety: Jinja2 escapes every value (a PDF can carry `<script>`); forms carry a per-browser
+token that must match a SameSite=Strict cookie, and a POST from another origin is refused.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from importlib import resources
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from . import review
+from .errors import ClaimsError, RecordNotFoundError
+from .models import ClaimType, StepBasis
+from .render import page_blocks
+from .store import SQLiteStore, StaleVersionError, flag_count
+
+CSRF_COOKIE = "claims_csrf"
+_FLAG = re.compile(r"(\[FLAG [^\]]*\]|^FLAG .*$)")
+
+
+def _flags(text: str) -> Markup:
+    """Escape the text, and mark its [FLAG ...] parts so a reviewer sees them at once."""
+    parts = _FLAG.split(str(text))
+    return Markup("").join(
+        Markup('<mark class="flag">') + escape(part) + Markup("</mark>") if _FLAG.fullmatch(part) else escape(part)
+        for part in parts
+    )
+
+
+def _templates() -> Environment:
+    folder = resources.files("pipeline") / "templates"
+    environment = Environment(loader=FileSystemLoader(str(folder)), autoescape=select_autoescape(default=True))
+    environment.filters["flags"] = _flags
+    return environment
+
+
+def create_app(store: SQLiteStore) -> Starlette:
+    templates = _templates()
+
+    def page(request: Request, name: str, http_status: int = 200, **context: Any) -> HTMLResponse:
+        token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
+        messages = context.pop("messages", [])
+        if request.query_params.get("done"):
+            messages.append(("ok", request.query_params["done"]))
+        html = templates.get_template(name).render(csrf=token, messages=messages, **context)
+        response = HTMLResponse(html, status_code=http_status)
+        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+    async def form_of(request: Request) -> dict[str, str]:
+        """The submitted form, once its CSRF token and origin have been verified."""
+        form = {key: str(value) for key, value in (await request.form()).items()}
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        origin = request.headers.get("origin")
+        if not cookie or not secrets.compare_digest(cookie, form.get("csrf", "")):
+            raise _Refused(403, "cross-site request refused: reload the page and submit again")
+        if origin and origin.rstrip("/") != f"{request.url.scheme}://{request.url.netloc}":
+            raise _Refused(403, f"request from another origin ({origin}) refused")
+        return form
+
+    def version_of(form: dict[str, str]) -> int:
+        try:
+            return int(form.get("version", ""))
+        except ValueError:
+            raise _Refused(400, "the form has no valid record version; reload the page") from None
+
+    async def queue(request: Request) -> Response:
+        status = request.query_params.get("status") or None
+        flagged = request.query_params.get("flagged") == "1"
+        rows = store.summaries(status=status if status in ("draft", "approved", "rejected") else None, flagged=flagged)
+        return page(request, "queue.html", rows=rows, status=status, flagged=flagged, statuses=["draft", "approved", "rejected"])
+
+    def record_page(request: Request, record_id: str, status: int = 200, messages: list | None = None) -> Response:
+        record = store.get(record_id)
+        return page(
+            request, "record.html", status, record=record, version=store.version_of(record.record_id),
+            blocks=page_blocks(record), flags=flag_count(record), messages=messages or [],
+        )
+
+    async def show(request: Request) -> Response:
+        return record_page(request, request.path_params["record_id"])
+
+    async def decide(request: Request) -> Response:
+        record_id, action = request.path_params["record_id"], request.path_params["action"]
+        try:
+            form = await form_of(request)
+            version = version_of(form)
+            reviewer = form.get("reviewer", "")
+            if action == "approve":
+                review.approve(store, record_id, version, reviewer, form.get("note", ""), form.get("override", ""))
+            elif action == "reject":
+                review.reject(store, record_id, version, reviewer, form.get("reason", ""))
+            elif action == "reopen":
+                review.reopen(store, record_id, version, reviewer, form.get("note", ""))
+            else:
+                return PlainTextResponse("unknown action", status_code=404)
+        except _Refused as exc:
+            return record_page(request, record_id, exc.status, [("error", exc.message)])
+        except StaleVersionError as exc:
+            return record_page(request, record_id, 409, [("error", str(exc))])
+        except RecordNotFoundError:
+            raise
+        except ClaimsError as exc:
+            return record_page(request, record_id, 400, [("error", str(exc))])
+        done = {"approve": "approved", "reject": "rejected", "reopen": "reopened"}[action]
+        return RedirectResponse(f"/records/{record_id}?done=Record+{done}.", status_code=303)
+
+    def edit_page(request: Request, record_id: str, version: int | None = None, status: int = 200,
+                  problems: list[str] | None = None, messages: list | None = None, record: Any = None) -> Response:
+        record = record or store.get(record_id)
+        return page(
+            request, "edit.html", status, record=record, version=version or store.version_of(record.record_id),
+            problems=problems or [], messages=messages or [], claim_types=[t.value for t in ClaimType],
+            bases=[b.value for b in StepBasis],
+        )
+
+    async def edit_form(request: Request) -> Response:
+        return edit_page(request, request.path_params["record_id"])
+
+    async def edit_save(request: Request) -> Response:
+        record_id = request.path_params["record_id"]
+        try:
+            form = await form_of(request)
+            version = version_of(form)
+        except _Refused as exc:
+            return edit_page(request, record_id, status=exc.status, messages=[("error", exc.message)])
+        edited = apply_form(store.get(record_id).model_dump(mode="json"), form)
+        try:
+            review.edit(store, record_id, version, edited, form.get("reviewer", ""), form.get("note", ""))
+        except review.InvalidEditError as exc:
+            return edit_page(request, record_id, version, 400, problems=exc.problems)
+        except StaleVersionError as exc:
+            return edit_page(request, record_id, status=409, messages=[("error", str(exc))])
+        except ClaimsError as exc:
+            return edit_page(request, record_id, version, 400, messages=[("error", str(exc))])
+        return RedirectResponse(f"/records/{record_id}?done=Edit+saved+and+re-checked.", status_code=303)
+
+    async def history(request: Request) -> Response:
+        record_id = store.resolve(request.path_params["record_id"])
+        return page(request, "history.html", record_id=record_id, entries=store.history(record_id))
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse(str(exc), status_code=404)
+
+    return Starlette(
+        routes=[
+            Route("/", queue),
+            Route("/records/{record_id}", show),
+            Route("/records/{record_id}/history", history),
+            Route("/records/{record_id}/edit", edit_form, methods=["GET"]),
+            Route("/records/{record_id}/edit", edit_save, methods=["POST"]),
+            Route("/records/{record_id}/{action}", decide, methods=["POST"]),
+        ],
+        exception_handlers={RecordNotFoundError: not_found},
+    )
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str):
+        self.status = status
+        self.message = message
+
+
+def apply_form(data: dict[str, Any], form: dict[str, str]) -> str:
+    """The record's JSON with the form's fields (named by their path, 'mechanism.steps.0.text')
+    written in; validation is review.edit's job, so a bad value is reported, not guessed at."""
+    import json
+
+    for name, value in form.items():
+        if name in ("csrf", "version", "reviewer", "note"):
+            continue
+        *path, last = name.split(".")
+        node: Any = data
+        try:
+            for key in path:
+                node = node[int(key)] if isinstance(node, list) else node[key]
+            current = node[int(last)] if isinstance(node, list) else node.get(last)
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError):
+            continue  # not a field of this record: ignored
+        if isinstance(current, int) and not isinstance(current, bool):
+            try:
+                value = int(value)  # type: ignore[assignment]
+            except ValueError:
+                pass  # left as text: validation names the field
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return json.dumps(data)
