@@ -1,0 +1,177 @@
+"""Review: decisions and their rules, optimistic concurrency, history, export, edit, migrations."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import RUNS
+from pipeline import review
+from pipeline.cli import app
+from pipeline.ingest import read_pdf
+from pipeline.models import ClaimRecord
+from pipeline.recording import load_recording, recorded_pdf
+from pipeline.store import SCHEMA_VERSION, SQLiteStore, StaleVersionError
+
+
+def stored(db: Path, *names: str) -> list[str]:
+    """Bundled records put in the store with their papers' text, as `claims run` leaves them."""
+    store = SQLiteStore(db)
+    ids = []
+    for name in names:
+        recording, record = load_recording(RUNS / name)
+        pages = read_pdf(recorded_pdf(RUNS / name, recording)).pages
+        ids.append(store.add(record, source_pages=pages))
+    return ids
+
+
+def test_list_filters_and_show(runner: CliRunner, clean_environment: Path) -> None:
+    faithful, flagged = stored(clean_environment, "huang-2010-hpylori-iron", "misbehaving-fabricated-quote")
+    listing = runner.invoke(app, ["review", "list"])
+    assert listing.exit_code == 0 and faithful in listing.output and flagged in listing.output
+    only_flagged = runner.invoke(app, ["review", "list", "--flagged"]).output
+    assert flagged in only_flagged and faithful not in only_flagged
+    assert "0 record(s)" in runner.invoke(app, ["review", "list", "--status", "approved"]).output
+    assert runner.invoke(app, ["review", "list", "--status", "nope"]).exit_code == 2
+    shown = runner.invoke(app, ["review", "show", faithful[:6]])
+    assert "Synthesis from 1 study" in shown.output and "created" in shown.output
+
+
+def test_approve_is_refused_while_flagged_unless_overridden(runner: CliRunner, clean_environment: Path) -> None:
+    [flagged] = stored(clean_environment, "misbehaving-fabricated-quote")
+    refused = runner.invoke(app, ["review", "approve", flagged, "--reviewer", "maria"])
+    assert refused.exit_code == 1
+    assert f"record {flagged} has flags (1 ungrounded quote)" in refused.output and "--override" in refused.output
+    ok = runner.invoke(app, ["review", "approve", flagged, "--reviewer", "maria", "--override", "quote checked by hand"])
+    assert ok.exit_code == 0, ok.output
+    [created, approved] = SQLiteStore(clean_environment).history(flagged)
+    assert (approved.action, approved.actor, approved.version) == ("approved", "maria", 2)
+    assert "override: quote checked by hand" in approved.note and '"status": "approved"' in approved.diff
+
+
+def test_reject_reopen_and_history(runner: CliRunner, clean_environment: Path) -> None:
+    [record_id] = stored(clean_environment, "siervo-2016-nitrate")
+    assert runner.invoke(app, ["review", "reject", record_id, "--reviewer", "ana", "--reason", ""]).exit_code == 2
+    assert runner.invoke(app, ["review", "reject", record_id, "--reviewer", "ana", "--reason", "wrong outcome"]).exit_code == 0
+    assert runner.invoke(app, ["review", "reject", record_id, "--reviewer", "ana", "--reason", "again"]).exit_code == 1
+    assert runner.invoke(app, ["review", "reopen", record_id, "--reviewer", "ana"]).exit_code == 0
+    history = runner.invoke(app, ["review", "history", record_id])
+    assert history.exit_code == 0
+    for word in ("created", "rejected", "reopened", "wrong outcome"):
+        assert word in history.output
+    assert SQLiteStore(clean_environment).get(record_id).status.value == "draft"
+
+
+def test_stale_decision_is_refused_with_who_and_when(clean_environment: Path) -> None:
+    [record_id] = stored(clean_environment, "huang-2010-hpylori-iron")
+    store = SQLiteStore(clean_environment)
+    review.reject(store, record_id, 1, "maria", "not convinced")
+    with pytest.raises(StaleVersionError) as caught:
+        review.approve(store, record_id, 1, "joe")
+    message = str(caught.value)
+    assert message.startswith(f"record {record_id} was changed by maria at ") and message.endswith("(version 2); reload and try again")
+    assert [e.action for e in store.history(record_id)] == ["created", "rejected"]
+
+
+def test_two_concurrent_approvals_one_wins_one_is_refused(clean_environment: Path) -> None:
+    [record_id] = stored(clean_environment, "datta-2010-dvt-prophylaxis")
+    outcomes: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def approve(name: str) -> None:
+        store = SQLiteStore(clean_environment)  # each reviewer has a connection of their own
+        version = store.version_of(record_id)
+        barrier.wait()
+        try:
+            review.approve(store, record_id, version, name)
+            outcomes.append("approved")
+        except StaleVersionError as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=approve, args=(name,)) for name in ("maria", "joe")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(o == "approved" for o in outcomes) == [False, True]
+    assert "reload and try again" in next(o for o in outcomes if o != "approved")
+    assert [e.action for e in SQLiteStore(clean_environment).history(record_id)] == ["created", "approved"]
+
+
+def test_edit_from_a_file_is_validated_and_rechecked(runner: CliRunner, clean_environment: Path, tmp_path: Path) -> None:
+    [record_id] = stored(clean_environment, "huang-2010-hpylori-iron")
+    store = SQLiteStore(clean_environment)
+    data = store.get(record_id).model_dump(mode="json")
+    data["claim"]["original_statement"]["text"] = "A sentence the paper never printed."
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(data))
+    result = runner.invoke(app, ["review", "edit", record_id, "--file", str(edited), "--reviewer", "ana", "--note", "tightened"])
+    assert result.exit_code == 0, result.output
+    assert "version 2" in result.output and "1 flag(s) after re-checking" in result.output
+    record = store.get(record_id)
+    assert record.status.value == "draft"
+    assert any(f.code == "ungrounded_quote" for c in record.checks for f in c.flags)
+    assert store.history(record_id)[-1].action == "edited"
+
+
+def test_invalid_edit_shows_its_errors_and_saves_nothing(runner: CliRunner, clean_environment: Path, tmp_path: Path) -> None:
+    [record_id] = stored(clean_environment, "huang-2010-hpylori-iron")
+    store = SQLiteStore(clean_environment)
+    data = store.get(record_id).model_dump(mode="json")
+    data["certainty"]["certainty"] = "certain"
+    data["claim"]["original_statement"]["page"] = "one"
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(data))
+    result = runner.invoke(app, ["review", "edit", record_id, "--file", str(edited), "--reviewer", "ana"])
+    assert result.exit_code == 2
+    assert "nothing was saved (2 problem(s))" in result.output and "certainty/certainty" in result.output
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    assert runner.invoke(app, ["review", "edit", record_id, "--file", str(broken), "--reviewer", "ana"]).exit_code == 2
+    assert store.version_of(record_id) == 1 and len(store.history(record_id)) == 1
+
+
+def test_edit_in_the_editor(runner: CliRunner, clean_environment: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    [record_id] = stored(clean_environment, "datta-2010-dvt-prophylaxis")
+    editor = tmp_path / "editor.py"
+    editor.write_text(
+        "import json, sys\npath = sys.argv[1]\ndata = json.load(open(path))\n"
+        "data['claim']['text'] = 'Each way of preventing clots after trauma carries some risk.'\n"
+        "json.dump(data, open(path, 'w'))\n"
+    )
+    monkeypatch.setenv("EDITOR", f"{sys.executable} {editor}")
+    result = runner.invoke(app, ["review", "edit", record_id, "--reviewer", "ana"])
+    assert result.exit_code == 0, result.output
+    assert SQLiteStore(clean_environment).get(record_id).claim.text.startswith("Each way of preventing clots")
+
+
+def test_export_approved_records_with_stable_names(runner: CliRunner, clean_environment: Path, tmp_path: Path) -> None:
+    approved, draft = stored(clean_environment, "huang-2010-hpylori-iron", "siervo-2016-nitrate")
+    review.approve(SQLiteStore(clean_environment), approved, 1, "maria")
+    target = tmp_path / "public"
+    result = runner.invoke(app, ["export", str(target), "--markdown"])
+    assert result.exit_code == 0 and "1 approved record(s)" in result.output
+    assert sorted(p.name for p in target.iterdir()) == [f"{approved}.json", f"{approved}.md"]
+    exported = ClaimRecord.model_validate_json((target / f"{approved}.json").read_text())
+    assert exported.status.value == "approved"
+    assert runner.invoke(app, ["validate", str(target / f"{approved}.json")]).exit_code == 0
+
+
+def test_older_database_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    from pipeline import store as store_module
+
+    with sqlite3.connect(path) as db:  # a version-2 database, as the previous release left it
+        for script in store_module._MIGRATIONS[:2]:
+            for statement in filter(str.strip, script.split(";")):
+                db.execute(statement)
+        db.execute("PRAGMA user_version = 2")
+    upgraded = SQLiteStore(path)
+    assert upgraded._rows("PRAGMA user_version")[0][0] == SCHEMA_VERSION
+    assert upgraded.summaries() == []

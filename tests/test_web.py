@@ -1,0 +1,98 @@
+"""The review web page without a browser: forms, CSRF, escaping, conflicts (Starlette TestClient)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from pipeline import review
+from pipeline.store import SQLiteStore
+from pipeline.web import create_app
+from test_review import stored
+
+
+def csrf(html: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def site(clean_environment: Path):
+    ids = stored(clean_environment, "huang-2010-hpylori-iron", "misbehaving-fabricated-quote")
+    store = SQLiteStore(clean_environment)
+    return TestClient(create_app(store)), store, ids
+
+
+def test_queue_filters(site) -> None:  # type: ignore[no-untyped-def]
+    client, _, (faithful, flagged) = site
+    everything = client.get("/").text
+    assert faithful in everything and flagged in everything
+    only_flagged = client.get("/?flagged=1").text
+    assert flagged in only_flagged and faithful not in only_flagged
+    assert "No record matches" in client.get("/?status=approved").text
+
+
+def test_record_page_shows_quotes_pages_and_highlights_flags(site) -> None:  # type: ignore[no-untyped-def]
+    client, _, (faithful, flagged) = site
+    page = client.get(f"/records/{flagged}").text
+    assert '<mark class="flag">[FLAG ungrounded_quote' in page and 'class="flagged"' in page
+    assert "(p. 1)" in page and "Override reason (required" in page
+    assert client.get("/records/zzzz").status_code == 404
+
+
+def test_approve_needs_a_matching_csrf_token_and_origin(site) -> None:  # type: ignore[no-untyped-def]
+    client, store, (faithful, _) = site
+    token = csrf(client.get(f"/records/{faithful}").text)
+    forged = client.post(f"/records/{faithful}/approve", data={"csrf": "guess", "version": "1", "reviewer": "eve"})
+    assert forged.status_code == 403 and "cross-site request refused" in forged.text
+    other_site = client.post(f"/records/{faithful}/approve", data={"csrf": token, "version": "1", "reviewer": "eve"},
+                             headers={"Origin": "https://evil.example"})
+    assert other_site.status_code == 403
+    assert store.version_of(faithful) == 1
+    ok = client.post(f"/records/{faithful}/approve", data={"csrf": token, "version": "1", "reviewer": "maria", "note": "fine"})
+    assert ok.status_code == 200 and "Record approved." in ok.text
+    assert store.get(faithful).status.value == "approved" and store.history(faithful)[-1].actor == "maria"
+
+
+def test_flagged_record_needs_an_override(site) -> None:  # type: ignore[no-untyped-def]
+    client, store, (_, flagged) = site
+    token = csrf(client.get(f"/records/{flagged}").text)
+    refused = client.post(f"/records/{flagged}/approve", data={"csrf": token, "version": "1", "reviewer": "maria"})
+    assert refused.status_code == 400 and "has flags (1 ungrounded quote)" in refused.text
+    ok = client.post(f"/records/{flagged}/approve",
+                     data={"csrf": token, "version": "1", "reviewer": "maria", "override": "checked the table by hand"})
+    assert ok.status_code == 200 and store.get(flagged).status.value == "approved"
+
+
+def test_everything_from_a_paper_is_escaped(site, clean_environment: Path) -> None:  # type: ignore[no-untyped-def]
+    client, store, (faithful, _) = site
+    record = store.get(faithful)
+    record.claim.text = '<script>alert("x")</script>'
+    record.studies[0].findings[0].outcome = "<img src=x onerror=alert(1)>"
+    store.update(record, 1, "edited", "test", "")
+    for path in ("/", f"/records/{faithful}", f"/records/{faithful}/edit", f"/records/{faithful}/history"):
+        html = client.get(path).text
+        assert "<script>alert" not in html and "<img src=x" not in html, path
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in client.get(f"/records/{faithful}").text
+
+
+def test_edit_form_validates_rechecks_and_detects_conflicts(site) -> None:  # type: ignore[no-untyped-def]
+    client, store, (faithful, _) = site
+    form_page = client.get(f"/records/{faithful}/edit").text
+    token = csrf(form_page)
+    bad = client.post(f"/records/{faithful}/edit", data={"csrf": token, "version": "1", "reviewer": "ana",
+                                                        "claim.original_statement.page": "one"})
+    assert bad.status_code == 400 and "nothing was saved" in bad.text and "claim/original_statement/page" in bad.text
+    assert store.version_of(faithful) == 1
+    review.reject(store, faithful, 1, "maria", "wrong outcome")
+    stale = client.post(f"/records/{faithful}/edit", data={"csrf": token, "version": "1", "reviewer": "ana",
+                                                          "claim.text": "A better sentence."})
+    assert stale.status_code == 409 and "was changed by maria" in stale.text and "(version 2); reload and try again" in stale.text
+    saved = client.post(f"/records/{faithful}/edit", data={"csrf": token, "version": "2", "reviewer": "ana",
+                                                          "claim.text": "A better sentence."})
+    assert saved.status_code == 200 and "Edit saved and re-checked." in saved.text
+    record = store.get(faithful)
+    assert record.claim.text == "A better sentence." and record.status.value == "draft"
+    assert [e.action for e in store.history(faithful)] == ["created", "rejected", "edited"]

@@ -1,0 +1,74 @@
+"""The review page in a real headless Chromium (Debian's, driven by Playwright): a reviewer opens
+the queue, opens a record and approves it; another submits a stale edit and sees the conflict.
+
+Skipped, with how to install them, when Playwright or a Chromium is missing (.ci/run installs both).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline.store import SQLiteStore
+from test_review import stored
+from webserver import ReviewServer
+
+CHROMIUM = os.environ.get("CLAIMS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: pip install playwright")
+if not CHROMIUM:
+    pytest.skip("no Chromium: apt-get install chromium (or set CLAIMS_CHROMIUM to a Chromium binary)", allow_module_level=True)
+
+# Flags for root in a container with no network but loopback (see the workplace's notes).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def browser():
+    with playwright.sync_playwright() as driver:
+        instance = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield instance
+        instance.close()
+
+
+def test_reviewer_approves_a_record_from_the_queue(browser, clean_environment: Path, tmp_path: Path) -> None:
+    [record_id] = stored(clean_environment, "huang-2010-hpylori-iron")
+    store = SQLiteStore(clean_environment)
+    with ReviewServer(store) as server:
+        page = browser.new_page()
+        page.goto(server.url)
+        page.click(f"text={record_id}")
+        assert "Mechanism" in page.inner_text("article")
+        approve = page.locator("#approve-form")
+        approve.locator("input[name=reviewer]").fill("maria")
+        approve.locator("input[name=note]").fill("quotes and numbers checked")
+        approve.locator("button").click()
+        page.wait_for_selector("text=Record approved.")
+        assert page.text_content("#status") == "approved"
+        page.screenshot(path=str(tmp_path / "approved.png"), full_page=True)
+    record = store.get(record_id)
+    last = store.history(record_id)[-1]
+    assert record.status.value == "approved"
+    assert (last.action, last.actor, last.note, last.version) == ("approved", "maria", "quotes and numbers checked", 2)
+
+
+def test_stale_edit_shows_the_conflict(browser, clean_environment: Path) -> None:
+    [record_id] = stored(clean_environment, "datta-2010-dvt-prophylaxis")
+    store = SQLiteStore(clean_environment)
+    with ReviewServer(store) as server:
+        page = browser.new_page()
+        page.goto(f"{server.url}/records/{record_id}/edit")
+        page.fill("textarea[name='claim.text']", "Every way of preventing clots after trauma has some risk.")
+        page.fill("#edit-form input[name=reviewer]", "joe")
+        from pipeline import review
+
+        review.reject(store, record_id, 1, "maria", "overstated")  # meanwhile, another reviewer acts
+        page.click("#edit-form button")
+        alert = page.wait_for_selector("[role=alert]")
+        text = alert.inner_text()
+        assert f"record {record_id} was changed by maria" in text and "(version 2); reload and try again" in text
+    assert store.get(record_id).claim.text.startswith("Every common way")  # the stale edit saved nothing
+    assert [e.action for e in store.history(record_id)] == ["created", "rejected"]
