@@ -205,12 +205,15 @@ def test_rate_limiter_waits_for_the_window() -> None:
 
 
 def test_kill_9_then_resume_stores_every_record_once(tmp_path: Path) -> None:
-    papers = [HPYLORI_PDF, DVT_PDF, INJECTED]
+    sys.path.insert(0, str(ROOT / "bench"))
+    from batch import make_inputs  # the benchmark's distinct copies of the bundled papers
+
+    papers = make_inputs(tmp_path, 9)
     listing = write_list(tmp_path, *map(str, papers))
     db = tmp_path / "store.db"
     env = {**os.environ, "CLAIMS_DB": str(db), "CLAIMS_CACHE": str(tmp_path / "cache"), "OPENAI_API_KEY": "sk-test",
            "PYTHONPATH": str(ROOT)}
-    with ScriptedEndpoint(load_scripts(), latency=0.4) as endpoint:
+    with ScriptedEndpoint(load_scripts(), latency=0.3) as endpoint:
         env["OPENAI_BASE_URL"] = endpoint.base_url
         command = [sys.executable, "-m", "pipeline", "batch", str(listing), "-j", "1", "--report", str(tmp_path / "r.json")]
         process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -219,8 +222,7 @@ def test_kill_9_then_resume_stores_every_record_once(tmp_path: Path) -> None:
             if db.exists() and SQLiteStore(db).summaries():
                 break
             time.sleep(0.1)
-        time.sleep(0.5)  # now in the middle of the second paper
-        process.send_signal(signal.SIGKILL)
+        process.send_signal(signal.SIGKILL)  # other papers are half-way through their stages
         process.wait()
         stored_before = len(SQLiteStore(db).summaries())
         assert 1 <= stored_before < len(papers)
