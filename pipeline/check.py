@@ -107,19 +107,28 @@ def schema_check(record: ClaimRecord) -> CheckResult:
 # --------------------------------------------------------------------------- quotes
 
 
-def quotes_of(record: ClaimRecord) -> list[tuple[str, Quote]]:
-    """Every verbatim quote in the record, with its path."""
-    found = [("claim.original_statement", record.claim.original_statement)]
+Sources = dict[str, Document]  # the record's studies' texts, by study id
+
+
+def quotes_of(record: ClaimRecord) -> list[tuple[str, Quote, list[str]]]:
+    """Every verbatim quote in the record, with its path and the studies it may come from."""
+    every = [study.reference.study_id for study in record.studies]
+    found = [("claim.original_statement", record.claim.original_statement, every)]
     for i, study in enumerate(record.studies):
-        found += [(f"studies[{i}].findings[{j}].quote", finding.quote) for j, finding in enumerate(study.findings)]
-    found += [(f"mechanism.steps[{k}].quote", step.quote) for k, step in enumerate(record.mechanism.steps) if step.quote]
+        found += [(f"studies[{i}].findings[{j}].quote", f.quote, [study.reference.study_id]) for j, f in enumerate(study.findings)]
+        if study.stance_quote is not None:
+            found.append((f"studies[{i}].stance_quote", study.stance_quote, [study.reference.study_id]))
+    for k, step in enumerate(record.mechanism.steps):
+        if step.quote:
+            cited = [c for c in step.citations if c in every]
+            found.append((f"mechanism.steps[{k}].quote", step.quote, cited + [s for s in every if s not in cited]))
     return found
 
 
-def check_quotes(record: ClaimRecord, document: Document) -> CheckResult:
+def check_quotes(record: ClaimRecord, sources: Sources) -> CheckResult:
     flags, notes, locations = [], [], []
-    for where, quote in quotes_of(record):
-        found = locate(quote.text, document.pages, quote.page)
+    for where, quote, candidates in quotes_of(record):
+        found, study_id = _locate_in(quote, sources, candidates)
         exact = found.similarity == 100.0
         status = (
             GroundingStatus.ungrounded
@@ -130,8 +139,8 @@ def check_quotes(record: ClaimRecord, document: Document) -> CheckResult:
         )
         locations.append(
             QuoteLocation(
-                where=where, status=status, claimed_page=quote.page, page=found.page, start=found.start,
-                end=found.end, similarity=found.similarity, near_match=found.near_match,
+                where=where, status=status, study_id=study_id, claimed_page=quote.page, page=found.page,
+                start=found.start, end=found.end, similarity=found.similarity, near_match=found.near_match,
             )
         )
         if status is GroundingStatus.page_corrected:
@@ -154,6 +163,21 @@ def check_quotes(record: ClaimRecord, document: Document) -> CheckResult:
         notes=notes,
         quotes=locations,
     )
+
+
+def _locate_in(quote: Quote, sources: Sources, candidates: list[str]) -> tuple[Any, str | None]:
+    """The quote in the first candidate study whose text holds it; else the nearest miss of all."""
+    best, best_study = None, None
+    for study_id in candidates:
+        document = sources.get(study_id)
+        if document is None:
+            continue
+        found = locate(quote.text, document.pages, quote.page)
+        if found.similarity == 100.0:
+            return found, study_id
+        if best is None or found.similarity > best.similarity:
+            best, best_study = found, study_id
+    return (best if best is not None else locate("", [], quote.page)), best_study
 
 
 # --------------------------------------------------------------------------- citations
@@ -196,14 +220,15 @@ def check_citations(record: ClaimRecord) -> CheckResult:
 # --------------------------------------------------------------------------- numbers
 
 
-def check_numbers(record: ClaimRecord, document: Document) -> CheckResult:
-    source: set[str] = set()
-    for span in document.spans:
-        if span.section != "references":
-            source |= numbers_in(span.text)
+def check_numbers(record: ClaimRecord, sources: Sources) -> CheckResult:
     flags = []
     checked = 0
     for i, study in enumerate(record.studies):
+        document = sources.get(study.reference.study_id)
+        source: set[str] = set()
+        for span in document.spans if document else []:
+            if span.section != "references":
+                source |= numbers_in(span.text)
         for j, finding in enumerate(study.findings):
             base = f"studies[{i}].findings[{j}]"
             stated: list[tuple[str, str]] = []
@@ -388,12 +413,12 @@ def check_plain_language(record: ClaimRecord, rewrite: Rewriter | None) -> Check
 # --------------------------------------------------------------------------- all of them
 
 
-def run_checks(record: ClaimRecord, document: Document, rewrite: Rewriter | None = None) -> list[CheckResult]:
-    quotes = check_quotes(record, document)
+def run_checks(record: ClaimRecord, sources: Sources, rewrite: Rewriter | None = None) -> list[CheckResult]:
+    quotes = check_quotes(record, sources)
     results = [
         quotes,
         check_citations(record),
-        check_numbers(record, document),
+        check_numbers(record, sources),
         check_causal_chain(record, quotes),
         check_strength(record),
         check_grade(record),

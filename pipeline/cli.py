@@ -386,10 +386,12 @@ def check_command(
     """
     record = _record_from_file(record_file)
     source = pdf or _recorded_source(record_file)
-    if hashlib.sha256(_read(source)).hexdigest() != record.provenance.source.sha256:
-        raise InputError(f"{source} is not the PDF this record was made from (sha256 differs)")
+    known = {record.provenance.source.sha256} | {s.source_sha256 for s in record.studies if s.source_sha256}
+    if hashlib.sha256(_read(source)).hexdigest() not in known:
+        raise InputError(f"{source} is not a PDF this record was made from (sha256 differs)")
     document = read_pdf(source)
-    record.checks = run_checks(record, document)
+    owner = next((s.reference.study_id for s in record.studies if s.source_sha256 == document.sha256), record.studies[0].reference.study_id)
+    record.checks = run_checks(record, {owner: document})
     for result in record.checks:
         out.print(f"{result.name}: {result.status.value} \u2014 {result.summary}", markup=False)
         for flag in result.flags:

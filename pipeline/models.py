@@ -16,7 +16,7 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 
 
 class _Model(BaseModel):
@@ -269,6 +269,9 @@ class Study(_Model):
     findings: list[Finding]
     stance: Stance
     summary: str
+    stance_rationale: str | None = Field(default=None, description="Why the study supports or contradicts the claim.")
+    stance_quote: Quote | None = Field(default=None, description="The passage of the study the stance rests on.")
+    source_sha256: str | None = Field(default=None, description="sha256 of the study's PDF, to re-check against it.")
 
 
 class Claim(_Model):
@@ -309,6 +312,7 @@ class QuoteLocation(_Model):
 
     where: str
     status: GroundingStatus
+    study_id: str | None = Field(default=None, description="The study whose text holds it (or its nearest match).")
     claimed_page: int
     page: int | None = Field(description="The page it was found on (for an ungrounded quote: its nearest match's).")
     start: int | None = Field(description="Character offset in that page's extracted text.")

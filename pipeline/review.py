@@ -18,7 +18,7 @@ import json
 
 from pydantic import ValidationError
 
-from .check import run_checks, schema_errors
+from .check import Sources, run_checks, schema_errors
 from .errors import ClaimsError, InputError
 from .ingest import document_from_pages
 from .models import ClaimRecord, ReviewStatus
@@ -107,15 +107,25 @@ def parse_edit(text: str) -> ClaimRecord:
         raise InvalidEditError([f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]) from exc
 
 
+def stored_sources(store: SQLiteStore, record: ClaimRecord) -> Sources:
+    """The texts of the record's studies, as the store keeps them (those it has)."""
+    sources: Sources = {}
+    for index, study in enumerate(record.studies):
+        sha = study.source_sha256 or (record.provenance.source.sha256 if index == 0 else None)
+        stored = store.source_pages(sha) if sha else None
+        if stored is not None:
+            file_name, pages = stored
+            sources[study.reference.study_id] = document_from_pages(file_name, sha, pages, study.reference.doi)  # type: ignore[arg-type]
+    return sources
+
+
 def recheck(store: SQLiteStore, record: ClaimRecord) -> None:
-    """Run the checks again on an edited record, against the stored text of its paper."""
-    source = record.provenance.source
-    stored = store.source_pages(source.sha256)
-    if stored is None:
+    """Run the checks again on an edited record, against the stored text of its papers."""
+    sources = stored_sources(store, record)
+    missing = [s.reference.source_file or s.reference.study_id for s in record.studies if s.reference.study_id not in sources]
+    if missing:
         raise ReviewRefusedError(
-            f"the text of {source.file_name} is not in the store, so the edit cannot be re-checked; "
+            f"the text of {', '.join(map(str, missing))} is not in the store, so the edit cannot be re-checked; "
             "run the paper again (claims run) to store its text"
         )
-    file_name, pages = stored
-    document = document_from_pages(file_name, source.sha256, pages, record.studies[0].reference.doi if record.studies else None)
-    record.checks = run_checks(record, document)
+    record.checks = run_checks(record, sources)

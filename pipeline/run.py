@@ -131,7 +131,7 @@ def run_pipeline(
     )
 
     def checked() -> ClaimRecord:
-        record.checks = run_checks(record, document, model_rewriter(llm))
+        record.checks = run_checks(record, {document.study_id: document}, model_rewriter(llm))
         record.provenance.usage = stage_usage(usage)  # the plain-language rewrite may have called the model
         if failed := [c for c in record.checks if c.name == "schema" and c.flags]:
             raise RecordSchemaError(f"record {record.record_id} breaks the schema: {failed[0].flags[0].message}")
@@ -168,6 +168,7 @@ def assemble_record(
         findings=extracted.findings,
         stance=own.stance if own else Stance.no_clear_bearing,
         summary=own.summary if own else "",
+        source_sha256=document.sha256,
     )
     return ClaimRecord(
         record_id=record_id,

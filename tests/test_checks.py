@@ -183,7 +183,7 @@ def test_reported_step_without_a_grounded_quote_is_shown_as_inferred() -> None:
     record = record_of("huang-2010-hpylori-iron")
     record.mechanism.steps[0].quote = None
     record.mechanism.steps[2].quote.text = "Eradication doubled ferritin in every child."  # type: ignore[union-attr]
-    record.checks = run_checks(record, read_pdf(HPYLORI_PDF))
+    record.checks = run_checks(record, {record.studies[0].reference.study_id: read_pdf(HPYLORI_PDF)})
     assert record.mechanism.steps[0].basis is StepBasis.inferred
     assert record.mechanism.steps[2].basis is StepBasis.inferred
     assert ("retagged_inferred", "mechanism.steps[0]") in notes_of(record)
@@ -193,7 +193,7 @@ def test_reported_step_without_a_grounded_quote_is_shown_as_inferred() -> None:
 def test_grade_must_follow_from_design() -> None:
     record = record_of("siervo-2016-nitrate")
     record.certainty.design = StudyDesign.cohort
-    record.checks = run_checks(record, read_pdf(NITRATE_PDF))
+    record.checks = run_checks(record, {record.studies[0].reference.study_id: read_pdf(NITRATE_PDF)})
     codes = [(code, where) for _, code, where in flags_of(record)]
     assert ("grade_inconsistent", "certainty.starting_certainty") in codes
     assert ("grade_inconsistent", "studies[0].design") in codes
@@ -226,7 +226,7 @@ def test_check_command(runner: CliRunner, tmp_path: Path) -> None:
     assert "FLAG number_not_found at studies[0].findings[0].sample_size: 190 does not appear" in bad.output
     assert json.loads((tmp_path / "c.json").read_text())["record_id"]
     wrong = runner.invoke(app, ["check", str(RUNS / "huang-2010-hpylori-iron" / "record.json"), "--pdf", str(NITRATE_PDF)])
-    assert wrong.exit_code == 2 and "is not the PDF this record was made from" in wrong.output
+    assert wrong.exit_code == 2 and "is not a PDF this record was made from" in wrong.output
     loose = tmp_path / "record.json"
     loose.write_text((RUNS / "huang-2010-hpylori-iron" / "record.json").read_text())
     alone = runner.invoke(app, ["check", str(loose)])
