@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from . import __version__
-from .check import count, require_valid, run_checks, schema_errors
+from .check import count, model_rewriter, require_valid, run_checks, schema_errors
 from .config import (
     RunSettings,
     contact_email,
@@ -36,9 +36,10 @@ from .files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from .http import make_client
 from .llm import LLMContext, OpenAIChatModel, RecordingChatModel
 from .models import ClaimRecord
-from .ingest import read_pdf
+from .ingest import document_from_pages, read_pdf
 from .recording import (
     RECORDING_FILE,
+    Recording,
     ReplayChatModel,
     build_recording,
     load_recording,
@@ -279,27 +280,49 @@ def replay(
 def _replay_one(directory: Path, pdf_override: Optional[Path], show: bool) -> None:
     recording, recorded = load_recording(directory)
     pdf = recorded_pdf(directory, recording, pdf_override)
-    result = run_pipeline(
-        pdf,
-        LLMContext(ReplayChatModel(recording), recording.run_settings()),
-        metadata=recording.input.metadata,
-        pdf_url=recording.input.pdf_url,
-        record_id=recorded.record_id,
-        generated_at=recorded.provenance.generated_at,
-    )
-    diff = record_diff(recorded, result.record)
+    llm = LLMContext(ReplayChatModel(recording), recording.run_settings())
+    metadata, pdf_url = recording.input.metadata, recording.input.pdf_url
+    if recording.kind == "add-evidence":
+        replayed = _replay_add_evidence(recording, recorded, pdf, llm)
+    else:
+        replayed = run_pipeline(
+            pdf, llm, metadata=metadata, pdf_url=pdf_url,
+            record_id=recorded.record_id, generated_at=recorded.provenance.generated_at,
+        ).record
+    diff = record_diff(recorded, replayed)
     if diff:
         shown = diff[:MAX_DIFF_LINES]
         more = f"\n... {len(diff) - MAX_DIFF_LINES} more diff lines" if len(diff) > MAX_DIFF_LINES else ""
         err.print("\n".join(shown) + more, markup=False)
         raise ReplayError("the replayed record differs from the recorded one (diff above)")
     if show:
-        out.print(render(result.record, "md"), markup=False)
+        out.print(render(replayed, "md"), markup=False)
     out.print(
         f"ok {directory}: {len(recording.interactions)} recorded exchanges, record identical "
         f"(recorded against {recording.made_against.split(';')[0]})",
         markup=False,
     )
+
+
+def _replay_add_evidence(recording: Recording, recorded: ClaimRecord, pdf: Path, llm: LLMContext) -> ClaimRecord:
+    from .evidence import add_study
+
+    if recording.base_record is None:
+        raise ReplayError("the add-evidence recording has no base record")
+    base = ClaimRecord.model_validate(recording.base_record)
+    dois = {s.reference.study_id: s.reference.doi for s in base.studies}
+    sources = {
+        study_id: document_from_pages(src.file_name, src.sha256, src.pages, dois.get(study_id))
+        for study_id, src in recording.base_sources.items()
+    }
+    document = read_pdf(pdf)
+    if recording.input.metadata is not None:
+        document.doi = recording.input.metadata.doi
+    replayed, _ = add_study(
+        base, document, sources, llm, metadata=recording.input.metadata, pdf_url=recording.input.pdf_url,
+        rewrite=model_rewriter(llm), generated_at=recorded.provenance.generated_at,
+    )
+    return replayed
 
 
 def _load_record(ref: str, db: Optional[Path]) -> ClaimRecord:
@@ -438,4 +461,4 @@ def main() -> None:
     app()
 
 
-from . import cli_batch, cli_review  # noqa: E402,F401  (they register their commands on the app)
+from . import cli_batch, cli_evidence, cli_review  # noqa: E402,F401  (they register their commands on the app)

@@ -93,13 +93,17 @@ def grade(
     return assessment, strongest_first(output.gold_standard)
 
 
+def check_domains(domains: list[DomainAssessment]) -> list[str]:
+    rated = [domain.domain for domain in domains]
+    return [
+        f"domains: rate {domain.value} exactly once (found {rated.count(domain)})"
+        for domain in GradeDomain
+        if rated.count(domain) != 1
+    ]
+
+
 def check_grade(output: GradeOutput) -> list[str]:
-    problems = []
-    rated = [domain.domain for domain in output.domains]
-    for domain in GradeDomain:
-        count = rated.count(domain)
-        if count != 1:
-            problems.append(f"domains: rate {domain.value} exactly once (found {count})")
+    problems = check_domains(output.domains)
     if not output.gold_standard:
         problems.append("gold_standard: describe at least one ideal study")
     factors = [upgrade.factor for upgrade in output.upgrades]

@@ -185,7 +185,6 @@ class Document:
         """The named sections' text with page markers, in reading order, cut at `max_chars`.
 
         Falls back to the whole text when none of the sections was found (headings vary).
-        E-mail addresses are masked: no stage needs them, and recordings must not keep them.
         """
         chosen = [span for span in self.spans if span.section in sections]
         if not chosen:
@@ -198,7 +197,7 @@ class Document:
                 parts.append(f"[page {span.page}]")
                 last_page = span.page
             parts.append(span.text)
-        text = EMAIL_ADDRESS.sub("[e-mail]", "\n".join(parts))
+        text = "\n".join(parts)
         if len(text) > max_chars:
             text = text[:max_chars] + "\n[... cut to fit the stage's text budget]"
         return text
@@ -247,7 +246,8 @@ def _read_bytes(path: Path) -> bytes:
 def build_document(file_name: str, data: bytes, extracted: ExtractedPages) -> Document:
     raw_pages = [text or "" for text in extracted.texts]
     _require_words(file_name, raw_pages, extracted.problems)
-    pages = strip_line_numbers(raw_pages)
+    # E-mail addresses are masked: no stage needs them, and neither the store nor a recording may keep them.
+    pages = [EMAIL_ADDRESS.sub("[e-mail]", page) for page in strip_line_numbers(raw_pages)]
     spans = split_sections(pages)
     return Document(
         file_name=file_name,

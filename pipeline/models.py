@@ -219,6 +219,27 @@ class PlainLanguageRewrite(_Model):
     text: str
 
 
+class StanceOutput(_Model):
+    """What the stance stage asks the model for: one new study's bearing on an existing claim."""
+
+    study_id: str
+    stance: Stance
+    rationale: str = Field(description="Why, in one or two sentences, citing what the study found.")
+    quote: Quote | None = Field(description="The passage of the study the stance rests on (null for no clear bearing).")
+    summary: str = Field(description="One plain-language line on what the study found.")
+
+
+class SynthesisOutput(_Model):
+    """What the synthesis stage asks the model for, across all of a claim's studies."""
+
+    plain_language: str
+    mechanism_summary: str
+    causal_chain: list[CausalStep]
+    domains: list[DomainAssessment]
+    upgrades: list[UpgradeAssessment]
+    gold_standard: list[GoldStandardStudy]
+
+
 class GradeOutput(_Model):
     """What the grade stage asks the model for. The certainty itself is computed, not asked."""
 
@@ -373,6 +394,14 @@ class Provenance(_Model):
     )
 
 
+class EvidenceScores(_Model):
+    """Each side's strength, from its studies' designs and sizes (formula in `evidence.py`)."""
+
+    pro: float
+    against: float
+    formula: str
+
+
 class ClaimRecord(_Model):
     schema_version: str = SCHEMA_VERSION
     record_id: str
@@ -382,5 +411,6 @@ class ClaimRecord(_Model):
     mechanism: Mechanism
     certainty: CertaintyAssessment
     gold_standard: list[GoldStandardStudy]
+    scores: EvidenceScores | None = None
     checks: list[CheckResult]
     provenance: Provenance

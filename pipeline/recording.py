@@ -51,8 +51,15 @@ class RecordedInput(BaseModel):
     pdf_url: str | None
 
 
+class RecordedSource(BaseModel):
+    file_name: str
+    sha256: str
+    pages: list[str]
+
+
 class Recording(BaseModel):
     format: str = RECORDING_FORMAT
+    kind: str = Field(default="run", description="run: claims run; add-evidence: claims add-evidence.")
     made_against: str
     created_at: str
     pipeline_version: str
@@ -60,6 +67,8 @@ class Recording(BaseModel):
     settings: dict[str, Any]
     prompts: dict[str, str]
     interactions: list[dict[str, Any]]
+    base_record: dict[str, Any] | None = Field(default=None, description="add-evidence: the record before.")
+    base_sources: dict[str, RecordedSource] = Field(default_factory=dict, description="add-evidence: its studies' texts.")
 
     def run_settings(self) -> RunSettings:
         return RunSettings(**self.settings)

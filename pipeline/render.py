@@ -77,7 +77,8 @@ def _study_line(study: Study) -> str:
     ref = study.reference
     where = ", ".join(part for part in (ref.journal, str(ref.year) if ref.year else None) if part)
     cite = f"doi:{ref.doi}" if ref.doi else ref.study_id
-    return f"{ref.title} ({where}; {cite}) \u2014 {study.summary}" if where else f"{ref.title} ({cite}) \u2014 {study.summary}"
+    line = f"{ref.title} ({where}; {cite}) \u2014 {study.summary}" if where else f"{ref.title} ({cite}) \u2014 {study.summary}"
+    return line + (f" Why: {study.stance_rationale}" if study.stance_rationale else "")
 
 
 def _reference(study: Study) -> str:
@@ -135,6 +136,7 @@ def page_blocks(record: ClaimRecord) -> list[Block]:
     certainty = record.certainty
     supporting = [s for s in record.studies if s.stance is Stance.supporting]
     contradicting = [s for s in record.studies if s.stance is Stance.contradicting]
+    unrelated = [s for s in record.studies if s.stance is Stance.no_clear_bearing]
     flagged = [c for c in record.checks if c.status is not CheckStatus.passed]
     marks = _Marks(record)
     blocks = [
@@ -144,6 +146,7 @@ def page_blocks(record: ClaimRecord) -> list[Block]:
             "p",
             f"Claim type: {_label(record.claim.type.value)} \u00b7 Certainty (GRADE): "
             f"{_label(certainty.certainty.value)} \u00b7 Status: {record.status.value}"
+            + (f" \u00b7 Pro {record.scores.pro:g} / Against {record.scores.against:g}" if record.scores else "")
             + (f" \u00b7 {sum(len(c.flags) for c in flagged)} flag(s)" if flagged else "")
             + f" \u00b7 Record {record.record_id}",
         ),
@@ -167,6 +170,12 @@ def page_blocks(record: ClaimRecord) -> list[Block]:
     blocks.append(
         Block("ul", items=[marks.clean(_study_line(s)) for s in contradicting]) if contradicting else Block("p", "Community contributions welcome")
     )
+    if unrelated:
+        blocks.append(Block("h3", f"No clear bearing ({len(unrelated)})"))
+        blocks.append(Block("ul", items=[marks.clean(_study_line(s)) for s in unrelated]))
+    if record.scores:
+        blocks.append(Block("p", f"Scores: Pro {record.scores.pro:g} / Against {record.scores.against:g} "
+                                 f"(each side: {record.scores.formula}; see the README)."))
     blocks += [Block("h3", "Studies"), Block("ul", items=[_reference(study) for study in record.studies])]
     for i, study in enumerate(record.studies):
         blocks.append(Block("h3", f"Findings: {study.reference.title}"))

@@ -219,6 +219,10 @@ class SQLiteStore:
             )
         return version + 1
 
+    def add_source(self, sha256: str, file_name: str, pages: list[str]) -> None:
+        with self._transaction():
+            self._db.execute("INSERT OR IGNORE INTO sources VALUES (?, ?, ?)", (sha256, file_name, json.dumps(pages, ensure_ascii=False)))
+
     def version_of(self, id_or_prefix: str) -> int:
         [(version,)] = self._rows("SELECT version FROM records WHERE id = ?", self.resolve(id_or_prefix))
         return version

@@ -1,0 +1,127 @@
+"""`claims add-evidence` and `claims match`: claims that grow as studies accumulate."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from .check import count, model_rewriter
+from .cli import DbOption, MaxPdfOption, _doi_tools, _one_line_errors, _open_store, _source, app, err, out
+from .cli_review import default_reviewer
+from .config import RunSettings, default_model, request_timeout
+from .doi import fetch
+from .errors import InputError
+from .evidence import add_study, match_score
+from .ingest import read_pdf
+from .llm import LLMContext, OpenAIChatModel, RecordingChatModel
+from .models import Stance
+from .recording import RecordedSource, build_recording, save_recording
+from .review import stored_sources
+
+
+def _study_document(source: str, pdf: Optional[Path], refresh: bool, max_pdf_mb: Optional[float]):  # type: ignore[no-untyped-def]
+    """The new study's document, with its DOI metadata when given a DOI."""
+    pdf_path, doi = _source(source)
+    if pdf_path is not None and pdf is not None:
+        raise InputError("--pdf goes with a DOI: give either a PDF, or a DOI and --pdf FILE")
+    metadata = pdf_url = None
+    if doi is not None:
+        client, cache, settings = _doi_tools(max_pdf_mb)
+        fetched = fetch(doi, client, cache, settings, want_pdf=pdf is None, refresh=refresh)
+        metadata, pdf_url, pdf_path = fetched.metadata, fetched.pdf_url, pdf or fetched.pdf
+    document = read_pdf(pdf_path)  # type: ignore[arg-type]
+    if metadata is not None:
+        document.doi = metadata.doi
+    return pdf_path, document, metadata, pdf_url
+
+
+@app.command("add-evidence")
+@_one_line_errors
+def add_evidence_command(
+    claim_id: str = typer.Argument(..., metavar="CLAIM_ID", help="The claim record to add the study to."),
+    source: str = typer.Argument(..., metavar="PDF|DOI", help="The new study."),
+    pdf: Optional[Path] = typer.Option(None, "--pdf", help="With a DOI: read this PDF instead of downloading one."),
+    reviewer: str = typer.Option(default_reviewer, "--reviewer", help="Who adds it (default: $CLAIMS_REVIEWER or $USER)."),
+    model: str = typer.Option(None, "--model", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."),
+    record: Optional[Path] = typer.Option(None, "--record", help="Keep this run as a recording in this folder."),
+    refresh: bool = typer.Option(False, "--refresh", help="Ignore cached DOI metadata and PDFs."),
+    max_pdf_mb: Optional[float] = MaxPdfOption,
+    db: Optional[Path] = DbOption,
+) -> None:
+    """Add a study to a claim: classify its stance, re-synthesise, re-check; saved as a new draft
+    version (an approved version stays in the history until the new one is approved)."""
+    store = _open_store(db)
+    claim = store.get(claim_id)
+    version = store.version_of(claim.record_id)
+    pdf_path, document, metadata, pdf_url = _study_document(source, pdf, refresh, max_pdf_mb)
+    present = {s.reference.study_id for s in claim.studies} | {s.source_sha256 for s in claim.studies}
+    if document.study_id in present or document.sha256 in present:
+        out.print(f"{document.study_id} is already a study of record {claim.record_id}; nothing changed", markup=False)
+        return
+    settings = RunSettings(model=model or default_model())
+    base_url = os.environ.get("OPENAI_BASE_URL") or None
+    live = OpenAIChatModel(api_key=os.environ.get("OPENAI_API_KEY", ""), base_url=base_url, timeout=request_timeout())
+    chat = RecordingChatModel(live) if record else live
+    sources = stored_sources(store, claim)
+    llm = LLMContext(chat, settings)
+    with err.status(f"adding {document.study_id} to {claim.record_id} ..."):
+        updated, stance = add_study(claim, document, sources, llm, metadata=metadata, pdf_url=pdf_url, rewrite=model_rewriter(llm))
+    store.add_source(document.sha256, document.file_name, document.pages)
+    new_version = store.update(updated, version, "evidence added", reviewer or "unknown",
+                               f"added {document.study_id} ({stance.stance.value}): {stance.rationale}")
+    if record and isinstance(chat, RecordingChatModel):
+        recording = build_recording(
+            pdf_path, record, document.sha256, metadata, pdf_url, pdf_url is not None, settings,
+            updated.provenance.prompts, chat.interactions, base_url,
+        )
+        recording.kind = "add-evidence"
+        recording.base_record = claim.model_dump(mode="json")
+        recording.base_sources = {
+            study_id: RecordedSource(file_name=doc.file_name, sha256=doc.sha256, pages=doc.pages) for study_id, doc in sources.items()
+        }
+        save_recording(record, recording, updated, pdf_copy=pdf_path if pdf_url else None)
+    by_stance = {s: sum(1 for st in updated.studies if st.stance is s) for s in Stance}
+    scores = updated.scores
+    out.print(f"{document.study_id}: {stance.stance.value.replace('_', ' ')} \u2014 {stance.rationale}", markup=False)
+    out.print(
+        f"record {updated.record_id} version {new_version} (a draft): synthesis from {len(updated.studies)} studies; "
+        f"supporting {by_stance[Stance.supporting]}, contradicting {by_stance[Stance.contradicting]}, "
+        f"no clear bearing {by_stance[Stance.no_clear_bearing]}; Pro {scores.pro:g} / Against {scores.against:g}; "  # type: ignore[union-attr]
+        f"certainty {updated.certainty.certainty.value.replace('_', ' ')}",
+        markup=False,
+    )
+    out.print(f"checks: {count(updated.checks).line()}", markup=False)
+
+
+@app.command("match")
+@_one_line_errors
+def match_command(
+    source: str = typer.Argument(..., metavar="PDF|DOI", help="The new paper."),
+    limit: int = typer.Option(10, "--limit", min=1),
+    refresh: bool = typer.Option(False, "--refresh"),
+    max_pdf_mb: Optional[float] = MaxPdfOption,
+    db: Optional[Path] = DbOption,
+) -> None:
+    """List the stored claims a paper bears on, best first, with the population, intervention and
+    outcome terms they share (no model call: a lexical match on the paper's title and abstract)."""
+    _, document, metadata, _ = _study_document(source, None, refresh, max_pdf_mb)
+    opening = " ".join(filter(None, [metadata.title if metadata else None, metadata.abstract if metadata else None,
+                                     document.text_of(("front", "abstract"), 8000)]))
+    store = _open_store(db)
+    scored = []
+    for summary in store.summaries():
+        claim = store.get(summary.record_id)
+        score, why = match_score(claim, opening)
+        scored.append((score, claim, why))
+    scored.sort(key=lambda item: -item[0])
+    table = Table(title=f"claims {document.study_id} may bear on")
+    for column in ("score", "id", "claim", "shared terms"):
+        table.add_column(column, overflow="fold")
+    for score, claim, why in scored[:limit]:
+        shared = "; ".join(f"{part}: {', '.join(words)}" for part, words in why.items() if words) or "none"
+        table.add_row(f"{score:g}", claim.record_id, claim.claim.text, shared)
+    out.print(table)

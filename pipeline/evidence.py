@@ -1,0 +1,251 @@
+"""Multi-study claims: a new study's stance, the re-synthesis across studies, the Pro / Against
+scores, and matching a paper to the claims it bears on.
+
+Adding a study extracts its findings, asks for its stance toward the claim as worded (with a
+rationale and a grounded quote), then re-synthesises the mechanism, the GRADE domains for the
+body of evidence and the gold-standard studies still missing. Every check then runs on the whole
+record, against every study's text. The stance of a study that is not the one given is refused.
+
+Scores (shown on the page): each side's strength is the sum, over its studies, of
+    design weight x (1 + log10(1 + n / 10)) x 10, rounded to one decimal,
+with n the largest sample size the study reports (no size: factor 1) and design weights
+    systematic review of RCTs 4, RCT 3, systematic review of observational studies 2,
+    non-randomised trial or cohort 1.5, case-control 1.2, cross-sectional 1, qualitative,
+    case series, mechanistic or narrative review 0.5, expert opinion 0.25.
+Every term is positive, so a further supporting study never lowers Pro (and likewise Against);
+studies of no clear bearing count on neither side.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from datetime import datetime, timezone
+
+from rapidfuzz import fuzz
+
+from .check import Rewriter, Sources, run_checks
+from .draft import findings_json
+from .extract import extract
+from .grade import check_domains, design_rank, rate_certainty, starting_certainty, strongest_first
+from .ingest import Document
+from .llm import LLMContext, StageCall, ask_structured
+from .models import (
+    CertaintyAssessment,
+    ClaimRecord,
+    EvidenceScores,
+    Finding,
+    GradeDomain,
+    Mechanism,
+    ReviewStatus,
+    Stance,
+    StanceOutput,
+    Study,
+    StudyDesign,
+    StudyMetadata,
+    SynthesisOutput,
+)
+from .resources import load_instructions, load_prompt, prompt_sha256
+from .run import stage_usage, study_reference
+
+STANCE_PROMPT = "stance.md"
+SYNTHESIS_PROMPT = "synthesis.md"
+STANCE_SECTIONS = ("abstract", "results", "discussion", "conclusions")
+
+DESIGN_WEIGHT = {
+    StudyDesign.systematic_review_of_rcts: 4.0,
+    StudyDesign.randomised_controlled_trial: 3.0,
+    StudyDesign.systematic_review_of_observational: 2.0,
+    StudyDesign.non_randomised_trial: 1.5,
+    StudyDesign.cohort: 1.5,
+    StudyDesign.case_control: 1.2,
+    StudyDesign.cross_sectional: 1.0,
+    StudyDesign.qualitative: 0.5,
+    StudyDesign.case_series: 0.5,
+    StudyDesign.mechanistic_or_animal: 0.5,
+    StudyDesign.narrative_review: 0.5,
+    StudyDesign.expert_opinion: 0.25,
+}
+SCORE_FORMULA = "sum over the side's studies of design weight x (1 + log10(1 + n/10)) x 10"
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def study_weight(study: Study) -> float:
+    sizes = [f.sample_size for f in study.findings if f.sample_size]
+    size_factor = 1 + math.log10(1 + max(sizes) / 10) if sizes else 1.0
+    return DESIGN_WEIGHT[study.design] * size_factor * 10
+
+
+def evidence_scores(studies: list[Study]) -> EvidenceScores:
+    def side(stance: Stance) -> float:
+        return round(sum(study_weight(s) for s in studies if s.stance is stance), 1)
+
+    return EvidenceScores(pro=side(Stance.supporting), against=side(Stance.contradicting), formula=SCORE_FORMULA)
+
+
+# --------------------------------------------------------------------------- stance and synthesis
+
+
+def classify_stance(claim: str, document: Document, findings: list[Finding], llm: LLMContext) -> StanceOutput:
+    prompt = load_prompt(STANCE_PROMPT, frozenset({"claim", "study_id", "findings", "paper_text"}))
+    messages = prompt.render(
+        claim=claim, study_id=document.study_id, findings=findings_json(findings),
+        paper_text=document.text_of(STANCE_SECTIONS, llm.settings.stage_text_budget["draft"]),
+    )
+
+    def check(output: StanceOutput) -> list[str]:
+        problems = []
+        if output.study_id != document.study_id:
+            problems.append(f"study_id: {output.study_id} is not the study given; use {document.study_id}")
+        if output.stance is not Stance.no_clear_bearing and output.quote is None:
+            problems.append("quote: a supporting or contradicting stance needs the passage it rests on")
+        return problems
+
+    call = StageCall("stance", StanceOutput, messages, load_instructions("repair.md")[0], check)
+    return ask_structured(llm, call)
+
+
+def _studies_json(studies: list[Study]) -> str:
+    return json.dumps(
+        [
+            {
+                "study_id": s.reference.study_id, "title": s.reference.title, "design": s.design.value,
+                "stance": s.stance.value, "summary": s.summary,
+                "findings": [f.model_dump(mode="json") for f in s.findings],
+            }
+            for s in studies
+        ],
+        indent=1, ensure_ascii=False,
+    )
+
+
+def synthesise(claim: str, studies: list[Study], llm: LLMContext) -> SynthesisOutput:
+    prompt = load_prompt(SYNTHESIS_PROMPT, frozenset({"claim", "studies"}))
+    messages = prompt.render(claim=claim, studies=_studies_json(studies))
+    known = {s.reference.study_id for s in studies}
+
+    def check(output: SynthesisOutput) -> list[str]:
+        problems = check_domains(output.domains)
+        for k, step in enumerate(output.causal_chain):
+            for cited in step.citations:
+                if cited not in known:
+                    problems.append(f"causal_chain.{k}.citations: {cited} is not one of the studies given")
+            if not step.citations:
+                problems.append(f"causal_chain.{k}.citations: cite at least one study")
+        if not output.gold_standard:
+            problems.append("gold_standard: describe at least one ideal study still missing")
+        return problems
+
+    call = StageCall("synthesis", SynthesisOutput, messages, load_instructions("repair.md")[0], check)
+    return ask_structured(llm, call)
+
+
+def body_design(studies: list[Study]) -> StudyDesign:
+    """The body of evidence starts from its strongest design among the studies that bear on it."""
+    bearing = [s for s in studies if s.stance is not Stance.no_clear_bearing] or studies
+    return min((s.design for s in bearing), key=design_rank)
+
+
+def study_design(findings: list[Finding]) -> StudyDesign:
+    designs = Counter(f.design for f in findings)
+    return designs.most_common(1)[0][0] if designs else StudyDesign.expert_opinion
+
+
+# --------------------------------------------------------------------------- adding a study
+
+
+def add_study(
+    record: ClaimRecord,
+    document: Document,
+    sources: Sources,
+    llm: LLMContext,
+    *,
+    metadata: StudyMetadata | None = None,
+    pdf_url: str | None = None,
+    rewrite: Rewriter | None = None,
+    generated_at: str | None = None,
+) -> tuple[ClaimRecord, StanceOutput]:
+    """The record with the study added and everything re-synthesised, as a new draft."""
+    extracted = extract(document, llm)
+    stance = classify_stance(record.claim.text, document, extracted.findings, llm)
+    study = Study(
+        reference=study_reference(document, extracted.bibliography, metadata, pdf_url),
+        design=study_design(extracted.findings),
+        findings=extracted.findings,
+        stance=stance.stance,
+        summary=stance.summary,
+        stance_rationale=stance.rationale,
+        stance_quote=stance.quote,
+        source_sha256=document.sha256,
+    )
+    studies = [*record.studies, study]
+    synthesis = synthesise(record.claim.text, studies, llm)
+    design = body_design(studies)
+    domains = sorted(synthesis.domains, key=lambda d: list(GradeDomain).index(d.domain))
+    provenance = record.provenance.model_copy(deep=True)
+    provenance.prompts.update({STANCE_PROMPT: prompt_sha256(STANCE_PROMPT), SYNTHESIS_PROMPT: prompt_sha256(SYNTHESIS_PROMPT)})
+    provenance.generated_at = generated_at or datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    provenance.usage = stage_usage(llm.usage)
+    provenance.notes = [*provenance.notes, f"evidence added: {study.reference.study_id} ({stance.stance.value})"]
+    updated = record.model_copy(
+        deep=True,
+        update={
+            "status": ReviewStatus.draft,
+            "studies": studies,
+            "mechanism": Mechanism(
+                plain_language=synthesis.plain_language, summary=synthesis.mechanism_summary, steps=synthesis.causal_chain
+            ),
+            "certainty": CertaintyAssessment(
+                design=design,
+                design_rationale=f"Body of evidence of {len(studies)} studies; its strongest design bearing on the claim.",
+                starting_certainty=starting_certainty(design),
+                certainty=rate_certainty(design, domains, synthesis.upgrades),
+                domains=domains,
+                upgrades=synthesis.upgrades,
+            ),
+            "gold_standard": strongest_first(synthesis.gold_standard),
+            "scores": evidence_scores(studies),
+            "provenance": provenance,
+        },
+    )
+    updated.checks = run_checks(updated, {**sources, document.study_id: document}, rewrite)
+    updated.provenance.usage = stage_usage(llm.usage)
+    return updated, stance
+
+
+# --------------------------------------------------------------------------- matching
+
+
+def _pico_terms(record: ClaimRecord) -> dict[str, str]:
+    findings = [f for s in record.studies for f in s.findings]
+    return {
+        "population": " ".join(dict.fromkeys(f.population for f in findings)),
+        "intervention": " ".join(dict.fromkeys(f"{f.intervention} {f.comparator or ''}" for f in findings)),
+        "outcome": " ".join(dict.fromkeys(f.outcome for f in findings)),
+        "claim": record.claim.text,
+    }
+
+
+_WORD = re.compile(r"[a-z][a-z0-9-]{3,}")
+_COMMON = set("with from that this were have been than their which these those into also after between study studies "
+              "trial trials patients participants effect effects group groups analysis results".split())
+
+
+def _shared_words(a: str, b: str) -> list[str]:
+    words = lambda text: {w for w in _WORD.findall(text.lower()) if w not in _COMMON}  # noqa: E731
+    return sorted(words(a) & words(b))[:6]
+
+
+def match_score(record: ClaimRecord, paper_text: str) -> tuple[float, dict[str, list[str]]]:
+    """How strongly a paper's opening text (title, abstract) bears on a claim: 0-100, with the
+    shared population, intervention and outcome terms that make up the score."""
+    terms = _pico_terms(record)
+    text = paper_text.lower()
+    parts = {name: fuzz.token_set_ratio(terms[name].lower(), text) for name in ("population", "intervention", "outcome")}
+    score = round(0.3 * parts["population"] + 0.4 * parts["intervention"] + 0.3 * parts["outcome"], 1)
+    why = {name: _shared_words(terms[name], paper_text) for name in ("population", "intervention", "outcome")}
+    return score, why

@@ -1,0 +1,110 @@
+"""Multi-study claims: add-evidence (stance, re-synthesis, checks), idempotence, a refused
+stance, history, the Pro / Against scores, and matching a paper to claims."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import DVT_PDF, HPYLORI_PDF, NITRATE_PDF, RUNS, load_scripts
+from pipeline import review
+from pipeline.cli import app
+from pipeline.evidence import DESIGN_WEIGHT, evidence_scores, study_weight
+from pipeline.models import ClaimRecord, Stance, StudyDesign
+from pipeline.store import SQLiteStore
+from scripted_endpoint import ScriptedEndpoint
+from test_review import stored
+
+
+@pytest.fixture
+def evidence_env(monkeypatch: pytest.MonkeyPatch):
+    with ScriptedEndpoint(load_scripts()) as endpoint:
+        monkeypatch.setenv("OPENAI_BASE_URL", endpoint.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-evidence")
+        yield endpoint
+
+
+def test_add_evidence_classifies_resynthesises_and_rechecks(runner: CliRunner, evidence_env, clean_environment: Path) -> None:
+    [claim_id] = stored(clean_environment, "huang-2010-hpylori-iron")
+    result = runner.invoke(app, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-add-evidence", "--reviewer", "ana"])
+    assert result.exit_code == 0, result.output
+    assert "10.1186/1752-2897-4-1: no clear bearing" in result.output and "synthesis from 2 studies" in result.output
+    store = SQLiteStore(clean_environment)
+    record = store.get(claim_id)
+    assert record.status.value == "draft" and store.version_of(claim_id) == 2
+    assert [s.stance for s in record.studies] == [Stance.supporting, Stance.no_clear_bearing]
+    assert record.scores.pro == pytest.approx(study_weight(record.studies[0]), abs=0.1) and record.scores.against == 0
+    quotes = next(c for c in record.checks if c.name == "quotes").quotes
+    assert {q.study_id for q in quotes} == {"10.1136/pgmj.2009.089987", "10.1186/1752-2897-4-1"}
+    assert all(q.status.value == "grounded" for q in quotes)  # each found in its own study's text
+    assert [c.name for c in record.checks] == ["quotes", "citations", "numbers", "causal_chain", "strength", "grade",
+                                                "plain_language", "schema"]
+    last = store.history(claim_id)[-1]
+    assert (last.action, last.actor) == ("evidence added", "ana") and "no_clear_bearing" in last.note
+    assert [r["response_format"]["json_schema"]["name"] for r in evidence_env.scripts.requests] == ["extract", "stance", "synthesis"]
+
+
+def test_adding_the_same_study_twice_changes_nothing(runner: CliRunner, evidence_env, clean_environment: Path) -> None:
+    [claim_id] = stored(clean_environment, "huang-2010-hpylori-iron")
+    again = runner.invoke(app, ["add-evidence", claim_id, str(HPYLORI_PDF), "--model", "scripted-add-evidence"])
+    assert again.exit_code == 0 and "is already a study of record" in again.output and "nothing changed" in again.output
+    assert SQLiteStore(clean_environment).version_of(claim_id) == 1 and evidence_env.scripts.requests == []
+    first = runner.invoke(app, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-add-evidence"])
+    assert first.exit_code == 0
+    second = runner.invoke(app, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-add-evidence"])
+    assert "nothing changed" in second.output and SQLiteStore(clean_environment).version_of(claim_id) == 2
+
+
+def test_a_stance_for_another_study_is_refused_and_nothing_saved(runner: CliRunner, evidence_env, clean_environment: Path) -> None:
+    [claim_id] = stored(clean_environment, "huang-2010-hpylori-iron")
+    result = runner.invoke(app, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-foreign-stance"])
+    assert result.exit_code == 1
+    assert "stage stance" in result.output and "10.1136/pgmj.2009.089987 is not the study given" in result.output
+    assert SQLiteStore(clean_environment).version_of(claim_id) == 1
+
+
+def test_the_approved_version_stays_in_the_history(runner: CliRunner, evidence_env, clean_environment: Path) -> None:
+    [claim_id] = stored(clean_environment, "huang-2010-hpylori-iron")
+    store = SQLiteStore(clean_environment)
+    review.approve(store, claim_id, 1, "maria")
+    assert runner.invoke(app, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-add-evidence"]).exit_code == 0
+    history = store.history(claim_id)
+    assert [e.action for e in history] == ["created", "approved", "evidence added"]
+    removed = [line for line in history[-1].diff.splitlines() if line.startswith("-")]
+    assert any('"status": "approved"' in line for line in removed) and store.get(claim_id).status.value == "draft"
+
+
+def test_page_shows_every_study_and_the_scores() -> None:
+    from pipeline.render import render
+
+    page = render(ClaimRecord.model_validate_json((RUNS / "evidence-datta-on-huang" / "record.json").read_text()), "md")
+    for part in ("Synthesis from 2 studies", "Supporting (1)", "Contradicting (0)", "No clear bearing (1)", "Pro 40 / Against 0",
+                 "design weight x (1 + log10(1 + n/10))"):
+        assert part in page
+
+
+def test_scores_are_monotone() -> None:
+    record = ClaimRecord.model_validate_json((RUNS / "evidence-datta-on-huang" / "record.json").read_text())
+    base = evidence_scores(record.studies)
+    rct = record.studies[0].model_copy(deep=True, update={"design": StudyDesign.randomised_controlled_trial, "stance": Stance.supporting})
+    rct.findings[0].sample_size = 1200
+    more = evidence_scores([*record.studies, rct])
+    assert more.pro > base.pro and more.against == base.against
+    against = evidence_scores([*record.studies, rct.model_copy(update={"stance": Stance.contradicting})])
+    assert against.pro == base.pro and against.against > 0
+    unrelated = evidence_scores([*record.studies, rct.model_copy(update={"stance": Stance.no_clear_bearing})])
+    assert unrelated == base
+    assert all(weight > 0 for weight in DESIGN_WEIGHT.values()) and set(DESIGN_WEIGHT) == set(StudyDesign)
+
+
+def test_match_lists_the_claims_a_paper_bears_on(runner: CliRunner, clean_environment: Path) -> None:
+    huang, siervo, datta = stored(clean_environment, "huang-2010-hpylori-iron", "siervo-2016-nitrate", "datta-2010-dvt-prophylaxis")
+    result = runner.invoke(app, ["match", str(NITRATE_PDF)])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if any(i in line for i in (huang, siervo, datta))]
+    assert siervo in rows[0] and "population:" in result.output
+    top = runner.invoke(app, ["match", str(HPYLORI_PDF)]).output
+    assert [i for i in (huang, siervo, datta) if i in top.split("\n", 4)[-1]][0] == huang
