@@ -279,6 +279,10 @@ def replay(
 
 def _replay_one(directory: Path, pdf_override: Optional[Path], show: bool) -> None:
     recording, recorded = load_recording(directory)
+    if recording.kind == "eval":
+        _replay_eval(directory, recording)
+        return
+    assert recorded is not None
     pdf = recorded_pdf(directory, recording, pdf_override)
     llm = LLMContext(ReplayChatModel(recording), recording.run_settings())
     metadata, pdf_url = recording.input.metadata, recording.input.pdf_url
@@ -302,6 +306,23 @@ def _replay_one(directory: Path, pdf_override: Optional[Path], show: bool) -> No
         f"(recorded against {recording.made_against.split(';')[0]})",
         markup=False,
     )
+
+
+def _replay_eval(directory: Path, recording: Recording) -> None:
+    from .evaluation import evaluate, read_dataset
+
+    assert recording.evaluation is not None
+    dataset = recorded_pdf(directory, recording)  # the dataset stands where the paper would, checked by hash
+    corpus = directory / recording.evaluation.corpus if recording.evaluation.corpus else None
+    rows = read_dataset(dataset, corpus, recording.evaluation.limit)
+    result = evaluate(rows, LLMContext(ReplayChatModel(recording), recording.run_settings())).summary()
+    if result != recording.evaluation.result:
+        raise ReplayError(
+            f"the evaluation differs from the recorded one: accuracy {result['accuracy']} now, "
+            f"{recording.evaluation.result['accuracy']} recorded"
+        )
+    out.print(f"ok {directory}: {len(rows)} rows, accuracy {result['accuracy']} as recorded "
+              f"(recorded against {recording.made_against.split(';')[0]})", markup=False)
 
 
 def _replay_add_evidence(recording: Recording, recorded: ClaimRecord, pdf: Path, llm: LLMContext) -> ClaimRecord:

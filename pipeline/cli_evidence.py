@@ -15,11 +15,12 @@ from .cli_review import default_reviewer
 from .config import RunSettings, default_model, request_timeout
 from .doi import fetch
 from .errors import InputError
+from .evaluation import EvalResult, evaluate, read_dataset
 from .evidence import add_study, match_score
 from .ingest import read_pdf
 from .llm import LLMContext, OpenAIChatModel, RecordingChatModel
 from .models import Stance
-from .recording import RecordedSource, build_recording, save_recording
+from .recording import RecordedSource, build_recording, save_eval_recording, save_recording
 from .review import stored_sources
 
 
@@ -125,3 +126,41 @@ def match_command(
         shared = "; ".join(f"{part}: {', '.join(words)}" for part, words in why.items() if words) or "none"
         table.add_row(f"{score:g}", claim.record_id, claim.claim.text, shared)
     out.print(table)
+
+
+@app.command("eval")
+@_one_line_errors
+def eval_command(
+    dataset: Path = typer.Argument(..., metavar="DATASET", help="HealthVer CSV, or SciFact-format claims JSONL (with --corpus)."),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="SciFact format: the abstracts the claims cite (JSONL)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N rows."),
+    model: str = typer.Option(None, "--model", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."),
+    record: Optional[Path] = typer.Option(None, "--record", help="Keep the run as a recording (replay it with claims replay)."),
+) -> None:
+    """Measure stance classification on a labelled set: accuracy and a confusion matrix."""
+    rows = read_dataset(dataset, corpus, limit)
+    settings = RunSettings(model=model or default_model())
+    base_url = os.environ.get("OPENAI_BASE_URL") or None
+    live = OpenAIChatModel(api_key=os.environ.get("OPENAI_API_KEY", ""), base_url=base_url, timeout=request_timeout())
+    chat = RecordingChatModel(live) if record else live
+    with err.status(f"classifying {len(rows)} rows ..."):
+        result = evaluate(rows, LLMContext(chat, settings))
+    print_eval(result)
+    if record and isinstance(chat, RecordingChatModel):
+        save_eval_recording(record, dataset, corpus, limit, settings, chat, result, base_url)
+        err.print(f"recording saved to {record}")
+
+
+def print_eval(result: EvalResult) -> None:
+    table = Table(title=f"stance on {len(result.rows)} rows: accuracy {result.accuracy:.1%}")
+    table.add_column("label \\ predicted")
+    columns = [s.value for s in Stance] + ["error"]
+    for column in columns:
+        table.add_column(column.replace("_", " "), justify="right")
+    for label, counts in result.confusion().items():
+        table.add_row(label.replace("_", " "), *[str(counts[c]) for c in columns])
+    out.print(table)
+    out.print(f"accuracy {result.accuracy:.4f} ({sum(1 for r, g in zip(result.rows, result.predictions) if g is r.label)}"
+              f" of {len(result.rows)})", markup=False)
+    for error in result.errors[:10]:
+        err.print(f"  {error}", markup=False)

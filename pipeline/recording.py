@@ -57,9 +57,15 @@ class RecordedSource(BaseModel):
     pages: list[str]
 
 
+class RecordedEval(BaseModel):
+    corpus: str | None
+    limit: int | None
+    result: dict[str, Any]
+
+
 class Recording(BaseModel):
     format: str = RECORDING_FORMAT
-    kind: str = Field(default="run", description="run: claims run; add-evidence: claims add-evidence.")
+    kind: str = Field(default="run", description="run, add-evidence or eval: the command that was recorded.")
     made_against: str
     created_at: str
     pipeline_version: str
@@ -69,6 +75,7 @@ class Recording(BaseModel):
     interactions: list[dict[str, Any]]
     base_record: dict[str, Any] | None = Field(default=None, description="add-evidence: the record before.")
     base_sources: dict[str, RecordedSource] = Field(default_factory=dict, description="add-evidence: its studies' texts.")
+    evaluation: RecordedEval | None = Field(default=None, description="eval: the options and the figures obtained.")
 
     def run_settings(self) -> RunSettings:
         return RunSettings(**self.settings)
@@ -139,10 +146,11 @@ def save_recording(directory: Path, recording: Recording, record: ClaimRecord, p
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def load_recording(directory: Path) -> tuple[Recording, ClaimRecord]:
+def load_recording(directory: Path) -> tuple[Recording, ClaimRecord | None]:
+    """The recording and the record it produced (None for an eval recording, which has none)."""
     try:
         recording = Recording.model_validate_json((directory / RECORDING_FILE).read_text())
-        record = ClaimRecord.model_validate_json((directory / RECORD_FILE).read_text())
+        record = None if recording.kind == "eval" else ClaimRecord.model_validate_json((directory / RECORD_FILE).read_text())
     except FileNotFoundError as exc:
         raise ReplayError(f"{directory}: not a recording (missing {Path(exc.filename).name})") from exc
     except ValueError as exc:
@@ -153,11 +161,12 @@ def load_recording(directory: Path) -> tuple[Recording, ClaimRecord]:
 
 
 def recorded_pdf(directory: Path, recording: Recording, override: Path | None = None) -> Path:
+    """The recorded input (a PDF, or an eval's dataset), checked against its recorded sha256."""
     pdf = override or (directory / recording.input.path)
     if not pdf.is_file():
         raise ReplayError(f"the recorded input {recording.input.path} is missing (looked for {pdf}); pass it with --pdf")
     if hashlib.sha256(pdf.read_bytes()).hexdigest() != recording.input.sha256:
-        raise ReplayError(f"input changed: {pdf} is not the PDF that was recorded (sha256 differs)")
+        raise ReplayError(f"input changed: {pdf} is not the file that was recorded (sha256 differs)")
     return pdf
 
 
@@ -230,3 +239,30 @@ def record_diff(recorded: ClaimRecord, replayed: ClaimRecord) -> list[str]:
     return list(
         difflib.unified_diff(comparable(recorded), comparable(replayed), "recorded record", "replayed record", lineterm="")
     )
+
+
+def save_eval_recording(
+    directory: Path, dataset: Path, corpus: Path | None, limit: int | None, settings: RunSettings,
+    chat: Any, result: Any, base_url: str | None,
+) -> None:
+    """An eval run: the dataset (by path and hash) stands where a paper would; record.json is not
+    written, the figures are kept in the recording itself."""
+    directory.mkdir(parents=True, exist_ok=True)
+    recording = Recording(
+        kind="eval",
+        made_against=describe_endpoint(chat.interactions, base_url),
+        created_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        pipeline_version=__version__,
+        input=RecordedInput(
+            file_name=dataset.name, path=os.path.relpath(dataset.resolve(), directory.resolve()),
+            sha256=hashlib.sha256(dataset.read_bytes()).hexdigest(), metadata=None, pdf_url=None,
+        ),
+        settings=dataclasses.asdict(settings),
+        prompts={"stance.md": prompt_sha256("stance.md"), "repair.md": prompt_sha256("repair.md")},
+        interactions=[dataclasses.asdict(i) for i in chat.interactions],
+        evaluation=RecordedEval(
+            corpus=os.path.relpath(corpus.resolve(), directory.resolve()) if corpus else None, limit=limit,
+            result=result.summary(),
+        ),
+    )
+    write_json_atomic(directory / RECORDING_FILE, recording.model_dump(mode="json"))

@@ -46,7 +46,12 @@ class Scripts:
 
     @classmethod
     def from_files(cls, paths: list[Path]) -> "Scripts":
-        return cls([json.loads(path.read_text()) for path in paths])
+        """A file holds one script, or a list of them."""
+        scripts: list[dict[str, Any]] = []
+        for path in paths:
+            data = json.loads(path.read_text())
+            scripts.extend(data if isinstance(data, list) else [data])
+        return cls(scripts)
 
     def next_answer(self, body: dict[str, Any]) -> dict[str, Any]:
         stage = body.get("response_format", {}).get("json_schema", {}).get("name", "")

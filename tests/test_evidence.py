@@ -108,3 +108,35 @@ def test_match_lists_the_claims_a_paper_bears_on(runner: CliRunner, clean_enviro
     assert siervo in rows[0] and "population:" in result.output
     top = runner.invoke(app, ["match", str(HPYLORI_PDF)]).output
     assert [i for i in (huang, siervo, datta) if i in top.split("\n", 4)[-1]][0] == huang
+
+
+# --------------------------------------------------------------------------- the evaluation harness
+
+from conftest import FIXTURES  # noqa: E402
+from pipeline.evaluation import read_dataset  # noqa: E402
+from pipeline.errors import InputError  # noqa: E402
+
+CLAIMS = FIXTURES / "claims"
+
+
+def test_datasets_are_read_in_both_formats() -> None:
+    healthver = read_dataset(CLAIMS / "healthver_dev_sample.csv")
+    assert len(healthver) == 12 and [r.label for r in healthver[:1]] == [Stance.supporting]
+    assert {r.label for r in healthver} == set(Stance)
+    citint = read_dataset(CLAIMS / "citint_claims_sample.jsonl", CLAIMS / "citint_corpus_sample.jsonl")
+    assert citint and all(r.evidence for r in citint)
+    assert citint[0].label is Stance.supporting and citint[0].row_id == "0:31000"
+    with pytest.raises(InputError, match="pass --corpus"):
+        read_dataset(CLAIMS / "citint_claims_sample.jsonl")
+    assert len(read_dataset(CLAIMS / "healthver_dev_sample.csv", limit=5)) == 5
+
+
+def test_eval_prints_accuracy_and_the_confusion_matrix(runner: CliRunner, evidence_env, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["eval", str(CLAIMS / "healthver_dev_sample.csv"), "--record", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    assert "accuracy 0.8333 (10 of 12)" in result.output
+    matrix = json.loads((tmp_path / "eval" / "recording.json").read_text())["evaluation"]["result"]["confusion"]
+    assert matrix["supporting"] == {"supporting": 3, "contradicting": 0, "no_clear_bearing": 1, "error": 0}
+    assert matrix["contradicting"]["supporting"] == 1 and matrix["no_clear_bearing"]["no_clear_bearing"] == 4
+    replay = runner.invoke(app, ["replay", str(tmp_path / "eval")])
+    assert replay.exit_code == 0 and "accuracy 0.8333 as recorded" in replay.output
