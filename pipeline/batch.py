@@ -105,6 +105,8 @@ class PaperResult:
     completion_tokens: int = 0
     cost: float | None = 0.0
     seconds: dict[str, float] = field(default_factory=dict)
+    attached: list[str] = field(default_factory=list)  # claims the paper was added to (--attach)
+    attach_errors: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -178,6 +180,7 @@ class BatchOptions:
     record_dir: Path | None = None
     refresh: bool = False
     discount: float = 1.0  # 0.5 through the Batch API
+    attach_threshold: float | None = None  # --attach: add each paper to the claims it matches this well
 
 
 @dataclass
@@ -227,6 +230,11 @@ def process_paper(source: str, settings: RunSettings, tools: BatchTools, options
             save_recording(target, recording, run.record, pdf_copy=pdf if pdf_url else None)
         result.record_id = tools.store.add(run.record, run_key=key, source_pages=run.document.pages)
         result.status = "done"
+        if options.attach_threshold is not None:
+            tally.stage(source, "attach")
+            result.attached, result.attach_errors = attach_to_matches(
+                run.document, result.record_id, llm, tools, options.attach_threshold
+            )
     except ClaimsError as exc:
         result.error = str(exc)
     except Exception as exc:  # noqa: BLE001 - one paper's bug must not end the batch; it is reported
@@ -236,6 +244,41 @@ def process_paper(source: str, settings: RunSettings, tools: BatchTools, options
         if llm is not None:  # a failed paper's calls cost money too
             _count(result, llm, settings, tools, options)
     return result
+
+
+def attach_to_matches(
+    document: Document, own_id: str, llm: LLMContext, tools: BatchTools, threshold: float
+) -> tuple[list[str], list[str]]:
+    """Add the paper, as a new draft version, to every other stored claim it matches above the
+    threshold; a claim another worker changed meanwhile is re-read and tried again. Returns the
+    claims it was added to, and what went wrong with the others (the paper itself is done)."""
+    from .evidence import add_study, match_score
+    from .review import stored_sources
+    from .store import StaleVersionError
+
+    opening = document.text_of(("front", "abstract"), 8000)
+    attached: list[str] = []
+    problems: list[str] = []
+    for summary in tools.store.summaries():
+        if summary.record_id == own_id:
+            continue
+        claim = tools.store.get(summary.record_id)
+        if document.study_id in {s.reference.study_id for s in claim.studies} or match_score(claim, opening)[0] < threshold:
+            continue
+        for _ in range(3):
+            claim, version = tools.store.get(summary.record_id), tools.store.version_of(summary.record_id)
+            try:
+                updated, stance = add_study(claim, document, stored_sources(tools.store, claim), llm)
+                tools.store.update(updated, version, "evidence added", "batch --attach",
+                                   f"added {document.study_id} ({stance.stance.value}): {stance.rationale}")
+            except StaleVersionError:
+                continue
+            except ClaimsError as exc:
+                problems.append(f"not added to {summary.record_id}: {exc}")
+                break
+            attached.append(summary.record_id)
+            break
+    return attached, problems
 
 
 def _locate(source: str, tools: BatchTools, options: BatchOptions) -> tuple[Path, StudyMetadata | None, str | None]:

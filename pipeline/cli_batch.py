@@ -97,6 +97,8 @@ def batch_command(
     report_path: Path = typer.Option(Path("batch-report.json"), "--report", help="Where to write the JSON report."),
     via: str = typer.Option("chat", "--via", help="chat (one request at a time) or batch-api (OpenAI Batch API: half price, slower)."),
     refresh: bool = typer.Option(False, "--refresh", help="Ignore cached DOI metadata and PDFs."),
+    attach: bool = typer.Option(False, "--attach", help="Also add each paper to the stored claims it matches (as new drafts)."),
+    attach_threshold: float = typer.Option(40.0, "--attach-threshold", help="Match score (0-100, see claims match) needed to attach."),
     max_pdf_mb: Optional[float] = MaxPdfOption,
     db: Optional[Path] = DbOption,
 ) -> None:
@@ -127,6 +129,7 @@ def batch_command(
         # checking some papers overlaps the model calls of others and no slot waits for work.
         concurrency=3 * concurrency if via == "chat" else max(concurrency, len(sources)),
         fail_fast=fail_fast, record_dir=record, refresh=refresh, discount=0.5 if via == "batch-api" else 1.0,
+        attach_threshold=attach_threshold if attach else None,
     )
     started = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     tally = Tally(total=len(sources))

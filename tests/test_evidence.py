@@ -140,3 +140,30 @@ def test_eval_prints_accuracy_and_the_confusion_matrix(runner: CliRunner, eviden
     assert matrix["contradicting"]["supporting"] == 1 and matrix["no_clear_bearing"]["no_clear_bearing"] == 4
     replay = runner.invoke(app, ["replay", str(tmp_path / "eval")])
     assert replay.exit_code == 0 and "accuracy 0.8333 as recorded" in replay.output
+
+
+def test_batch_attach_adds_each_paper_to_the_claims_it_matches(runner: CliRunner, clean_environment: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    [claim_id] = stored(clean_environment, "huang-2010-hpylori-iron")
+    scripts = load_scripts()
+    evidence = next(s for s in scripts.scripts if s["name"] == "evidence-datta-on-huang")
+    datta = next(s for s in scripts.scripts if s["name"] == "datta-2010-dvt-prophylaxis")
+    datta["answers"]["stance"] = evidence["answers"]["stance"]
+    scripts.scripts.append({"name": "synthesis", "match": "Studies (JSON: identifier", "answers": {"synthesis": evidence["answers"]["synthesis"]}})
+    listing = tmp_path / "papers.txt"
+    listing.write_text(f"{DVT_PDF}\n")
+    with ScriptedEndpoint(scripts) as endpoint:
+        monkeypatch.setenv("OPENAI_BASE_URL", endpoint.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        monkeypatch.chdir(tmp_path)
+        other_db = tmp_path / "other.db"
+        stored(other_db, "huang-2010-hpylori-iron")
+        high = runner.invoke(app, ["batch", str(listing), "--attach", "--attach-threshold", "90", "--report", "high.json",
+                                   "--db", str(other_db)])
+        assert high.exit_code == 0 and json.loads((tmp_path / "high.json").read_text())["papers"][0]["attached"] == []
+        low = runner.invoke(app, ["batch", str(listing), "--attach", "--attach-threshold", "10", "--report", "low.json"])
+    assert low.exit_code == 0, low.output
+    paper = json.loads((tmp_path / "low.json").read_text())["papers"][0]
+    assert paper["attached"] == [claim_id] and paper["attach_errors"] == []
+    claim = SQLiteStore(clean_environment).get(claim_id)
+    assert len(claim.studies) == 2 and claim.status.value == "draft"
