@@ -118,12 +118,13 @@ class BatchApiChatModel:
             answers: dict[str, Any] = {}
             for file_id in (status.output_file_id, status.error_file_id):
                 if file_id:
-                    text = self._call(lambda: self._client.files.content(file_id)).text
+                    text = self._call(lambda fid=file_id: self._client.files.content(fid)).text
                     for line in filter(None, text.splitlines()):
                         item = json.loads(line)
                         answers[item["custom_id"]] = item
         except LLMError as exc:
-            self._answer_all(batch_id, lambda _: exc)
+            failure = exc
+            self._answer_all(batch_id, lambda _: failure)
             return
         self._answer_all(batch_id, lambda fingerprint: _outcome(answers.get(fingerprint), status.status, batch_id))
 

@@ -57,39 +57,30 @@ def contact_email() -> str | None:
     return os.environ.get("CLAIMS_MAILTO") or None
 
 
-def max_pdf_megabytes() -> float:
+def _positive_number(name: str, default: str) -> float:
+    """A positive number from the environment, or a one-line error naming the variable."""
     from .errors import ConfigError
 
-    raw = os.environ.get("CLAIMS_MAX_PDF_MB", "50")
+    raw = os.environ.get(name, default)
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"CLAIMS_MAX_PDF_MB={raw} is not a number of megabytes") from None
+        raise ConfigError(f"{name}={raw} is not a number") from None
     if value <= 0:
-        raise ConfigError(f"CLAIMS_MAX_PDF_MB={raw} must be more than 0")
+        raise ConfigError(f"{name}={raw} must be more than 0")
     return value
+
+
+def max_pdf_megabytes() -> float:
+    """CLAIMS_MAX_PDF_MB: the download size cap (default 50)."""
+    return _positive_number("CLAIMS_MAX_PDF_MB", "50")
 
 
 def request_timeout() -> float:
     """CLAIMS_TIMEOUT: seconds to wait for one model answer before retrying (default 120)."""
-    from .errors import ConfigError
-
-    raw = os.environ.get("CLAIMS_TIMEOUT", "120")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"CLAIMS_TIMEOUT={raw} is not a number of seconds") from None
-    if value <= 0:
-        raise ConfigError(f"CLAIMS_TIMEOUT={raw} must be more than 0")
-    return value
+    return _positive_number("CLAIMS_TIMEOUT", "120")
 
 
 def batch_poll_seconds() -> float:
-    """CLAIMS_BATCH_POLL_SECONDS: how often `--via batch-api` asks whether a batch has ended."""
-    from .errors import ConfigError
-
-    raw = os.environ.get("CLAIMS_BATCH_POLL_SECONDS", "30")
-    try:
-        return max(0.01, float(raw))
-    except ValueError:
-        raise ConfigError(f"CLAIMS_BATCH_POLL_SECONDS={raw} is not a number of seconds") from None
+    """CLAIMS_BATCH_POLL_SECONDS: how often `--via batch-api` asks whether a batch has ended (default 30)."""
+    return _positive_number("CLAIMS_BATCH_POLL_SECONDS", "30")
