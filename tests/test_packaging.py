@@ -20,7 +20,9 @@ def test_wheel_ships_prompts_and_schema_and_runs_from_them(tmp_path: Path) -> No
     [wheel] = tmp_path.glob("claims-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for shipped in ("pipeline/prompts/extract.md", "pipeline/prompts/draft.md", "pipeline/prompts/grade.md",
-                    "pipeline/prompts/repair.md", "pipeline/schemas/claim_record.schema.json"):
+                    "pipeline/prompts/repair.md", "pipeline/prompts/stance.md", "pipeline/prompts/synthesis.md",
+                    "pipeline/prompts/plain_language.md", "pipeline/schemas/claim_record.schema.json",
+                    "pipeline/prices.json", "pipeline/templates/record.html", "pipeline/templates/base.html"):
         assert shipped in names
     assert any(name.endswith("entry_points.txt") for name in names)
     installed = tmp_path / "site"
