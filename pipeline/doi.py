@@ -65,6 +65,18 @@ def normalise_doi(text: str) -> str:
     return clean_doi(candidate)
 
 
+def canonical_citation(cited: str, study_ids: list[str]) -> str:
+    """A citation as the model wrote it ('doi:10.1136/PGMJ...', 'https://doi.org/...') mapped to the
+    study id it names, so the same study in another spelling is not taken for a foreign one."""
+    text = cited.strip()
+    for prefix in _DOI_PREFIXES:
+        if text.lower().startswith(prefix):
+            text = text[len(prefix):].strip()
+            break
+    by_lower = {study_id.lower(): study_id for study_id in study_ids}
+    return by_lower.get(clean_doi(text), by_lower.get(text.lower(), cited.strip()))
+
+
 def looks_like_doi(text: str) -> bool:
     lowered = text.strip().lower()
     return lowered.startswith("10.") or lowered.startswith(_DOI_PREFIXES) or "doi.org/" in lowered

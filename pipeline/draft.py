@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from .doi import canonical_citation
 from .ingest import Document
 from .llm import LLMContext, StageCall, ask_structured
 from .models import DraftOutput, Finding
@@ -42,7 +43,7 @@ def check_draft(output: DraftOutput, study_ids: set[str]) -> list[str]:
             problems.append(f"causal_chain.{index}.citations: cite at least one study identifier")
         if step.basis.value == "reported" and step.quote is None:
             problems.append(f"causal_chain.{index}.quote: a reported step needs the quote that reports it")
-    stance_ids = [stance.study_id for stance in output.stances]
+    stance_ids = [canonical_citation(stance.study_id, sorted(study_ids)) for stance in output.stances]
     for missing in sorted(study_ids - set(stance_ids)):
         problems.append(f"stances: give the stance of study {missing}")
     return problems

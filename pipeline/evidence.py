@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from rapidfuzz import fuzz
 
 from .check import Rewriter, Sources, run_checks
+from .doi import canonical_citation
 from .draft import findings_json
 from .extract import extract
 from .grade import check_domains, design_rank, rate_certainty, starting_certainty, strongest_first
@@ -99,6 +100,7 @@ def classify_stance(claim: str, document: Document, findings: list[Finding], llm
 
     def check(output: StanceOutput) -> list[str]:
         problems = []
+        output.study_id = canonical_citation(output.study_id, [document.study_id])
         if output.study_id != document.study_id:
             problems.append(f"study_id: {output.study_id} is not the study given; use {document.study_id}")
         if output.stance is not Stance.no_clear_bearing and output.quote is None:
@@ -126,10 +128,12 @@ def _studies_json(studies: list[Study]) -> str:
 def synthesise(claim: str, studies: list[Study], llm: LLMContext) -> SynthesisOutput:
     prompt = load_prompt(SYNTHESIS_PROMPT, frozenset({"claim", "studies"}))
     messages = prompt.render(claim=claim, studies=_studies_json(studies))
-    known = {s.reference.study_id for s in studies}
+    known = [s.reference.study_id for s in studies]
 
     def check(output: SynthesisOutput) -> list[str]:
         problems = check_domains(output.domains)
+        for step in output.causal_chain:
+            step.citations = [canonical_citation(cited, known) for cited in step.citations]
         for k, step in enumerate(output.causal_chain):
             for cited in step.citations:
                 if cited not in known:

@@ -184,12 +184,12 @@ class Document:
     def text_of(self, sections: tuple[str, ...], max_chars: int) -> str:
         """The named sections' text with page markers, in reading order, cut at `max_chars`.
 
-        Falls back to the whole text when none of the sections was found (headings vary).
+        Falls back to the whole text (references aside) when none of the content sections was
+        found: headings vary, and a paper is better sent whole than cut to its title page.
         """
-        chosen = [span for span in self.spans if span.section in sections]
-        if not chosen:
+        chosen = _cap_front([span for span in self.spans if span.section in sections])
+        if all(span.section == "front" for span in chosen):  # none of the content sections has a heading
             chosen = [span for span in self.spans if span.section != "references"] or self.spans
-        chosen = _cap_front(chosen)
         parts: list[str] = []
         last_page = None
         for span in chosen:

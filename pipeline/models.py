@@ -44,7 +44,7 @@ class Direction(str, Enum):
 
 
 class StudyDesign(str, Enum):
-    """Designs on the evidence hierarchy, strongest first (see `grading.DESIGN_ORDER`)."""
+    """Designs on the evidence hierarchy, strongest first (see `grade.DESIGN_ORDER`)."""
 
     systematic_review_of_rcts = "systematic_review_of_rcts"
     randomised_controlled_trial = "randomised_controlled_trial"

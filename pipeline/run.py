@@ -24,7 +24,7 @@ from .extract import PROMPT_FILE as EXTRACT_PROMPT
 from .extract import extract
 from .grade import PROMPT_FILE as GRADE_PROMPT
 from .grade import grade
-from .doi import metadata_mismatches
+from .doi import canonical_citation, metadata_mismatches
 from .ingest import Document, TextExtractor, read_pdf
 from .llm import LLMContext, UsageLog
 from .models import (
@@ -160,8 +160,10 @@ def assemble_record(
     record_id: str,
     generated_at: str,
 ) -> ClaimRecord:
-    stances = {stance.study_id: stance for stance in drafted.stances}
+    stances = {canonical_citation(stance.study_id, [document.study_id]): stance for stance in drafted.stances}
     own = stances.get(document.study_id)
+    for step in drafted.causal_chain:
+        step.citations = [canonical_citation(cited, [document.study_id]) for cited in step.citations]
     study = Study(
         reference=study_reference(document, extracted.bibliography, metadata, pdf_url),
         design=certainty.design,

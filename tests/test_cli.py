@@ -146,3 +146,17 @@ def test_validate(runner: CliRunner, tmp_path: Path) -> None:
 
 def test_version(runner: CliRunner) -> None:
     assert runner.invoke(app, ["--version"]).output.startswith("claims ")
+
+
+def test_citations_in_another_spelling_are_the_study_not_foreign(runner: CliRunner, live_env, clean_environment: Path) -> None:
+    for script in live_env.scripts.scripts:
+        if script["name"] == "huang-2010-hpylori-iron":
+            draft = script["answers"]["draft"][0]
+            draft["causal_chain"][0]["citations"] = ["https://doi.org/10.1136/PGMJ.2009.089987"]
+            draft["stances"][0]["study_id"] = "doi:10.1136/pgmj.2009.089987"
+    result = runner.invoke(app, ["run", str(HPYLORI_PDF)])
+    assert result.exit_code == 0, result.output
+    record = SQLiteStore(clean_environment).get(record_id_from(result.output))
+    assert record.mechanism.steps[0].citations == ["10.1136/pgmj.2009.089987"]
+    assert record.studies[0].stance.value == "supporting"
+    assert "0 foreign citations" in result.output

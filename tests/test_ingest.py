@@ -177,3 +177,12 @@ def test_line_numbers_displaced_into_the_line_are_removed() -> None:
     lines.insert(6, "- 16 ) ingestion appears")
     [cleaned] = strip_line_numbers(["\n".join(lines)])
     assert "- ) ingestion appears" in cleaned and "\n1 line" not in cleaned and cleaned.startswith("line of text")
+
+
+def test_a_paper_without_content_headings_is_sent_whole() -> None:
+    spans = split_sections(["A Title\nSome Journal\n" + "The text of the paper goes on. " * 200, "More text. " * 100])
+    from pipeline.ingest import Document
+
+    document = Document("x.pdf", "0" * 64, ["", ""], spans, None, None)
+    sent = document.text_of(("front", "abstract", "methods", "results"), 100_000)
+    assert "More text." in sent and len(sent) > 5000  # not just the first 3000 characters of front matter
