@@ -121,7 +121,16 @@ class FallbackExtractor:
         self.name = f"{first.name}+{second.name}"
 
     def extract(self, data: bytes, file_name: str) -> ExtractedPages:
-        primary = self.first.extract(data, file_name)
+        try:
+            primary = self.first.extract(data, file_name)
+        except EncryptedPdfError:
+            raise
+        except InputError as first_failure:
+            # A file one parser cannot open, the other sometimes can (they repair damage differently).
+            try:
+                return self.second.extract(data, file_name)
+            except InputError:
+                raise first_failure from None
         bad_pages = {p.page for p in primary.problems} | {
             n for n, text in enumerate(primary.texts, start=1) if text and garbled_share(text) > MAX_GARBLED_SHARE
         }
@@ -142,14 +151,21 @@ def default_extractor() -> TextExtractor:
     return FallbackExtractor(PdfiumExtractor(), PypdfExtractor())
 
 
+class EncryptedPdfError(InputError):
+    pass
+
+
 def _encrypted(file_name: str) -> InputError:
-    return InputError(
+    return EncryptedPdfError(
         f"{file_name}: the PDF is encrypted and needs a password; save an unencrypted copy (e.g. qpdf --decrypt) and pass that"
     )
 
 
 def _corrupt(file_name: str, exc: BaseException) -> InputError:
-    return InputError(f"{file_name}: the PDF is corrupt and cannot be read ({type(exc).__name__}: {exc})")
+    detail = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+    return InputError(
+        f"{file_name}: the PDF is damaged or incomplete and cannot be read ({detail}); download it again or re-save it"
+    )
 
 
 # --------------------------------------------------------------------------- document model

@@ -186,3 +186,20 @@ def test_a_paper_without_content_headings_is_sent_whole() -> None:
     document = Document("x.pdf", "0" * 64, ["", ""], spans, None, None)
     sent = document.text_of(("front", "abstract", "methods", "results"), 100_000)
     assert "More text." in sent and len(sent) > 5000  # not just the first 3000 characters of front matter
+
+
+def test_a_file_the_first_parser_cannot_open_goes_to_the_second() -> None:
+    from pipeline.ingest import FallbackExtractor, PypdfExtractor
+
+    class CannotOpen:
+        name = "cannot-open"
+
+        def extract(self, data: bytes, file_name: str) -> ExtractedPages:
+            raise InputError(f"{file_name}: the PDF is damaged")
+
+    extracted = FallbackExtractor(CannotOpen(), PypdfExtractor()).extract(HPYLORI_PDF.read_bytes(), HPYLORI_PDF.name)
+    assert len(extracted.texts) == 7 and "Helicobacter" in extracted.texts[0]
+    with pytest.raises(InputError, match="encrypted"):
+        FallbackExtractor(PypdfExtractor(), CannotOpen()).extract(
+            (BAD / "encrypted_user_password_libreoffice.pdf").read_bytes(), "locked.pdf"
+        )
