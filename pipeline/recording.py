@@ -40,7 +40,10 @@ RECORD_FILE = "record.json"
 SCRIPTED_ENDPOINT_ID = "claims-scripted-endpoint"
 # Fields a replay does not compare: they change with the code's version, not with what it wrote.
 UNCOMPARED_FIELDS = (("provenance", "pipeline_version"),)
-STAGE_PROMPTS = {"extract": "extract.md", "draft": "draft.md", "grade": "grade.md"}
+STAGE_PROMPTS = {
+    "extract": "extract.md", "draft": "draft.md", "grade": "grade.md", "rewrite": "plain_language.md",
+    "stance": "stance.md", "synthesis": "synthesis.md",
+}
 
 
 class RecordedInput(BaseModel):

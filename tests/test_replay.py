@@ -104,3 +104,14 @@ def test_several_recordings_report_each(runner: CliRunner, recording_copy, tmp_p
     assert result.exit_code == 1
     assert "ok " in result.output and "not a recording" in result.output
     assert "1 of 2 recordings replayed identically" in result.output
+
+
+def test_edited_stance_prompt_is_named_for_an_add_evidence_recording(runner: CliRunner, tmp_path: Path, monkeypatch) -> None:
+    prompts = tmp_path / "prompts"
+    shutil.copytree(data_dir("prompts"), prompts)
+    stance = prompts / "stance.md"
+    stance.write_text(stance.read_text().replace("Judge the study's results", "Weigh the study's results"))
+    monkeypatch.setenv("CLAIMS_PROMPTS", str(prompts))
+    result = runner.invoke(app, ["replay", str(RUNS / "evidence-datta-on-huang")])
+    assert result.exit_code == 1
+    assert "stage stance: the request no longer matches the recording: prompt file stance.md changed" in result.output
