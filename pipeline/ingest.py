@@ -200,11 +200,21 @@ class Document:
     def text_of(self, sections: tuple[str, ...], max_chars: int) -> str:
         """The named sections' text with page markers, in reading order, cut at `max_chars`.
 
-        Falls back to the whole text (references aside) when none of the content sections was
-        found: headings vary, and a paper is better sent whole than cut to its title page.
+        A missing Results section is stood in for by the Discussion and Conclusions (reviews put
+        their results there). When what is found is under a quarter of the paper's body, the
+        whole text (references aside) is sent: headings vary, and a paper is better sent whole
+        than cut to its title page and abstract.
         """
-        chosen = _cap_front([span for span in self.spans if span.section in sections])
-        if all(span.section == "front" for span in chosen):  # none of the content sections has a heading
+        found = {span.section for span in self.spans}
+        wanted = set(sections)
+        for section, stand_ins in _STAND_INS.items():
+            if section in wanted and section not in found:
+                wanted |= set(stand_ins)
+        chosen = _cap_front([span for span in self.spans if span.section in wanted])
+        body = [span for span in self.spans if span.section not in ("front", "references")]
+        chosen_body = sum(len(span.text) for span in chosen if span.section != "front")
+        if chosen_body == 0 or chosen_body < 0.25 * sum(len(span.text) for span in body):
+            # The headings did not let us find what the stage needs: send the paper whole.
             chosen = [span for span in self.spans if span.section != "references"] or self.spans
         parts: list[str] = []
         last_page = None
@@ -219,6 +229,7 @@ class Document:
         return text
 
 
+_STAND_INS = {"results": ("discussion", "conclusions")}
 FRONT_MATTER_CHARS = 3000  # enough for title, authors, journal; a manuscript's cover pages are not
 
 
