@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -303,6 +304,15 @@ def ask_structured(llm: LLMContext, call: StageCall) -> Any:
     raise StageOutputError(call.stage, problems)
 
 
+_FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
+
+
+def _unfenced(content: str) -> str:
+    """Some local servers wrap the JSON in a Markdown code fence even in JSON mode."""
+    match = _FENCE.match(content)
+    return match.group(1) if match else content
+
+
 def _parse(call: StageCall, response: ChatResponse) -> tuple[Any, list[str]]:
     if not response.content:
         return None, ["the answer was empty"]
@@ -310,7 +320,7 @@ def _parse(call: StageCall, response: ChatResponse) -> tuple[Any, list[str]]:
     if response.finish_reason == "length":
         problems.append("the answer was cut off at the token limit; answer more briefly")
     try:
-        parsed = call.output.model_validate_json(response.content)
+        parsed = call.output.model_validate_json(_unfenced(response.content))
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
             where = ".".join(str(part) for part in error["loc"]) or "(top level)"

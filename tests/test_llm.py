@@ -153,3 +153,9 @@ def test_strict_schema_follows_openai_rules(model: type[BaseModel]) -> None:
     note = strict_json_schema(Answer)["properties"]["note"]
     assert {"type": "null"} in note["anyOf"]
     json.dumps(schema)  # serialisable as sent
+
+
+def test_json_in_a_markdown_fence_is_accepted() -> None:
+    with serve({"$raw": '```json\n{"verdict": "supported", "score": 2, "note": null}\n```'}) as server:
+        assert ask_structured(context(client(server), UsageLog()), call()).score == 2
+    assert len(server.scripts.requests) == 1
