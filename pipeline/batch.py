@@ -303,6 +303,21 @@ def _count(result: PaperResult, llm: LLMContext, settings: RunSettings, tools: B
 # --------------------------------------------------------------------------- the batch
 
 
+def _exit_with(batch_pid: int) -> None:
+    """In each parse process: exit once the batch is gone. A batch killed with kill -9 cannot shut
+    its pool down, and the processes would otherwise wait for work for ever."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(1)
+            try:
+                os.kill(batch_pid, 0)
+            except OSError:
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-batch").start()
+
+
 class ParsePool:
     """PDFs parsed in worker processes, so a batch's parsing uses every core. The processes (and
     the model client, which takes as long to load) start with the first paper that needs them:
@@ -319,7 +334,9 @@ class ParsePool:
             if self._pool is None:
                 # forkserver: forking a process whose threads hold locks can hang.
                 context = multiprocessing.get_context("forkserver")
-                self._pool = ProcessPoolExecutor(max_workers=self._workers, mp_context=context)
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self._workers, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),)
+                )
                 threading.Thread(target=self._warm, daemon=True).start()
         return self._pool.submit(read_pdf, pdf).result()
 
