@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
+from .check import CheckRunner, Rewriter, Sources, check_record
 from .config import RunSettings
 from .doi import DoiCache, DoiSettings, fetch, looks_like_doi, normalise_doi
 from .errors import ClaimsError, ConfigError, InputError
 from .files import write_json_atomic
 from .ingest import Document, read_pdf
 from .llm import ChatModel, LLMContext, RecordingChatModel, ResponseCache
-from .models import StudyMetadata
+from .models import ClaimRecord, StudyMetadata
 from .recording import build_recording, save_recording
 from .run import RunResult, prompt_hashes, run_pipeline
 from .store import SQLiteStore
@@ -197,6 +198,7 @@ class BatchTools:
     prices: dict[str, Price]
     base_url: str | None = None
     prompts: dict[str, str] = field(default_factory=prompt_hashes)  # read once a batch
+    check: CheckRunner = check_record
 
 
 def process_paper(source: str, settings: RunSettings, tools: BatchTools, options: BatchOptions, tally: Tally) -> PaperResult:
@@ -217,7 +219,7 @@ def process_paper(source: str, settings: RunSettings, tools: BatchTools, options
         # A recording must hold every exchange, so a recorded paper does not read the cache.
         llm = LLMContext(chat, settings, cache=None if options.record_dir else tools.cache)
         run: RunResult = run_pipeline(
-            pdf, llm, document=document, metadata=metadata, pdf_url=pdf_url,
+            pdf, llm, document=document, metadata=metadata, pdf_url=pdf_url, check_runner=tools.check,
             progress=lambda stage, event, detail: tally.stage(source, stage) if event == "start" else None,
         )
         result.seconds.update(run.seconds)
@@ -339,6 +341,18 @@ class ParsePool:
                 )
                 threading.Thread(target=self._warm, daemon=True).start()
         return self._pool.submit(read_pdf, pdf).result()
+
+    def check(self, record: ClaimRecord, sources: Sources, rewrite: Rewriter | None) -> ClaimRecord:
+        """The checks, in a worker process too: they are the CPU-heavy part of a paper, and in the
+        batch's own process they would hold up other papers' model requests. A record whose plain
+        language needs the model's rewrite is checked again here, where the model is."""
+        if self._pool is None:
+            return check_record(record, sources, rewrite)
+        checked = self._pool.submit(check_record, record, sources, None).result()
+        plain = next(c for c in checked.checks if c.name == "plain_language")
+        if plain.flags and rewrite is not None:
+            return check_record(record, sources, rewrite)
+        return checked
 
     def __enter__(self) -> "ParsePool":
         return self

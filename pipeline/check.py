@@ -427,6 +427,15 @@ def run_checks(record: ClaimRecord, sources: Sources, rewrite: Rewriter | None =
     return results + [schema_check(record)]
 
 
+CheckRunner = Callable[[ClaimRecord, Sources, "Rewriter | None"], ClaimRecord]
+
+
+def check_record(record: ClaimRecord, sources: Sources, rewrite: Rewriter | None = None) -> ClaimRecord:
+    """The record with its checks run and their corrections made (a CheckRunner, in this process)."""
+    record.checks = run_checks(record, sources, rewrite)
+    return record
+
+
 @dataclass(frozen=True)
 class CheckCounts:
     quotes: int

@@ -136,7 +136,8 @@ def batch_command(
     err.print(f"{len(sources)} papers, {concurrency} model requests at a time, model {settings.model} via {via}; report: {report_path}")
     done: list[PaperResult] = []
     with ParsePool(warm=lambda: live.client) as pool:
-        tools = BatchTools(chat, store, cache, client, doi_cache, doi_settings, pool.parse, load_prices(), base_url)
+        tools = BatchTools(chat, store, cache, client, doi_cache, doi_settings, pool.parse, load_prices(), base_url,
+                           check=pool.check)
         with BatchDisplay(err, tally) as display:
 
             def on_result(result: PaperResult) -> None:

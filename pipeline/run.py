@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
-from .check import REWRITE_PROMPT, RecordSchemaError, count, model_rewriter, run_checks
+from .check import REWRITE_PROMPT, CheckRunner, RecordSchemaError, check_record, count, model_rewriter
 from .config import RunSettings
 from .draft import PROMPT_FILE as DRAFT_PROMPT
 from .draft import draft
@@ -75,6 +75,7 @@ def run_pipeline(
     generated_at: str | None = None,
     extractor: TextExtractor | None = None,
     progress: Progress = _quiet,
+    check_runner: CheckRunner = check_record,
 ) -> RunResult:
     settings, usage = llm.settings, llm.usage
     seconds: dict[str, float] = {}
@@ -131,14 +132,14 @@ def run_pipeline(
     )
 
     def checked() -> ClaimRecord:
-        record.checks = run_checks(record, {document.study_id: document}, model_rewriter(llm))
-        record.provenance.usage = stage_usage(usage)  # the plain-language rewrite may have called the model
-        if failed := [c for c in record.checks if c.name == "schema" and c.flags]:
-            raise RecordSchemaError(f"record {record.record_id} breaks the schema: {failed[0].flags[0].message}")
-        return record
+        result = check_runner(record, {document.study_id: document}, model_rewriter(llm))
+        result.provenance.usage = stage_usage(usage)  # the plain-language rewrite may have called the model
+        if failed := [c for c in result.checks if c.name == "schema" and c.flags]:
+            raise RecordSchemaError(f"record {result.record_id} breaks the schema: {failed[0].flags[0].message}")
+        return result
 
-    stage("check", checked, lambda r: count(r.checks).line())
-    return RunResult(record, document, seconds)
+    checked_record = stage("check", checked, lambda r: count(r.checks).line())
+    return RunResult(checked_record, document, seconds)
 
 
 def prompt_hashes() -> dict[str, str]:
