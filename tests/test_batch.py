@@ -204,6 +204,20 @@ def test_rate_limiter_waits_for_the_window() -> None:
     assert slept[-1] == 60.0
 
 
+def processes_with_env(name: str, value: str) -> list[int]:
+    """Live processes whose environment has name=value (Linux /proc; other processes are skipped)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"{name}={value}".encode() in environ:
+                found.append(int(entry.name))
+    return found
+
+
 def test_kill_9_then_resume_stores_every_record_once(tmp_path: Path) -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     from batch import make_inputs  # the benchmark's distinct copies of the bundled papers
@@ -224,6 +238,10 @@ def test_kill_9_then_resume_stores_every_record_once(tmp_path: Path) -> None:
             time.sleep(0.1)
         process.send_signal(signal.SIGKILL)  # other papers are half-way through their stages
         process.wait()
+        deadline = time.monotonic() + 5
+        while processes_with_env("CLAIMS_DB", str(db)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert processes_with_env("CLAIMS_DB", str(db)) == []  # the killed batch's parse processes are gone
         stored_before = len(SQLiteStore(db).summaries())
         assert 1 <= stored_before < len(papers)
         resumed = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
