@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from . import __version__
+from .cache import SQLiteResponseCache
 from .check import count, model_rewriter, require_valid, run_checks, schema_errors
 from .config import (
     RunSettings,
@@ -131,7 +132,8 @@ def _summary(result: RunResult) -> None:
     out.print(f"checks: {count(record.checks).line()}", markup=False)
     if flags:
         out.print(f"{flags} flag(s): the record stays a draft until a reviewer resolves them (claims render {record.record_id})", markup=False)
-    out.print(f"model calls: {calls}; tokens: {tokens}")
+    cached = sum(u.cached_calls for u in record.provenance.usage)
+    out.print(f"model calls: {calls}" + (f" ({cached} answers from the cache)" if cached else "") + f"; tokens: {tokens}")
 
 
 def _doi_tools(max_pdf_mb: Optional[float]) -> tuple[Any, DoiCache, DoiSettings]:
@@ -165,6 +167,7 @@ def run(
     max_pdf_mb: Optional[float] = MaxPdfOption,
     model: str = typer.Option(None, "--model", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."),
     record: Path = typer.Option(None, "--record", help="Also keep the whole run as a recording in this folder."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Ask the model again even where a cached answer exists."),
     db: Optional[Path] = DbOption,
 ) -> None:
     """Run every stage on a study with a live model and save the draft record; print its id.
@@ -193,8 +196,11 @@ def run(
     assert pdf_path is not None
     progress = StageProgress(err)
     try:
+        # A recording must hold every exchange, so a recorded run does not read the cache.
+        cache = None if (record or no_cache) else SQLiteResponseCache(default_cache_dir() / "responses.db")
         result = run_pipeline(
-            pdf_path, LLMContext(chat, settings), metadata=metadata, pdf_url=pdf_url, strict=strict, progress=progress
+            pdf_path, LLMContext(chat, settings, cache=cache), metadata=metadata, pdf_url=pdf_url, strict=strict,
+            progress=progress,
         )
     finally:
         progress.stop()

@@ -160,3 +160,13 @@ def test_citations_in_another_spelling_are_the_study_not_foreign(runner: CliRunn
     assert record.mechanism.steps[0].citations == ["10.1136/pgmj.2009.089987"]
     assert record.studies[0].stance.value == "supporting"
     assert "0 foreign citations" in result.output
+
+
+def test_a_second_run_takes_its_answers_from_the_cache(runner: CliRunner, live_env) -> None:
+    assert runner.invoke(app, ["run", str(HPYLORI_PDF)]).exit_code == 0
+    asked = len(live_env.scripts.requests)
+    again = runner.invoke(app, ["run", str(HPYLORI_PDF)])
+    assert again.exit_code == 0 and len(live_env.scripts.requests) == asked
+    assert "model calls: 0 (3 answers from the cache)" in again.output
+    fresh = runner.invoke(app, ["run", str(HPYLORI_PDF), "--no-cache"])
+    assert fresh.exit_code == 0 and len(live_env.scripts.requests) == 2 * asked
