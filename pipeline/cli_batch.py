@@ -102,9 +102,9 @@ def batch_command(
     max_pdf_mb: Optional[float] = MaxPdfOption,
     db: Optional[Path] = DbOption,
 ) -> None:
-    """Process many papers: concurrent, resumable (run the same command again after a crash),
-    cached, with live progress, tokens and estimated cost; writes a JSON report.
+    """Process many papers: concurrent, resumable, cached, with live progress and cost.
 
+    Run the same command again after a crash and it resumes; a JSON report is written.
     Exit 0 when every paper succeeded (or was already done), 1 when some failed.
     """
     if via not in VIAS:

@@ -53,8 +53,9 @@ def add_evidence_command(
     max_pdf_mb: Optional[float] = MaxPdfOption,
     db: Optional[Path] = DbOption,
 ) -> None:
-    """Add a study to a claim: classify its stance, re-synthesise, re-check; saved as a new draft
-    version (an approved version stays in the history until the new one is approved)."""
+    """Add a study to a claim: its stance, a new synthesis, the checks; a new draft version.
+
+    An approved version stays in the history until the new one is approved."""
     store = _open_store(db)
     claim = store.get(claim_id)
     version = store.version_of(claim.record_id)
@@ -107,8 +108,10 @@ def match_command(
     max_pdf_mb: Optional[float] = MaxPdfOption,
     db: Optional[Path] = DbOption,
 ) -> None:
-    """List the stored claims a paper bears on, best first, with the population, intervention and
-    outcome terms they share (no model call: a lexical match on the paper's title and abstract)."""
+    """List the stored claims a paper bears on, best first, with the terms they share.
+
+    No model call: a lexical match of the paper's title and abstract to each claim's population,
+    intervention and outcome."""
     _, document, metadata, _ = _study_document(source, None, refresh, max_pdf_mb)
     opening = " ".join(filter(None, [metadata.title if metadata else None, metadata.abstract if metadata else None,
                                      document.text_of(("front", "abstract"), 8000)]))
