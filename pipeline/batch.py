@@ -39,7 +39,9 @@ from .llm import ChatModel, LLMContext, RecordingChatModel, ResponseCache
 from .models import ClaimRecord, StudyMetadata
 from .recording import build_recording, save_recording
 from .run import RunResult, prompt_hashes, run_pipeline
-from .store import SQLiteStore
+from .evidence import add_study, match_score
+from .review import stored_sources
+from .store import SQLiteStore, StaleVersionError
 
 PRICES_ENV = "CLAIMS_PRICES"
 
@@ -254,10 +256,6 @@ def attach_to_matches(
     """Add the paper, as a new draft version, to every other stored claim it matches above the
     threshold; a claim another worker changed meanwhile is re-read and tried again. Returns the
     claims it was added to, and what went wrong with the others (the paper itself is done)."""
-    from .evidence import add_study, match_score
-    from .review import stored_sources
-    from .store import StaleVersionError
-
     opening = document.text_of(("front", "abstract"), 8000)
     attached: list[str] = []
     problems: list[str] = []

@@ -33,10 +33,12 @@ from .config import (
 )
 from .doi import DoiCache, DoiSettings, Fetched, fetch, file_stem, looks_like_doi, normalise_doi
 from .errors import ClaimsError, InputError, ReplayError
+from .evaluation import evaluate, read_dataset
+from .evidence import add_study
 from .files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from .http import make_client
 from .llm import LLMContext, OpenAIChatModel, RecordingChatModel
-from .models import ClaimRecord
+from .models import ClaimRecord, StudyMetadata
 from .ingest import document_from_pages, read_pdf
 from .recording import (
     RECORDING_FILE,
@@ -175,25 +177,12 @@ def run(
     Needs OPENAI_API_KEY; OPENAI_BASE_URL selects any OpenAI-compatible endpoint. With a DOI, the
     metadata comes from Crossref, OpenAlex and Unpaywall and the open-access PDF is downloaded.
     """
-    pdf_path, doi = _source(source)
-    if pdf_path is not None and pdf is not None:
-        raise InputError("--pdf goes with a DOI: give either a PDF, or a DOI and --pdf FILE")
     settings = RunSettings(model=model or default_model())
     base_url = os.environ.get("OPENAI_BASE_URL") or None
     live = OpenAIChatModel(api_key=os.environ.get("OPENAI_API_KEY", ""), base_url=base_url, timeout=request_timeout())
     chat = RecordingChatModel(live) if record else live
     store = _open_store(db)
-    metadata, pdf_url = None, None
-    if doi is not None:
-        client, cache, doi_settings = _doi_tools(max_pdf_mb)
-        with err.status(f"looking up {doi} ..."):
-            fetched = fetch(doi, client, cache, doi_settings, want_pdf=pdf is None, refresh=refresh)
-        for note in fetched.notes:
-            err.print(note, markup=False)
-        metadata, pdf_url = fetched.metadata, fetched.pdf_url
-        pdf_path = pdf or fetched.pdf
-        err.print(_describe_fetch(fetched), markup=False)
-    assert pdf_path is not None
+    pdf_path, metadata, pdf_url = _locate_study(source, pdf, refresh, max_pdf_mb)
     progress = StageProgress(err)
     try:
         # A recording must hold every exchange, so a recorded run does not read the cache.
@@ -215,6 +204,27 @@ def run(
     store.add(result.record, source_pages=result.document.pages)
     _summary(result)
     out.print(f"record {result.record.record_id} saved as a draft in {store.path}")
+
+
+def _locate_study(
+    source: str, pdf: Optional[Path], refresh: bool, max_pdf_mb: Optional[float]
+) -> tuple[Path, Optional[StudyMetadata], Optional[str]]:
+    """The study's PDF, and for a DOI its metadata and where the PDF came from (fetched, or --pdf)."""
+    pdf_path, doi = _source(source)
+    if pdf_path is not None and pdf is not None:
+        raise InputError("--pdf goes with a DOI: give either a PDF, or a DOI and --pdf FILE")
+    if doi is None:
+        assert pdf_path is not None
+        return pdf_path, None, None
+    client, cache, doi_settings = _doi_tools(max_pdf_mb)
+    with err.status(f"looking up {doi} ..."):
+        fetched = fetch(doi, client, cache, doi_settings, want_pdf=pdf is None, refresh=refresh)
+    for note in fetched.notes:
+        err.print(note, markup=False)
+    err.print(_describe_fetch(fetched), markup=False)
+    found = pdf or fetched.pdf
+    assert found is not None
+    return found, fetched.metadata, fetched.pdf_url
 
 
 def _describe_fetch(fetched: Fetched) -> str:
@@ -315,8 +325,6 @@ def _replay_one(directory: Path, pdf_override: Optional[Path], show: bool) -> No
 
 
 def _replay_eval(directory: Path, recording: Recording) -> None:
-    from .evaluation import evaluate, read_dataset
-
     assert recording.evaluation is not None
     dataset = recorded_pdf(directory, recording)  # the dataset stands where the paper would, checked by hash
     corpus = directory / recording.evaluation.corpus if recording.evaluation.corpus else None
@@ -332,8 +340,6 @@ def _replay_eval(directory: Path, recording: Recording) -> None:
 
 
 def _replay_add_evidence(recording: Recording, recorded: ClaimRecord, pdf: Path, llm: LLMContext) -> ClaimRecord:
-    from .evidence import add_study
-
     if recording.base_record is None:
         raise ReplayError("the add-evidence recording has no base record")
     base = ClaimRecord.model_validate(recording.base_record)

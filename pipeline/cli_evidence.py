@@ -10,11 +10,9 @@ import typer
 from rich.table import Table
 
 from .check import count, model_rewriter
-from .cli import DbOption, MaxPdfOption, _doi_tools, _one_line_errors, _open_store, _source, app, err, out
+from .cli import DbOption, MaxPdfOption, _locate_study, _one_line_errors, _open_store, app, err, out
 from .cli_review import default_reviewer
 from .config import RunSettings, default_model, request_timeout
-from .doi import fetch
-from .errors import InputError
 from .evaluation import EvalResult, evaluate, read_dataset
 from .evidence import add_study, match_score
 from .ingest import read_pdf
@@ -26,15 +24,8 @@ from .review import stored_sources
 
 def _study_document(source: str, pdf: Optional[Path], refresh: bool, max_pdf_mb: Optional[float]):  # type: ignore[no-untyped-def]
     """The new study's document, with its DOI metadata when given a DOI."""
-    pdf_path, doi = _source(source)
-    if pdf_path is not None and pdf is not None:
-        raise InputError("--pdf goes with a DOI: give either a PDF, or a DOI and --pdf FILE")
-    metadata = pdf_url = None
-    if doi is not None:
-        client, cache, settings = _doi_tools(max_pdf_mb)
-        fetched = fetch(doi, client, cache, settings, want_pdf=pdf is None, refresh=refresh)
-        metadata, pdf_url, pdf_path = fetched.metadata, fetched.pdf_url, pdf or fetched.pdf
-    document = read_pdf(pdf_path)  # type: ignore[arg-type]
+    pdf_path, metadata, pdf_url = _locate_study(source, pdf, refresh, max_pdf_mb)
+    document = read_pdf(pdf_path)
     if metadata is not None:
         document.doi = metadata.doi
     return pdf_path, document, metadata, pdf_url

@@ -10,6 +10,7 @@ token that must match a SameSite=Strict cookie, and a POST from another origin i
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from importlib import resources
@@ -178,8 +179,6 @@ class _Refused(Exception):
 def apply_form(data: dict[str, Any], form: dict[str, str]) -> str:
     """The record's JSON with the form's fields (named by their path, 'mechanism.steps.0.text')
     written in; validation is review.edit's job, so a bad value is reported, not guessed at."""
-    import json
-
     for name, value in form.items():
         if name in ("csrf", "version", "reviewer", "note"):
             continue

@@ -26,6 +26,7 @@ from pipeline.doi import (
 from pipeline.errors import InputError
 from pipeline.http import CassetteTransport, make_client, user_agent
 from pipeline.retry import RetryPolicy
+from pipeline.store import SQLiteStore
 
 CORPUS_LIKE = HTTP / "bodies"
 HP = "10.1136/pgmj.2009.089987"
@@ -193,8 +194,6 @@ def test_run_doi_downloads_and_drafts_with_metadata(runner: CliRunner, cassette,
     result = runner.invoke(app, ["run", "doi:10.1016/j.nutres.2016.11.004"])
     assert result.exit_code == 0, result.output
     assert "PDF from https://shura.shu.ac.uk/14003/1/Siervo-DietaryNitrate.pdf" in result.output
-    from pipeline.store import SQLiteStore
-
     record_id = next(l.split()[1] for l in result.output.splitlines() if l.startswith("record "))
     ref = SQLiteStore(clean_environment).get(record_id).studies[0].reference
     assert ref.doi == "10.1016/j.nutres.2016.11.004" and ref.study_id == ref.doi
@@ -210,8 +209,6 @@ def test_run_doi_without_open_access_exits_3_and_writes_nothing(runner: CliRunne
     result = runner.invoke(app, ["run", "10.1021/acs.orglett.9b00971"])
     assert result.exit_code == 3
     assert result.output.strip().splitlines()[-1].startswith("error: no open-access PDF found for 10.1021/acs.orglett.9b00971")
-    from pipeline.store import SQLiteStore
-
     assert SQLiteStore(clean_environment).summaries() == []
     assert live_env.scripts.requests == []
 

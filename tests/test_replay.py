@@ -46,12 +46,18 @@ def test_replay_show_prints_the_claim_page(runner: CliRunner) -> None:
         assert part in result.output
 
 
-def test_edited_prompt_fails_and_names_the_prompt(runner: CliRunner, tmp_path: Path, monkeypatch) -> None:
+def use_edited_prompt(tmp_path: Path, monkeypatch, name: str, old: str, new: str) -> None:  # type: ignore[no-untyped-def]
+    """Copies of the shipped prompts with one edited, in effect through CLAIMS_PROMPTS."""
     prompts = tmp_path / "prompts"
     shutil.copytree(data_dir("prompts"), prompts)
-    draft = prompts / "draft.md"
-    draft.write_text(draft.read_text().replace("hedged to the strength", "stated with the strength"))
+    edited = prompts / name
+    assert old in edited.read_text()
+    edited.write_text(edited.read_text().replace(old, new))
     monkeypatch.setenv("CLAIMS_PROMPTS", str(prompts))
+
+
+def test_edited_prompt_fails_and_names_the_prompt(runner: CliRunner, tmp_path: Path, monkeypatch) -> None:
+    use_edited_prompt(tmp_path, monkeypatch, "draft.md", "hedged to the strength", "stated with the strength")
     result = runner.invoke(app, ["replay", str(RUNS / "huang-2010-hpylori-iron")])
     assert result.exit_code == 1
     assert "stage draft: the request no longer matches the recording: prompt file draft.md changed" in result.output
@@ -107,11 +113,7 @@ def test_several_recordings_report_each(runner: CliRunner, recording_copy, tmp_p
 
 
 def test_edited_stance_prompt_is_named_for_an_add_evidence_recording(runner: CliRunner, tmp_path: Path, monkeypatch) -> None:
-    prompts = tmp_path / "prompts"
-    shutil.copytree(data_dir("prompts"), prompts)
-    stance = prompts / "stance.md"
-    stance.write_text(stance.read_text().replace("Judge the study's results", "Weigh the study's results"))
-    monkeypatch.setenv("CLAIMS_PROMPTS", str(prompts))
+    use_edited_prompt(tmp_path, monkeypatch, "stance.md", "Judge the study's results", "Weigh the study's results")
     result = runner.invoke(app, ["replay", str(RUNS / "evidence-datta-on-huang")])
     assert result.exit_code == 1
     assert "stage stance: the request no longer matches the recording: prompt file stance.md changed" in result.output

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import review
 from pipeline.store import SQLiteStore
 from test_review import stored
 from webserver import ReviewServer
@@ -63,8 +64,6 @@ def test_stale_edit_shows_the_conflict(browser, clean_environment: Path) -> None
         page.goto(f"{server.url}/records/{record_id}/edit")
         page.fill("textarea[name='claim.text']", "Every way of preventing clots after trauma has some risk.")
         page.fill("#edit-form input[name=reviewer]", "joe")
-        from pipeline import review
-
         review.reject(store, record_id, 1, "maria", "overstated")  # meanwhile, another reviewer acts
         page.click("#edit-form button")
         alert = page.wait_for_selector("[role=alert]")
