@@ -203,10 +203,28 @@ class BatchTools:
     check: CheckRunner = check_record
 
 
+def _keep_recording(
+    source: str, settings: RunSettings, tools: BatchTools, options: BatchOptions, llm: LLMContext | None,
+    recorded: tuple[Path, Any, str | None] | None, record: ClaimRecord | None, failure: str | None,
+) -> None:
+    """With --record: the paper's recording, a failed one's too (every exchange up to the failure)."""
+    chat = llm.chat if llm is not None else None
+    if not (options.record_dir and recorded and isinstance(chat, RecordingChatModel) and (record or chat.interactions)):
+        return
+    pdf, metadata, pdf_url = recorded
+    target = options.record_dir / recording_name(source)
+    recording = build_recording(
+        pdf, target, hashlib.sha256(pdf.read_bytes()).hexdigest(), metadata, pdf_url, pdf_url is not None, settings,
+        record.provenance.prompts if record else tools.prompts, chat.interactions, tools.base_url, failure=failure,
+    )
+    save_recording(target, recording, record, pdf_copy=pdf if pdf_url else None)
+
+
 def process_paper(source: str, settings: RunSettings, tools: BatchTools, options: BatchOptions, tally: Tally) -> PaperResult:
     result = PaperResult(source=source, status="failed")
     started = time.perf_counter()
     llm: LLMContext | None = None
+    recorded: tuple[Path, Any, str | None] | None = None  # (pdf, metadata, pdf_url), to keep a failed run's recording
     try:
         tally.stage(source, "fetch" if looks_like_doi(source) and not Path(source).exists() else "parse")
         pdf, metadata, pdf_url = _locate(source, tools, options)
@@ -220,18 +238,13 @@ def process_paper(source: str, settings: RunSettings, tools: BatchTools, options
         chat = RecordingChatModel(tools.chat) if options.record_dir else tools.chat
         # A recording must hold every exchange, so a recorded paper does not read the cache.
         llm = LLMContext(chat, settings, cache=None if options.record_dir else tools.cache)
+        recorded = (pdf, metadata, pdf_url)
         run: RunResult = run_pipeline(
             pdf, llm, document=document, metadata=metadata, pdf_url=pdf_url, check_runner=tools.check,
             progress=lambda stage, event, detail: tally.stage(source, stage) if event == "start" else None,
         )
         result.seconds.update(run.seconds)
-        if options.record_dir and isinstance(chat, RecordingChatModel):
-            target = options.record_dir / recording_name(source)
-            recording = build_recording(
-                pdf, target, document.sha256, metadata, pdf_url, pdf_url is not None, settings,
-                run.record.provenance.prompts, chat.interactions, tools.base_url,
-            )
-            save_recording(target, recording, run.record, pdf_copy=pdf if pdf_url else None)
+        _keep_recording(source, settings, tools, options, llm, recorded, run.record, None)
         result.record_id = tools.store.add(run.record, run_key=key, source_pages=run.document.pages)
         result.status = "done"
         if options.attach_threshold is not None:
@@ -241,6 +254,7 @@ def process_paper(source: str, settings: RunSettings, tools: BatchTools, options
             )
     except ClaimsError as exc:
         result.error = str(exc)
+        _keep_recording(source, settings, tools, options, llm, recorded, None, result.error)
     except Exception as exc:  # noqa: BLE001 - one paper's bug must not end the batch; it is reported
         result.error = f"internal error: {type(exc).__name__}: {exc}"
     finally:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Callable
 
-from .errors import ClaimsError
+from .errors import ClaimsError, StageOutputError
 from .grade import rate_certainty, starting_certainty
 from .ingest import DOI_PATTERN, Document, clean_doi
 from .llm import LLMContext, StageCall, ask_structured
@@ -49,7 +49,7 @@ from .models import (
     StudyDesign,
 )
 from .readability import MAX_GRADE, MAX_WORDS_PER_SENTENCE, Readability, score
-from .resources import load_instructions, load_prompt, record_schema_path
+from .resources import load_prompt, record_schema_path
 from .textmatch import locate, numbers_in, numbers_of
 
 REWRITE_PROMPT = "plain_language.md"
@@ -366,8 +366,10 @@ def model_rewriter(llm: LLMContext) -> Rewriter:
 
     def rewrite(text: str, readability: Readability) -> str:
         messages = prompt.render(text=text, grade=f"{readability.grade:g}", words_per_sentence=f"{readability.words_per_sentence:g}")
-        call = StageCall("rewrite", PlainLanguageRewrite, messages, load_instructions("repair.md")[0])
-        return ask_structured(llm, call).text
+        try:
+            return ask_structured(llm, StageCall("rewrite", PlainLanguageRewrite, messages)).text
+        except StageOutputError:
+            return text  # no usable rewrite: the text stays as it was, and flagged if above target
 
     return rewrite
 
@@ -410,10 +412,42 @@ def check_plain_language(record: ClaimRecord, rewrite: Rewriter | None) -> Check
     )
 
 
+# --------------------------------------------------------------------------- the model's answers
+
+MODEL_OUTPUT = "model_output"
+# Salvage changes that a reviewer need not act on: the record says what was done, as a note.
+_SALVAGE_NOTES = {"stance_id_mapped", "retagged_inferred"}
+
+
+def with_model_output(checks: list[CheckResult], salvaged: list[Flag]) -> list[CheckResult]:
+    """The checks with the salvage of the model's answers added to the `model_output` result.
+
+    Salvage happens while the model answers, so no re-check can repeat it: `run_checks` carries
+    this result over as it stands."""
+    earlier = next((c for c in checks if c.name == MODEL_OUTPUT), None)
+    found = (earlier.flags + earlier.notes if earlier else []) + salvaged
+    others = [c for c in checks if c.name != MODEL_OUTPUT]
+    if not found:
+        return others
+    flags = [f for f in found if f.code not in _SALVAGE_NOTES]
+    notes = [f for f in found if f.code in _SALVAGE_NOTES]
+    result = CheckResult(
+        name=MODEL_OUTPUT,
+        status=CheckStatus.flagged if flags else CheckStatus.passed,
+        summary=(f"{len(flags)} problem(s) in the model's answers kept and flagged" if flags
+                 else "the model's answers were mended") + (f"; {len(notes)} correction(s) noted" if notes else ""),
+        flags=flags,
+        notes=notes,
+    )
+    return [*others, result]
+
+
 # --------------------------------------------------------------------------- all of them
 
 
 def run_checks(record: ClaimRecord, sources: Sources, rewrite: Rewriter | None = None) -> list[CheckResult]:
+    """Every check afresh; the `model_output` result, which no re-check can redo, is kept."""
+    carried = [c for c in record.checks if c.name == MODEL_OUTPUT]
     quotes = check_quotes(record, sources)
     results = [
         quotes,
@@ -424,7 +458,7 @@ def run_checks(record: ClaimRecord, sources: Sources, rewrite: Rewriter | None =
         check_grade(record),
         check_plain_language(record, rewrite),
     ]
-    return results + [schema_check(record)]
+    return results + carried + [schema_check(record)]
 
 
 CheckRunner = Callable[[ClaimRecord, Sources, "Rewriter | None"], ClaimRecord]

@@ -32,7 +32,7 @@ from .config import (
     request_timeout,
 )
 from .doi import DoiCache, DoiSettings, Fetched, fetch, file_stem, looks_like_doi, normalise_doi
-from .errors import ClaimsError, InputError, ReplayError
+from .errors import ClaimsError, InputError, ReplayError, ReplayMissError
 from .evaluation import evaluate, read_dataset
 from .evidence import add_study
 from .files import write_bytes_atomic, write_json_atomic, write_text_atomic
@@ -51,7 +51,7 @@ from .recording import (
     save_recording,
 )
 from .render import FORMATS, render
-from .run import STAGES, RunResult, run_pipeline
+from .run import STAGES, RunResult, prompt_hashes, run_pipeline
 from .store import SQLiteStore
 
 MAX_DIFF_LINES = 200
@@ -184,6 +184,18 @@ def run(
     store = _open_store(db)
     pdf_path, metadata, pdf_url = _locate_study(source, pdf, refresh, max_pdf_mb)
     progress = StageProgress(err)
+
+    def keep_recording(result: Optional[RunResult], failure: Optional[str]) -> None:
+        if not (record and isinstance(chat, RecordingChatModel) and (result or chat.interactions)):
+            return
+        save_recording(record, build_recording(
+            pdf_path, record, hashlib.sha256(pdf_path.read_bytes()).hexdigest(), metadata, pdf_url, pdf_url is not None,
+            settings, result.record.provenance.prompts if result else prompt_hashes(), chat.interactions, base_url,
+            failure=failure,
+        ), result.record if result else None, pdf_copy=pdf_path if pdf_url else None)
+        what = "recording of the failed run" if failure else "recording"
+        err.print(f"{what} saved to {record} ({len(chat.interactions)} model exchanges)")
+
     try:
         # A recording must hold every exchange, so a recorded run does not read the cache.
         cache = None if (record or no_cache) else SQLiteResponseCache(default_cache_dir() / "responses.db")
@@ -191,16 +203,13 @@ def run(
             pdf_path, LLMContext(chat, settings, cache=cache), metadata=metadata, pdf_url=pdf_url, strict=strict,
             progress=progress,
         )
+    except ClaimsError as exc:
+        progress.stop()
+        keep_recording(None, str(exc))
+        raise
     finally:
         progress.stop()
-    if record and isinstance(chat, RecordingChatModel):
-        downloaded = pdf_url is not None
-        recording = build_recording(
-            pdf_path, record, result.document.sha256, metadata, pdf_url, downloaded, settings,
-            result.record.provenance.prompts, chat.interactions, base_url,
-        )
-        save_recording(record, recording, result.record, pdf_copy=pdf_path if downloaded else None)
-        err.print(f"recording saved to {record} ({len(chat.interactions)} model exchanges)")
+    keep_recording(result, None)
     store.add(result.record, source_pages=result.document.pages)
     _summary(result)
     out.print(f"record {result.record.record_id} saved as a draft in {store.path}")
@@ -298,10 +307,13 @@ def _replay_one(directory: Path, pdf_override: Optional[Path], show: bool) -> No
     if recording.kind == "eval":
         _replay_eval(directory, recording)
         return
-    assert recorded is not None
     pdf = recorded_pdf(directory, recording, pdf_override)
     llm = LLMContext(ReplayChatModel(recording), recording.run_settings())
     metadata, pdf_url = recording.input.metadata, recording.input.pdf_url
+    if recording.failure is not None:
+        _replay_failure(directory, recording, pdf, llm)
+        return
+    assert recorded is not None
     if recording.kind == "add-evidence":
         replayed = _replay_add_evidence(recording, recorded, pdf, llm)
     else:
@@ -322,6 +334,21 @@ def _replay_one(directory: Path, pdf_override: Optional[Path], show: bool) -> No
         f"(recorded against {recording.made_against.split(';')[0]})",
         markup=False,
     )
+
+
+def _replay_failure(directory: Path, recording: Recording, pdf: Path, llm: LLMContext) -> None:
+    """A failed run's recording replays when the run fails again, with the same error."""
+    try:
+        run_pipeline(pdf, llm, metadata=recording.input.metadata, pdf_url=recording.input.pdf_url)
+    except ReplayMissError:
+        raise
+    except ClaimsError as exc:
+        if str(exc) != recording.failure:
+            raise ReplayError(f"the run failed differently: recorded {recording.failure!r}, now {str(exc)!r}") from exc
+        out.print(f"ok {directory}: {len(recording.interactions)} recorded exchanges, failed as recorded "
+                  f"({recording.failure})", markup=False)
+        return
+    raise ReplayError(f"the recorded run failed ({recording.failure}); the replay did not")
 
 
 def _replay_eval(directory: Path, recording: Recording) -> None:

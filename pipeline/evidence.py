@@ -26,11 +26,11 @@ from datetime import datetime, timezone
 
 from rapidfuzz import fuzz
 
-from .check import Rewriter, Sources, run_checks
+from .check import Rewriter, Sources, run_checks, with_model_output
 from .doi import canonical_citation
-from .draft import findings_json
+from .draft import check_steps, findings_json, salvage_steps
 from .extract import extract
-from .grade import check_domains, design_rank, rate_certainty, starting_certainty, strongest_first
+from .grade import design_rank, rate_certainty, starting_certainty, strongest_first
 from .ingest import Document
 from .llm import LLMContext, StageCall, ask_structured
 from .models import (
@@ -38,7 +38,7 @@ from .models import (
     ClaimRecord,
     EvidenceScores,
     Finding,
-    GradeDomain,
+    Flag,
     Mechanism,
     ReviewStatus,
     Stance,
@@ -48,7 +48,8 @@ from .models import (
     StudyMetadata,
     SynthesisOutput,
 )
-from .resources import load_instructions, load_prompt, prompt_sha256
+from .resources import load_prompt, prompt_sha256
+from .strict_schema import RequestFacts
 from .run import stage_usage, study_reference
 
 STANCE_PROMPT = "stance.md"
@@ -76,7 +77,7 @@ SCORE_FORMULA = "sum over the side's studies of design weight x (1 + log10(1 + n
 
 
 def study_weight(study: Study) -> float:
-    sizes = [f.sample_size for f in study.findings if f.sample_size]
+    sizes = [f.sample_size for f in study.findings if f.sample_size and f.sample_size > 0]
     size_factor = 1 + math.log10(1 + max(sizes) / 10) if sizes else 1.0
     return DESIGN_WEIGHT[study.design] * size_factor * 10
 
@@ -91,7 +92,10 @@ def evidence_scores(studies: list[Study]) -> EvidenceScores:
 # --------------------------------------------------------------------------- stance and synthesis
 
 
-def classify_stance(claim: str, document: Document, findings: list[Finding], llm: LLMContext) -> StanceOutput:
+def classify_stance(
+    claim: str, document: Document, findings: list[Finding], llm: LLMContext, study_index: int = 0
+) -> StanceOutput:
+    """`study_index`: where the study will stand in the record, for the paths of salvage flags."""
     prompt = load_prompt(STANCE_PROMPT, frozenset({"claim", "study_id", "findings", "paper_text"}))
     messages = prompt.render(
         claim=claim, study_id=document.study_id, findings=findings_json(findings),
@@ -107,8 +111,20 @@ def classify_stance(claim: str, document: Document, findings: list[Finding], llm
             problems.append("quote: a supporting or contradicting stance needs the passage it rests on")
         return problems
 
-    call = StageCall("stance", StanceOutput, messages, load_instructions("repair.md")[0], check)
-    return ask_structured(llm, call)
+    def salvage(output: StanceOutput) -> list[Flag]:
+        """Only one study was given, so a stance under another id can only be its stance."""
+        flags = []
+        if output.study_id != document.study_id:
+            flags.append(Flag(where=f"studies[{study_index}].stance", code="stance_id_mapped",
+                              message=f"the model gave the stance under {output.study_id}; taken as this study's"))
+            output.study_id = document.study_id
+        if output.stance is not Stance.no_clear_bearing and output.quote is None:
+            flags.append(Flag(where=f"studies[{study_index}].stance_quote", code="stance_without_quote",
+                              message=f"the model called the study {output.stance.value} without the passage it rests on"))
+        return flags
+
+    facts = RequestFacts(study_ids=(document.study_id,), pages=len(document.pages))
+    return ask_structured(llm, StageCall("stance", StanceOutput, messages, check, facts, salvage))
 
 
 def _studies_json(studies: list[Study]) -> str:
@@ -131,20 +147,12 @@ def synthesise(claim: str, studies: list[Study], llm: LLMContext) -> SynthesisOu
     known = [s.reference.study_id for s in studies]
 
     def check(output: SynthesisOutput) -> list[str]:
-        problems = check_domains(output.domains)
-        for step in output.causal_chain:
-            step.citations = [canonical_citation(cited, known) for cited in step.citations]
-        for k, step in enumerate(output.causal_chain):
-            for cited in step.citations:
-                if cited not in known:
-                    problems.append(f"causal_chain.{k}.citations: {cited} is not one of the studies given")
-            if not step.citations:
-                problems.append(f"causal_chain.{k}.citations: cite at least one study")
-        if not output.gold_standard:
-            problems.append("gold_standard: describe at least one ideal study still missing")
-        return problems
+        return check_steps(output.causal_chain, known)
 
-    call = StageCall("synthesis", SynthesisOutput, messages, load_instructions("repair.md")[0], check)
+    def salvage(output: SynthesisOutput) -> list[Flag]:
+        return salvage_steps(output.causal_chain, known)
+
+    call = StageCall("synthesis", SynthesisOutput, messages, check, RequestFacts(study_ids=tuple(known)), salvage)
     return ask_structured(llm, call)
 
 
@@ -174,8 +182,9 @@ def add_study(
     generated_at: str | None = None,
 ) -> tuple[ClaimRecord, StanceOutput]:
     """The record with the study added and everything re-synthesised, as a new draft."""
-    extracted = extract(document, llm)
-    stance = classify_stance(record.claim.text, document, extracted.findings, llm)
+    index = len(record.studies)
+    extracted = extract(document, llm, study_index=index)
+    stance = classify_stance(record.claim.text, document, extracted.findings, llm, index)
     study = Study(
         reference=study_reference(document, extracted.bibliography, metadata, pdf_url),
         design=study_design(extracted.findings),
@@ -189,7 +198,7 @@ def add_study(
     studies = [*record.studies, study]
     synthesis = synthesise(record.claim.text, studies, llm)
     design = body_design(studies)
-    domains = sorted(synthesis.domains, key=lambda d: list(GradeDomain).index(d.domain))
+    domains, upgrades = synthesis.domains.assessments(), synthesis.upgrades.assessments()
     provenance = record.provenance.model_copy(deep=True)
     provenance.prompts.update({STANCE_PROMPT: prompt_sha256(STANCE_PROMPT), SYNTHESIS_PROMPT: prompt_sha256(SYNTHESIS_PROMPT)})
     provenance.generated_at = generated_at or datetime.now(timezone.utc).replace(microsecond=0).isoformat()
@@ -207,17 +216,19 @@ def add_study(
                 design=design,
                 design_rationale=f"Body of evidence of {len(studies)} studies; its strongest design bearing on the claim.",
                 starting_certainty=starting_certainty(design),
-                certainty=rate_certainty(design, domains, synthesis.upgrades),
+                certainty=rate_certainty(design, domains, upgrades),
                 domains=domains,
-                upgrades=synthesis.upgrades,
+                upgrades=upgrades,
             ),
             "gold_standard": strongest_first(synthesis.gold_standard),
             "scores": evidence_scores(studies),
             "provenance": provenance,
         },
     )
+    updated.checks = with_model_output(updated.checks, llm.salvaged)
     updated.checks = run_checks(updated, {**sources, document.study_id: document}, rewrite)
     updated.provenance.usage = stage_usage(llm.usage)
+    updated.provenance.answered_by = list(dict.fromkeys([*record.provenance.answered_by, *llm.usage.answered_by]))
     return updated, stance
 
 

@@ -4,30 +4,47 @@ from __future__ import annotations
 
 from .ingest import Document
 from .llm import LLMContext, StageCall, ask_structured
-from .models import ExtractOutput
-from .resources import load_instructions, load_prompt
+from .models import ExtractOutput, Flag
+from .resources import load_prompt
+from .strict_schema import RequestFacts
 
 PROMPT_FILE = "extract.md"
 SECTIONS = ("front", "abstract", "methods", "results")
 
 
-def extract(document: Document, llm: LLMContext) -> ExtractOutput:
+def extract(document: Document, llm: LLMContext, study_index: int = 0) -> ExtractOutput:
+    """`study_index`: where the study will stand in the record, for the paths of salvage flags."""
     prompt = load_prompt(PROMPT_FILE, frozenset({"study_id", "paper_text"}))
     messages = prompt.render(
         study_id=document.study_id,
         paper_text=document.text_of(SECTIONS, llm.settings.stage_text_budget["extract"]),
     )
-    call = StageCall("extract", ExtractOutput, messages, load_instructions("repair.md")[0], check_extract)
-    return ask_structured(llm, call)
+
+    def salvage(output: ExtractOutput) -> list[Flag] | None:
+        return salvage_extract(output, study_index)
+
+    facts = RequestFacts(study_ids=(document.study_id,), pages=len(document.pages))
+    return ask_structured(llm, StageCall("extract", ExtractOutput, messages, check_extract, facts, salvage))
 
 
 def check_extract(output: ExtractOutput) -> list[str]:
-    problems = []
-    if not output.findings:
-        problems.append("findings: list at least one finding the paper reports")
-    for index, finding in enumerate(output.findings):
-        if not finding.quote.text.strip():
-            problems.append(f"findings.{index}.quote.text: the quote is empty")
-        if finding.quote.page < 1:
-            problems.append(f"findings.{index}.quote.page: pages start at 1")
-    return problems
+    """What the schema cannot say: a quote must hold some text."""
+    return [
+        f"findings.{index}.quote.text: the quote is empty"
+        for index, finding in enumerate(output.findings)
+        if not finding.quote.text.strip()
+    ]
+
+
+def salvage_extract(output: ExtractOutput, study_index: int) -> list[Flag] | None:
+    """Findings without a quote are dropped (and flagged); with none left, nothing is usable.
+    A page beyond the paper is left to the quote check, which finds the right one or flags it."""
+    kept = [finding for finding in output.findings if finding.quote.text.strip()]
+    if not kept:
+        return None
+    dropped = len(output.findings) - len(kept)
+    output.findings = kept
+    if not dropped:
+        return []
+    return [Flag(where=f"studies[{study_index}].findings", code="finding_dropped",
+                 message=f"the model gave {dropped} finding(s) without a quote; dropped: check the paper for what is missing")]

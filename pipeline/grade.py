@@ -1,8 +1,10 @@
 """Stage 4, grade: the design, GRADE certainty and the gold-standard evidence still needed.
 
-The model rates the five downgrade domains and any upgrades; the certainty itself is computed
-here from the design's starting level, as GRADE prescribes, so it cannot drift from the ratings.
-The gold-standard list is re-ordered strongest design first whatever order the model used.
+The model rates the five downgrade domains (an object with one key each, so the schema makes
+every domain rated exactly once) and any upgrades (one key per factor, null where none applies);
+the certainty itself is computed here from the design's starting level, as GRADE prescribes, so
+it cannot drift from the ratings. The gold-standard list is re-ordered strongest design first
+whatever order the model used.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from .models import (
     DomainRating,
     Finding,
     GoldStandardStudy,
-    GradeDomain,
     GradeOutput,
     StudyDesign,
     UpgradeAssessment,
 )
-from .resources import load_instructions, load_prompt
+from .resources import load_prompt
+from .strict_schema import RequestFacts
 
 PROMPT_FILE = "grade.md"
 SECTIONS = ("abstract", "methods")  # the results reach it as the extracted findings
@@ -79,34 +81,16 @@ def grade(
         findings=findings_json(findings),
         paper_text=document.text_of(SECTIONS, llm.settings.stage_text_budget["grade"]),
     )
-    call = StageCall("grade", GradeOutput, messages, load_instructions("repair.md")[0], check_grade)
+    # Every rule of the grade stage is in its schema: there is nothing left to check or salvage.
+    call = StageCall("grade", GradeOutput, messages, facts=RequestFacts(pages=len(document.pages)))
     output: GradeOutput = ask_structured(llm, call)
-    domains = sorted(output.domains, key=lambda domain: list(GradeDomain).index(domain.domain))
+    domains, upgrades = output.domains.assessments(), output.upgrades.assessments()
     assessment = CertaintyAssessment(
         design=output.design,
         design_rationale=output.design_rationale,
         starting_certainty=starting_certainty(output.design),
-        certainty=rate_certainty(output.design, domains, output.upgrades),
+        certainty=rate_certainty(output.design, domains, upgrades),
         domains=domains,
-        upgrades=output.upgrades,
+        upgrades=upgrades,
     )
     return assessment, strongest_first(output.gold_standard)
-
-
-def check_domains(domains: list[DomainAssessment]) -> list[str]:
-    rated = [domain.domain for domain in domains]
-    return [
-        f"domains: rate {domain.value} exactly once (found {rated.count(domain)})"
-        for domain in GradeDomain
-        if rated.count(domain) != 1
-    ]
-
-
-def check_grade(output: GradeOutput) -> list[str]:
-    problems = check_domains(output.domains)
-    if not output.gold_standard:
-        problems.append("gold_standard: describe at least one ideal study")
-    factors = [upgrade.factor for upgrade in output.upgrades]
-    if len(factors) != len(set(factors)):
-        problems.append("upgrades: give each factor at most once")
-    return problems

@@ -7,9 +7,17 @@ Three implementations share it:
 - `RecordingChatModel` wraps another one and keeps every request and response;
 - `ReplayChatModel` (in `recording.py`) answers from a recording, matched on request content.
 
-`ask_structured` sits on top: it sends one stage's request, validates the answer against the
-stage's pydantic model and, when it does not validate, sends one repair request carrying the
-validation errors. Tokens of every attempt are counted, not only the last.
+`ask_structured` sits on top: it sends one stage's request with the schema built for it, reads
+the answer as real servers write it (prose or a code fence around the JSON, raw control
+characters in strings), checks it against the exact schema sent and the stage's own rules, and:
+- retries an answer cut off before its end (`finish_reason: length`, or JSON that stops short) as
+  a transient failure, asking for a briefer answer and varying the seed, so a deterministic
+  server does not repeat itself;
+- sends one repair request for an answer that breaks a rule, never re-sending a cut-off answer;
+- when the repair breaks a rule too, lets the stage salvage what is usable: the fixes become
+  flags or notes for the reviewer (`LLMContext.salvaged`), and the stage fails only when nothing
+  usable came back.
+Tokens of every attempt are counted, not only the last.
 """
 
 from __future__ import annotations
@@ -22,11 +30,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, TypeVar
 
+from jsonschema import Draft202012Validator
 from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from .errors import ConfigError, LLMError, LLMRefusalError, LLMUnavailableError, StageOutputError
+from .models import Flag
+from .resources import load_instructions
 from .retry import RetryError, RetryPolicy, call_with_retries
-from .strict_schema import strict_json_schema
+from .strict_schema import RequestFacts, request_schema
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -67,6 +78,13 @@ class ChatResponse(BaseModel):
     finish_reason: str | None = None
     usage: Usage = Usage()
     served_by: str | None = None  # the response's system_fingerprint, e.g. the scripted endpoint's
+    model: str | None = None  # the model the server says answered (response.model)
+
+    def answered_by(self) -> str | None:
+        """'model (fingerprint)': what the server said answered, for the record's provenance."""
+        if not self.model and not self.served_by:
+            return None
+        return f"{self.model or 'unnamed model'}" + (f" ({self.served_by})" if self.served_by else "")
 
 
 class ChatModel(Protocol):
@@ -144,6 +162,7 @@ class OpenAIChatModel:
                 completion_tokens=usage.completion_tokens if usage else 0,
             ),
             served_by=completion.system_fingerprint,
+            model=completion.model,
         )
 
     def _create(self, request: ChatRequest) -> Any:
@@ -174,13 +193,28 @@ def response_from_completion(body: dict[str, Any]) -> ChatResponse:
         finish_reason=choice.get("finish_reason"),
         usage=Usage(prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0)),
         served_by=body.get("system_fingerprint"),
+        model=body.get("model"),
     )
 
 
 def _describe(exc: BaseException | None) -> str:
+    """The status and the server's own words (e.g. 'maximum context length is 8192 tokens')."""
     status = getattr(exc, "status_code", None)
     name = type(exc).__name__
-    return f"HTTP {status} {name}" if status else name
+    said = _server_message(exc)
+    return (f"HTTP {status} {name}" if status else name) + (f": {said}" if said else "")
+
+
+def _server_message(exc: BaseException | None) -> str:
+    body = getattr(exc, "body", None)
+    message: Any = None
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        message = error.get("message") if isinstance(error, dict) else error
+    if not message and getattr(exc, "status_code", None):
+        message = getattr(exc, "message", None)
+    text = " ".join(str(message).split()) if message else ""
+    return text[:300] + ("..." if len(text) > 300 else "")
 
 
 # --------------------------------------------------------------------------- recording
@@ -202,7 +236,14 @@ class RecordingChatModel:
     interactions: list[Interaction] = field(default_factory=list)
 
     def complete(self, request: ChatRequest) -> ChatResponse:
-        response = self.inner.complete(request)
+        try:
+            response = self.inner.complete(request)
+        except LLMError as exc:
+            # Kept so a failed run's recording shows what the server said; replay raises it again.
+            self.interactions.append(
+                Interaction(request.stage, request.fingerprint(), request.content(), {"error": str(exc)})
+            )
+            raise
         self.interactions.append(
             Interaction(request.stage, request.fingerprint(), request.content(), response.model_dump())
         )
@@ -225,12 +266,15 @@ class UsageLog:
     """Model calls and tokens per stage, across every attempt; answers from the cache cost none."""
 
     by_stage: dict[str, StageTally] = field(default_factory=dict)
+    answered_by: dict[str, None] = field(default_factory=dict)  # an ordered set
 
-    def add(self, stage: str, usage: Usage) -> None:
+    def add(self, stage: str, response: ChatResponse) -> None:
         tally = self.by_stage.setdefault(stage, StageTally())
         tally.calls += 1
-        tally.prompt_tokens += usage.prompt_tokens
-        tally.completion_tokens += usage.completion_tokens
+        tally.prompt_tokens += response.usage.prompt_tokens
+        tally.completion_tokens += response.usage.completion_tokens
+        if who := response.answered_by():
+            self.answered_by[who] = None
 
     def add_cached(self, stage: str) -> None:
         self.by_stage.setdefault(stage, StageTally()).cached_calls += 1
@@ -254,77 +298,200 @@ class ResponseCache(Protocol):
 
 @dataclass
 class LLMContext:
-    """What every model-calling stage needs: the model, the run settings, the tally, the cache."""
+    """What every model-calling stage needs: the model, the run settings, the tally, the cache,
+    and what the stages salvaged from answers that broke a rule even after the repair."""
 
     chat: ChatModel
     settings: Any  # config.RunSettings (not imported here: config is the lower layer)
     usage: UsageLog = field(default_factory=UsageLog)
     cache: ResponseCache | None = None
+    salvaged: list[Flag] = field(default_factory=list)
+
+
+REPAIR_PROMPT = "repair.md"
+SHORTER_PROMPT = "retry_shorter.md"
+TRUNCATION_RETRIES = 2  # a cut-off answer is asked again this often before it counts as a failure
+
+
+def no_problems(_: Any) -> list[str]:
+    return []
 
 
 @dataclass(frozen=True)
 class StageCall:
+    """One stage's request. `check` finds what no schema can say (an empty quote). `salvage`
+    mends an answer that still breaks a rule after the repair, returning flags that say what it
+    changed, or None when nothing usable is left; whatever rule is still broken after it is
+    flagged as it stands (see `_salvage`)."""
+
     stage: str
     output: type[BaseModel]
     messages: list[dict[str, str]]
-    repair_instructions: str
-    check: Callable[[Any], list[str]] = lambda _: []  # semantic problems beyond the schema
+    check: Callable[[Any], list[str]] = no_problems
+    facts: RequestFacts = RequestFacts()
+    salvage: Callable[[Any], list[Flag] | None] | None = None
+
+
+@dataclass
+class _Reading:
+    parsed: Any = None  # the answer as the stage's model, when it has that shape
+    problems: list[str] = field(default_factory=list)
+    cut_off: bool = False
+
+    @property
+    def usable(self) -> bool:
+        return self.parsed is not None and not self.problems
 
 
 def ask_structured(llm: LLMContext, call: StageCall) -> Any:
-    """The stage's answer, validated. A cached answer is used when it still validates; only an
-    answer that validated is cached (under the first request's fingerprint), never a failure."""
-    schema = {"name": call.stage, "schema": strict_json_schema(call.output)}
+    """The stage's answer, valid against the schema sent and the stage's rules, or salvaged.
+
+    A cached answer is used when it is still valid; only a valid answer is cached (under the
+    first request's fingerprint), never a failure or a salvaged one."""
+    schema = {"name": call.stage, "schema": request_schema(call.output, call.facts)}
+    validator = Draft202012Validator(schema["schema"])
     params = llm.settings.params()
-    messages = list(call.messages)
-    first = ChatRequest(stage=call.stage, model=llm.settings.model, messages=messages, output_schema=schema, params=params)
+    first = ChatRequest(stage=call.stage, model=llm.settings.model, messages=call.messages, output_schema=schema, params=params)
     if llm.cache is not None and (cached := llm.cache.get(first.fingerprint())) is not None:
-        parsed, _ = _parse(call, ChatResponse(content=cached, finish_reason="stop"))
-        if parsed is not None:
+        reading = _read(call, validator, ChatResponse(content=cached, finish_reason="stop"))
+        if reading.usable:
             llm.usage.add_cached(call.stage)
-            return parsed
-    problems: list[str] = []
-    request = first
-    for attempt in range(2):
+            return reading.parsed
+    request, retries, repaired, best = first, 0, False, None
+    while True:
         response = llm.chat.complete(request)
-        llm.usage.add(call.stage, response.usage)
+        llm.usage.add(call.stage, response)
         if response.refusal:
             raise LLMRefusalError(f"stage {call.stage}: the model refused: {response.refusal[:200]}")
-        parsed, problems = _parse(call, response)
-        if parsed is not None:
+        reading = _read(call, validator, response)
+        if reading.usable:
             if llm.cache is not None:
                 llm.cache.put(first.fingerprint(), call.stage, response.content or "")
-            return parsed
-        if attempt == 0:
-            messages = messages + [
-                {"role": "assistant", "content": response.content or ""},
-                {"role": "user", "content": call.repair_instructions + "\n\nProblems:\n- " + "\n- ".join(problems)},
-            ]
-            request = ChatRequest(stage=call.stage, model=llm.settings.model, messages=messages, output_schema=schema, params=params)
-    raise StageOutputError(call.stage, problems)
+            return reading.parsed
+        if reading.parsed is not None:
+            best = reading
+        if reading.cut_off and retries < TRUNCATION_RETRIES:
+            retries += 1
+            request = _retry_request(first, retries, response)
+        elif not repaired:
+            repaired = True
+            request = _repair_request(first, retries + 1, response, reading)
+        else:
+            break
+    return _salvage(llm, call, validator, best, reading.problems)
 
 
-_FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*?)\n\s*```\s*$", re.DOTALL)
+def _salvage(
+    llm: LLMContext, call: StageCall, validator: Draft202012Validator, best: _Reading | None, problems: list[str]
+) -> Any:
+    """The last answer that had the stage's shape, mended by the stage where it can be, every
+    rule still broken flagged for the reviewer: a flagged draft rather than nothing. Fails only
+    when no answer had the stage's shape, or the stage finds nothing usable in it."""
+    flags = call.salvage(best.parsed) if best is not None and call.salvage is not None else []
+    if best is None or flags is None:
+        raise StageOutputError(call.stage, problems)
+    flags += [
+        Flag(where=f"{call.stage} answer: {problem.split(':')[0]}", code="model_output",
+             message=f"the model's answer still broke a rule after a repair request: {problem}")
+        for problem in _problems(call, validator, best.parsed)
+    ]
+    llm.salvaged.extend(flags)
+    return best.parsed
 
 
-def _unfenced(content: str) -> str:
-    """Some local servers wrap the JSON in a Markdown code fence even in JSON mode."""
-    match = _FENCE.match(content)
-    return match.group(1) if match else content
+def _varied(params: dict[str, Any], attempt: int) -> dict[str, Any]:
+    """The same parameters with the seed moved on, so a deterministic server answers afresh."""
+    return {**params, "seed": params["seed"] + attempt} if params.get("seed") is not None else dict(params)
 
 
-def _parse(call: StageCall, response: ChatResponse) -> tuple[Any, list[str]]:
-    if not response.content:
-        return None, ["the answer was empty"]
-    problems: list[str] = []
+def _retry_request(first: ChatRequest, attempt: int, response: ChatResponse) -> ChatRequest:
+    """Ask again after a cut-off answer; at the token limit, ask for a briefer one. The cut-off
+    answer is never sent back: it could push the conversation past the server's context."""
+    messages = list(first.messages)
     if response.finish_reason == "length":
-        problems.append("the answer was cut off at the token limit; answer more briefly")
+        messages.append({"role": "user", "content": load_instructions(SHORTER_PROMPT)[0]})
+    return first.model_copy(update={"messages": messages, "params": _varied(first.params, attempt)})
+
+
+def _repair_request(first: ChatRequest, attempt: int, response: ChatResponse, reading: _Reading) -> ChatRequest:
+    messages = list(first.messages)
+    if not reading.cut_off:
+        messages.append({"role": "assistant", "content": response.content or ""})
+    problems = reading.problems
+    messages.append({"role": "user", "content": load_instructions(REPAIR_PROMPT)[0] + "\n\nProblems:\n- " + "\n- ".join(problems)})
+    return first.model_copy(update={"messages": messages, "params": _varied(first.params, attempt)})
+
+
+def _read(call: StageCall, validator: Draft202012Validator, response: ChatResponse) -> _Reading:
+    """Parse as leniently as real servers need, then hold the answer to the schema that was sent."""
+    if not response.content or not response.content.strip():
+        return _Reading(problems=["the answer was empty"], cut_off=response.finish_reason == "length")
+    cut_off = response.finish_reason == "length"
     try:
-        parsed = call.output.model_validate_json(_unfenced(response.content))
+        data = json_object_in(response.content)
+    except NoJSONObject as exc:
+        return _Reading(problems=[f"(top level): {exc}"], cut_off=cut_off or exc.cut_off)
+    try:
+        parsed = call.output.model_validate(data)
     except ValidationError as exc:
-        for error in exc.errors(include_url=False):
-            where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-            problems.append(f"{where}: {error['msg']}")
-        return None, problems
-    problems = call.check(parsed)
-    return (None, problems) if problems else (parsed, [])
+        return _Reading(problems=_pydantic_problems(exc), cut_off=cut_off)
+    problems = _problems(call, validator, parsed)
+    if cut_off and not problems:
+        problems = ["the answer was cut off at the token limit"]
+    return _Reading(parsed=parsed, problems=problems, cut_off=cut_off)
+
+
+def _problems(call: StageCall, validator: Draft202012Validator, parsed: BaseModel) -> list[str]:
+    """The rules the answer breaks: the schema that was sent, then the stage's own."""
+    problems = [_schema_problem(error) for error in validator.iter_errors(parsed.model_dump(mode="json"))]
+    return problems + call.check(parsed)
+
+
+def _pydantic_problems(exc: ValidationError) -> list[str]:
+    return [
+        f"{'.'.join(str(part) for part in error['loc']) or '(top level)'}: {error['msg']}"
+        for error in exc.errors(include_url=False)
+    ]
+
+
+def _schema_problem(error: Any) -> str:
+    where = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+    return f"{where}: {error.message[:200]}"
+
+
+_DECODER = json.JSONDecoder(strict=False)  # strict=False: raw newlines and tabs inside strings
+_MAX_STARTS = 20
+
+
+class NoJSONObject(ValueError):
+    """No JSON object in an answer; `cut_off` when the JSON stops short (a string or object
+    still open at the end), which a retry may mend, rather than being malformed."""
+
+    def __init__(self, message: str, cut_off: bool):
+        super().__init__(message)
+        self.cut_off = cut_off
+
+
+def json_object_in(content: str) -> Any:
+    """The first JSON object in an answer: bare, in a Markdown code fence, or after some prose."""
+    first_error: json.JSONDecodeError | None = None
+    start = content.find("{")
+    for _ in range(_MAX_STARTS):
+        if start < 0:
+            break
+        try:
+            data, _end = _DECODER.raw_decode(content, start)
+            if isinstance(data, dict):
+                return data
+        except json.JSONDecodeError as exc:
+            if _stops_short(exc, content):  # an inner '{' would only give a fragment of it
+                raise NoJSONObject(f"Invalid JSON: {exc}", cut_off=True) from None
+            first_error = first_error or exc
+        start = content.find("{", start + 1)
+    if first_error is None:
+        raise NoJSONObject("the answer holds no JSON object", cut_off=False)
+    raise NoJSONObject(f"Invalid JSON: {first_error}", cut_off=False)
+
+
+def _stops_short(error: json.JSONDecodeError, content: str) -> bool:
+    return error.msg.startswith("Unterminated string") or error.pos >= len(content.rstrip())

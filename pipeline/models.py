@@ -5,6 +5,14 @@ what the model is asked to return; a strict JSON Schema is derived from each (se
 `strict_schema.py`). The *record* (`ClaimRecord`) is what the pipeline assembles from them and
 stores; `schemas/claim_record.schema.json` is generated from it and checked in.
 
+A stage's output schema carries every rule the strict JSON Schema subset can say (enums, counts,
+bounds), because what the schema does not say a constrained decoder cannot enforce. Those rules sit
+under an `x-stage` key (see `stage_rule`): `strict_schema.request_schema` turns them into
+keywords for each request, filling in what depends on the request (`$study_ids`: the ids of the
+studies given; `$pages`: the paper's page count; `$studies`: how many studies were given). The
+record schema leaves them out, so records made before a rule existed still load; the answer is
+checked against the exact schema sent (`llm.ask_structured`).
+
 Numbers the model returns are validated in pydantic's lax mode on purpose: a model that writes
 `12.0` for a sample size or `"0.05"` for a number should not crash a run (a lesson from peers'
 trackers), while a value of the wrong kind still fails validation and triggers one repair.
@@ -13,14 +21,25 @@ trackers), while a value of the wrong kind still fails validation and triggers o
 from __future__ import annotations
 
 from enum import Enum
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1.4"
+SCHEMA_VERSION = "1.5"
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+
+def stage_rule(**keywords: Any) -> dict[str, Any]:
+    """JSON Schema keywords for the stage output schemas only (see the module docstring)."""
+    return {"x-stage": keywords}
+
+
+StudyId = Annotated[str, Field(json_schema_extra=stage_rule(enum="$study_ids"))]
+PositiveInt = Annotated[int, Field(json_schema_extra=stage_rule(minimum=1))]
+Percent = Annotated[float, Field(json_schema_extra=stage_rule(exclusiveMinimum=0, maximum=100))]
 
 
 # --------------------------------------------------------------------------- vocabularies
@@ -117,7 +136,10 @@ class CheckStatus(str, Enum):
 
 class Quote(_Model):
     text: str = Field(description="Verbatim text copied from the paper, not paraphrased.")
-    page: int = Field(description="1-based page number of the PDF where the text appears.")
+    page: int = Field(
+        description="1-based page number of the PDF where the text appears.",
+        json_schema_extra=stage_rule(minimum=1, maximum="$pages"),
+    )
 
 
 class EffectEstimate(_Model):
@@ -126,7 +148,7 @@ class EffectEstimate(_Model):
     )
     value: float | None
     unit: str | None
-    ci_level: float | None = Field(description="Confidence level in percent, e.g. 95.")
+    ci_level: Percent | None = Field(description="Confidence level in percent, e.g. 95.")
     ci_lower: float | None
     ci_upper: float | None
     p_value: str | None = Field(description="As reported, e.g. '<0.001' or '0.48'.")
@@ -139,14 +161,16 @@ class Finding(_Model):
     outcome: str
     direction: Direction
     effect: EffectEstimate | None
-    sample_size: int | None = Field(description="Participants analysed for this finding.")
+    sample_size: PositiveInt | None = Field(description="Participants analysed for this finding.")
     design: StudyDesign
     quote: Quote
 
 
 class CausalStep(_Model):
     text: str
-    citations: list[str] = Field(description="study_id values of the studies this step rests on.")
+    citations: list[StudyId] = Field(
+        description="study_id values of the studies this step rests on.", json_schema_extra=stage_rule(minItems=1)
+    )
     basis: StepBasis
     quote: Quote | None = Field(description="For a reported step: the passage that reports it.")
 
@@ -155,6 +179,49 @@ class DomainAssessment(_Model):
     domain: GradeDomain
     rating: DomainRating
     explanation: str
+
+
+class DomainJudgement(_Model):
+    rating: DomainRating
+    explanation: str
+
+
+class GradeDomains(_Model):
+    """The five GRADE domains, each rated once: an object with five keys, so a schema can say it."""
+
+    risk_of_bias: DomainJudgement
+    inconsistency: DomainJudgement
+    indirectness: DomainJudgement
+    imprecision: DomainJudgement
+    publication_bias: DomainJudgement
+
+    def assessments(self) -> list["DomainAssessment"]:
+        return [
+            DomainAssessment(domain=domain, rating=judgement.rating, explanation=judgement.explanation)
+            for domain in GradeDomain
+            for judgement in [getattr(self, domain.value)]
+        ]
+
+
+class UpgradeJudgement(_Model):
+    levels: int = Field(description="1 or 2 levels up.", json_schema_extra=stage_rule(minimum=1, maximum=2))
+    explanation: str
+
+
+class GradeUpgrades(_Model):
+    """Each upgrade factor at most once: null where it does not apply."""
+
+    large_effect: UpgradeJudgement | None
+    dose_response: UpgradeJudgement | None
+    plausible_confounding: UpgradeJudgement | None
+
+    def assessments(self) -> list["UpgradeAssessment"]:
+        return [
+            # clamped: an out-of-range answer is flagged by the schema check, not a crash here
+            UpgradeAssessment(factor=factor, levels=min(judgement.levels, 2), explanation=judgement.explanation)
+            for factor in UpgradeFactor
+            if (judgement := getattr(self, factor.value)) is not None and judgement.levels > 0
+        ]
 
 
 class UpgradeAssessment(_Model):
@@ -192,11 +259,11 @@ class ExtractOutput(_Model):
     """What the extract stage asks the model for."""
 
     bibliography: Bibliography
-    findings: list[Finding]
+    findings: list[Finding] = Field(json_schema_extra=stage_rule(minItems=1))
 
 
 class StudyStanceOutput(_Model):
-    study_id: str
+    study_id: StudyId
     stance: Stance
     summary: str = Field(description="One plain-language line on what the study found.")
 
@@ -209,8 +276,10 @@ class DraftOutput(_Model):
     original_statement: Quote
     plain_language: str = Field(description="How it works, in plain language (grade 8 or lower).")
     mechanism_summary: str = Field(description="'In simple terms' summary of the most probable mechanism.")
-    causal_chain: list[CausalStep]
-    stances: list[StudyStanceOutput]
+    causal_chain: list[CausalStep] = Field(json_schema_extra=stage_rule(minItems=1))
+    stances: list[StudyStanceOutput] = Field(
+        description="One per study given.", json_schema_extra=stage_rule(minItems="$studies", maxItems="$studies")
+    )
 
 
 class PlainLanguageRewrite(_Model):
@@ -219,10 +288,13 @@ class PlainLanguageRewrite(_Model):
     text: str
 
 
+GoldStandardList = Annotated[list[GoldStandardStudy], Field(json_schema_extra=stage_rule(minItems=1, maxItems=4))]
+
+
 class StanceOutput(_Model):
     """What the stance stage asks the model for: one new study's bearing on an existing claim."""
 
-    study_id: str
+    study_id: StudyId
     stance: Stance
     rationale: str = Field(description="Why, in one or two sentences, citing what the study found.")
     quote: Quote | None = Field(description="The passage of the study the stance rests on (null for no clear bearing).")
@@ -234,10 +306,10 @@ class SynthesisOutput(_Model):
 
     plain_language: str
     mechanism_summary: str
-    causal_chain: list[CausalStep]
-    domains: list[DomainAssessment]
-    upgrades: list[UpgradeAssessment]
-    gold_standard: list[GoldStandardStudy]
+    causal_chain: list[CausalStep] = Field(json_schema_extra=stage_rule(minItems=1))
+    domains: GradeDomains
+    upgrades: GradeUpgrades
+    gold_standard: GoldStandardList
 
 
 class GradeOutput(_Model):
@@ -245,9 +317,9 @@ class GradeOutput(_Model):
 
     design: StudyDesign
     design_rationale: str
-    domains: list[DomainAssessment]
-    upgrades: list[UpgradeAssessment]
-    gold_standard: list[GoldStandardStudy]
+    domains: GradeDomains
+    upgrades: GradeUpgrades
+    gold_standard: GoldStandardList
 
 
 # --------------------------------------------------------------------------- the record
@@ -384,7 +456,11 @@ class StageUsage(_Model):
 
 class Provenance(_Model):
     pipeline_version: str
-    model: str
+    model: str = Field(description="The model name the run asked for.")
+    answered_by: list[str] = Field(
+        default_factory=list,
+        description="What the server said answered: each distinct response model, with its system_fingerprint.",
+    )
     prompts: dict[str, str] = Field(description="Prompt file name -> sha256 of its bytes.")
     source: SourceDocument
     generated_at: str = Field(description="UTC time, ISO 8601.")

@@ -4,7 +4,9 @@ A recording is a folder with two files:
 - `recording.json`: where the run was made (`made_against`), the input PDF (path relative to
   the folder, and sha256), the run settings, the prompt hashes, and every model exchange: the
   request's content (model, messages, output schema, parameters), its fingerprint, the response;
-- `record.json`: the record the run produced.
+- `record.json`: the record the run produced; a failed run has none, and its recording says
+  how it failed (`failure`) and holds every exchange up to the failure, the server's error
+  messages included, so the model's raw answers can be read.
 
 Replay matches each request on its fingerprint, never on call order, so an edited prompt misses
 instead of returning a stale answer. No header of any kind is kept, so no key can be.
@@ -23,14 +25,15 @@ from collections import defaultdict, deque
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field
 
 from . import __version__
 from .config import RunSettings
-from .errors import ReplayError, ReplayMissError
+from .errors import LLMError, ReplayError, ReplayMissError
 from .files import write_json_atomic
-from .llm import ChatRequest, ChatResponse, Interaction
+from .llm import REPAIR_PROMPT, SHORTER_PROMPT, ChatRequest, ChatResponse, Interaction
 from .models import ClaimRecord, StudyMetadata
 from .resources import prompt_sha256
 
@@ -79,6 +82,7 @@ class Recording(BaseModel):
     base_record: dict[str, Any] | None = Field(default=None, description="add-evidence: the record before.")
     base_sources: dict[str, RecordedSource] = Field(default_factory=dict, description="add-evidence: its studies' texts.")
     evaluation: RecordedEval | None = Field(default=None, description="eval: the options and the figures obtained.")
+    failure: str | None = Field(default=None, description="A failed run: the error it ended with (no record.json).")
 
     def run_settings(self) -> RunSettings:
         return RunSettings(**self.settings)
@@ -93,7 +97,20 @@ def describe_endpoint(interactions: list[Interaction], base_url: str | None) -> 
             "scripts in fixtures/scripts/; not a real model's output"
         )
     names = ", ".join(sorted(str(s) for s in served if s)) or "unknown"
-    return f"the endpoint at {base_url or 'the OpenAI default'} (system_fingerprint: {names})"
+    models = ", ".join(sorted({str(i.response["model"]) for i in interactions if i.response.get("model")})) or "unknown"
+    return f"the endpoint at {public_url(base_url) or 'the OpenAI default'} (model: {models}; system_fingerprint: {names})"
+
+
+def public_url(url: str | None) -> str | None:
+    """The URL without what could be a secret: user name, password, query and fragment."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def build_recording(
@@ -107,8 +124,10 @@ def build_recording(
     prompts: dict[str, str],
     interactions: list[Interaction],
     base_url: str | None,
+    failure: str | None = None,
 ) -> Recording:
     return Recording(
+        failure=failure,
         made_against=describe_endpoint(interactions, base_url),
         created_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         pipeline_version=__version__,
@@ -125,10 +144,13 @@ def build_recording(
     )
 
 
-def save_recording(directory: Path, recording: Recording, record: ClaimRecord, pdf_copy: Path | None = None) -> None:
+def save_recording(
+    directory: Path, recording: Recording, record: ClaimRecord | None, pdf_copy: Path | None = None
+) -> None:
     """Write the files into a fresh folder, then swap it in: a reader never sees half a recording.
 
     `pdf_copy` (a downloaded PDF, whose cache path is no place to point at) is kept inside it.
+    A failed run (`record` None) has no record.json.
     """
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
@@ -136,7 +158,8 @@ def save_recording(directory: Path, recording: Recording, record: ClaimRecord, p
         if pdf_copy is not None:
             shutil.copyfile(pdf_copy, staging / pdf_copy.name)
         write_json_atomic(staging / RECORDING_FILE, recording.model_dump(mode="json"))
-        write_json_atomic(staging / RECORD_FILE, record.model_dump(mode="json"))
+        if record is not None:
+            write_json_atomic(staging / RECORD_FILE, record.model_dump(mode="json"))
         if directory.exists():
             retired = directory.with_name(f".{directory.name}.old")
             shutil.rmtree(retired, ignore_errors=True)
@@ -153,7 +176,8 @@ def load_recording(directory: Path) -> tuple[Recording, ClaimRecord | None]:
     """The recording and the record it produced (None for an eval recording, which has none)."""
     try:
         recording = Recording.model_validate_json((directory / RECORDING_FILE).read_text())
-        record = None if recording.kind == "eval" else ClaimRecord.model_validate_json((directory / RECORD_FILE).read_text())
+        has_record = recording.kind != "eval" and recording.failure is None
+        record = ClaimRecord.model_validate_json((directory / RECORD_FILE).read_text()) if has_record else None
     except FileNotFoundError as exc:
         raise ReplayError(f"{directory}: not a recording (missing {Path(exc.filename).name})") from exc
     except ValueError as exc:
@@ -187,6 +211,8 @@ class ReplayChatModel:
         if not answers:
             raise ReplayMissError(request.stage, explain_miss(request, self._recording))
         response = answers.popleft() if len(answers) > 1 else answers[0]
+        if "error" in response:  # a failed exchange of a failed run: it fails the same way again
+            raise LLMError(response["error"])
         return ChatResponse.model_validate(response)
 
 
@@ -212,7 +238,7 @@ def explain_miss(request: ChatRequest, recording: Recording) -> list[str]:
         edited = [
             f"prompt file {name} changed (sha256 {old[:12]} -> {prompt_sha256(name)[:12]})"
             for name, old in recording.prompts.items()
-            if name in (STAGE_PROMPTS.get(request.stage), "repair.md") and prompt_sha256(name) != old
+            if name in (STAGE_PROMPTS.get(request.stage), REPAIR_PROMPT, SHORTER_PROMPT) and prompt_sha256(name) != old
         ]
         reasons.extend(edited or [f"the input changed: {_first_difference(recorded['messages'], request.messages)}"])
     return reasons or ["the request differs from every recorded one for this stage"]
@@ -261,7 +287,7 @@ def save_eval_recording(
             sha256=hashlib.sha256(dataset.read_bytes()).hexdigest(), metadata=None, pdf_url=None,
         ),
         settings=dataclasses.asdict(settings),
-        prompts={"stance.md": prompt_sha256("stance.md"), "repair.md": prompt_sha256("repair.md")},
+        prompts={name: prompt_sha256(name) for name in ("stance.md", REPAIR_PROMPT, SHORTER_PROMPT)},
         interactions=[dataclasses.asdict(i) for i in chat.interactions],
         evaluation=RecordedEval(
             corpus=os.path.relpath(corpus.resolve(), directory.resolve()) if corpus else None, limit=limit,

@@ -112,9 +112,19 @@ def _effect(finding) -> str:  # type: ignore[no-untyped-def]
     return "; ".join(parts) or "not reported"
 
 
+def _answered_by(record: ClaimRecord) -> str:
+    """What the server said answered, where that differs from the name asked for or adds to it."""
+    asked, said = record.provenance.model, record.provenance.answered_by
+    if not said:
+        return f"with model {asked}"
+    return f"with model {asked} (answered by {', '.join(said)})"
+
+
 def _step(step: CausalStep, index: int, marks: _Marks) -> str:
     shown = [cited for cited in step.citations if cited not in marks.foreign]
-    removed = len(step.citations) - len(shown)
+    # removed here, or already when the model's answer was salvaged (flagged where the step stands)
+    salvaged = [f for f in marks.by_where.get(f"mechanism.steps[{index}].citations", []) if f.code == "foreign_citation"]
+    removed = len(step.citations) - len(shown) + sum(1 for f in salvaged if f.message.startswith("the model cited"))
     basis = "reported by the study" if step.basis is StepBasis.reported else "inferred"
     return (
         f"{marks.clean(step.text)} ({', '.join(shown) or 'no citation'}) [{basis}]"
@@ -229,7 +239,7 @@ def page_blocks(record: ClaimRecord) -> list[Block]:
         Block(
             "p",
             f"Generated {record.provenance.generated_at} by claims {record.provenance.pipeline_version} "
-            f"with model {record.provenance.model} from {record.provenance.source.file_name} "
+            f"{_answered_by(record)} from {record.provenance.source.file_name} "
             f"(sha256 {record.provenance.source.sha256[:12]}).",
         ),
     ]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
-from .check import REWRITE_PROMPT, CheckRunner, RecordSchemaError, check_record, count, model_rewriter
+from .check import REWRITE_PROMPT, CheckRunner, RecordSchemaError, check_record, count, model_rewriter, with_model_output
 from .config import RunSettings
 from .draft import PROMPT_FILE as DRAFT_PROMPT
 from .draft import draft
@@ -26,7 +26,7 @@ from .grade import PROMPT_FILE as GRADE_PROMPT
 from .grade import grade
 from .doi import canonical_citation, metadata_mismatches
 from .ingest import Document, TextExtractor, read_pdf
-from .llm import LLMContext, UsageLog
+from .llm import REPAIR_PROMPT, SHORTER_PROMPT, LLMContext, UsageLog
 from .models import (
     Bibliography,
     CertaintyAssessment,
@@ -47,7 +47,6 @@ from .models import (
 from .resources import prompt_sha256
 
 STAGES = ("ingest", "extract", "draft", "grade", "check")
-REPAIR_PROMPT = "repair.md"
 
 Progress = Callable[[str, str, str], None]  # (stage, "start" | "done", detail)
 
@@ -131,9 +130,12 @@ def run_pipeline(
         generated_at=generated_at or datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
     )
 
+    record.checks = with_model_output([], llm.salvaged)  # carried through every check run
+
     def checked() -> ClaimRecord:
         result = check_runner(record, {document.study_id: document}, model_rewriter(llm))
         result.provenance.usage = stage_usage(usage)  # the plain-language rewrite may have called the model
+        result.provenance.answered_by = list(usage.answered_by)
         if failed := [c for c in result.checks if c.name == "schema" and c.flags]:
             raise RecordSchemaError(f"record {result.record_id} breaks the schema: {failed[0].flags[0].message}")
         return result
@@ -143,7 +145,8 @@ def run_pipeline(
 
 
 def prompt_hashes() -> dict[str, str]:
-    return {name: prompt_sha256(name) for name in (EXTRACT_PROMPT, DRAFT_PROMPT, GRADE_PROMPT, REWRITE_PROMPT, REPAIR_PROMPT)}
+    names = (EXTRACT_PROMPT, DRAFT_PROMPT, GRADE_PROMPT, REWRITE_PROMPT, REPAIR_PROMPT, SHORTER_PROMPT)
+    return {name: prompt_sha256(name) for name in names}
 
 
 def assemble_record(
@@ -186,6 +189,7 @@ def assemble_record(
         provenance=Provenance(
             pipeline_version=__version__,
             model=settings.model,
+            answered_by=list(usage.answered_by),
             prompts=prompt_hashes(),
             source=SourceDocument(
                 file_name=document.file_name,
@@ -221,7 +225,7 @@ def study_reference(
     return StudyReference(
         study_id=document.study_id,
         doi=document.doi,
-        title=first(metadata and metadata.title, document.title, bibliography.title),
+        title=first(metadata and metadata.title, document.title, bibliography.title, document.file_name),
         authors=first(metadata and metadata.authors, bibliography.authors) or [],
         journal=first(metadata and metadata.journal, bibliography.journal),
         year=first(metadata and metadata.year, bibliography.year),

@@ -12,10 +12,11 @@ import sys
 from .files import write_text_atomic
 from .models import ClaimRecord
 from .resources import record_schema_path
+from .strict_schema import without_stage_rules
 
 
 def record_schema_text() -> str:
-    schema = ClaimRecord.model_json_schema()
+    schema = without_stage_rules(ClaimRecord.model_json_schema())
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://claims.invalid/schemas/claim_record.schema.json",

@@ -9,8 +9,14 @@ A script (JSON) names a `match` string that occurs in the paper's text, or the `
 every request it answers, and for each stage (the strict schema's name: extract, draft, grade,
 rewrite) a list of answers served in turn; the last one repeats. An answer is either the JSON object to return, or one of:
     {"$raw": "text"}                                  content that is not valid JSON
+    {"$raw": "text", "$finish_reason": "length"}      ... cut off at the token limit
     {"$status": 429, "$headers": {"Retry-After": "1"}} an HTTP error instead of an answer
     {"$refusal": "text"}                              a refusal
+With `--random-within-schema SEED` it answers every request with JSON picked at random (seeded)
+within the schema the request sent, and nothing the schema does not say: what a constrained
+decoder with no understanding would write. Strings are random words or a random stretch of the
+request's own text, so some quotes are found in the paper and most are not.
+
 Every response carries `system_fingerprint: claims-scripted-endpoint`, so a recording can say
 truthfully what answered it. It also serves the Batch API routes (/v1/files, /v1/files/ID/content,
 /v1/batches, /v1/batches/ID), and for benchmarks a fixed latency and seeded faults
@@ -74,7 +80,60 @@ class Scripts:
         return {"$status": 400, "$error": "no script matches this request's text"}
 
 
-def completion(model: str, content: str | None, refusal: str | None, prompt_chars: int) -> dict[str, Any]:
+class RandomWithinSchema:
+    """Answers at random within each request's JSON schema (the strict subset: objects, arrays
+    with minItems/maxItems, enums, anyOf, $ref, integers and numbers with bounds, strings)."""
+
+    WORDS = ("the", "patients", "iron", "risk", "may", "increase", "trial", "dose", "levels", "group", "weeks", "lower")
+
+    def __init__(self, seed: int = 1):
+        self.random = random.Random(seed)
+        self.requests: list[dict[str, Any]] = []
+        self.timeline: list[tuple[float, float]] = []
+        self.lock = threading.Lock()
+
+    def next_answer(self, body: dict[str, Any]) -> dict[str, Any]:
+        schema = body.get("response_format", {}).get("json_schema", {}).get("schema")
+        if schema is None:
+            return {"$status": 400, "$error": "the request sent no JSON schema"}
+        text = " ".join(str(m.get("content", "")) for m in body.get("messages", []) if m.get("role") == "user").split()
+        with self.lock:
+            self.requests.append(body)
+            return self.value(schema, schema, text)
+
+    def value(self, node: dict[str, Any], root: dict[str, Any], text: list[str]) -> Any:
+        pick = self.random
+        if "$ref" in node:
+            return self.value(root["$defs"][node["$ref"].split("/")[-1]], root, text)
+        if "anyOf" in node:
+            return self.value(pick.choice(node["anyOf"]), root, text)
+        if "enum" in node:
+            return pick.choice(node["enum"])
+        kind = node.get("type")
+        if kind == "object":
+            return {name: self.value(sub, root, text) for name, sub in node.get("properties", {}).items()}
+        if kind == "array":
+            low = node.get("minItems", 0)
+            count = pick.randint(low, node.get("maxItems", low + 3))
+            return [self.value(node["items"], root, text) for _ in range(count)]
+        if kind == "integer":
+            low = node["minimum"] if "minimum" in node else node["exclusiveMinimum"] + 1 if "exclusiveMinimum" in node else -5
+            return pick.randint(low, node.get("maximum", low + 500))
+        if kind == "number":
+            low = node.get("minimum", node.get("exclusiveMinimum", -50.0))
+            return round(pick.uniform(low, node.get("maximum", low + 500)) or 0.5, 3)
+        if kind == "boolean":
+            return pick.random() < 0.5
+        if kind == "null":
+            return None
+        if text and pick.random() < 0.5:  # a stretch of the request's own text
+            start = pick.randrange(len(text))
+            return " ".join(text[start:start + pick.randint(3, 25)])
+        return " ".join(pick.choice(self.WORDS) for _ in range(pick.randint(0, 12)))
+
+
+def completion(model: str, content: str | None, refusal: str | None, prompt_chars: int,
+               finish_reason: str = "stop") -> dict[str, Any]:
     return {
         "id": "chatcmpl-scripted",
         "object": "chat.completion",
@@ -85,7 +144,7 @@ def completion(model: str, content: str | None, refusal: str | None, prompt_char
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": content, "refusal": refusal},
-                "finish_reason": "stop",
+                "finish_reason": finish_reason,
                 "logprobs": None,
             }
         ],
@@ -139,7 +198,7 @@ class BatchStore:
         return {"id": file_id, "object": "file", "bytes": len(content), "created_at": 0, "filename": filename, "purpose": purpose}
 
 
-def make_handler(scripts: Scripts, latency: float = 0.0, faults: Faults | None = None,
+def make_handler(scripts: Scripts | RandomWithinSchema, latency: float = 0.0, faults: Faults | None = None,
                  batches: BatchStore | None = None) -> type[BaseHTTPRequestHandler]:
     faults = faults or Faults()
     batches = batches or BatchStore()
@@ -152,7 +211,7 @@ def make_handler(scripts: Scripts, latency: float = 0.0, faults: Faults | None =
         if "$refusal" in answer:
             return 200, completion(body["model"], None, answer["$refusal"], prompt_chars), {}
         content = answer["$raw"] if "$raw" in answer else json.dumps(answer, ensure_ascii=False)
-        return 200, completion(body["model"], content, None, prompt_chars), {}
+        return 200, completion(body["model"], content, None, prompt_chars, answer.get("$finish_reason", "stop")), {}
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:  # quiet
@@ -221,8 +280,10 @@ def make_handler(scripts: Scripts, latency: float = 0.0, faults: Faults | None =
                 time.sleep(faults.hang_seconds)
             status, payload, headers = answer_chat(body)
             if fault == "truncated" and status == 200 and payload["choices"][0]["message"]["content"]:
+                # as a server cut off at its token limit: half the answer, finish_reason "length"
                 content = payload["choices"][0]["message"]["content"]
                 payload["choices"][0]["message"]["content"] = content[: len(content) // 2]
+                payload["choices"][0]["finish_reason"] = "length"
             self._send(status, payload, headers)
 
         def _upload(self, raw: bytes) -> dict[str, Any]:
@@ -260,14 +321,15 @@ def make_handler(scripts: Scripts, latency: float = 0.0, faults: Faults | None =
 class ScriptedEndpoint:
     """The server on a free loopback port, in a background thread; a context manager."""
 
-    def __init__(self, scripts: Scripts, latency: float = 0.0, port: int = 0, faults: Faults | None = None,
+    def __init__(self, scripts: Scripts | RandomWithinSchema, latency: float = 0.0, port: int = 0, faults: Faults | None = None,
                  batch_polls: int = 1):
         self.scripts = scripts
         self.faults = faults or Faults()
         self.batches = BatchStore(batch_polls)
         self.server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(scripts, latency, self.faults, self.batches))
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # a short poll: the server stops within 0.05 s instead of serve_forever's default 0.5 s
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def base_url(self) -> str:
@@ -284,7 +346,9 @@ class ScriptedEndpoint:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scripts", nargs="+", type=Path)
+    parser.add_argument("scripts", nargs="*", type=Path)
+    parser.add_argument("--random-within-schema", type=int, metavar="SEED",
+                        help="answer at random within each request's schema instead of from scripts")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds to wait before each answer")
     parser.add_argument("--fault-rate", type=float, default=0.0, help="share of requests given an injected fault")
@@ -292,7 +356,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     faults = Faults(rate=args.fault_rate, hang_seconds=args.hang_seconds, seed=args.seed)
-    endpoint = ScriptedEndpoint(Scripts.from_files(args.scripts), args.latency, args.port, faults)
+    answers = RandomWithinSchema(args.random_within_schema) if args.random_within_schema is not None \
+        else Scripts.from_files(args.scripts)
+    endpoint = ScriptedEndpoint(answers, args.latency, args.port, faults)
     print(f"scripted endpoint on {endpoint.base_url} ({len(args.scripts)} scripts); Ctrl-C to stop", flush=True)
     try:
         endpoint.server.serve_forever()

@@ -105,7 +105,8 @@ def test_faithful_recordings_pass_with_no_flag(name: str) -> None:
 MISBEHAVING = {
     "misbehaving-fabricated-quote": [("quotes", "ungrounded_quote", "studies[0].findings[1].quote")],
     "misbehaving-paraphrased-quote": [("quotes", "ungrounded_quote", "claim.original_statement")],
-    "misbehaving-invented-doi": [("citations", "foreign_citation", "mechanism.steps[1].citations")],
+    # removed from the step when the model's answer was salvaged (it broke the request's enum of ids)
+    "misbehaving-invented-doi": [("model_output", "foreign_citation", "mechanism.steps[1].citations")],
     "misbehaving-wrong-numbers": [("numbers", "number_not_found", "studies[0].findings[0].sample_size"),
                                   ("numbers", "number_not_found", "studies[0].findings[1].effect.value")],
     "misbehaving-overstated": [("strength", "overstated", "claim.text")],

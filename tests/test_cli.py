@@ -40,7 +40,7 @@ def test_run_saves_a_draft_and_prints_its_id(runner: CliRunner, live_env, clean_
     assert record.studies[0].reference.doi == "10.1136/pgmj.2009.089987"
     assert record.certainty.certainty.value == "low"
     assert [u.stage for u in record.provenance.usage] == ["extract", "draft", "grade"]
-    assert set(record.provenance.prompts) == {"extract.md", "draft.md", "grade.md", "plain_language.md", "repair.md"}
+    assert set(record.provenance.prompts) == {"extract.md", "draft.md", "grade.md", "plain_language.md", "repair.md", "retry_shorter.md"}
 
 
 def test_run_sends_each_stage_only_its_sections(runner: CliRunner, live_env) -> None:

@@ -58,12 +58,21 @@ def test_adding_the_same_study_twice_changes_nothing(runner: CliRunner, evidence
     assert "nothing changed" in second.output and SQLiteStore(clean_environment).version_of(claim_id) == 2
 
 
-def test_a_stance_for_another_study_is_refused_and_nothing_saved(runner: CliRunner, evidence_env, clean_environment: Path) -> None:
+def test_a_stance_under_another_study_id_is_taken_as_the_new_study_s_with_a_note(
+    runner: CliRunner, evidence_env, clean_environment: Path
+) -> None:
+    """The scripted model names the claim's first study in the stance of the one being added, even
+    after the repair: only one study was given, so the stance is that study's, and the record says so."""
     [claim_id] = stored(clean_environment, "huang-2010-hpylori-iron")
     result = runner.invoke(app, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-foreign-stance"])
-    assert result.exit_code == 1
-    assert "stage stance" in result.output and "10.1136/pgmj.2009.089987 is not the study given" in result.output
-    assert SQLiteStore(clean_environment).version_of(claim_id) == 1
+    assert result.exit_code == 0, result.output
+    store = SQLiteStore(clean_environment)
+    assert store.version_of(claim_id) == 2
+    record = store.get(claim_id)
+    [note] = [n for c in record.checks if c.name == "model_output" for n in c.notes]
+    assert (note.where, note.code) == ("studies[1].stance", "stance_id_mapped")
+    assert "10.1136/pgmj.2009.089987" in note.message
+    assert record.studies[1].reference.study_id == "10.1186/1752-2897-4-1"
 
 
 def test_the_approved_version_stays_in_the_history(runner: CliRunner, evidence_env, clean_environment: Path) -> None:

@@ -9,12 +9,21 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from pipeline.errors import ConfigError, LLMRefusalError, LLMUnavailableError, StageOutputError
+from pipeline.errors import ConfigError, LLMError, LLMRefusalError, LLMUnavailableError, StageOutputError
 from pipeline.config import RunSettings
 from pipeline.llm import LLMContext, OpenAIChatModel, StageCall, UsageLog, ask_structured
 from pipeline.retry import RetryPolicy, retry_after_seconds
-from pipeline.models import DraftOutput, ExtractOutput, GradeOutput
-from pipeline.strict_schema import strict_json_schema
+from pipeline.models import (
+    DraftOutput,
+    ExtractOutput,
+    Flag,
+    GradeDomain,
+    GradeOutput,
+    StanceOutput,
+    SynthesisOutput,
+    UpgradeFactor,
+)
+from pipeline.strict_schema import RequestFacts, request_schema, strict_json_schema
 from scripted_endpoint import ScriptedEndpoint, Scripts
 
 
@@ -33,7 +42,7 @@ def serve(*answers: dict[str, Any]) -> ScriptedEndpoint:
 
 def call(check=lambda _: []) -> StageCall:  # type: ignore[no-untyped-def]
     messages = [{"role": "system", "content": "Judge."}, {"role": "user", "content": "PAPER text"}]
-    return StageCall("answer", Answer, messages, "Fix these problems.", check)
+    return StageCall("answer", Answer, messages, check)
 
 
 def context(chat: OpenAIChatModel, usage: UsageLog) -> LLMContext:
@@ -81,7 +90,7 @@ def test_bad_key_is_a_config_error_not_a_retry() -> None:
 
 
 def test_invalid_json_gets_one_repair_request_with_the_errors() -> None:
-    with serve({"$raw": '{"verdict": "supported", "score": "three"'}, GOOD) as server:
+    with serve({"$raw": '{"verdict": "supported", "score": "three", "note": null}'}, GOOD) as server:
         usage = UsageLog()
         result = ask_structured(context(client(server), usage), call())
     assert result.score == 3
@@ -89,7 +98,8 @@ def test_invalid_json_gets_one_repair_request_with_the_errors() -> None:
     assert tally.calls == 2 and tally.completion_tokens > 0
     repair = server.scripts.requests[1]["messages"]
     assert repair[-2]["role"] == "assistant"
-    assert "Fix these problems." in repair[-1]["content"] and "Problems:" in repair[-1]["content"]
+    assert "could not be used" in repair[-1]["content"] and "score: Input should be a valid integer" in repair[-1]["content"]
+    assert server.scripts.requests[1]["seed"] == server.scripts.requests[0]["seed"] + 1  # not the same request again
 
 
 def test_float_for_an_integer_does_not_crash_the_run() -> None:
@@ -139,11 +149,20 @@ def _walk(node: Any, path: str = "$"):  # type: ignore[no-untyped-def]
             yield from _walk(value, f"{path}[{index}]")
 
 
-@pytest.mark.parametrize("model", [ExtractOutput, DraftOutput, GradeOutput, Answer])
+# Keywords of OpenAI's strict subset that llama.cpp's and vLLM's grammar conversions also accept.
+ALLOWED_KEYWORDS = {
+    "type", "properties", "required", "additionalProperties", "items", "anyOf", "enum", "$ref", "$defs",
+    "description", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum",
+}
+
+
+@pytest.mark.parametrize("model", [ExtractOutput, DraftOutput, GradeOutput, StanceOutput, SynthesisOutput, Answer])
 def test_strict_schema_follows_openai_rules(model: type[BaseModel]) -> None:
-    schema = strict_json_schema(model)
+    schema = request_schema(model, RequestFacts(study_ids=("10.1/a", "10.1/b"), pages=9))
     for path, node in _walk(schema):
         assert "default" not in node, path
+        if not path.endswith(".properties") and not path.endswith(".$defs"):
+            assert set(node) <= ALLOWED_KEYWORDS, f"{path}: {set(node) - ALLOWED_KEYWORDS}"
         if "$ref" in node:
             assert set(node) == {"$ref"}, f"{path}: $ref with siblings"
         if "properties" in node:
@@ -159,3 +178,87 @@ def test_json_in_a_markdown_fence_is_accepted() -> None:
     with serve({"$raw": '```json\n{"verdict": "supported", "score": 2, "note": null}\n```'}) as server:
         assert ask_structured(context(client(server), UsageLog()), call()).score == 2
     assert len(server.scripts.requests) == 1
+
+
+# --------------------------------------------------------------------------- what real servers send
+
+
+def test_raw_newlines_in_strings_and_prose_around_the_json_are_accepted() -> None:
+    answer = 'Here is the JSON you asked for:\n{"verdict": "line one\nline two\tend", "score": 2, "note": null}\nHope it helps!'
+    with serve({"$raw": answer}) as server:
+        result = ask_structured(context(client(server), UsageLog()), call())
+    assert result.verdict == "line one\nline two\tend"
+    assert len(server.scripts.requests) == 1
+
+
+def test_an_answer_cut_off_at_the_token_limit_is_retried_not_repaired() -> None:
+    cut = {"$raw": '{"verdict": "supported because the paper says at len', "$finish_reason": "length"}
+    with serve(cut, GOOD) as server:
+        usage = UsageLog()
+        result = ask_structured(context(client(server), usage), call())
+    assert result == Answer(**GOOD)
+    first, retry = server.scripts.requests
+    # the cut-off answer is never sent back; the retry asks for a briefer answer, with another seed
+    assert all(m["role"] != "assistant" for m in retry["messages"])
+    assert retry["messages"][: len(first["messages"])] == first["messages"]
+    assert "cut off at the token limit" in retry["messages"][-1]["content"]
+    assert retry["seed"] != first["seed"]
+    assert usage.by_stage["answer"].calls == 2
+
+
+def test_json_that_stops_short_is_retried_and_a_repair_is_still_left() -> None:
+    cut = {"$raw": '{"verdict": "supp'}
+    bad = {"verdict": "x", "score": "not a number", "note": None}
+    with serve(cut, cut, bad, GOOD) as server:
+        assert ask_structured(context(client(server), UsageLog()), call()).score == 3
+    assert len(server.scripts.requests) == 4
+    assert server.scripts.requests[3]["messages"][-2]["role"] == "assistant"  # the repair carries the bad answer
+
+
+def test_what_still_breaks_a_rule_after_the_repair_is_salvaged_and_flagged() -> None:
+    def at_least_two(answer: Answer) -> list[str]:
+        return ["score: must be at least 2"] if answer.score < 2 else []
+
+    def salvage(answer: Answer) -> list[Flag]:
+        answer.score, answer.note = 2, "raised"
+        return [Flag(where="score", code="mended", message="raised to 2")]
+
+    low = {"verdict": "x", "score": 1, "note": None}
+    messages = [{"role": "user", "content": "PAPER text"}]
+    with serve(low) as server:
+        llm = context(client(server), UsageLog())
+        result = ask_structured(llm, StageCall("answer", Answer, messages, at_least_two, salvage=salvage))
+    assert (result.score, result.note) == (2, "raised")
+    assert [f.code for f in llm.salvaged] == ["mended"]
+    assert len(server.scripts.requests) == 2
+
+
+def test_a_rule_no_salvage_mends_is_kept_as_a_flag_not_a_failure() -> None:
+    def at_least_two(answer: Answer) -> list[str]:
+        return ["score: must be at least 2"] if answer.score < 2 else []
+
+    with serve({"verdict": "x", "score": 1, "note": None}) as server:
+        llm = context(client(server), UsageLog())
+        assert ask_structured(llm, call(at_least_two)).score == 1
+    assert [(f.code, f.where) for f in llm.salvaged] == [("model_output", "answer answer: score")]
+
+
+def test_the_server_s_own_error_message_is_quoted() -> None:
+    error = {"$status": 400, "$error": "This model's maximum context length is 8192 tokens, you requested 9311"}
+    with serve(error) as server:
+        with pytest.raises(LLMError, match="stage answer: the endpoint answered HTTP 400 .*maximum context length is 8192 tokens"):
+            ask_structured(context(client(server), UsageLog()), call())
+
+
+def test_the_schema_sent_names_the_studies_and_pages_given() -> None:
+    schema = request_schema(DraftOutput, RequestFacts(study_ids=("10.1136/pgmj.2009.089987",), pages=4))
+    defs = schema["$defs"]
+    assert defs["StudyStanceOutput"]["properties"]["study_id"]["enum"] == ["10.1136/pgmj.2009.089987"]
+    assert defs["CausalStep"]["properties"]["citations"]["items"]["enum"] == ["10.1136/pgmj.2009.089987"]
+    assert defs["CausalStep"]["properties"]["citations"]["minItems"] == 1
+    assert schema["properties"]["stances"]["minItems"] == schema["properties"]["stances"]["maxItems"] == 1
+    assert (defs["Quote"]["properties"]["page"]["minimum"], defs["Quote"]["properties"]["page"]["maximum"]) == (1, 4)
+    grade = request_schema(GradeOutput, RequestFacts(pages=4))
+    domains = grade["$defs"]["GradeDomains"]
+    assert sorted(domains["required"]) == sorted(d.value for d in GradeDomain)
+    assert set(grade["$defs"]["GradeUpgrades"]["required"]) == {f.value for f in UpgradeFactor}
