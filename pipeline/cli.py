@@ -7,10 +7,12 @@ unless CLAIMS_DEBUG=1 asks for the traceback; locals are never shown, so no key 
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -35,7 +37,7 @@ from .doi import DoiCache, DoiSettings, Fetched, fetch, file_stem, looks_like_do
 from .errors import ClaimsError, InputError, ReplayError, ReplayMissError
 from .evaluation import evaluate, read_dataset
 from .evidence import add_study
-from .files import write_bytes_atomic, write_json_atomic, write_text_atomic
+from .files import read_json_file, write_bytes_atomic, write_json_atomic, write_text_atomic
 from .http import make_client
 from .llm import LLMContext, OpenAIChatModel, RecordingChatModel
 from .models import ClaimRecord, StudyMetadata
@@ -69,6 +71,12 @@ def _one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
             raise typer.Exit(exc.exit_code) from None
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
+        except sqlite3.DatabaseError as exc:
+            err.print(f"error: {_database_trouble(exc)}", markup=False)
+            raise typer.Exit(1) from None
+        except OSError as exc:
+            err.print(f"error: {_file_trouble(exc)}", markup=False)
+            raise typer.Exit(1) from None
         except Exception as exc:  # noqa: BLE001 - a bug still gets one line, not a traceback
             if os.environ.get("CLAIMS_DEBUG"):
                 raise
@@ -76,6 +84,32 @@ def _one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
             raise typer.Exit(70) from None
 
     return guarded
+
+
+def _database_trouble(exc: sqlite3.DatabaseError) -> str:
+    """A database failure in the user's words: a full disk, a damaged file, a locked store."""
+    text = str(exc)
+    if "full" in text:
+        return f"the disk holding a database is full ({text}): free some space and run again; nothing was saved"
+    if "malformed" in text or "not a database" in text:
+        return (f"a database file is damaged ({text}): restore the store from a backup, or point CLAIMS_DB "
+                "(or --db) at another file")
+    if "readonly" in text or "read-only" in text:
+        return f"a database is read-only ({text}): this command writes; check the file's permissions"
+    return f"a database could not be used ({text}); check CLAIMS_DB (or --db) and CLAIMS_CACHE"
+
+
+def _file_trouble(exc: OSError) -> str:
+    """A file-system failure (disk full, permission, read-only disk, name too long) in one line."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    advice = {
+        errno.ENOSPC: "the disk is full: free some space and run again",
+        errno.EACCES: "permission denied: check the folder's permissions or choose another",
+        errno.EPERM: "not permitted: check the folder's permissions or choose another",
+        errno.EROFS: "the file system is read-only: choose a writable folder",
+        errno.ENAMETOOLONG: "the file name is too long",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    return f"{where}{advice}"
 
 
 app = typer.Typer(
@@ -114,8 +148,9 @@ class StageProgress:
             self._status.stop()
 
 
-def _open_store(db: Optional[Path]) -> SQLiteStore:
-    return SQLiteStore(db or default_db_path())
+def _open_store(db: Optional[Path], read_only: bool = False) -> SQLiteStore:
+    """`read_only` for commands that only read: they work on a store the user may not write."""
+    return SQLiteStore(db or default_db_path(), read_only=read_only)
 
 
 def _summary(result: RunResult) -> None:
@@ -390,12 +425,12 @@ def _load_record(ref: str, db: Optional[Path]) -> ClaimRecord:
     path = Path(ref)
     if ref.endswith(".json") and path.is_file():
         return _record_from_file(path)
-    return _open_store(db).get(ref)
+    return _open_store(db, read_only=True).get(ref)
 
 
 def _record_from_file(path: Path) -> ClaimRecord:
     try:
-        return ClaimRecord.model_validate_json(_read(path))
+        return ClaimRecord.model_validate(read_json_file(path))
     except ValueError as exc:
         raise InputError(f"{path}: not a claim record ({str(exc).splitlines()[0]})") from exc
 
@@ -422,10 +457,15 @@ def render_command(
     """Render a record's claim page as Markdown, HTML or JSON."""
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    text = render(_load_record(record_ref, db), fmt)
+    record = _load_record(record_ref, db)
+    text = render(record, fmt)
     if output:
         write_text_atomic(output, text)
         err.print(f"written to {output}")
+        if fmt == "json" and not record_ref.endswith(".json"):
+            version = _open_store(db, read_only=True).version_of(record.record_id)
+            err.print(f"(version {version}; to save your changes: claims review edit {record.record_id} "
+                      f"--file {output} --version {version})", markup=False)
     else:
         sys.stdout.write(text)
 
@@ -437,11 +477,9 @@ def validate(files: list[Path] = typer.Argument(..., help="Record JSON files."))
     invalid = 0
     for path in files:
         try:
-            data = json.loads(path.read_text())
-        except OSError as exc:
-            raise InputError(f"{path}: cannot be read ({exc.strerror})") from exc
-        except json.JSONDecodeError as exc:
-            err.print(f"invalid {path}: not JSON ({exc})", markup=False)
+            data = read_json_file(path)
+        except InputError as exc:
+            err.print(f"invalid {exc}", markup=False)
             invalid += 1
             continue
         problems = schema_errors(data)

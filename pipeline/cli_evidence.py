@@ -106,7 +106,7 @@ def match_command(
     _, document, metadata, _ = _study_document(source, None, refresh, max_pdf_mb)
     opening = " ".join(filter(None, [metadata.title if metadata else None, metadata.abstract if metadata else None,
                                      document.text_of(("front", "abstract"), 8000)]))
-    store = _open_store(db)
+    store = _open_store(db, read_only=True)
     scored = []
     for summary in store.summaries():
         claim = store.get(summary.record_id)

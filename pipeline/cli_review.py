@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -15,10 +17,11 @@ from rich.table import Table
 
 from . import review
 from .cli import DbOption, _one_line_errors, _open_store, app, err, out
-from .errors import InputError
-from .files import write_json_atomic, write_text_atomic
+from .errors import ClaimsError, InputError, StoreError
+from .files import MAX_JSON_BYTES, read_regular_file, write_json_atomic, write_text_atomic
 from .models import ReviewStatus
 from .render import render
+from .store import SQLiteStore
 
 review_app = typer.Typer(help="Review drafts: list, show, approve, reject, reopen, edit, history.", no_args_is_help=True)
 app.add_typer(review_app, name="review")
@@ -42,7 +45,7 @@ def list_command(
     """A table of records: id, claim, study, status, flags, updated."""
     if status and status not in STATUSES:
         raise InputError(f"unknown status {status!r}: choose one of {', '.join(STATUSES)}")
-    rows = _open_store(db).summaries(status=status, flagged=flagged)
+    rows = _open_store(db, read_only=True).summaries(status=status, flagged=flagged)
     table = Table(show_lines=False)
     for column in ("id", "claim", "study", "status", "flags", "updated"):
         table.add_column(column, overflow="fold" if column == "claim" else "ellipsis", no_wrap=column != "claim")
@@ -56,7 +59,7 @@ def list_command(
 @_one_line_errors
 def show_command(record_id: str = IdArgument, db: Optional[Path] = DbOption) -> None:
     """The claim page, its checks, and its history."""
-    store = _open_store(db)
+    store = _open_store(db, read_only=True)
     record = store.get(record_id)
     out.print(Markdown(render(record, "md")))
     _print_history(store, record.record_id, diffs=False)
@@ -85,7 +88,7 @@ def history_command(
     db: Optional[Path] = DbOption,
 ) -> None:
     """Every change to a record: who, when, the note, and the diff."""
-    store = _open_store(db)
+    store = _open_store(db, read_only=True)
     _print_history(store, store.resolve(record_id), diffs)
 
 
@@ -142,39 +145,67 @@ def edit_command(
     reviewer: str = typer.Option(default_reviewer, "--reviewer", help="Your name (default: $CLAIMS_REVIEWER or $USER)."),
     note: str = typer.Option("", "--note"),
     from_file: Optional[Path] = typer.Option(None, "--file", help="Take the edited JSON from this file instead of $EDITOR."),
+    version: Optional[int] = typer.Option(
+        None, "--version", help="With --file: the version the file was taken from (claims review show prints it)."
+    ),
     db: Optional[Path] = DbOption,
 ) -> None:
-    """Edit a record's JSON in $EDITOR; on save it is validated and re-checked, or nothing is saved."""
+    """Edit a record's JSON in $EDITOR; on save it is validated and re-checked, or nothing is saved.
+
+    A file (--file) must say which version it was taken from (--version): a file taken before
+    someone else's change is refused instead of silently undoing it. In the editor, a refused or
+    invalid edit is kept in its file, whose path is printed, so nothing typed is lost."""
     store = _open_store(db)
     record = store.get(record_id)
-    version = store.version_of(record.record_id)
     if from_file is not None:
-        edited = from_file.read_text(encoding="utf-8")
-    else:
-        edited = _edit_in_editor(record.model_dump_json(indent=2))
+        if version is None:
+            raise InputError(
+                f"--file needs --version: the version of record {record.record_id} the file was taken from "
+                f"(the current one is {store.version_of(record.record_id)}), so a newer change is never overwritten"
+            )
+        _save_edit(store, record.record_id, version, _edit_text(from_file), reviewer, note, kept=None)
+        return
+    base = store.version_of(record.record_id)
+    draft = _edit_in_editor(record.model_dump_json(indent=2))
+    _save_edit(store, record.record_id, base, draft.read_text(encoding="utf-8"), reviewer, note, kept=draft)
+
+
+def _edit_text(path: Path) -> str:
     try:
-        saved = review.edit(store, record.record_id, version, edited, reviewer, note)
+        return read_regular_file(path, MAX_JSON_BYTES, "JSON", "a smaller file").decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text; pass the record's JSON") from None
+
+
+def _save_edit(store: SQLiteStore, record_id: str, version: int, text: str, reviewer: str, note: str, kept: Optional[Path]) -> None:
+    """Save, or say why not; an editor's file is deleted only once its edit is saved."""
+    keep = (f"; your edit is kept in {kept}: fix it and run claims review edit {record_id} --file {kept} "
+            f"--version {store.version_of(record_id)}") if kept else ""
+    try:
+        saved = review.edit(store, record_id, version, text, reviewer, note)
     except review.InvalidEditError as exc:
-        err.print(f"error: the edit is invalid; nothing was saved ({len(exc.problems)} problem(s)):", markup=False)
+        err.print(f"error: the edit is invalid; nothing was saved ({len(exc.problems)} problem(s)){keep}:", markup=False)
         for problem in exc.problems[:30]:
             err.print(f"  {problem}", markup=False)
         raise typer.Exit(2) from None
+    except ClaimsError as exc:
+        raise type(exc)(f"{exc}{keep}") from None
+    if kept is not None:
+        kept.unlink(missing_ok=True)
     flags = sum(len(c.flags) for c in saved.checks)
     out.print(f"record {saved.record_id} saved as version {version + 1} (a draft again; {flags} flag(s) after re-checking)")
 
 
-def _edit_in_editor(text: str) -> str:
+def _edit_in_editor(text: str) -> Path:
+    """The file the reviewer edited; the caller deletes it once the edit is saved."""
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as handle:
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="claims-edit-", delete=False, encoding="utf-8") as handle:
         handle.write(text)
         path = Path(handle.name)
-    try:
-        completed = subprocess.run([*shlex.split(editor), str(path)], check=False)
-        if completed.returncode != 0:
-            raise InputError(f"the editor ({editor}) exited with {completed.returncode}; nothing was saved")
-        return path.read_text(encoding="utf-8")
-    finally:
-        path.unlink(missing_ok=True)
+    completed = subprocess.run([*shlex.split(editor), str(path)], check=False)
+    if completed.returncode != 0:
+        raise InputError(f"the editor ({editor}) exited with {completed.returncode}; nothing was saved (your text is in {path})")
+    return path
 
 
 @app.command("export")
@@ -188,13 +219,13 @@ def export_command(
     """One schema-valid JSON file per record (RECORD_ID.json, stable names), for publishing."""
     if status not in STATUSES:
         raise InputError(f"unknown status {status!r}: choose one of {', '.join(STATUSES)}")
-    store = _open_store(db)
+    store = _open_store(db, read_only=True)
     summaries = store.summaries(status=status)
     for summary in summaries:
-        record = store.get(summary.record_id)
-        write_json_atomic(folder / f"{record.record_id}.json", record.model_dump(mode="json"))
+        record = store.get(summary.record_id)  # validated: its id is 12 hex digits, a plain file name
+        write_json_atomic(_inside(folder, f"{record.record_id}.json"), record.model_dump(mode="json"))
         if markdown:
-            write_text_atomic(folder / f"{record.record_id}.md", render(record, "md"))
+            write_text_atomic(_inside(folder, f"{record.record_id}.md"), render(record, "md"))
     out.print(f"{len(summaries)} {status} record(s) written to {folder}")
 
 
@@ -202,16 +233,50 @@ def export_command(
 @_one_line_errors
 def serve_command(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback exposes the review page."),
-    port: int = typer.Option(8000, "--port"),
+    port: int = typer.Option(8000, "--port", help="Port to listen on (1-65535)."),
+    allow_host: list[str] = typer.Option(
+        [], "--allow-host", help="Another host name the page may be reached by (e.g. behind a proxy); repeatable."
+    ),
     db: Optional[Path] = DbOption,
 ) -> None:
-    """The review web page: a queue, record pages, approve / reject / edit, history."""
+    """The review web page: a queue, record pages, approve / reject / edit, history.
+
+    It answers only requests addressed to loopback names, the bound address and --allow-host
+    names, so a web page elsewhere cannot reach it through a name that resolves here."""
     import uvicorn
 
-    from .web import create_app
+    from .web import LOOPBACK_HOSTS, create_app
 
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if not 1 <= port <= 65535:
+        raise InputError(f"--port {port} is not a port number: give one from 1 to 65535")
+    if host not in LOOPBACK_HOSTS:
         err.print(f"warning: binding {host}: anyone who can reach this address can review records (there is no login)")
+    listener = _listen(host, port)
     store = _open_store(db)
+    hosts = tuple(dict.fromkeys([*LOOPBACK_HOSTS, host, *allow_host]))
     out.print(f"review page on http://{host}:{port}/ (store {store.path}); Ctrl-C to stop")
-    uvicorn.run(create_app(store), host=host, port=port, log_level="warning")
+    config = uvicorn.Config(create_app(store, hosts), log_level="warning")
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The bound socket, made before anything is printed: a port in use is one line, not a traceback."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(128)
+    except OSError as exc:
+        in_use = exc.errno == errno.EADDRINUSE
+        reason = "is in use: stop what uses it or pick another with --port" if in_use else f"cannot be bound ({exc.strerror})"
+        raise InputError(f"{host}:{port} {reason}") from None
+    return listener
+
+
+def _inside(folder: Path, name: str) -> Path:
+    """`folder/name`, refused if it would land anywhere else (a tampered id like '../x')."""
+    target = (folder / name).resolve()
+    if target.parent != folder.resolve():
+        raise StoreError(f"refusing to write {name!r} outside {folder}: the store holds a damaged record id")
+    return target

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 
@@ -50,6 +50,7 @@ class DownloadError(Exception):
     """One PDF location failed; the next one is tried."""
 
 
+MAX_DOI_LENGTH = 300  # real DOIs stay far below; a longer "DOI" would only make file names too long
 _DOI_PREFIXES = ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "http://dx.doi.org/", "doi.org/", "doi:")
 
 
@@ -60,8 +61,14 @@ def normalise_doi(text: str) -> str:
         if candidate.lower().startswith(prefix):
             candidate = candidate[len(prefix) :].strip()
             break
-    if not DOI_PATTERN.fullmatch(candidate):
-        raise InputError(f"'{text.strip()}' is not a DOI (expected 10.NNNN/suffix, optionally as https://doi.org/...)")
+    shown = text.strip() if len(text.strip()) <= 80 else text.strip()[:77] + "..."
+    if len(candidate) > MAX_DOI_LENGTH:
+        raise InputError(f"'{shown}' is not a DOI: {len(candidate)} characters, more than any DOI has ({MAX_DOI_LENGTH})")
+    if not DOI_PATTERN.fullmatch(candidate) or any(ord(char) < 32 for char in candidate):
+        raise InputError(f"'{shown}' is not a DOI (expected 10.NNNN/suffix, optionally as https://doi.org/...)")
+    # A suffix segment of '.' or '..' would walk to another path of the metadata APIs.
+    if any(segment in (".", "..") for segment in unquote(candidate).split("/")[1:]) or "\\" in candidate:
+        raise InputError(f"'{shown}' is not a DOI: a '.' or '..' path segment or a backslash has no place in one")
     return clean_doi(candidate)
 
 

@@ -1,12 +1,72 @@
-"""Atomic file writes: a reader (or a crash) never sees half a file."""
+"""Files: atomic writes (a reader, or a crash, never sees half a file) that respect the umask,
+and bounded reads of local input files (a regular file under a size cap, or one line of error)."""
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from .errors import InputError
+
+MAX_JSON_BYTES = 64 * 1024 * 1024
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file; mkstemp's 0600 is not
+
+
+def read_regular_file(path: Path, max_bytes: int, what: str, cap_setting: str) -> bytes:
+    """The bytes of a regular file no larger than `max_bytes`; anything else is an InputError."""
+    require_regular_file(path, max_bytes, what, cap_setting)
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(max_bytes + 1)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if len(data) > max_bytes:  # it grew since it was looked at
+        raise InputError(f"{path}: over the {max_bytes / 1024 / 1024:g} MB limit for a {what}")
+    return data
+
+
+def require_regular_file(path: Path, max_bytes: int, what: str, cap_setting: str) -> None:
+    """Refuse, without opening it, anything but a regular file of at most `max_bytes`."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(f"{path}: is a folder, not a {what} file")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{path}: not a regular file (a device, pipe or socket); pass the {what} file itself")
+    if info.st_size > max_bytes:
+        raise InputError(
+            f"{path}: {info.st_size / 1024 / 1024:.0f} MB is over the {max_bytes / 1024 / 1024:g} MB limit for a {what}; "
+            f"raise it with {cap_setting} if the file is right"
+        )
+
+
+def read_json_file(path: Path) -> Any:
+    """A JSON file's content, or one line saying why not (binary, too deep, not JSON, too big)."""
+    raw = read_regular_file(path, MAX_JSON_BYTES, "JSON", "a smaller file")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text; pass a JSON file") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not JSON ({exc})") from None
+    except RecursionError:
+        raise InputError(f"{path}: the JSON is nested too deeply to be a record") from None
 
 
 def write_text_atomic(path: Path, text: str, durable: bool = True) -> None:
@@ -20,6 +80,7 @@ def write_bytes_atomic(path: Path, data: bytes, durable: bool = True) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(handle, "wb") as stream:
+            os.fchmod(stream.fileno(), _FILE_MODE)
             stream.write(data)
             stream.flush()
             if durable:

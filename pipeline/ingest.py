@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from .config import max_pdf_megabytes
 from .errors import InputError, NoTextLayerError
+from .files import read_regular_file
 from .models import PageProblem
 
 EMAIL_ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
@@ -248,21 +250,18 @@ def _cap_front(spans: list[Span]) -> list[Span]:
 # --------------------------------------------------------------------------- entry point
 
 
-def read_pdf(path: Path, extractor: TextExtractor | None = None) -> Document:
-    data = _read_bytes(path)
+def read_pdf(path: Path, extractor: TextExtractor | None = None, max_bytes: int | None = None) -> Document:
+    """`max_bytes`: the size cap (default: `--max-pdf-mb` / CLAIMS_MAX_PDF_MB, as for downloads)."""
+    data = read_pdf_bytes(path, max_bytes)
     pages = (extractor or default_extractor()).extract(data, path.name)
     return build_document(path.name, data, pages)
 
 
-def _read_bytes(path: Path) -> bytes:
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, not a PDF file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc.strerror})") from exc
+def read_pdf_bytes(path: Path, max_bytes: int | None = None) -> bytes:
+    """A local PDF's bytes, refused before reading when it is no regular file or over the cap:
+    /dev/zero, a FIFO or a 2 GB file end in one line at once, not in memory exhaustion or a hang."""
+    cap = max_bytes if max_bytes is not None else int(max_pdf_megabytes() * 1024 * 1024)
+    data = read_regular_file(path, cap, "PDF", "--max-pdf-mb (or CLAIMS_MAX_PDF_MB)")
     if not data:
         raise InputError(f"{path.name}: the file is empty (0 bytes)")
     if b"%PDF" not in data[:1024]:
@@ -323,10 +322,12 @@ def _require_words(file_name: str, pages: list[str], problems: list[PageProblem]
         )
     joined = "\n".join(readable)
     share = garbled_share(joined)
-    if share > MAX_GARBLED_SHARE or len(_WORD.findall(joined)) < len(joined.split()) / 3:
+    words = len(_WORD.findall(joined))
+    if share > MAX_GARBLED_SHARE or words < len(joined.split()) / 3:
+        why = (f"{share:.0%} of tokens are glyph names or control characters" if share > MAX_GARBLED_SHARE
+               else f"only {words} of {len(joined.split())} tokens are words")
         raise NoTextLayerError(
-            f"{file_name}: unreadable text layer ({share:.0%} of tokens are glyph names or control "
-            "characters); re-export the PDF or run OCR on it (e.g. ocrmypdf --force-ocr)"
+            f"{file_name}: unreadable text layer ({why}); re-export the PDF or run OCR on it (e.g. ocrmypdf --force-ocr)"
         )
     if total < MIN_TOTAL_CHARS:
         raise InputError(

@@ -480,7 +480,7 @@ class EvidenceScores(_Model):
 
 class ClaimRecord(_Model):
     schema_version: str = SCHEMA_VERSION
-    record_id: str
+    record_id: str = Field(pattern=r"^[0-9a-f]{12}$", description="12 hexadecimal digits; also the record's file name.")
     status: ReviewStatus = ReviewStatus.draft
     claim: Claim
     studies: list[Study]

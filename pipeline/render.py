@@ -2,7 +2,10 @@
 
 `page_blocks` builds the page once as plain blocks (headings, paragraphs, lists, tables) from the
 record; `to_markdown` and `to_html` only emit them. Every piece of text from a record is data
-(it may come from a PDF that contains `<script>`), so HTML output escapes all of it.
+(it may come from a PDF that contains `<script>`), so HTML output escapes all of it, and Markdown
+output escapes what a CommonMark renderer would turn into HTML or a link: `<`, `>`, `&`, the
+`](` of an inline link or image and the `]:` of a link definition; line breaks inside a text
+become spaces, so no text can open a block of its own.
 """
 
 from __future__ import annotations
@@ -246,22 +249,30 @@ def page_blocks(record: ClaimRecord) -> list[Block]:
     return blocks
 
 
+_MD_SPECIAL = re.compile(r"[\\<>&]|\](?=[(:])")
+
+
+def md_text(text: str) -> str:
+    """Record text made inert for Markdown: shown as written, never as HTML, a link or a block."""
+    return _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), " ".join(text.splitlines()))
+
+
 def to_markdown(blocks: list[Block]) -> str:
     def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
+        return md_text(text).replace("|", "\\|")
 
     out: list[str] = []
     for block in blocks:
         if block.kind in ("h1", "h2", "h3"):
-            out.append("#" * int(block.kind[1]) + " " + block.text)
+            out.append("#" * int(block.kind[1]) + " " + md_text(block.text))
         elif block.kind == "p":
-            out.append(block.text)
+            out.append(md_text(block.text))
         elif block.kind == "quote":
-            out.append("> " + block.text)
+            out.append("> " + md_text(block.text))
         elif block.kind == "ol":
-            out.append("\n".join(f"{n}. {item}" for n, item in enumerate(block.items, start=1)))
+            out.append("\n".join(f"{n}. {md_text(item)}" for n, item in enumerate(block.items, start=1)))
         elif block.kind == "ul":
-            out.append("\n".join(f"- {item}" for item in block.items))
+            out.append("\n".join(f"- {md_text(item)}" for item in block.items))
         elif block.kind == "table":
             lines = ["| " + " | ".join(map(cell, block.header)) + " |", "|" + "---|" * len(block.header)]
             lines += ["| " + " | ".join(map(cell, row)) + " |" for row in block.rows]

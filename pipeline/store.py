@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -101,23 +102,57 @@ def _clock(stamp: str) -> str:
     return f"{stamp[11:16]} UTC on {stamp[:10]}" if len(stamp) >= 16 else stamp
 
 
+def _writable(path: Path) -> bool:
+    """The file and its folder (SQLite writes its journal files beside it)."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """Read-only; `immutable` when even the WAL's shared-memory file cannot be made beside it."""
+    uri = path.resolve().as_uri()
+    try:
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA user_version").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+
+
 def flag_count(record: ClaimRecord) -> int:
     return sum(len(check.flags) for check in record.checks if check.status is not CheckStatus.passed)
 
 
 class SQLiteStore:
-    def __init__(self, path: Path):
+    """`read_only`: for commands that only read. A store the user may not write (a shared file,
+    a read-only disk) is then opened read-only instead of failing; it must already be current."""
+
+    def __init__(self, path: Path, read_only: bool = False):
         self.path = path
+        self._lock = threading.RLock()
         try:
+            if read_only and path.is_file() and not _writable(path):
+                self._db = _open_read_only(path)
+                self._require_current()
+                return
             path.parent.mkdir(parents=True, exist_ok=True)
             # One connection shared by a batch's worker threads, each use under the lock.
             self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-            self._lock = threading.RLock()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path}: cannot open the record store ({exc})") from exc
+            raise StoreError(f"{path}: cannot open the record store ({exc}); check the file, or set CLAIMS_DB or --db") from exc
+        except OSError as exc:
+            raise StoreError(
+                f"{path}: cannot open the record store ({exc.strerror or exc}); "
+                "check the folder's permissions, or set CLAIMS_DB or --db to a writable place"
+            ) from exc
+
+    def _require_current(self) -> None:
+        current = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if current != SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: the read-only store is version {current}, this claims reads {SCHEMA_VERSION}; "
+                             "open it once where it is writable to upgrade it")
 
     def close(self) -> None:
         self._db.close()

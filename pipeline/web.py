@@ -5,7 +5,10 @@ flagged items highlighted and the review forms, an edit form over the record's f
 history with each change's diff. Every decision goes through `review.py`, like the CLI's.
 
 Safety: Jinja2 escapes every value (a PDF can carry `<script>`); forms carry a per-browser
-token that must match a SameSite=Strict cookie, and a POST from another origin is refused.
+token that must match a SameSite=Strict cookie. The app answers only the host names it serves
+(loopback names by default), so a page on a foreign name that resolves to 127.0.0.1 (DNS
+rebinding) reads nothing; a POST needs an Origin of this site, or when there is none a Referer
+of it. Every response carries a strict Content-Security-Policy (no script at all, no framing).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -30,6 +35,17 @@ from .render import page_blocks
 from .store import SQLiteStore, StaleVersionError, flag_count
 
 CSRF_COOKIE = "claims_csrf"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+SECURITY_HEADERS = {
+    # The pages run no script; styles are the inline sheet of base.html.
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
 _FLAG = re.compile(r"(\[FLAG [^\]]*\]|^FLAG .*$)")
 
 
@@ -49,7 +65,32 @@ def _templates() -> Environment:
     return environment
 
 
-def create_app(store: SQLiteStore) -> Starlette:
+class _SecurityHeaders:
+    """Adds SECURITY_HEADERS to every response (pure ASGI: it works for errors and redirects too)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers if scope["type"] == "http" else send)
+
+
+def _same_site(url: str, request: Request) -> bool:
+    """True when an Origin or Referer names the scheme, host and port this request was sent to."""
+    return url.rstrip("/") == f"{request.url.scheme}://{request.url.netloc}" or url.startswith(
+        f"{request.url.scheme}://{request.url.netloc}/"
+    )
+
+
+def create_app(store: SQLiteStore, allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS) -> Starlette:
+    """`allowed_hosts`: the Host names the app answers (others get 400), loopback by default."""
     templates = _templates()
 
     def page(request: Request, name: str, http_status: int = 200, **context: Any) -> HTMLResponse:
@@ -66,11 +107,14 @@ def create_app(store: SQLiteStore) -> Starlette:
         """The submitted form, once its CSRF token and origin have been verified."""
         form = {key: str(value) for key, value in (await request.form()).items()}
         cookie = request.cookies.get(CSRF_COOKIE, "")
-        origin = request.headers.get("origin")
+        origin, referer = request.headers.get("origin"), request.headers.get("referer")
         if not cookie or not secrets.compare_digest(cookie, form.get("csrf", "")):
             raise _Refused(403, "cross-site request refused: reload the page and submit again")
-        if origin and origin.rstrip("/") != f"{request.url.scheme}://{request.url.netloc}":
-            raise _Refused(403, f"request from another origin ({origin}) refused")
+        if origin and origin != "null":
+            if not _same_site(origin, request):
+                raise _Refused(403, f"request from another site ({origin}) refused")
+        elif not referer or not _same_site(referer, request):
+            raise _Refused(403, "request refused: the browser sent neither an Origin nor a Referer of this site")
         return form
 
     def version_of(form: dict[str, str]) -> int:
@@ -155,7 +199,8 @@ def create_app(store: SQLiteStore) -> Starlette:
         return page(request, "history.html", record_id=record_id, entries=store.history(record_id))
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        return PlainTextResponse(str(exc), status_code=404)
+        # the store's own message names its file; a web page has no business showing paths
+        return PlainTextResponse("no such record: check the id, or go back to the queue at /", status_code=404)
 
     return Starlette(
         routes=[
@@ -167,6 +212,7 @@ def create_app(store: SQLiteStore) -> Starlette:
             Route("/records/{record_id}/{action}", decide, methods=["POST"]),
         ],
         exception_handlers={RecordNotFoundError: not_found},
+        middleware=[Middleware(_SecurityHeaders), Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))],
     )
 
 

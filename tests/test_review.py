@@ -111,7 +111,7 @@ def test_edit_from_a_file_is_validated_and_rechecked(runner: CliRunner, clean_en
     data["claim"]["original_statement"]["text"] = "A sentence the paper never printed."
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(data))
-    result = runner.invoke(app, ["review", "edit", record_id, "--file", str(edited), "--reviewer", "ana", "--note", "tightened"])
+    result = runner.invoke(app, ["review", "edit", record_id, "--file", str(edited), "--version", "1", "--reviewer", "ana", "--note", "tightened"])
     assert result.exit_code == 0, result.output
     assert "version 2" in result.output and "1 flag(s) after re-checking" in result.output
     record = store.get(record_id)
@@ -128,12 +128,12 @@ def test_invalid_edit_shows_its_errors_and_saves_nothing(runner: CliRunner, clea
     data["claim"]["original_statement"]["page"] = "one"
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(data))
-    result = runner.invoke(app, ["review", "edit", record_id, "--file", str(edited), "--reviewer", "ana"])
+    result = runner.invoke(app, ["review", "edit", record_id, "--file", str(edited), "--version", "1", "--reviewer", "ana"])
     assert result.exit_code == 2
     assert "nothing was saved (2 problem(s))" in result.output and "certainty/certainty" in result.output
     broken = tmp_path / "broken.json"
     broken.write_text("{")
-    assert runner.invoke(app, ["review", "edit", record_id, "--file", str(broken), "--reviewer", "ana"]).exit_code == 2
+    assert runner.invoke(app, ["review", "edit", record_id, "--file", str(broken), "--version", "1", "--reviewer", "ana"]).exit_code == 2
     assert store.version_of(record_id) == 1 and len(store.history(record_id)) == 1
 
 

@@ -51,7 +51,7 @@ def test_invalid_record_is_never_written(tmp_path: Path) -> None:
 
 def test_ambiguous_and_unknown_ids(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
-    for name, record_id in (("huang-2010-hpylori-iron", "abc111"), ("siervo-2016-nitrate", "abc222")):
+    for name, record_id in (("huang-2010-hpylori-iron", "abc111111111"), ("siervo-2016-nitrate", "abc222222222")):
         record = bundled(name)
         record.record_id = record_id
         store.add(record)
@@ -61,7 +61,7 @@ def test_ambiguous_and_unknown_ids(tmp_path: Path) -> None:
         store.get("%")  # a LIKE wildcard is a character, not a pattern
     with pytest.raises(RecordNotFoundError, match="several"):
         store.get("abc")
-    assert store.get("abc2").record_id == "abc222"
+    assert store.get("abc2").record_id == "abc222222222"
 
 
 def test_newer_database_is_refused(tmp_path: Path) -> None:

@@ -14,6 +14,9 @@ from pipeline.web import create_app
 from test_review import stored
 
 
+SITE = "http://127.0.0.1:8000"
+
+
 def csrf(html: str) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
 
@@ -22,7 +25,9 @@ def csrf(html: str) -> str:
 def site(clean_environment: Path):
     ids = stored(clean_environment, "huang-2010-hpylori-iron", "misbehaving-fabricated-quote")
     store = SQLiteStore(clean_environment)
-    return TestClient(create_app(store)), store, ids
+    # as a browser sends a form: to the loopback address, with the page's origin
+    client = TestClient(create_app(store), base_url=SITE, headers={"Origin": SITE})
+    return client, store, ids
 
 
 def test_queue_filters(site) -> None:  # type: ignore[no-untyped-def]
