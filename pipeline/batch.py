@@ -33,7 +33,7 @@ from .check import CheckRunner, Rewriter, Sources, check_record
 from .config import RunSettings
 from .doi import DoiCache, DoiSettings, fetch, looks_like_doi, normalise_doi
 from .errors import ClaimsError, ConfigError, InputError
-from .files import write_json_atomic
+from .files import path_exists, require_regular_file, write_json_atomic
 from .ingest import Document, read_pdf
 from .llm import ChatModel, LLMContext, RecordingChatModel, ResponseCache
 from .models import ClaimRecord, StudyMetadata
@@ -184,6 +184,7 @@ class BatchOptions:
     refresh: bool = False
     discount: float = 1.0  # 0.5 through the Batch API
     attach_threshold: float | None = None  # --attach: add each paper to the claims it matches this well
+    not_a_study_ok: bool = False  # draft documents that do not look like research papers
 
 
 @dataclass
@@ -241,7 +242,7 @@ def process_paper(source: str, settings: RunSettings, tools: BatchTools, options
         recorded = (pdf, metadata, pdf_url)
         run: RunResult = run_pipeline(
             pdf, llm, document=document, metadata=metadata, pdf_url=pdf_url, check_runner=tools.check,
-            progress=lambda stage, event, detail: tally.stage(source, stage) if event == "start" else None,
+            not_a_study_ok=options.not_a_study_ok, progress=lambda stage, event, detail: tally.stage(source, stage) if event == "start" else None,
         )
         result.seconds.update(run.seconds)
         _keep_recording(source, settings, tools, options, llm, recorded, run.record, None)
@@ -297,7 +298,8 @@ def attach_to_matches(
 
 def _locate(source: str, tools: BatchTools, options: BatchOptions) -> tuple[Path, StudyMetadata | None, str | None]:
     path = Path(source)
-    if path.exists():
+    if path_exists(path):
+        require_regular_file(path, tools.doi_settings.max_pdf_bytes, "PDF", "--max-pdf-mb (or CLAIMS_MAX_PDF_MB)")
         return path, None, None
     if not looks_like_doi(source):
         raise InputError(f"{source}: no such file, and not a DOI")
@@ -337,8 +339,9 @@ class ParsePool:
     the model client, which takes as long to load) start with the first paper that needs them:
     a batch whose papers are all done already starts neither."""
 
-    def __init__(self, warm: Callable[[], Any] = lambda: None, workers: int | None = None):
+    def __init__(self, warm: Callable[[], Any] = lambda: None, workers: int | None = None, max_pdf_bytes: int | None = None):
         self._warm = warm
+        self._max_pdf_bytes = max_pdf_bytes
         self._workers = workers or os.cpu_count() or 2
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -352,7 +355,7 @@ class ParsePool:
                     max_workers=self._workers, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),)
                 )
                 threading.Thread(target=self._warm, daemon=True).start()
-        return self._pool.submit(read_pdf, pdf).result()
+        return self._pool.submit(read_pdf, pdf, None, self._max_pdf_bytes).result()
 
     def check(self, record: ClaimRecord, sources: Sources, rewrite: Rewriter | None) -> ClaimRecord:
         """The checks, in a worker process too: they are the CPU-heavy part of a paper, and in the

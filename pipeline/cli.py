@@ -37,7 +37,15 @@ from .doi import DoiCache, DoiSettings, Fetched, fetch, file_stem, looks_like_do
 from .errors import ClaimsError, InputError, ReplayError, ReplayMissError
 from .evaluation import evaluate, read_dataset
 from .evidence import add_study
-from .files import read_json_file, write_bytes_atomic, write_json_atomic, write_text_atomic
+from .files import (
+    path_exists,
+    read_json_file,
+    require_regular_file,
+    require_writable_folder,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from .http import make_client
 from .llm import LLMContext, OpenAIChatModel, RecordingChatModel
 from .models import ClaimRecord, StudyMetadata
@@ -101,7 +109,8 @@ def _database_trouble(exc: sqlite3.DatabaseError) -> str:
 
 def _file_trouble(exc: OSError) -> str:
     """A file-system failure (disk full, permission, read-only disk, name too long) in one line."""
-    where = f"{exc.filename}: " if exc.filename else ""
+    name = str(exc.filename) if exc.filename else ""
+    where = f"{name if len(name) <= 120 else name[:117] + '...'}: " if name else ""
     advice = {
         errno.ENOSPC: "the disk is full: free some space and run again",
         errno.EACCES: "permission denied: check the folder's permissions or choose another",
@@ -173,16 +182,23 @@ def _summary(result: RunResult) -> None:
     out.print(f"model calls: {calls}" + (f" ({cached} answers from the cache)" if cached else "") + f"; tokens: {tokens}")
 
 
+def pdf_cap(max_pdf_mb: Optional[float]) -> int:
+    """The PDF size cap in bytes: --max-pdf-mb, else CLAIMS_MAX_PDF_MB, else 50 MB (downloads and local files)."""
+    if max_pdf_mb is not None and max_pdf_mb <= 0:
+        raise InputError(f"--max-pdf-mb {max_pdf_mb:g} must be more than 0")
+    return int((max_pdf_mb or max_pdf_megabytes()) * 1024 * 1024)
+
+
 def _doi_tools(max_pdf_mb: Optional[float]) -> tuple[Any, DoiCache, DoiSettings]:
     mailto = contact_email()
-    settings = DoiSettings(mailto=mailto, max_pdf_bytes=int((max_pdf_mb or max_pdf_megabytes()) * 1024 * 1024))
+    settings = DoiSettings(mailto=mailto, max_pdf_bytes=pdf_cap(max_pdf_mb))
     return make_client(mailto), DoiCache(default_cache_dir() / "doi"), settings
 
 
 def _source(text: str) -> tuple[Optional[Path], Optional[str]]:
     """A PDF path or a DOI, from what the user typed."""
     path = Path(text)
-    if path.exists():
+    if path_exists(path):
         return path, None
     if looks_like_doi(text):
         return None, normalise_doi(text)
@@ -191,6 +207,9 @@ def _source(text: str) -> tuple[Optional[Path], Optional[str]]:
     raise InputError(f"'{text}' is neither a PDF file nor a DOI (expected 10.NNNN/suffix)")
 
 
+NotAStudyOption = typer.Option(
+    False, "--not-a-study-ok", help="Draft a document that does not look like a research paper (notes, slides, a book)."
+)
 MaxPdfOption = typer.Option(None, "--max-pdf-mb", help="Download size cap. Default: $CLAIMS_MAX_PDF_MB or 50.")
 
 
@@ -200,6 +219,7 @@ def run(
     source: str = typer.Argument(..., metavar="PDF|DOI", help="The study: a PDF file, or a DOI (10.xxxx/..., doi:..., https://doi.org/...)."),
     pdf: Path = typer.Option(None, "--pdf", help="With a DOI: read this PDF instead of downloading one (e.g. a paywalled paper you hold)."),
     strict: bool = typer.Option(False, "--strict", help="With a DOI and --pdf: refuse a PDF whose DOI or title differs from the metadata."),
+    not_a_study_ok: bool = NotAStudyOption,
     refresh: bool = typer.Option(False, "--refresh", help="Ignore cached metadata and PDFs."),
     max_pdf_mb: Optional[float] = MaxPdfOption,
     model: str = typer.Option(None, "--model", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."),
@@ -217,6 +237,8 @@ def run(
     live = OpenAIChatModel(api_key=os.environ.get("OPENAI_API_KEY", ""), base_url=base_url, timeout=request_timeout())
     chat = RecordingChatModel(live) if record else live
     store = _open_store(db)
+    if record:
+        require_writable_folder(record.resolve().parent, "recording")
     pdf_path, metadata, pdf_url = _locate_study(source, pdf, refresh, max_pdf_mb)
     progress = StageProgress(err)
 
@@ -236,7 +258,7 @@ def run(
         cache = None if (record or no_cache) else SQLiteResponseCache(default_cache_dir() / "responses.db")
         result = run_pipeline(
             pdf_path, LLMContext(chat, settings, cache=cache), metadata=metadata, pdf_url=pdf_url, strict=strict,
-            progress=progress,
+            max_pdf_bytes=pdf_cap(max_pdf_mb), not_a_study_ok=not_a_study_ok, progress=progress,
         )
     except ClaimsError as exc:
         progress.stop()
@@ -257,6 +279,9 @@ def _locate_study(
     pdf_path, doi = _source(source)
     if pdf_path is not None and pdf is not None:
         raise InputError("--pdf goes with a DOI: give either a PDF, or a DOI and --pdf FILE")
+    for local in (pdf_path, pdf):  # before any download or model call: a FIFO or /dev/zero ends here
+        if local is not None:
+            require_regular_file(local, pdf_cap(max_pdf_mb), "PDF", "--max-pdf-mb (or CLAIMS_MAX_PDF_MB)")
     if doi is None:
         assert pdf_path is not None
         return pdf_path, None, None

@@ -28,9 +28,10 @@ from .batch import (
 )
 from .batch_api import BatchApiChatModel
 from .cache import SQLiteResponseCache
-from .cli import DbOption, MaxPdfOption, _doi_tools, _one_line_errors, _open_store, app, err, out
+from .cli import DbOption, MaxPdfOption, NotAStudyOption, _doi_tools, _one_line_errors, _open_store, app, err, out
 from .config import RunSettings, batch_poll_seconds, default_cache_dir, default_model, request_timeout
 from .errors import InputError
+from .files import require_writable_folder
 from .llm import ChatModel, OpenAIChatModel
 from .ratelimit import InFlightLimitedChatModel, RateLimitedChatModel, RateLimiter
 
@@ -100,6 +101,7 @@ def batch_command(
     attach: bool = typer.Option(False, "--attach", help="Also add each paper to the stored claims it matches (as new drafts)."),
     attach_threshold: float = typer.Option(40.0, "--attach-threshold", help="Match score (0-100, see claims match) needed to attach."),
     max_pdf_mb: Optional[float] = MaxPdfOption,
+    not_a_study_ok: bool = NotAStudyOption,
     db: Optional[Path] = DbOption,
 ) -> None:
     """Process many papers: concurrent, resumable, cached, with live progress and cost.
@@ -114,6 +116,10 @@ def batch_command(
     base_url = os.environ.get("OPENAI_BASE_URL") or None
     live = OpenAIChatModel(api_key=os.environ.get("OPENAI_API_KEY", ""), base_url=base_url, timeout=request_timeout())
     store = _open_store(db)
+    # Where the results go is tried now, not after every model call has been paid for.
+    require_writable_folder(report_path.resolve().parent, "report")
+    if record:
+        require_writable_folder(record, "recordings")
     chat: ChatModel = live
     if via == "batch-api":
         state = store.path.with_suffix(".batches.db")
@@ -129,13 +135,13 @@ def batch_command(
         # checking some papers overlaps the model calls of others and no slot waits for work.
         concurrency=3 * concurrency if via == "chat" else max(concurrency, len(sources)),
         fail_fast=fail_fast, record_dir=record, refresh=refresh, discount=0.5 if via == "batch-api" else 1.0,
-        attach_threshold=attach_threshold if attach else None,
+        attach_threshold=attach_threshold if attach else None, not_a_study_ok=not_a_study_ok,
     )
     started = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     tally = Tally(total=len(sources))
     err.print(f"{len(sources)} papers, {concurrency} model requests at a time, model {settings.model} via {via}; report: {report_path}")
     done: list[PaperResult] = []
-    with ParsePool(warm=lambda: live.client) as pool:
+    with ParsePool(warm=lambda: live.client, max_pdf_bytes=doi_settings.max_pdf_bytes) as pool:
         tools = BatchTools(chat, store, cache, client, doi_cache, doi_settings, pool.parse, load_prices(), base_url,
                            check=pool.check)
         with BatchDisplay(err, tally) as display:

@@ -10,22 +10,24 @@ import typer
 from rich.table import Table
 
 from .check import count, model_rewriter
-from .cli import DbOption, MaxPdfOption, _locate_study, _one_line_errors, _open_store, app, err, out
+from .cli import DbOption, MaxPdfOption, NotAStudyOption, _locate_study, _one_line_errors, _open_store, app, err, out, pdf_cap
 from .cli_review import default_reviewer
 from .config import RunSettings, default_model, request_timeout
 from .evaluation import EvalResult, evaluate, read_dataset
 from .evidence import add_study, match_score
+from .files import require_writable_folder
 from .ingest import read_pdf
 from .llm import LLMContext, OpenAIChatModel, RecordingChatModel
 from .models import Stance
 from .recording import RecordedSource, build_recording, save_eval_recording, save_recording
 from .review import stored_sources
+from .run import require_a_study
 
 
 def _study_document(source: str, pdf: Optional[Path], refresh: bool, max_pdf_mb: Optional[float]):  # type: ignore[no-untyped-def]
     """The new study's document, with its DOI metadata when given a DOI."""
     pdf_path, metadata, pdf_url = _locate_study(source, pdf, refresh, max_pdf_mb)
-    document = read_pdf(pdf_path)
+    document = read_pdf(pdf_path, max_bytes=pdf_cap(max_pdf_mb))
     if metadata is not None:
         document.doi = metadata.doi
     return pdf_path, document, metadata, pdf_url
@@ -42,6 +44,7 @@ def add_evidence_command(
     record: Optional[Path] = typer.Option(None, "--record", help="Keep this run as a recording in this folder."),
     refresh: bool = typer.Option(False, "--refresh", help="Ignore cached DOI metadata and PDFs."),
     max_pdf_mb: Optional[float] = MaxPdfOption,
+    not_a_study_ok: bool = NotAStudyOption,
     db: Optional[Path] = DbOption,
 ) -> None:
     """Add a study to a claim: its stance, a new synthesis, the checks; a new draft version.
@@ -49,8 +52,11 @@ def add_evidence_command(
     An approved version stays in the history until the new one is approved."""
     store = _open_store(db)
     claim = store.get(claim_id)
+    if record:
+        require_writable_folder(record.resolve().parent, "recording")
     version = store.version_of(claim.record_id)
     pdf_path, document, metadata, pdf_url = _study_document(source, pdf, refresh, max_pdf_mb)
+    require_a_study(document, metadata, not_a_study_ok)
     present = {s.reference.study_id for s in claim.studies} | {s.source_sha256 for s in claim.studies}
     if document.study_id in present or document.sha256 in present:
         out.print(f"{document.study_id} is already a study of record {claim.record_id}; nothing changed", markup=False)
@@ -133,6 +139,8 @@ def eval_command(
 ) -> None:
     """Measure stance classification on a labelled set: accuracy and a confusion matrix."""
     rows = read_dataset(dataset, corpus, limit)
+    if record:
+        require_writable_folder(record, "recording")
     settings = RunSettings(model=model or default_model())
     base_url = os.environ.get("OPENAI_BASE_URL") or None
     live = OpenAIChatModel(api_key=os.environ.get("OPENAI_API_KEY", ""), base_url=base_url, timeout=request_timeout())

@@ -37,6 +37,14 @@ def read_regular_file(path: Path, max_bytes: int, what: str, cap_setting: str) -
     return data
 
 
+def path_exists(path: Path) -> bool:
+    """False, not an error, for a name the file system cannot hold (a 100,000-character "DOI")."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def require_regular_file(path: Path, max_bytes: int, what: str, cap_setting: str) -> None:
     """Refuse, without opening it, anything but a regular file of at most `max_bytes`."""
     try:
@@ -54,6 +62,16 @@ def require_regular_file(path: Path, max_bytes: int, what: str, cap_setting: str
             f"{path}: {info.st_size / 1024 / 1024:.0f} MB is over the {max_bytes / 1024 / 1024:g} MB limit for a {what}; "
             f"raise it with {cap_setting} if the file is right"
         )
+
+
+def require_writable_folder(folder: Path, what: str) -> None:
+    """Made if missing and tried with a scratch file now, before any model call is paid for."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot write the {what} there ({exc.strerror or exc}); choose a writable folder") from None
 
 
 def read_json_file(path: Path) -> Any:

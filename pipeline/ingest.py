@@ -182,6 +182,10 @@ class Span:
     text: str
 
 
+MIN_STUDY_SIGNALS = 2
+MAX_STUDY_PAGES_WITHOUT_ABSTRACT = 80
+
+
 @dataclass
 class Document:
     file_name: str
@@ -198,6 +202,27 @@ class Document:
 
     def sections_found(self) -> list[str]:
         return sorted({span.section for span in self.spans})
+
+    def not_a_study(self) -> str | None:
+        """Why the document does not look like a research paper (lecture notes, slides, a thesis,
+        a book), or None. A paper shows at least two of: an abstract, a methods section, results
+        (or a discussion or conclusions), a reference list, a DOI; and one without an abstract
+        is short. Measured on the shared corpus: every one of its 8 papers shows two or more (a
+        review without headings: references and a DOI), 117 pages of lecture notes none."""
+        found = set(self.sections_found())
+        signals = {
+            "abstract": "abstract" in found,
+            "methods": "methods" in found,
+            "results": bool(found & {"results", "discussion", "conclusions"}),
+            "references": "references" in found,
+            "DOI": self.doi is not None,
+        }
+        present = [name for name, shown in signals.items() if shown]
+        too_long = len(self.pages) > MAX_STUDY_PAGES_WITHOUT_ABSTRACT and not signals["abstract"]
+        if len(present) >= MIN_STUDY_SIGNALS and not too_long:
+            return None
+        return (f"found {', '.join(present) or 'none'} of: abstract, methods, results, references, DOI"
+                + (f"; {len(self.pages)} pages and no abstract" if too_long else ""))
 
     def text_of(self, sections: tuple[str, ...], max_chars: int) -> str:
         """The named sections' text with page markers, in reading order, cut at `max_chars`.

@@ -98,6 +98,8 @@ def parse_edit(text: str) -> ClaimRecord:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidEditError([f"not JSON: {exc}"]) from exc
+    except RecursionError:
+        raise InvalidEditError(["the JSON is nested too deeply to be a record"]) from None
     problems = schema_errors(data)
     if problems:
         raise InvalidEditError(problems)

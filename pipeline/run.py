@@ -73,6 +73,8 @@ def run_pipeline(
     record_id: str | None = None,
     generated_at: str | None = None,
     extractor: TextExtractor | None = None,
+    max_pdf_bytes: int | None = None,
+    not_a_study_ok: bool = False,
     progress: Progress = _quiet,
     check_runner: CheckRunner = check_record,
 ) -> RunResult:
@@ -89,10 +91,11 @@ def run_pipeline(
 
     document = stage(
         "ingest",
-        lambda: document or read_pdf(pdf, extractor),
+        lambda: document or read_pdf(pdf, extractor, max_pdf_bytes),
         lambda d: f"{len(d.pages)} pages, sections: {', '.join(d.sections_found())}"
         + (f", {len(d.problems)} page(s) skipped" if d.problems else ""),
     )
+    require_a_study(document, metadata, not_a_study_ok)
     notes: list[str] = []
     if metadata is not None:
         mismatches = metadata_mismatches(metadata, document.doi, "\n".join(document.pages[:2]))
@@ -142,6 +145,17 @@ def run_pipeline(
 
     checked_record = stage("check", checked, lambda r: count(r.checks).line())
     return RunResult(checked_record, document, seconds)
+
+
+def require_a_study(document: Document, metadata: StudyMetadata | None, not_a_study_ok: bool) -> None:
+    """Refuse, before any model call, a document that is no research paper, unless told to go on.
+    A DOI's registry metadata (a journal article) is evidence enough."""
+    why = None if metadata is not None else document.not_a_study()
+    if why and not not_a_study_ok:
+        raise InputError(
+            f"{document.file_name} does not look like a research paper ({why}); "
+            "pass --not-a-study-ok to draft it anyway"
+        )
 
 
 def prompt_hashes() -> dict[str, str]:

@@ -102,6 +102,17 @@ def _clock(stamp: str) -> str:
     return f"{stamp[11:16]} UTC on {stamp[:10]}" if len(stamp) >= 16 else stamp
 
 
+def _record(record_id: str, body: str) -> ClaimRecord:
+    """A stored body, validated: a store changed by hand (an id like '../x') is refused here."""
+    try:
+        return ClaimRecord.model_validate_json(body)
+    except ValueError as exc:
+        raise StoreError(
+            f"record {record_id} in the store is damaged ({str(exc).splitlines()[-2].strip() if len(str(exc).splitlines()) > 1 else exc}); "
+            "restore the store from a backup"
+        ) from None
+
+
 def _writable(path: Path) -> bool:
     """The file and its folder (SQLite writes its journal files beside it)."""
     return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
@@ -240,7 +251,7 @@ class SQLiteStore:
                     f"record {record.record_id} was changed by {updated_by} at {_clock(updated_at)} "
                     f"(version {version}); reload and try again"
                 )
-            before = ClaimRecord.model_validate_json(body)
+            before = _record(record.record_id, body)
             now = _now()
             self._db.execute(
                 "UPDATE records SET version = ?, status = ?, claim = ?, flags = ?, updated_at = ?, updated_by = ?, body = ?"
@@ -284,8 +295,9 @@ class SQLiteStore:
         return rows[0][0]
 
     def get(self, id_or_prefix: str) -> ClaimRecord:
-        [(body,)] = self._rows("SELECT body FROM records WHERE id = ?", self.resolve(id_or_prefix))
-        return ClaimRecord.model_validate_json(body)
+        record_id = self.resolve(id_or_prefix)
+        [(body,)] = self._rows("SELECT body FROM records WHERE id = ?", record_id)
+        return _record(record_id, body)
 
     def summaries(self, status: str | None = None, flagged: bool = False) -> list[StoredSummary]:
         where, args = [], []
