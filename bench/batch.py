@@ -33,7 +33,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from pdfmaker import make_pdf  # noqa: E402
 from scripted_endpoint import Faults, ScriptedEndpoint, Scripts  # noqa: E402
 
-from pipeline.ingest import read_pdf  # noqa: E402
+from pipeline.sources.pdf import read_pdf  # noqa: E402
 
 PAPERS = {  # paper -> its DOI, carried in the copy's metadata as the original carries it
     "pmj_hpylori_iron_deficiency_metaanalysis_2010.pdf": "10.1136/pgmj.2009.089987",
@@ -87,7 +87,7 @@ def rss_of_parsing(pdf: Path, extractor: str) -> float:
     code = (
         "import resource, sys; sys.path.insert(0, %r)\n"
         "from pathlib import Path\n"
-        "from pipeline.ingest import PdfiumExtractor, PypdfExtractor, read_pdf\n"
+        "from pipeline.sources.pdf import PdfiumExtractor, PypdfExtractor, read_pdf\n"
         "read_pdf(Path(%r), %s())\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     ) % (str(ROOT), str(pdf), "PdfiumExtractor" if extractor == "pdfium" else "PypdfExtractor")

@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.ingest import PdfiumExtractor, PypdfExtractor, build_document  # noqa: E402
-from pipeline.textmatch import locate, numbers_in  # noqa: E402
+from pipeline.sources.pdf import PdfiumExtractor, PypdfExtractor, build_document  # noqa: E402
+from pipeline.stages.textmatch import locate, numbers_in  # noqa: E402
 
 logging.getLogger("pypdf").setLevel(logging.ERROR)
 

@@ -1,6 +1,6 @@
 """`python -m pipeline` is the `claims` command."""
 
-from .cli import main
+from pipeline.cli import main
 
 if __name__ == "__main__":
     main()

@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError, LLMError
-from .evidence import classify_stance
-from .ingest import Document, Span
-from .llm import LLMContext
-from .models import Stance
+from pipeline.errors import InputError, LLMError
+from pipeline.evidence import classify_stance
+from pipeline.sources.pdf import Document, Span
+from pipeline.llm.base import LLMContext
+from pipeline.models import Stance
 
 LABELS = {
     "supports": Stance.supporting, "support": Stance.supporting,

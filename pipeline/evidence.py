@@ -26,14 +26,14 @@ from datetime import datetime, timezone
 
 from rapidfuzz import fuzz
 
-from .check import Rewriter, Sources, run_checks, with_model_output
-from .doi import canonical_citation
-from .draft import check_steps, findings_json, salvage_steps
-from .extract import extract
-from .grade import design_rank, rate_certainty, starting_certainty, strongest_first
-from .ingest import Document
-from .llm import LLMContext, StageCall, ask_structured
-from .models import (
+from pipeline.stages.check import Rewriter, Sources, run_checks, with_model_output
+from pipeline.sources.metadata import canonical_citation
+from pipeline.stages.draft import check_steps, findings_json, salvage_steps
+from pipeline.stages.extract import extract
+from pipeline.stages.grade import design_rank, rate_certainty, starting_certainty, strongest_first
+from pipeline.sources.pdf import Document
+from pipeline.llm.base import LLMContext, StageCall, ask_structured
+from pipeline.models import (
     CertaintyAssessment,
     ClaimRecord,
     EvidenceScores,
@@ -48,9 +48,9 @@ from .models import (
     StudyMetadata,
     SynthesisOutput,
 )
-from .resources import load_prompt, prompt_sha256
-from .strict_schema import RequestFacts
-from .run import stage_usage, study_reference
+from pipeline.resources import load_prompt, prompt_sha256
+from pipeline.llm.strict_schema import RequestFacts
+from pipeline.run import stage_usage, study_reference
 
 STANCE_PROMPT = "stance.md"
 SYNTHESIS_PROMPT = "synthesis.md"

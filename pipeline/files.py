@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from pipeline.errors import InputError
 
 MAX_JSON_BYTES = 64 * 1024 * 1024
 

@@ -15,8 +15,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from .check import foreign_citations
-from .models import CausalStep, CheckStatus, ClaimRecord, Flag, GoldStandardStudy, Quote, Stance, StepBasis, Study
+from pipeline.stages.check import foreign_citations
+from pipeline.models import CausalStep, CheckStatus, ClaimRecord, Flag, GoldStandardStudy, Quote, Stance, StepBasis, Study
 
 FORMATS = ("md", "html", "json")
 

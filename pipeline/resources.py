@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from .errors import ConfigError
+from pipeline.errors import ConfigError
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _MARKER = re.compile(r"^=== (system|user) ===[ \t]*$", re.MULTILINE)

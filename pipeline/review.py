@@ -18,11 +18,11 @@ import json
 
 from pydantic import ValidationError
 
-from .check import Sources, run_checks, schema_errors
-from .errors import ClaimsError, InputError
-from .ingest import document_from_pages
-from .models import ClaimRecord, ReviewStatus
-from .store import SQLiteStore, flag_count
+from pipeline.stages.check import Sources, run_checks, schema_errors
+from pipeline.errors import ClaimsError, InputError
+from pipeline.sources.pdf import document_from_pages
+from pipeline.models import ClaimRecord, ReviewStatus
+from pipeline.store import SQLiteStore, flag_count
 
 
 class ReviewRefusedError(ClaimsError):

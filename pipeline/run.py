@@ -14,20 +14,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from . import __version__
-from .check import REWRITE_PROMPT, CheckRunner, RecordSchemaError, check_record, count, model_rewriter, with_model_output
-from .config import RunSettings
-from .draft import PROMPT_FILE as DRAFT_PROMPT
-from .draft import draft
-from .errors import InputError
-from .extract import PROMPT_FILE as EXTRACT_PROMPT
-from .extract import extract
-from .grade import PROMPT_FILE as GRADE_PROMPT
-from .grade import grade
-from .doi import canonical_citation, metadata_mismatches
-from .ingest import Document, TextExtractor, read_pdf
-from .llm import REPAIR_PROMPT, SHORTER_PROMPT, LLMContext, UsageLog
-from .models import (
+from pipeline import __version__
+from pipeline.stages.check import REWRITE_PROMPT, CheckRunner, RecordSchemaError, check_record, count, model_rewriter, with_model_output
+from pipeline.settings import RunSettings
+from pipeline.stages.draft import PROMPT_FILE as DRAFT_PROMPT
+from pipeline.stages.draft import draft
+from pipeline.errors import InputError
+from pipeline.stages.extract import PROMPT_FILE as EXTRACT_PROMPT
+from pipeline.stages.extract import extract
+from pipeline.stages.grade import PROMPT_FILE as GRADE_PROMPT
+from pipeline.stages.grade import grade
+from pipeline.sources.metadata import canonical_citation, metadata_mismatches
+from pipeline.sources.pdf import Document, TextExtractor, read_pdf
+from pipeline.llm.base import REPAIR_PROMPT, SHORTER_PROMPT, LLMContext, UsageLog
+from pipeline.models import (
     Bibliography,
     CertaintyAssessment,
     Claim,
@@ -44,7 +44,7 @@ from .models import (
     StudyMetadata,
     StudyReference,
 )
-from .resources import prompt_sha256
+from pipeline.resources import prompt_sha256
 
 STAGES = ("ingest", "extract", "draft", "grade", "check")
 

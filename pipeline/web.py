@@ -28,11 +28,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from . import review
-from .errors import ClaimsError, RecordNotFoundError
-from .models import ClaimType, StepBasis
-from .render import page_blocks
-from .store import SQLiteStore, StaleVersionError, flag_count
+from pipeline import review
+from pipeline.errors import ClaimsError, RecordNotFoundError
+from pipeline.models import ClaimType, StepBasis
+from pipeline.render import page_blocks
+from pipeline.store import SQLiteStore, StaleVersionError, flag_count
 
 CSRF_COOKIE = "claims_csrf"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")

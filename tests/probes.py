@@ -28,9 +28,9 @@ from typing import Callable
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.recording import load_recording, recorded_pdf
-from pipeline.ingest import read_pdf
+from pipeline.cli.app import app
+from pipeline.llm.recording import load_recording, recorded_pdf
+from pipeline.sources.pdf import read_pdf
 from pipeline.store import SQLiteStore
 from pipeline.web import create_app
 from pdfmaker import make_pdf

@@ -38,7 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from pipeline.recording import SCRIPTED_ENDPOINT_ID
+from pipeline.llm.recording import SCRIPTED_ENDPOINT_ID
 
 
 

@@ -12,11 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import DVT_PDF, HPYLORI_PDF, PAPERS
-from pipeline.check import schema_errors
-from pipeline.cli import app
-from pipeline.config import RunSettings
-from pipeline.llm import LLMContext, OpenAIChatModel
-from pipeline.recording import load_recording, public_url
+from pipeline.stages.check import schema_errors
+from pipeline.cli.app import app
+from pipeline.settings import RunSettings
+from pipeline.llm.base import LLMContext, OpenAIChatModel
+from pipeline.llm.recording import load_recording, public_url
 from pipeline.retry import RetryPolicy
 from pipeline.run import run_pipeline
 from pipeline.store import SQLiteStore
@@ -55,7 +55,7 @@ def test_every_answer_the_random_endpoint_gave_was_valid_against_the_schema_sent
     from jsonschema import Draft202012Validator
 
     from pipeline.models import DraftOutput, ExtractOutput, GradeOutput
-    from pipeline.strict_schema import RequestFacts, request_schema
+    from pipeline.llm.strict_schema import RequestFacts, request_schema
 
     answers = RandomWithinSchema(7)
     for model in (ExtractOutput, DraftOutput, GradeOutput):

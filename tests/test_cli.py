@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import BAD, DVT_PDF, HPYLORI_PDF, RUNS
-from pipeline.cli import app
+from pipeline.cli.app import app
 from pipeline.store import SQLiteStore
 
 

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import FIXTURES, HPYLORI_PDF, HTTP, NITRATE_PDF, ROOT
-from pipeline.cli import app
-from pipeline.doi import (
+from pipeline.cli.app import app
+from pipeline.sources.metadata import (
     DoiCache,
     DoiNotFoundError,
     DoiSettings,
@@ -24,7 +24,7 @@ from pipeline.doi import (
     rebuild_abstract,
 )
 from pipeline.errors import InputError
-from pipeline.http import CassetteTransport, make_client, user_agent
+from pipeline.sources.http import CassetteTransport, make_client, user_agent
 from pipeline.retry import RetryPolicy
 from pipeline.store import SQLiteStore
 

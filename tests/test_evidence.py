@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from conftest import DVT_PDF, HPYLORI_PDF, NITRATE_PDF, RUNS, load_scripts
 from pipeline import review
-from pipeline.cli import app
+from pipeline.cli.app import app
 from pipeline.evidence import DESIGN_WEIGHT, evidence_scores, study_weight
 from pipeline.models import ClaimRecord, Stance, StudyDesign
 from pipeline.store import SQLiteStore

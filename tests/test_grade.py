@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.grade import rate_certainty, starting_certainty, strongest_first
+from pipeline.stages.grade import rate_certainty, starting_certainty, strongest_first
 from pipeline.models import (
     Certainty,
     DomainAssessment,

@@ -9,7 +9,7 @@ import pytest
 from conftest import BAD, DVT_PDF, HPYLORI_PDF, NITRATE_PDF
 from pdfmaker import make_pdf
 from pipeline.errors import InputError, NoTextLayerError
-from pipeline.ingest import (
+from pipeline.sources.pdf import (
     ExtractedPages,
     build_document,
     garbled_share,
@@ -140,7 +140,7 @@ def test_a_page_that_fails_is_reported_and_skipped() -> None:
 
 
 def test_pdfium_is_the_default_and_pypdf_the_fallback_for_a_failing_page() -> None:
-    from pipeline.ingest import FallbackExtractor, PdfiumExtractor, PypdfExtractor, default_extractor
+    from pipeline.sources.pdf import FallbackExtractor, PdfiumExtractor, PypdfExtractor, default_extractor
 
     class BrokenOnPage2:
         name = "broken"
@@ -158,7 +158,7 @@ def test_pdfium_is_the_default_and_pypdf_the_fallback_for_a_failing_page() -> No
 
 
 def test_glyph_names_from_the_first_extractor_are_replaced_by_the_second() -> None:
-    from pipeline.ingest import FallbackExtractor, PdfiumExtractor
+    from pipeline.sources.pdf import FallbackExtractor, PdfiumExtractor
 
     class GlyphNames:
         name = "glyphs"
@@ -181,7 +181,7 @@ def test_line_numbers_displaced_into_the_line_are_removed() -> None:
 
 def test_a_paper_without_content_headings_is_sent_whole() -> None:
     spans = split_sections(["A Title\nSome Journal\n" + "The text of the paper goes on. " * 200, "More text. " * 100])
-    from pipeline.ingest import Document
+    from pipeline.sources.pdf import Document
 
     document = Document("x.pdf", "0" * 64, ["", ""], spans, None, None)
     sent = document.text_of(("front", "abstract", "methods", "results"), 100_000)
@@ -189,7 +189,7 @@ def test_a_paper_without_content_headings_is_sent_whole() -> None:
 
 
 def test_a_file_the_first_parser_cannot_open_goes_to_the_second() -> None:
-    from pipeline.ingest import FallbackExtractor, PypdfExtractor
+    from pipeline.sources.pdf import FallbackExtractor, PypdfExtractor
 
     class CannotOpen:
         name = "cannot-open"

@@ -10,8 +10,8 @@ import pytest
 from pydantic import BaseModel
 
 from pipeline.errors import ConfigError, LLMError, LLMRefusalError, LLMUnavailableError, StageOutputError
-from pipeline.config import RunSettings
-from pipeline.llm import LLMContext, OpenAIChatModel, StageCall, UsageLog, ask_structured
+from pipeline.settings import RunSettings
+from pipeline.llm.base import LLMContext, OpenAIChatModel, StageCall, UsageLog, ask_structured
 from pipeline.retry import RetryPolicy, retry_after_seconds
 from pipeline.models import (
     DraftOutput,
@@ -23,7 +23,7 @@ from pipeline.models import (
     SynthesisOutput,
     UpgradeFactor,
 )
-from pipeline.strict_schema import RequestFacts, request_schema, strict_json_schema
+from pipeline.llm.strict_schema import RequestFacts, request_schema, strict_json_schema
 from scripted_endpoint import ScriptedEndpoint, Scripts
 
 

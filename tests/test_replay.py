@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import NITRATE_PDF, RUNS
-from pipeline.cli import app
+from pipeline.cli.app import app
 from pipeline.resources import data_dir
 
 RECORDINGS = sorted(path.name for path in RUNS.iterdir() if (path / "recording.json").exists())

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from conftest import RUNS
 from pipeline import review
-from pipeline.cli import app
-from pipeline.ingest import read_pdf
+from pipeline.cli.app import app
+from pipeline.sources.pdf import read_pdf
 from pipeline.models import ClaimRecord
-from pipeline.recording import load_recording, recorded_pdf
+from pipeline.llm.recording import load_recording, recorded_pdf
 from pipeline.store import SCHEMA_VERSION, SQLiteStore, StaleVersionError
 
 

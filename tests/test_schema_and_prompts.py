@@ -7,17 +7,17 @@ import json
 import pytest
 
 from conftest import ROOT, RUNS
-from pipeline.check import schema_errors
+from pipeline.stages.check import schema_errors
 from pipeline.errors import ConfigError
 from pipeline.models import SCHEMA_VERSION, ClaimRecord
 from pipeline.resources import data_dir, load_prompt, parse_prompt, record_schema_path
-from pipeline.schema_gen import main as schema_gen_main
-from pipeline.schema_gen import record_schema_text
+from pipeline.schema import main as schema_gen_main
+from pipeline.schema import record_schema_text
 
 
 def test_checked_in_schema_matches_the_models() -> None:
     checked_in = (ROOT / "schemas" / "claim_record.schema.json").read_text()
-    assert checked_in == record_schema_text(), "run: python -m pipeline.schema_gen"
+    assert checked_in == record_schema_text(), "run: python -m pipeline.schema"
     assert schema_gen_main(["--check"]) == 0
 
 
@@ -25,7 +25,7 @@ def test_schema_gen_check_fails_on_drift(tmp_path, monkeypatch) -> None:
     schemas = tmp_path / "schemas"
     schemas.mkdir()
     (schemas / "claim_record.schema.json").write_text("{}")
-    monkeypatch.setattr("pipeline.schema_gen.record_schema_path", lambda: schemas / "claim_record.schema.json")
+    monkeypatch.setattr("pipeline.schema.record_schema_path", lambda: schemas / "claim_record.schema.json")
     assert schema_gen_main(["--check"]) == 1
 
 

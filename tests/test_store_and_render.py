@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import RUNS
-from pipeline.check import RecordSchemaError
+from pipeline.stages.check import RecordSchemaError
 from pipeline.errors import RecordNotFoundError, StoreError
 from pipeline.models import ClaimRecord
 from pipeline.render import render

@@ -19,9 +19,9 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import LLMError, LLMUnavailableError
-from .llm import ChatRequest, ChatResponse, chat_body, response_from_completion
-from .retry import RetryError, RetryPolicy, call_with_retries
+from pipeline.errors import LLMError, LLMUnavailableError
+from pipeline.llm.base import ChatRequest, ChatResponse, chat_body, response_from_completion
+from pipeline.retry import RetryError, RetryPolicy, call_with_retries
 
 FINISHED = {"completed", "failed", "expired", "cancelled"}
 

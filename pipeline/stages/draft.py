@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from .doi import canonical_citation
-from .ingest import Document
-from .llm import LLMContext, StageCall, ask_structured
-from .models import CausalStep, DraftOutput, Finding, Flag, Stance, StepBasis, StudyStanceOutput
-from .resources import load_prompt
-from .strict_schema import RequestFacts
+from pipeline.sources.metadata import canonical_citation
+from pipeline.sources.pdf import Document
+from pipeline.llm.base import LLMContext, StageCall, ask_structured
+from pipeline.models import CausalStep, DraftOutput, Finding, Flag, Stance, StepBasis, StudyStanceOutput
+from pipeline.resources import load_prompt
+from pipeline.llm.strict_schema import RequestFacts
 
 PROMPT_FILE = "draft.md"
 SECTIONS = ("abstract", "results", "discussion", "conclusions")

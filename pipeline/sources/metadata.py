@@ -22,11 +22,11 @@ from urllib.parse import quote, unquote
 
 import httpx
 
-from .errors import ClaimsError, InputError
-from .files import write_bytes_atomic, write_json_atomic
-from .ingest import DOI_PATTERN, clean_doi
-from .models import StudyMetadata
-from .retry import RetryError, RetryPolicy, call_with_retries
+from pipeline.errors import ClaimsError, InputError
+from pipeline.files import write_bytes_atomic, write_json_atomic
+from pipeline.sources.pdf import DOI_PATTERN, clean_doi
+from pipeline.models import StudyMetadata
+from pipeline.retry import RetryError, RetryPolicy, call_with_retries
 
 CROSSREF_URL = "https://api.crossref.org/works/{doi}"
 OPENALEX_URL = "https://api.openalex.org/works/doi:{doi}"

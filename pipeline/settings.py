@@ -59,7 +59,7 @@ def contact_email() -> str | None:
 
 def _positive_number(name: str, default: str) -> float:
     """A positive number from the environment, or a one-line error naming the variable."""
-    from .errors import ConfigError
+    from pipeline.errors import ConfigError
 
     raw = os.environ.get(name, default)
     try:

@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .batch import (
+from pipeline.batch import (
     BatchOptions,
     BatchTools,
     PaperResult,
@@ -26,14 +26,14 @@ from .batch import (
     run_batch,
     write_report,
 )
-from .batch_api import BatchApiChatModel
-from .cache import SQLiteResponseCache
-from .cli import DbOption, MaxPdfOption, NotAStudyOption, _doi_tools, _one_line_errors, _open_store, app, err, out
-from .config import RunSettings, batch_poll_seconds, default_cache_dir, default_model, request_timeout
-from .errors import InputError
-from .files import require_writable_folder
-from .llm import ChatModel, OpenAIChatModel
-from .ratelimit import InFlightLimitedChatModel, RateLimitedChatModel, RateLimiter
+from pipeline.llm.batch_api import BatchApiChatModel
+from pipeline.llm.cache import SQLiteResponseCache
+from pipeline.cli.app import DbOption, MaxPdfOption, NotAStudyOption, _doi_tools, _one_line_errors, _open_store, app, err, out
+from pipeline.settings import RunSettings, batch_poll_seconds, default_cache_dir, default_model, request_timeout
+from pipeline.errors import InputError
+from pipeline.files import require_writable_folder
+from pipeline.llm.base import ChatModel, OpenAIChatModel
+from pipeline.llm.ratelimit import InFlightLimitedChatModel, RateLimitedChatModel, RateLimiter
 
 VIAS = ("chat", "batch-api")
 

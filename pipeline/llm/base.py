@@ -33,11 +33,11 @@ from typing import Any, Callable, Protocol, TypeVar
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, PrivateAttr, ValidationError
 
-from .errors import ConfigError, LLMError, LLMRefusalError, LLMUnavailableError, StageOutputError
-from .models import Flag
-from .resources import load_instructions
-from .retry import RetryError, RetryPolicy, call_with_retries
-from .strict_schema import RequestFacts, request_schema
+from pipeline.errors import ConfigError, LLMError, LLMRefusalError, LLMUnavailableError, StageOutputError
+from pipeline.models import Flag
+from pipeline.resources import load_instructions
+from pipeline.retry import RetryError, RetryPolicy, call_with_retries
+from pipeline.llm.strict_schema import RequestFacts, request_schema
 
 T = TypeVar("T", bound=BaseModel)
 

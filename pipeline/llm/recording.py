@@ -29,13 +29,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field
 
-from . import __version__
-from .config import RunSettings
-from .errors import LLMError, ReplayError, ReplayMissError
-from .files import write_json_atomic
-from .llm import REPAIR_PROMPT, SHORTER_PROMPT, ChatRequest, ChatResponse, Interaction
-from .models import ClaimRecord, StudyMetadata
-from .resources import prompt_sha256
+from pipeline import __version__
+from pipeline.settings import RunSettings
+from pipeline.errors import LLMError, ReplayError, ReplayMissError
+from pipeline.files import write_json_atomic
+from pipeline.llm.base import REPAIR_PROMPT, SHORTER_PROMPT, ChatRequest, ChatResponse, Interaction
+from pipeline.models import ClaimRecord, StudyMetadata
+from pipeline.resources import prompt_sha256
 
 RECORDING_FORMAT = "claims-recording/1"
 RECORDING_FILE = "recording.json"

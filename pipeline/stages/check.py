@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Callable
 
-from .errors import ClaimsError, StageOutputError
-from .grade import rate_certainty, starting_certainty
-from .ingest import DOI_PATTERN, Document, clean_doi
-from .llm import LLMContext, StageCall, ask_structured
-from .models import (
+from pipeline.errors import ClaimsError, StageOutputError
+from pipeline.stages.grade import rate_certainty, starting_certainty
+from pipeline.sources.pdf import DOI_PATTERN, Document, clean_doi
+from pipeline.llm.base import LLMContext, StageCall, ask_structured
+from pipeline.models import (
     CheckResult,
     CheckStatus,
     ClaimRecord,
@@ -48,9 +48,9 @@ from .models import (
     StepBasis,
     StudyDesign,
 )
-from .readability import MAX_GRADE, MAX_WORDS_PER_SENTENCE, Readability, score
-from .resources import load_prompt, record_schema_path
-from .textmatch import locate, numbers_in, numbers_of
+from pipeline.stages.readability import MAX_GRADE, MAX_WORDS_PER_SENTENCE, Readability, score
+from pipeline.resources import load_prompt, record_schema_path
+from pipeline.stages.textmatch import locate, numbers_in, numbers_of
 
 REWRITE_PROMPT = "plain_language.md"
 Rewriter = Callable[[str, Readability], str]

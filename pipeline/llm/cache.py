@@ -13,7 +13,7 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import StoreError
+from pipeline.errors import StoreError
 
 
 class SQLiteResponseCache:

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .llm import ChatModel, ChatRequest, ChatResponse
+from pipeline.llm.base import ChatModel, ChatRequest, ChatResponse
 
 WINDOW_SECONDS = 60.0
 

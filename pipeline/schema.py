@@ -1,6 +1,6 @@
 """Generate schemas/claim_record.schema.json from the pydantic models.
 
-`python -m pipeline.schema_gen` rewrites the file; `--check` exits 1 when the checked-in file
+`python -m pipeline.schema` rewrites the file; `--check` exits 1 when the checked-in file
 has drifted from the models (the test suite runs the same comparison).
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import sys
 
-from .files import write_text_atomic
-from .models import ClaimRecord
-from .resources import record_schema_path
-from .strict_schema import without_stage_rules
+from pipeline.files import write_text_atomic
+from pipeline.models import ClaimRecord
+from pipeline.resources import record_schema_path
+from pipeline.llm.strict_schema import without_stage_rules
 
 
 def record_schema_text() -> str:
@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
     path = record_schema_path()
     if "--check" in argv:
         if path.read_text() != record_schema_text():
-            print(f"{path} is out of date: run python -m pipeline.schema_gen", file=sys.stderr)
+            print(f"{path} is out of date: run python -m pipeline.schema", file=sys.stderr)
             return 1
         print(f"{path} is up to date")
         return 0

@@ -21,10 +21,10 @@ import typer
 from rich.console import Console
 from rich.markdown import Markdown
 
-from . import __version__
-from .cache import SQLiteResponseCache
-from .check import count, model_rewriter, require_valid, run_checks, schema_errors
-from .config import (
+from pipeline import __version__
+from pipeline.llm.cache import SQLiteResponseCache
+from pipeline.stages.check import count, model_rewriter, require_valid, run_checks, schema_errors
+from pipeline.settings import (
     RunSettings,
     contact_email,
     default_cache_dir,
@@ -33,11 +33,11 @@ from .config import (
     max_pdf_megabytes,
     request_timeout,
 )
-from .doi import DoiCache, DoiSettings, Fetched, fetch, file_stem, looks_like_doi, normalise_doi
-from .errors import ClaimsError, InputError, ReplayError, ReplayMissError
-from .evaluation import evaluate, read_dataset
-from .evidence import add_study
-from .files import (
+from pipeline.sources.metadata import DoiCache, DoiSettings, Fetched, fetch, file_stem, looks_like_doi, normalise_doi
+from pipeline.errors import ClaimsError, InputError, ReplayError, ReplayMissError
+from pipeline.evaluation import evaluate, read_dataset
+from pipeline.evidence import add_study
+from pipeline.files import (
     path_exists,
     read_json_file,
     require_regular_file,
@@ -46,11 +46,11 @@ from .files import (
     write_json_atomic,
     write_text_atomic,
 )
-from .http import make_client
-from .llm import LLMContext, OpenAIChatModel, RecordingChatModel
-from .models import ClaimRecord, StudyMetadata
-from .ingest import document_from_pages, read_pdf
-from .recording import (
+from pipeline.sources.http import make_client
+from pipeline.llm.base import LLMContext, OpenAIChatModel, RecordingChatModel
+from pipeline.models import ClaimRecord, StudyMetadata
+from pipeline.sources.pdf import document_from_pages, read_pdf
+from pipeline.llm.recording import (
     RECORDING_FILE,
     Recording,
     ReplayChatModel,
@@ -60,9 +60,9 @@ from .recording import (
     recorded_pdf,
     save_recording,
 )
-from .render import FORMATS, render
-from .run import STAGES, RunResult, prompt_hashes, run_pipeline
-from .store import SQLiteStore
+from pipeline.render import FORMATS, render
+from pipeline.run import STAGES, RunResult, prompt_hashes, run_pipeline
+from pipeline.store import SQLiteStore
 
 MAX_DIFF_LINES = 200
 
@@ -578,10 +578,3 @@ def main_options(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     """Turn a published study (a PDF) into a reviewed, cited evidence claim record."""
-
-
-def main() -> None:
-    app()
-
-
-from . import cli_batch, cli_evidence, cli_review  # noqa: E402,F401  (they register their commands on the app)

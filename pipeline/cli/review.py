@@ -15,13 +15,13 @@ import typer
 from rich.markdown import Markdown
 from rich.table import Table
 
-from . import review
-from .cli import DbOption, _one_line_errors, _open_store, app, err, out
-from .errors import ClaimsError, InputError, StoreError
-from .files import MAX_JSON_BYTES, read_regular_file, write_json_atomic, write_text_atomic
-from .models import ReviewStatus
-from .render import render
-from .store import SQLiteStore
+from pipeline import review
+from pipeline.cli.app import DbOption, _one_line_errors, _open_store, app, err, out
+from pipeline.errors import ClaimsError, InputError, StoreError
+from pipeline.files import MAX_JSON_BYTES, read_regular_file, write_json_atomic, write_text_atomic
+from pipeline.models import ReviewStatus
+from pipeline.render import render
+from pipeline.store import SQLiteStore
 
 review_app = typer.Typer(help="Review drafts: list, show, approve, reject, reopen, edit, history.", no_args_is_help=True)
 app.add_typer(review_app, name="review")
@@ -245,7 +245,7 @@ def serve_command(
     names, so a web page elsewhere cannot reach it through a name that resolves here."""
     import uvicorn
 
-    from .web import LOOPBACK_HOSTS, create_app
+    from pipeline.web import LOOPBACK_HOSTS, create_app
 
     if not 1 <= port <= 65535:
         raise InputError(f"--port {port} is not a port number: give one from 1 to 65535")

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .config import max_pdf_megabytes
-from .errors import InputError, NoTextLayerError
-from .files import read_regular_file
-from .models import PageProblem
+from pipeline.settings import max_pdf_megabytes
+from pipeline.errors import InputError, NoTextLayerError
+from pipeline.files import read_regular_file
+from pipeline.models import PageProblem
 
 EMAIL_ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 

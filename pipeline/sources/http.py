@@ -23,8 +23,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from . import __version__
-from .errors import ConfigError
+from pipeline import __version__
+from pipeline.errors import ConfigError
 
 CONTACT_PARAMETERS = {"mailto", "email"}
 CASSETTE_ENV = "CLAIMS_HTTP_CASSETTE"

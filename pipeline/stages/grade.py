@@ -9,10 +9,10 @@ whatever order the model used.
 
 from __future__ import annotations
 
-from .draft import findings_json
-from .ingest import Document
-from .llm import LLMContext, StageCall, ask_structured
-from .models import (
+from pipeline.stages.draft import findings_json
+from pipeline.sources.pdf import Document
+from pipeline.llm.base import LLMContext, StageCall, ask_structured
+from pipeline.models import (
     Certainty,
     CertaintyAssessment,
     DomainAssessment,
@@ -23,8 +23,8 @@ from .models import (
     StudyDesign,
     UpgradeAssessment,
 )
-from .resources import load_prompt
-from .strict_schema import RequestFacts
+from pipeline.resources import load_prompt
+from pipeline.llm.strict_schema import RequestFacts
 
 PROMPT_FILE = "grade.md"
 SECTIONS = ("abstract", "methods")  # the results reach it as the extracted findings

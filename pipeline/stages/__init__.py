@@ -1,0 +1,1 @@
+"""The model-calling stages (`extract`, `draft`, `grade`) and the faithfulness checks (`check`)."""
