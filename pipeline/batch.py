@@ -29,18 +29,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline import __version__
-from pipeline.stages.check import CheckRunner, Rewriter, Sources, check_record
-from pipeline.settings import RunSettings
-from pipeline.sources.metadata import DoiCache, DoiSettings, fetch, looks_like_doi, normalise_doi
 from pipeline.errors import ClaimsError, ConfigError, InputError
-from pipeline.files import path_exists, require_regular_file, write_json_atomic
-from pipeline.sources.pdf import Document, read_pdf
-from pipeline.llm.base import ChatModel, LLMContext, RecordingChatModel, ResponseCache
-from pipeline.models import ClaimRecord, StudyMetadata
-from pipeline.llm.recording import build_recording, save_recording
-from pipeline.run import RunResult, prompt_hashes, run_pipeline
 from pipeline.evidence import add_study, match_score
+from pipeline.files import path_exists, require_regular_file, write_json_atomic
+from pipeline.identifiers import looks_like_doi, normalise_doi
+from pipeline.llm.base import ChatModel, LLMContext, RecordingChatModel, ResponseCache
+from pipeline.llm.recording import build_recording, save_recording
+from pipeline.models import ClaimRecord, StudyMetadata
 from pipeline.review import stored_sources
+from pipeline.run import RunResult, prompt_hashes, run_pipeline
+from pipeline.settings import RunSettings
+from pipeline.sources.metadata import DoiCache, DoiSettings, fetch
+from pipeline.sources.pdf import Document, read_pdf
+from pipeline.stages.check import CheckRunner, Rewriter, Sources, check_record
 from pipeline.store import SQLiteStore, StaleVersionError
 
 PRICES_ENV = "CLAIMS_PRICES"

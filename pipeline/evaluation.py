@@ -18,9 +18,9 @@ from pathlib import Path
 
 from pipeline.errors import InputError, LLMError
 from pipeline.evidence import classify_stance
-from pipeline.sources.pdf import Document, Span
 from pipeline.llm.base import LLMContext
 from pipeline.models import Stance
+from pipeline.sources.pdf import Document, Span
 
 LABELS = {
     "supports": Stance.supporting, "support": Stance.supporting,

@@ -26,13 +26,9 @@ from datetime import datetime, timezone
 
 from rapidfuzz import fuzz
 
-from pipeline.stages.check import Rewriter, Sources, run_checks, with_model_output
-from pipeline.sources.metadata import canonical_citation
-from pipeline.stages.draft import check_steps, findings_json, salvage_steps
-from pipeline.stages.extract import extract
-from pipeline.stages.grade import design_rank, rate_certainty, starting_certainty, strongest_first
-from pipeline.sources.pdf import Document
+from pipeline.identifiers import canonical_citation
 from pipeline.llm.base import LLMContext, StageCall, ask_structured
+from pipeline.llm.strict_schema import RequestFacts
 from pipeline.models import (
     CertaintyAssessment,
     ClaimRecord,
@@ -49,8 +45,12 @@ from pipeline.models import (
     SynthesisOutput,
 )
 from pipeline.resources import load_prompt, prompt_sha256
-from pipeline.llm.strict_schema import RequestFacts
 from pipeline.run import stage_usage, study_reference
+from pipeline.sources.pdf import Document
+from pipeline.stages.check import Rewriter, Sources, run_checks, with_model_output
+from pipeline.stages.draft import check_steps, findings_json, salvage_steps
+from pipeline.stages.extract import extract
+from pipeline.stages.grade import design_rank, rate_certainty, starting_certainty, strongest_first
 
 STANCE_PROMPT = "stance.md"
 SYNTHESIS_PROMPT = "synthesis.md"

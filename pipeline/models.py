@@ -32,9 +32,12 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", use_enum_values=False)
 
 
+STAGE_RULES = "x-stage"
+
+
 def stage_rule(**keywords: Any) -> dict[str, Any]:
     """JSON Schema keywords for the stage output schemas only (see the module docstring)."""
-    return {"x-stage": keywords}
+    return {STAGE_RULES: keywords}
 
 
 StudyId = Annotated[str, Field(json_schema_extra=stage_rule(enum="$study_ids"))]

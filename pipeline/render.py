@@ -15,8 +15,18 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from pipeline.stages.check import foreign_citations
-from pipeline.models import CausalStep, CheckStatus, ClaimRecord, Flag, GoldStandardStudy, Quote, Stance, StepBasis, Study
+from pipeline.identifiers import foreign_citations
+from pipeline.models import (
+    CausalStep,
+    CheckStatus,
+    ClaimRecord,
+    Flag,
+    GoldStandardStudy,
+    Quote,
+    Stance,
+    StepBasis,
+    Study,
+)
 
 FORMATS = ("md", "html", "json")
 

@@ -18,10 +18,11 @@ import json
 
 from pydantic import ValidationError
 
-from pipeline.stages.check import Sources, run_checks, schema_errors
 from pipeline.errors import ClaimsError, InputError
-from pipeline.sources.pdf import document_from_pages
 from pipeline.models import ClaimRecord, ReviewStatus
+from pipeline.schema import schema_errors
+from pipeline.sources.pdf import document_from_pages
+from pipeline.stages.check import Sources, run_checks
 from pipeline.store import SQLiteStore, flag_count
 
 

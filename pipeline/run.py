@@ -15,17 +15,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline import __version__
-from pipeline.stages.check import REWRITE_PROMPT, CheckRunner, RecordSchemaError, check_record, count, model_rewriter, with_model_output
-from pipeline.settings import RunSettings
-from pipeline.stages.draft import PROMPT_FILE as DRAFT_PROMPT
-from pipeline.stages.draft import draft
 from pipeline.errors import InputError
-from pipeline.stages.extract import PROMPT_FILE as EXTRACT_PROMPT
-from pipeline.stages.extract import extract
-from pipeline.stages.grade import PROMPT_FILE as GRADE_PROMPT
-from pipeline.stages.grade import grade
-from pipeline.sources.metadata import canonical_citation, metadata_mismatches
-from pipeline.sources.pdf import Document, TextExtractor, read_pdf
+from pipeline.identifiers import canonical_citation
 from pipeline.llm.base import REPAIR_PROMPT, SHORTER_PROMPT, LLMContext, UsageLog
 from pipeline.models import (
     Bibliography,
@@ -38,13 +29,24 @@ from pipeline.models import (
     Mechanism,
     Provenance,
     SourceDocument,
-    Stance,
     StageUsage,
+    Stance,
     Study,
     StudyMetadata,
     StudyReference,
 )
 from pipeline.resources import prompt_sha256
+from pipeline.schema import RecordSchemaError
+from pipeline.settings import RunSettings
+from pipeline.sources.metadata import metadata_mismatches
+from pipeline.sources.pdf import Document, TextExtractor, read_pdf
+from pipeline.stages.check import REWRITE_PROMPT, CheckRunner, check_record, count, model_rewriter, with_model_output
+from pipeline.stages.draft import PROMPT_FILE as DRAFT_PROMPT
+from pipeline.stages.draft import draft
+from pipeline.stages.extract import PROMPT_FILE as EXTRACT_PROMPT
+from pipeline.stages.extract import extract
+from pipeline.stages.grade import PROMPT_FILE as GRADE_PROMPT
+from pipeline.stages.grade import grade
 
 STAGES = ("ingest", "extract", "draft", "grade", "check")
 

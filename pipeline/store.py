@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline.stages.check import require_valid
 from pipeline.errors import RecordNotFoundError, StoreError
 from pipeline.models import CheckStatus, ClaimRecord
+from pipeline.schema import require_valid
 
 _MIGRATIONS = [
     """

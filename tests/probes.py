@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from pdfmaker import make_pdf
+from scripted_endpoint import RandomWithinSchema, ScriptedEndpoint
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -33,8 +35,6 @@ from pipeline.llm.recording import load_recording, recorded_pdf
 from pipeline.sources.pdf import read_pdf
 from pipeline.store import SQLiteStore
 from pipeline.web import create_app
-from pdfmaker import make_pdf
-from scripted_endpoint import RandomWithinSchema, ScriptedEndpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "fixtures" / "runs"

@@ -41,7 +41,6 @@ from typing import Any
 from pipeline.llm.recording import SCRIPTED_ENDPOINT_ID
 
 
-
 class Scripts:
     def __init__(self, scripts: list[dict[str, Any]]):
         self.scripts = scripts

@@ -9,19 +9,19 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import DVT_PDF, HPYLORI_PDF, PAPERS
+from scripted_endpoint import Faults, RandomWithinSchema, ScriptedEndpoint, Scripts
+from test_cli import record_id_from
 from typer.testing import CliRunner
 
-from conftest import DVT_PDF, HPYLORI_PDF, PAPERS
-from pipeline.stages.check import schema_errors
 from pipeline.cli.app import app
-from pipeline.settings import RunSettings
 from pipeline.llm.base import LLMContext, OpenAIChatModel
 from pipeline.llm.recording import load_recording, public_url
 from pipeline.retry import RetryPolicy
 from pipeline.run import run_pipeline
+from pipeline.schema import schema_errors
+from pipeline.settings import RunSettings
 from pipeline.store import SQLiteStore
-from scripted_endpoint import Faults, RandomWithinSchema, ScriptedEndpoint, Scripts
-from test_cli import record_id_from
 
 # papers whose scripted answers name the study as its PDF does (the nitrate script names its DOI,
 # which a run from the PDF alone does not know)
@@ -54,8 +54,8 @@ def test_every_answer_the_random_endpoint_gave_was_valid_against_the_schema_sent
     checks the generator itself against the schemas the pipeline sends."""
     from jsonschema import Draft202012Validator
 
-    from pipeline.models import DraftOutput, ExtractOutput, GradeOutput
     from pipeline.llm.strict_schema import RequestFacts, request_schema
+    from pipeline.models import DraftOutput, ExtractOutput, GradeOutput
 
     answers = RandomWithinSchema(7)
     for model in (ExtractOutput, DraftOutput, GradeOutput):

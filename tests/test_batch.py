@@ -13,16 +13,16 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import BAD, DVT_PDF, HPYLORI_PDF, HTTP, PAPERS, ROOT, load_scripts
+from scripted_endpoint import Faults, ScriptedEndpoint
 from typer.testing import CliRunner
 
-from conftest import BAD, DVT_PDF, HPYLORI_PDF, HTTP, PAPERS, ROOT, load_scripts
 from pipeline.batch import read_inputs
 from pipeline.cli.app import app
 from pipeline.errors import InputError
 from pipeline.llm.ratelimit import RateLimiter
 from pipeline.resources import data_dir
 from pipeline.store import SQLiteStore
-from scripted_endpoint import Faults, ScriptedEndpoint
 
 INJECTED = PAPERS / "injected_dvt_review.pdf"
 
@@ -162,9 +162,9 @@ def test_batch_api_route(runner: CliRunner, batch_env, clean_environment, tmp_pa
 def test_batch_api_resumes_a_batch_sent_before_a_crash(tmp_path: Path) -> None:
     import openai
 
+    from pipeline.llm.base import ChatRequest, chat_body
     from pipeline.llm.batch_api import BatchApiChatModel
     from pipeline.settings import RunSettings
-    from pipeline.llm.base import ChatRequest, chat_body
 
     with ScriptedEndpoint(load_scripts()) as endpoint:
         client = openai.OpenAI(api_key="x", base_url=endpoint.base_url)

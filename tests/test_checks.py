@@ -7,15 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import HPYLORI_PDF, NITRATE_PDF, RUNS
 from typer.testing import CliRunner
 
-from conftest import HPYLORI_PDF, NITRATE_PDF, RUNS
-from pipeline.stages.check import crosses_no_effect, overstatement_rules, run_checks, supports
 from pipeline.cli.app import app
-from pipeline.sources.pdf import PypdfExtractor, read_pdf
 from pipeline.models import ClaimRecord, StepBasis, StudyDesign
-from pipeline.stages.readability import score
 from pipeline.render import render
+from pipeline.sources.pdf import PypdfExtractor, read_pdf
+from pipeline.stages.check import crosses_no_effect, overstatement_rules, run_checks, supports
+from pipeline.stages.readability import score
 from pipeline.stages.textmatch import canonical_number, locate, normalise, numbers_in
 
 FAITHFUL = ["huang-2010-hpylori-iron", "siervo-2016-nitrate", "datta-2010-dvt-prophylaxis"]

@@ -8,9 +8,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from conftest import BAD, DVT_PDF, HPYLORI_PDF, RUNS
 from typer.testing import CliRunner
 
-from conftest import BAD, DVT_PDF, HPYLORI_PDF, RUNS
 from pipeline.cli.app import app
 from pipeline.store import SQLiteStore
 

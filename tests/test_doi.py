@@ -8,10 +8,14 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES, HPYLORI_PDF, HTTP, NITRATE_PDF, ROOT
 from typer.testing import CliRunner
 
-from conftest import FIXTURES, HPYLORI_PDF, HTTP, NITRATE_PDF, ROOT
 from pipeline.cli.app import app
+from pipeline.errors import InputError
+from pipeline.identifiers import normalise_doi
+from pipeline.retry import RetryPolicy
+from pipeline.sources.http import CassetteTransport, make_client, user_agent
 from pipeline.sources.metadata import (
     DoiCache,
     DoiNotFoundError,
@@ -20,12 +24,8 @@ from pipeline.sources.metadata import (
     fetch,
     from_crossref,
     from_openalex,
-    normalise_doi,
     rebuild_abstract,
 )
-from pipeline.errors import InputError
-from pipeline.sources.http import CassetteTransport, make_client, user_agent
-from pipeline.retry import RetryPolicy
 from pipeline.store import SQLiteStore
 
 CORPUS_LIKE = HTTP / "bodies"

@@ -7,16 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import DVT_PDF, HPYLORI_PDF, NITRATE_PDF, RUNS, load_scripts
+from scripted_endpoint import ScriptedEndpoint
+from test_review import stored
 from typer.testing import CliRunner
 
-from conftest import DVT_PDF, HPYLORI_PDF, NITRATE_PDF, RUNS, load_scripts
 from pipeline import review
 from pipeline.cli.app import app
 from pipeline.evidence import DESIGN_WEIGHT, evidence_scores, study_weight
 from pipeline.models import ClaimRecord, Stance, StudyDesign
 from pipeline.store import SQLiteStore
-from scripted_endpoint import ScriptedEndpoint
-from test_review import stored
 
 
 @pytest.fixture
@@ -122,8 +122,9 @@ def test_match_lists_the_claims_a_paper_bears_on(runner: CliRunner, clean_enviro
 # --------------------------------------------------------------------------- the evaluation harness
 
 from conftest import FIXTURES  # noqa: E402
-from pipeline.evaluation import read_dataset  # noqa: E402
+
 from pipeline.errors import InputError  # noqa: E402
+from pipeline.evaluation import read_dataset  # noqa: E402
 
 CLAIMS = FIXTURES / "claims"
 

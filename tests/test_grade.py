@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.stages.grade import rate_certainty, starting_certainty, strongest_first
 from pipeline.models import (
     Certainty,
     DomainAssessment,
     DomainRating,
     GoldStandardStudy,
     GradeDomain,
-    GradeOutput,
     StudyDesign,
     UpgradeAssessment,
     UpgradeFactor,
 )
+from pipeline.stages.grade import rate_certainty, starting_certainty, strongest_first
 
 
 def domains(**ratings: str) -> list[DomainAssessment]:

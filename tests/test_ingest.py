@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import BAD, DVT_PDF, HPYLORI_PDF, NITRATE_PDF
 from pdfmaker import make_pdf
+
 from pipeline.errors import InputError, NoTextLayerError
+from pipeline.models import PageProblem
 from pipeline.sources.pdf import (
     ExtractedPages,
     build_document,
@@ -18,7 +19,6 @@ from pipeline.sources.pdf import (
     split_sections,
     strip_line_numbers,
 )
-from pipeline.models import PageProblem
 
 PAPER_LIKE_TEXT = (
     "Abstract\nWe studied whether a daily walk lowers blood pressure in adults. "

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
+from scripted_endpoint import ScriptedEndpoint, Scripts
 
 from pipeline.errors import ConfigError, LLMError, LLMRefusalError, LLMUnavailableError, StageOutputError
-from pipeline.settings import RunSettings
 from pipeline.llm.base import LLMContext, OpenAIChatModel, StageCall, UsageLog, ask_structured
-from pipeline.retry import RetryPolicy, retry_after_seconds
+from pipeline.llm.strict_schema import RequestFacts, request_schema, strict_json_schema
 from pipeline.models import (
     DraftOutput,
     ExtractOutput,
@@ -23,8 +23,8 @@ from pipeline.models import (
     SynthesisOutput,
     UpgradeFactor,
 )
-from pipeline.llm.strict_schema import RequestFacts, request_schema, strict_json_schema
-from scripted_endpoint import ScriptedEndpoint, Scripts
+from pipeline.retry import RetryPolicy, retry_after_seconds
+from pipeline.settings import RunSettings
 
 
 class Answer(BaseModel):

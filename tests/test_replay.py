@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import NITRATE_PDF, RUNS
 from typer.testing import CliRunner
 
-from conftest import NITRATE_PDF, RUNS
 from pipeline.cli.app import app
 from pipeline.resources import data_dir
 

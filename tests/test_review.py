@@ -9,14 +9,14 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import RUNS
 from typer.testing import CliRunner
 
-from conftest import RUNS
 from pipeline import review
 from pipeline.cli.app import app
-from pipeline.sources.pdf import read_pdf
-from pipeline.models import ClaimRecord
 from pipeline.llm.recording import load_recording, recorded_pdf
+from pipeline.models import ClaimRecord
+from pipeline.sources.pdf import read_pdf
 from pipeline.store import SCHEMA_VERSION, SQLiteStore, StaleVersionError
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import ROOT, RUNS
-from pipeline.stages.check import schema_errors
+
 from pipeline.errors import ConfigError
 from pipeline.models import SCHEMA_VERSION, ClaimRecord
 from pipeline.resources import data_dir, load_prompt, parse_prompt, record_schema_path
 from pipeline.schema import main as schema_gen_main
-from pipeline.schema import record_schema_text
+from pipeline.schema import record_schema_text, schema_errors
 
 
 def test_checked_in_schema_matches_the_models() -> None:

@@ -7,12 +7,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from conftest import RUNS
-from pipeline.stages.check import RecordSchemaError
+
 from pipeline.errors import RecordNotFoundError, StoreError
 from pipeline.models import ClaimRecord
 from pipeline.render import render
+from pipeline.schema import RecordSchemaError
 from pipeline.store import SCHEMA_VERSION, SQLiteStore
 
 

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
+from test_review import stored
 
 from pipeline import review
 from pipeline.store import SQLiteStore
 from pipeline.web import create_app
-from test_review import stored
-
 
 SITE = "http://127.0.0.1:8000"
 

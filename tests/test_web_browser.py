@@ -11,11 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_review import stored
+from webserver import ReviewServer
 
 from pipeline import review
 from pipeline.store import SQLiteStore
-from test_review import stored
-from webserver import ReviewServer
 
 CHROMIUM = os.environ.get("CLAIMS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: pip install playwright")

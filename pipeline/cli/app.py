@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
-import json
 import os
 import sqlite3
 import sys
@@ -22,18 +21,6 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from pipeline import __version__
-from pipeline.llm.cache import SQLiteResponseCache
-from pipeline.stages.check import count, model_rewriter, require_valid, run_checks, schema_errors
-from pipeline.settings import (
-    RunSettings,
-    contact_email,
-    default_cache_dir,
-    default_db_path,
-    default_model,
-    max_pdf_megabytes,
-    request_timeout,
-)
-from pipeline.sources.metadata import DoiCache, DoiSettings, Fetched, fetch, file_stem, looks_like_doi, normalise_doi
 from pipeline.errors import ClaimsError, InputError, ReplayError, ReplayMissError
 from pipeline.evaluation import evaluate, read_dataset
 from pipeline.evidence import add_study
@@ -46,10 +33,9 @@ from pipeline.files import (
     write_json_atomic,
     write_text_atomic,
 )
-from pipeline.sources.http import make_client
+from pipeline.identifiers import looks_like_doi, normalise_doi
 from pipeline.llm.base import LLMContext, OpenAIChatModel, RecordingChatModel
-from pipeline.models import ClaimRecord, StudyMetadata
-from pipeline.sources.pdf import document_from_pages, read_pdf
+from pipeline.llm.cache import SQLiteResponseCache
 from pipeline.llm.recording import (
     RECORDING_FILE,
     Recording,
@@ -60,8 +46,23 @@ from pipeline.llm.recording import (
     recorded_pdf,
     save_recording,
 )
+from pipeline.models import ClaimRecord, StudyMetadata
 from pipeline.render import FORMATS, render
 from pipeline.run import STAGES, RunResult, prompt_hashes, run_pipeline
+from pipeline.schema import require_valid, schema_errors
+from pipeline.settings import (
+    RunSettings,
+    contact_email,
+    default_cache_dir,
+    default_db_path,
+    default_model,
+    max_pdf_megabytes,
+    request_timeout,
+)
+from pipeline.sources.http import make_client
+from pipeline.sources.metadata import DoiCache, DoiSettings, Fetched, fetch, file_stem
+from pipeline.sources.pdf import document_from_pages, read_pdf
+from pipeline.stages.check import count, model_rewriter, run_checks
 from pipeline.store import SQLiteStore
 
 MAX_DIFF_LINES = 200

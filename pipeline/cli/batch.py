@@ -18,22 +18,32 @@ from pipeline.batch import (
     BatchOptions,
     BatchTools,
     PaperResult,
+    ParsePool,
     Tally,
     load_prices,
-    ParsePool,
     read_inputs,
     report,
     run_batch,
     write_report,
 )
-from pipeline.llm.batch_api import BatchApiChatModel
-from pipeline.llm.cache import SQLiteResponseCache
-from pipeline.cli.app import DbOption, MaxPdfOption, NotAStudyOption, _doi_tools, _one_line_errors, _open_store, app, err, out
-from pipeline.settings import RunSettings, batch_poll_seconds, default_cache_dir, default_model, request_timeout
+from pipeline.cli.app import (
+    DbOption,
+    MaxPdfOption,
+    NotAStudyOption,
+    _doi_tools,
+    _one_line_errors,
+    _open_store,
+    app,
+    err,
+    out,
+)
 from pipeline.errors import InputError
 from pipeline.files import require_writable_folder
 from pipeline.llm.base import ChatModel, OpenAIChatModel
+from pipeline.llm.batch_api import BatchApiChatModel
+from pipeline.llm.cache import SQLiteResponseCache
 from pipeline.llm.ratelimit import InFlightLimitedChatModel, RateLimitedChatModel, RateLimiter
+from pipeline.settings import RunSettings, batch_poll_seconds, default_cache_dir, default_model, request_timeout
 
 VIAS = ("chat", "batch-api")
 

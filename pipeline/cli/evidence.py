@@ -9,19 +9,30 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from pipeline.stages.check import count, model_rewriter
-from pipeline.cli.app import DbOption, MaxPdfOption, NotAStudyOption, _locate_study, _one_line_errors, _open_store, app, err, out, pdf_cap
+from pipeline.cli.app import (
+    DbOption,
+    MaxPdfOption,
+    NotAStudyOption,
+    _locate_study,
+    _one_line_errors,
+    _open_store,
+    app,
+    err,
+    out,
+    pdf_cap,
+)
 from pipeline.cli.review import default_reviewer
-from pipeline.settings import RunSettings, default_model, request_timeout
 from pipeline.evaluation import EvalResult, evaluate, read_dataset
 from pipeline.evidence import add_study, match_score
 from pipeline.files import require_writable_folder
-from pipeline.sources.pdf import read_pdf
 from pipeline.llm.base import LLMContext, OpenAIChatModel, RecordingChatModel
-from pipeline.models import Stance
 from pipeline.llm.recording import RecordedSource, build_recording, save_eval_recording, save_recording
+from pipeline.models import Stance
 from pipeline.review import stored_sources
 from pipeline.run import require_a_study
+from pipeline.settings import RunSettings, default_model, request_timeout
+from pipeline.sources.pdf import read_pdf
+from pipeline.stages.check import count, model_rewriter
 
 
 def _study_document(source: str, pdf: Optional[Path], refresh: bool, max_pdf_mb: Optional[float]):  # type: ignore[no-untyped-def]

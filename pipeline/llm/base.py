@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,10 +33,10 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from pipeline.errors import ConfigError, LLMError, LLMRefusalError, LLMUnavailableError, StageOutputError
+from pipeline.llm.strict_schema import RequestFacts, request_schema
 from pipeline.models import Flag
 from pipeline.resources import load_instructions
 from pipeline.retry import RetryError, RetryPolicy, call_with_retries
-from pipeline.llm.strict_schema import RequestFacts, request_schema
 
 T = TypeVar("T", bound=BaseModel)
 

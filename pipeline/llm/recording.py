@@ -30,12 +30,12 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, Field
 
 from pipeline import __version__
-from pipeline.settings import RunSettings
 from pipeline.errors import LLMError, ReplayError, ReplayMissError
 from pipeline.files import write_json_atomic
 from pipeline.llm.base import REPAIR_PROMPT, SHORTER_PROMPT, ChatRequest, ChatResponse, Interaction
 from pipeline.models import ClaimRecord, StudyMetadata
 from pipeline.resources import prompt_sha256
+from pipeline.settings import RunSettings
 
 RECORDING_FORMAT = "claims-recording/1"
 RECORDING_FILE = "recording.json"

@@ -21,8 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from pipeline.models import STAGE_RULES
+
 _DROPPED_KEYWORDS = {"default", "title"}
-STAGE_RULES = "x-stage"
 
 
 @dataclass(frozen=True)
@@ -42,15 +43,6 @@ def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
 def request_schema(model: type[BaseModel], facts: RequestFacts = RequestFacts()) -> dict[str, Any]:
     """The strict schema with every stage rule resolved for this request."""
     return _resolve(strict_json_schema(model), facts)
-
-
-def without_stage_rules(node: Any) -> Any:
-    """A schema with the stage rules removed (the record schema: records outlive the rules)."""
-    if isinstance(node, list):
-        return [without_stage_rules(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    return {key: without_stage_rules(value) for key, value in node.items() if key != STAGE_RULES}
 
 
 def _make_strict(node: Any) -> Any:

@@ -18,13 +18,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import httpx
 
 from pipeline.errors import ClaimsError, InputError
 from pipeline.files import write_bytes_atomic, write_json_atomic
-from pipeline.sources.pdf import DOI_PATTERN, clean_doi
 from pipeline.models import StudyMetadata
 from pipeline.retry import RetryError, RetryPolicy, call_with_retries
 
@@ -48,45 +47,6 @@ class NoOpenAccessPdfError(ClaimsError):
 
 class DownloadError(Exception):
     """One PDF location failed; the next one is tried."""
-
-
-MAX_DOI_LENGTH = 300  # real DOIs stay far below; a longer "DOI" would only make file names too long
-_DOI_PREFIXES = ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "http://dx.doi.org/", "doi.org/", "doi:")
-
-
-def normalise_doi(text: str) -> str:
-    """'https://doi.org/10.1/X', 'DOI: 10.1/x', ' 10.1/X ' -> '10.1/x'; anything else is refused."""
-    candidate = text.strip()
-    for prefix in _DOI_PREFIXES:
-        if candidate.lower().startswith(prefix):
-            candidate = candidate[len(prefix) :].strip()
-            break
-    shown = text.strip() if len(text.strip()) <= 80 else text.strip()[:77] + "..."
-    if len(candidate) > MAX_DOI_LENGTH:
-        raise InputError(f"'{shown}' is not a DOI: {len(candidate)} characters, more than any DOI has ({MAX_DOI_LENGTH})")
-    if not DOI_PATTERN.fullmatch(candidate) or any(ord(char) < 32 for char in candidate):
-        raise InputError(f"'{shown}' is not a DOI (expected 10.NNNN/suffix, optionally as https://doi.org/...)")
-    # A suffix segment of '.' or '..' would walk to another path of the metadata APIs.
-    if any(segment in (".", "..") for segment in unquote(candidate).split("/")[1:]) or "\\" in candidate:
-        raise InputError(f"'{shown}' is not a DOI: a '.' or '..' path segment or a backslash has no place in one")
-    return clean_doi(candidate)
-
-
-def canonical_citation(cited: str, study_ids: list[str]) -> str:
-    """A citation as the model wrote it ('doi:10.1136/PGMJ...', 'https://doi.org/...') mapped to the
-    study id it names, so the same study in another spelling is not taken for a foreign one."""
-    text = cited.strip()
-    for prefix in _DOI_PREFIXES:
-        if text.lower().startswith(prefix):
-            text = text[len(prefix):].strip()
-            break
-    by_lower = {study_id.lower(): study_id for study_id in study_ids}
-    return by_lower.get(clean_doi(text), by_lower.get(text.lower(), cited.strip()))
-
-
-def looks_like_doi(text: str) -> bool:
-    lowered = text.strip().lower()
-    return lowered.startswith("10.") or lowered.startswith(_DOI_PREFIXES) or "doi.org/" in lowered
 
 
 # --------------------------------------------------------------------------- pure parsers

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from pipeline.settings import max_pdf_megabytes
 from pipeline.errors import InputError, NoTextLayerError
 from pipeline.files import read_regular_file
+from pipeline.identifiers import DOI_PATTERN, clean_doi
 from pipeline.models import PageProblem
+from pipeline.settings import max_pdf_megabytes
 
 EMAIL_ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
@@ -468,13 +469,6 @@ def split_sections(pages: list[str]) -> list[Span]:
 
 
 # --------------------------------------------------------------------------- DOI and title
-
-DOI_PATTERN = re.compile(r"\b10\.\d{4,9}/[^\s\"<>]+", re.IGNORECASE)
-
-
-def clean_doi(raw: str) -> str:
-    return raw.rstrip(".,;:)]}'").lower()
-
 
 _DOI_LABEL = re.compile(r"(doi\s*:?\s*|doi\.org/)$", re.IGNORECASE)
 

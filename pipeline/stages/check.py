@@ -24,15 +24,12 @@ the reviewer, and a record with flags stays a draft.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, Callable
 
-from pipeline.errors import ClaimsError, StageOutputError
-from pipeline.stages.grade import rate_certainty, starting_certainty
-from pipeline.sources.pdf import DOI_PATTERN, Document, clean_doi
+from pipeline.errors import StageOutputError
+from pipeline.identifiers import foreign_citations
 from pipeline.llm.base import LLMContext, StageCall, ask_structured
 from pipeline.models import (
     CheckResult,
@@ -48,40 +45,18 @@ from pipeline.models import (
     StepBasis,
     StudyDesign,
 )
+from pipeline.resources import load_prompt
+from pipeline.schema import schema_errors
+from pipeline.sources.pdf import Document
+from pipeline.stages.grade import rate_certainty, starting_certainty
 from pipeline.stages.readability import MAX_GRADE, MAX_WORDS_PER_SENTENCE, Readability, score
-from pipeline.resources import load_prompt, record_schema_path
 from pipeline.stages.textmatch import locate, numbers_in, numbers_of
 
 REWRITE_PROMPT = "plain_language.md"
 Rewriter = Callable[[str, Readability], str]
 
 
-class RecordSchemaError(ClaimsError):
-    """The pipeline built a record its own schema refuses: a bug, never written to the store."""
-
-
 # --------------------------------------------------------------------------- schema
-
-
-@cache
-def _validator() -> Any:
-    from jsonschema import Draft202012Validator
-
-    schema = json.loads(record_schema_path().read_text())
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
-
-
-def schema_errors(data: Any) -> list[str]:
-    """Every way `data` breaks schemas/claim_record.schema.json, as 'path: message' lines."""
-    errors = sorted(_validator().iter_errors(data), key=lambda error: list(error.path))
-    return [f"{'/'.join(str(p) for p in error.path) or '(root)'}: {error.message}" for error in errors]
-
-
-def require_valid(record: ClaimRecord) -> None:
-    problems = schema_errors(record.model_dump(mode="json"))
-    if problems:
-        raise RecordSchemaError(f"record {record.record_id} breaks the schema: {problems[0]}")
 
 
 def _result(name: str, flags: list[Flag], passed: str, flagged: str, **details: Any) -> CheckResult:
@@ -181,32 +156,6 @@ def _locate_in(quote: Quote, sources: Sources, candidates: list[str]) -> tuple[A
 
 
 # --------------------------------------------------------------------------- citations
-
-
-def _text_fields(record: ClaimRecord) -> list[tuple[str, str]]:
-    """Prose a reader sees, where a DOI could be named: everything but references, provenance, checks."""
-    fields = [("claim.text", record.claim.text), ("mechanism.plain_language", record.mechanism.plain_language),
-              ("mechanism.summary", record.mechanism.summary)]
-    fields += [(f"mechanism.steps[{k}].text", step.text) for k, step in enumerate(record.mechanism.steps)]
-    fields += [(f"studies[{i}].summary", study.summary) for i, study in enumerate(record.studies)]
-    for i, gold in enumerate(record.gold_standard):
-        fields += [(f"gold_standard[{i}].{name}", value) for name, value in gold.model_dump().items() if isinstance(value, str)]
-    return fields
-
-
-def foreign_citations(record: ClaimRecord) -> list[tuple[str, str]]:
-    """(path, cited id) for every citation of a study the record was not built from."""
-    ids = {study.reference.study_id for study in record.studies}
-    dois = {study.reference.doi for study in record.studies if study.reference.doi}
-    foreign = [
-        (f"mechanism.steps[{k}].citations", cited)
-        for k, step in enumerate(record.mechanism.steps)
-        for cited in step.citations
-        if cited not in ids and clean_doi(cited) not in dois
-    ]
-    for where, text in _text_fields(record):
-        foreign += [(where, m) for m in map(clean_doi, DOI_PATTERN.findall(text)) if m not in dois]
-    return foreign
 
 
 def check_citations(record: ClaimRecord) -> CheckResult:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from pipeline.sources.metadata import canonical_citation
-from pipeline.sources.pdf import Document
+from pipeline.identifiers import canonical_citation
 from pipeline.llm.base import LLMContext, StageCall, ask_structured
+from pipeline.llm.strict_schema import RequestFacts
 from pipeline.models import CausalStep, DraftOutput, Finding, Flag, Stance, StepBasis, StudyStanceOutput
 from pipeline.resources import load_prompt
-from pipeline.llm.strict_schema import RequestFacts
+from pipeline.sources.pdf import Document
 
 PROMPT_FILE = "draft.md"
 SECTIONS = ("abstract", "results", "discussion", "conclusions")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pipeline.sources.pdf import Document
 from pipeline.llm.base import LLMContext, StageCall, ask_structured
+from pipeline.llm.strict_schema import RequestFacts
 from pipeline.models import ExtractOutput, Flag
 from pipeline.resources import load_prompt
-from pipeline.llm.strict_schema import RequestFacts
+from pipeline.sources.pdf import Document
 
 PROMPT_FILE = "extract.md"
 SECTIONS = ("front", "abstract", "methods", "results")

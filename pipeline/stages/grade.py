@@ -9,9 +9,8 @@ whatever order the model used.
 
 from __future__ import annotations
 
-from pipeline.stages.draft import findings_json
-from pipeline.sources.pdf import Document
 from pipeline.llm.base import LLMContext, StageCall, ask_structured
+from pipeline.llm.strict_schema import RequestFacts
 from pipeline.models import (
     Certainty,
     CertaintyAssessment,
@@ -24,7 +23,8 @@ from pipeline.models import (
     UpgradeAssessment,
 )
 from pipeline.resources import load_prompt
-from pipeline.llm.strict_schema import RequestFacts
+from pipeline.sources.pdf import Document
+from pipeline.stages.draft import findings_json
 
 PROMPT_FILE = "grade.md"
 SECTIONS = ("abstract", "methods")  # the results reach it as the extracted findings
