@@ -282,7 +282,7 @@ def attach_to_matches(
         if document.study_id in {s.reference.study_id for s in claim.studies} or match_score(claim, opening)[0] < threshold:
             continue
         for _ in range(3):
-            claim, version = tools.store.get(summary.record_id), tools.store.version_of(summary.record_id)
+            claim, version = tools.store.get_versioned(summary.record_id)
             try:
                 updated, stance = add_study(claim, document, stored_sources(tools.store, claim), llm)
                 tools.store.update(updated, version, "evidence added", "batch --attach",

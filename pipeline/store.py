@@ -295,9 +295,14 @@ class SQLiteStore:
         return rows[0][0]
 
     def get(self, id_or_prefix: str) -> ClaimRecord:
+        return self.get_versioned(id_or_prefix)[0]
+
+    def get_versioned(self, id_or_prefix: str) -> tuple[ClaimRecord, int]:
+        """The record and its version from one read. A change made from what was read must name
+        this version (`update`), so a writer in between makes it stale instead of being lost."""
         record_id = self.resolve(id_or_prefix)
-        [(body,)] = self._rows("SELECT body FROM records WHERE id = ?", record_id)
-        return _record(record_id, body)
+        [(body, version)] = self._rows("SELECT body, version FROM records WHERE id = ?", record_id)
+        return _record(record_id, body), version
 
     def summaries(self, status: str | None = None, flagged: bool = False) -> list[StoredSummary]:
         where, args = [], []

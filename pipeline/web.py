@@ -130,9 +130,9 @@ def create_app(store: SQLiteStore, allowed_hosts: tuple[str, ...] = LOOPBACK_HOS
         return page(request, "queue.html", rows=rows, status=status, flagged=flagged, statuses=["draft", "approved", "rejected"])
 
     def record_page(request: Request, record_id: str, status: int = 200, messages: list | None = None) -> Response:
-        record = store.get(record_id)
+        record, version = store.get_versioned(record_id)
         return page(
-            request, "record.html", status, record=record, version=store.version_of(record.record_id),
+            request, "record.html", status, record=record, version=version,
             blocks=page_blocks(record), flags=flag_count(record), messages=messages or [],
         )
 
@@ -166,9 +166,11 @@ def create_app(store: SQLiteStore, allowed_hosts: tuple[str, ...] = LOOPBACK_HOS
 
     def edit_page(request: Request, record_id: str, version: int | None = None, status: int = 200,
                   problems: list[str] | None = None, messages: list | None = None, record: Any = None) -> Response:
-        record = record or store.get(record_id)
+        if record is None:
+            record, current = store.get_versioned(record_id)
+            version = version or current
         return page(
-            request, "edit.html", status, record=record, version=version or store.version_of(record.record_id),
+            request, "edit.html", status, record=record, version=version,
             problems=problems or [], messages=messages or [], claim_types=[t.value for t in ClaimType],
             bases=[b.value for b in StepBasis],
         )
@@ -183,7 +185,12 @@ def create_app(store: SQLiteStore, allowed_hosts: tuple[str, ...] = LOOPBACK_HOS
             version = version_of(form)
         except _Refused as exc:
             return edit_page(request, record_id, status=exc.status, messages=[("error", exc.message)])
-        edited = apply_form(store.get(record_id).model_dump(mode="json"), form)
+        current, stored_version = store.get_versioned(record_id)
+        if stored_version != version:  # changed since the form was loaded: say so, never merge
+            return edit_page(request, record_id, status=409, messages=[("error", (
+                f"record {current.record_id} was changed (version {stored_version}) since this form was loaded "
+                f"(version {version}); reload and try again"))])
+        edited = apply_form(current.model_dump(mode="json"), form)
         try:
             review.edit(store, record_id, version, edited, form.get("reviewer", ""), form.get("note", ""))
         except review.InvalidEditError as exc:

@@ -62,10 +62,9 @@ def add_evidence_command(
 
     An approved version stays in the history until the new one is approved."""
     store = _open_store(db)
-    claim = store.get(claim_id)
+    claim, version = store.get_versioned(claim_id)
     if record:
         require_writable_folder(record.resolve().parent, "recording")
-    version = store.version_of(claim.record_id)
     pdf_path, document, metadata, pdf_url = _study_document(source, pdf, refresh, max_pdf_mb)
     require_a_study(document, metadata, not_a_study_ok)
     present = {s.reference.study_id for s in claim.studies} | {s.source_sha256 for s in claim.studies}

@@ -156,16 +156,15 @@ def edit_command(
     someone else's change is refused instead of silently undoing it. In the editor, a refused or
     invalid edit is kept in its file, whose path is printed, so nothing typed is lost."""
     store = _open_store(db)
-    record = store.get(record_id)
+    record, base = store.get_versioned(record_id)
     if from_file is not None:
         if version is None:
             raise InputError(
                 f"--file needs --version: the version of record {record.record_id} the file was taken from "
-                f"(the current one is {store.version_of(record.record_id)}), so a newer change is never overwritten"
+                f"(the current one is {base}), so a newer change is never overwritten"
             )
         _save_edit(store, record.record_id, version, _edit_text(from_file), reviewer, note, kept=None)
         return
-    base = store.version_of(record.record_id)
     draft = _edit_in_editor(record.model_dump_json(indent=2))
     _save_edit(store, record.record_id, base, draft.read_text(encoding="utf-8"), reviewer, note, kept=draft)
 
