@@ -39,13 +39,11 @@ from pipeline.models import ClaimRecord, StudyMetadata
 from pipeline.review import stored_sources
 from pipeline.run import RunResult, prompt_hashes, run_pipeline
 from pipeline.settings import RunSettings
+from pipeline.settings import current as current_settings
 from pipeline.sources.metadata import DoiCache, DoiSettings, fetch
 from pipeline.sources.pdf import Document, read_pdf
 from pipeline.stages.check import CheckRunner, Rewriter, Sources, check_record
 from pipeline.store import SQLiteStore, StaleVersionError
-
-PRICES_ENV = "CLAIMS_PRICES"
-
 
 # --------------------------------------------------------------------------- inputs
 
@@ -85,9 +83,9 @@ class Price:
 
 def load_prices() -> dict[str, Price]:
     """USD per million tokens, from the shipped table or the file CLAIMS_PRICES names."""
-    override = os.environ.get(PRICES_ENV)
+    override = current_settings().prices_file
     try:
-        text = Path(override).read_text() if override else resources.files("pipeline").joinpath("prices.json").read_text()
+        text = override.read_text() if override else resources.files("pipeline").joinpath("prices.json").read_text()
         table = json.loads(text)
         return {model: Price(p["input"], p["output"]) for model, p in table.items() if not model.startswith("_")}
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -13,13 +13,13 @@ fails at once with the file's name, not halfway through a batch.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
 from pipeline.errors import ConfigError
+from pipeline.settings import current as current_settings
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _MARKER = re.compile(r"^=== (system|user) ===[ \t]*$", re.MULTILINE)
@@ -29,11 +29,11 @@ RECORD_SCHEMA_FILE = "claim_record.schema.json"
 
 def data_dir(name: str) -> Path:
     """The folder of shipped files; `CLAIMS_PROMPTS` points prompts at a folder of edited copies."""
-    override = os.environ.get("CLAIMS_PROMPTS") if name == "prompts" else None
-    if override:
-        if not Path(override).is_dir():
+    override = current_settings().prompts_dir if name == "prompts" else None
+    if override is not None:
+        if not override.is_dir():
             raise ConfigError(f"CLAIMS_PROMPTS={override} is not a folder")
-        return Path(override)
+        return override
     for candidate in (_PACKAGE_DIR / name, _PACKAGE_DIR.parent / name):
         if candidate.is_dir():
             return candidate

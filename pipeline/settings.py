@@ -1,15 +1,26 @@
-"""Run settings: the model, its sampling parameters, and how much text each stage may send.
+"""Settings: every environment variable the tool reads is read here, and nowhere else.
 
-Values come from the command line, then the environment, then these defaults. Everything that
-changes what the model is asked is part of the request, so it is part of the replay fingerprint.
+`Settings` is built once per command from the environment (`Settings.from_environment`, which the
+CLI installs with `use` so that lower layers find it with `current`); command-line flags override
+its values where a command has one. `VARIABLES` documents each variable; a test checks the
+README's configuration table against it, and that no other module reads the environment.
+
+`RunSettings` are the settings of one run that change what the model is asked (the model, its
+sampling parameters, how much text each stage may send): they are part of every request, so of
+the replay fingerprint.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pipeline.errors import ConfigError
 
 DEFAULT_MODEL = "gpt-4o-mini"
 
@@ -35,52 +46,135 @@ class RunSettings:
         return params
 
 
-def default_model() -> str:
-    return os.environ.get("CLAIMS_MODEL", DEFAULT_MODEL)
+# Each variable, what it sets and its default, as the README's configuration table shows them.
+VARIABLES: dict[str, str] = {
+    "OPENAI_API_KEY": "the API key of the model endpoint (required by the commands that call the model)",
+    "OPENAI_BASE_URL": "an OpenAI-compatible endpoint instead of OpenAI's",
+    "CLAIMS_MODEL": f"the model, where --model is not given (default {DEFAULT_MODEL})",
+    "CLAIMS_DB": "the record store (default $XDG_DATA_HOME/claims/claims.db)",
+    "CLAIMS_CACHE": "the download and response cache folder (default $XDG_CACHE_HOME/claims)",
+    "CLAIMS_PROMPTS": "a folder of edited prompt files to use instead of the shipped ones",
+    "CLAIMS_MAILTO": "the contact e-mail sent to Crossref, OpenAlex and Unpaywall",
+    "CLAIMS_MAX_PDF_MB": "the PDF size cap in MB, downloads and local files (default 50)",
+    "CLAIMS_TIMEOUT": "seconds to wait for one model answer (default 120)",
+    "CLAIMS_REVIEWER": "the default reviewer name (default $USER)",
+    "CLAIMS_PRICES": "a JSON price table instead of the shipped one",
+    "CLAIMS_BATCH_POLL_SECONDS": "how often --via batch-api asks whether a batch has ended (default 30)",
+    "CLAIMS_HTTP_CASSETTE": "answer metadata and PDF requests from a cassette file (tests, offline demos)",
+    "CLAIMS_DEBUG": "show the traceback of an unexpected internal error",
+}
+_ALSO_READ = ("HOME", "USER", "XDG_DATA_HOME", "XDG_CACHE_HOME", "VISUAL", "EDITOR")
 
 
-def default_db_path() -> Path:
-    if "CLAIMS_DB" in os.environ:
-        return Path(os.environ["CLAIMS_DB"]).expanduser()
-    data_home = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
-    return data_home / "claims" / "claims.db"
+class Settings:
+    """The environment's settings, read once; numbers are checked when first used, so a bad
+    CLAIMS_TIMEOUT stops the commands that wait on the model, not `claims show`."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self._env = {name: environ[name] for name in (*VARIABLES, *_ALSO_READ) if environ.get(name)}
+
+    @classmethod
+    def from_environment(cls) -> "Settings":
+        return cls(os.environ)
+
+    def _get(self, name: str) -> str | None:
+        return self._env.get(name)
+
+    def _positive(self, name: str, default: float) -> float:
+        raw = self._get(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw} is not a number") from None
+        if value <= 0:
+            raise ConfigError(f"{name}={raw} must be more than 0")
+        return value
+
+    def _path(self, name: str) -> Path | None:
+        raw = self._get(name)
+        return Path(raw).expanduser() if raw else None
+
+    @property
+    def api_key(self) -> str:
+        return self._get("OPENAI_API_KEY") or ""
+
+    @property
+    def base_url(self) -> str | None:
+        return self._get("OPENAI_BASE_URL")
+
+    @property
+    def model(self) -> str:
+        return self._get("CLAIMS_MODEL") or DEFAULT_MODEL
+
+    @property
+    def home(self) -> Path:
+        return Path(self._get("HOME") or Path.home())
+
+    @property
+    def db_path(self) -> Path:
+        data_home = Path(self._get("XDG_DATA_HOME") or self.home / ".local" / "share")
+        return self._path("CLAIMS_DB") or data_home / "claims" / "claims.db"
+
+    @property
+    def cache_dir(self) -> Path:
+        cache_home = Path(self._get("XDG_CACHE_HOME") or self.home / ".cache")
+        return self._path("CLAIMS_CACHE") or cache_home / "claims"
+
+    @property
+    def prompts_dir(self) -> Path | None:
+        return self._path("CLAIMS_PROMPTS")
+
+    @property
+    def mailto(self) -> str | None:
+        return self._get("CLAIMS_MAILTO")
+
+    @property
+    def max_pdf_megabytes(self) -> float:
+        return self._positive("CLAIMS_MAX_PDF_MB", 50)
+
+    @property
+    def timeout(self) -> float:
+        return self._positive("CLAIMS_TIMEOUT", 120)
+
+    @property
+    def reviewer(self) -> str:
+        return self._get("CLAIMS_REVIEWER") or self._get("USER") or ""
+
+    @property
+    def prices_file(self) -> Path | None:
+        return self._path("CLAIMS_PRICES")
+
+    @property
+    def batch_poll_seconds(self) -> float:
+        return self._positive("CLAIMS_BATCH_POLL_SECONDS", 30)
+
+    @property
+    def http_cassette(self) -> Path | None:
+        return self._path("CLAIMS_HTTP_CASSETTE")
+
+    @property
+    def debug(self) -> bool:
+        return bool(self._get("CLAIMS_DEBUG"))
+
+    @property
+    def editor(self) -> str:
+        return self._get("VISUAL") or self._get("EDITOR") or "vi"
 
 
-def default_cache_dir() -> Path:
-    if "CLAIMS_CACHE" in os.environ:
-        return Path(os.environ["CLAIMS_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "claims"
+_CURRENT: ContextVar[Settings | None] = ContextVar("claims_settings", default=None)
 
 
-def contact_email() -> str | None:
-    """CLAIMS_MAILTO: sent to Crossref and OpenAlex (mailto) and Unpaywall (email), as they ask."""
-    return os.environ.get("CLAIMS_MAILTO") or None
+def current() -> Settings:
+    """The settings the running command installed, else the environment's as they are now."""
+    return _CURRENT.get() or Settings.from_environment()
 
 
-def _positive_number(name: str, default: str) -> float:
-    """A positive number from the environment, or a one-line error naming the variable."""
-    from pipeline.errors import ConfigError
-
-    raw = os.environ.get(name, default)
+@contextmanager
+def use(settings: Settings) -> Iterator[Settings]:
+    token = _CURRENT.set(settings)
     try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw} is not a number") from None
-    if value <= 0:
-        raise ConfigError(f"{name}={raw} must be more than 0")
-    return value
-
-
-def max_pdf_megabytes() -> float:
-    """CLAIMS_MAX_PDF_MB: the download size cap (default 50)."""
-    return _positive_number("CLAIMS_MAX_PDF_MB", "50")
-
-
-def request_timeout() -> float:
-    """CLAIMS_TIMEOUT: seconds to wait for one model answer before retrying (default 120)."""
-    return _positive_number("CLAIMS_TIMEOUT", "120")
-
-
-def batch_poll_seconds() -> float:
-    """CLAIMS_BATCH_POLL_SECONDS: how often `--via batch-api` asks whether a batch has ended (default 30)."""
-    return _positive_number("CLAIMS_BATCH_POLL_SECONDS", "30")
+        yield settings
+    finally:
+        _CURRENT.reset(token)

@@ -185,12 +185,9 @@ def create_app(store: SQLiteStore, allowed_hosts: tuple[str, ...] = LOOPBACK_HOS
             version = version_of(form)
         except _Refused as exc:
             return edit_page(request, record_id, status=exc.status, messages=[("error", exc.message)])
-        current, stored_version = store.get_versioned(record_id)
-        if stored_version != version:  # changed since the form was loaded: say so, never merge
-            return edit_page(request, record_id, status=409, messages=[("error", (
-                f"record {current.record_id} was changed (version {stored_version}) since this form was loaded "
-                f"(version {version}); reload and try again"))])
-        edited = apply_form(current.model_dump(mode="json"), form)
+        # Applied to the stored record; saved only if that is still the version the form was loaded
+        # at (the store refuses anything else as stale, with who changed it and when).
+        edited = apply_form(store.get(record_id).model_dump(mode="json"), form)
         try:
             review.edit(store, record_id, version, edited, form.get("reviewer", ""), form.get("note", ""))
         except review.InvalidEditError as exc:

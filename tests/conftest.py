@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from pipeline.settings import VARIABLES
 from scripted_endpoint import ScriptedEndpoint, Scripts
 from typer.testing import CliRunner
 
@@ -25,9 +26,7 @@ DVT_PDF = PAPERS / "bmc_trauma_dvt_prophylaxis_review_2010.pdf"
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "CLAIMS_MODEL", "CLAIMS_DEBUG",
-                 "CLAIMS_CACHE", "CLAIMS_MAILTO", "CLAIMS_HTTP_CASSETTE", "CLAIMS_MAX_PDF_MB", "CLAIMS_PROMPTS",
-                 "CLAIMS_TIMEOUT", "CLAIMS_PRICES", "CLAIMS_BATCH_POLL_SECONDS"):
+    for name in (*VARIABLES, "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "VISUAL", "EDITOR"):
         monkeypatch.delenv(name, raising=False)
     home = tmp_path / "home"
     home.mkdir()

@@ -15,7 +15,8 @@ from test_cli import record_id_from
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
-from pipeline.llm.base import LLMContext, OpenAIChatModel
+from pipeline.llm.base import LLMContext
+from pipeline.llm.openai import OpenAIChatModel
 from pipeline.llm.recording import load_recording, public_url
 from pipeline.retry import RetryPolicy
 from pipeline.run import run_pipeline

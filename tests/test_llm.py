@@ -11,7 +11,8 @@ from pydantic import BaseModel
 from scripted_endpoint import ScriptedEndpoint, Scripts
 
 from pipeline.errors import ConfigError, LLMError, LLMRefusalError, LLMUnavailableError, StageOutputError
-from pipeline.llm.base import LLMContext, OpenAIChatModel, StageCall, UsageLog, ask_structured
+from pipeline.llm.base import LLMContext, StageCall, UsageLog, ask_structured
+from pipeline.llm.openai import OpenAIChatModel
 from pipeline.llm.strict_schema import RequestFacts, request_schema, strict_json_schema
 from pipeline.models import (
     DraftOutput,

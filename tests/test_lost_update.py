@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
-
 from conftest import DVT_PDF, load_scripts
-from pipeline.cli import app
-from pipeline.store import SQLiteStore, StaleVersionError
 from scripted_endpoint import ScriptedEndpoint, Scripts
 from test_review import stored
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.store import SQLiteStore, StaleVersionError
 
 
 def test_a_change_made_from_an_old_read_is_refused(clean_environment: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
-import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -34,8 +33,9 @@ from pipeline.files import (
     write_text_atomic,
 )
 from pipeline.identifiers import looks_like_doi, normalise_doi
-from pipeline.llm.base import LLMContext, OpenAIChatModel, RecordingChatModel
+from pipeline.llm.base import LLMContext, RecordingChatModel
 from pipeline.llm.cache import SQLiteResponseCache
+from pipeline.llm.openai import OpenAIChatModel
 from pipeline.llm.recording import (
     RECORDING_FILE,
     Recording,
@@ -50,15 +50,7 @@ from pipeline.models import ClaimRecord, StudyMetadata
 from pipeline.render import FORMATS, render
 from pipeline.run import STAGES, RunResult, prompt_hashes, run_pipeline
 from pipeline.schema import require_valid, schema_errors
-from pipeline.settings import (
-    RunSettings,
-    contact_email,
-    default_cache_dir,
-    default_db_path,
-    default_model,
-    max_pdf_megabytes,
-    request_timeout,
-)
+from pipeline.settings import RunSettings, Settings, current, use
 from pipeline.sources.http import make_client
 from pipeline.sources.metadata import DoiCache, DoiSettings, Fetched, fetch, file_stem
 from pipeline.sources.pdf import document_from_pages, read_pdf
@@ -68,13 +60,14 @@ from pipeline.store import SQLiteStore
 MAX_DIFF_LINES = 200
 
 
-def _one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
+def one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
     """Known errors become `error: ...` and their exit code; a bug becomes one line too."""
 
     @functools.wraps(command)
     def guarded(*args: Any, **kwargs: Any) -> None:
         try:
-            command(*args, **kwargs)
+            with use(Settings.from_environment()):  # read once; every layer finds it with current()
+                command(*args, **kwargs)
         except ClaimsError as exc:
             err.print(f"error: {exc}", markup=False)
             raise typer.Exit(exc.exit_code) from None
@@ -87,7 +80,7 @@ def _one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
             err.print(f"error: {_file_trouble(exc)}", markup=False)
             raise typer.Exit(1) from None
         except Exception as exc:  # noqa: BLE001 - a bug still gets one line, not a traceback
-            if os.environ.get("CLAIMS_DEBUG"):
+            if current().debug:
                 raise
             err.print(f"error: internal error: {type(exc).__name__}: {exc} (set CLAIMS_DEBUG=1 for details)", markup=False)
             raise typer.Exit(70) from None
@@ -158,9 +151,9 @@ class StageProgress:
             self._status.stop()
 
 
-def _open_store(db: Optional[Path], read_only: bool = False) -> SQLiteStore:
+def open_store(db: Optional[Path], read_only: bool = False) -> SQLiteStore:
     """`read_only` for commands that only read: they work on a store the user may not write."""
-    return SQLiteStore(db or default_db_path(), read_only=read_only)
+    return SQLiteStore(db or current().db_path, read_only=read_only)
 
 
 def _summary(result: RunResult) -> None:
@@ -187,13 +180,13 @@ def pdf_cap(max_pdf_mb: Optional[float]) -> int:
     """The PDF size cap in bytes: --max-pdf-mb, else CLAIMS_MAX_PDF_MB, else 50 MB (downloads and local files)."""
     if max_pdf_mb is not None and max_pdf_mb <= 0:
         raise InputError(f"--max-pdf-mb {max_pdf_mb:g} must be more than 0")
-    return int((max_pdf_mb or max_pdf_megabytes()) * 1024 * 1024)
+    return int((max_pdf_mb or current().max_pdf_megabytes) * 1024 * 1024)
 
 
-def _doi_tools(max_pdf_mb: Optional[float]) -> tuple[Any, DoiCache, DoiSettings]:
-    mailto = contact_email()
+def doi_tools(max_pdf_mb: Optional[float]) -> tuple[Any, DoiCache, DoiSettings]:
+    mailto = current().mailto
     settings = DoiSettings(mailto=mailto, max_pdf_bytes=pdf_cap(max_pdf_mb))
-    return make_client(mailto), DoiCache(default_cache_dir() / "doi"), settings
+    return make_client(mailto), DoiCache(current().cache_dir / "doi"), settings
 
 
 def _source(text: str) -> tuple[Optional[Path], Optional[str]]:
@@ -215,7 +208,7 @@ MaxPdfOption = typer.Option(None, "--max-pdf-mb", help="Download size cap. Defau
 
 
 @app.command()
-@_one_line_errors
+@one_line_errors
 def run(
     source: str = typer.Argument(..., metavar="PDF|DOI", help="The study: a PDF file, or a DOI (10.xxxx/..., doi:..., https://doi.org/...)."),
     pdf: Path = typer.Option(None, "--pdf", help="With a DOI: read this PDF instead of downloading one (e.g. a paywalled paper you hold)."),
@@ -233,14 +226,14 @@ def run(
     Needs OPENAI_API_KEY; OPENAI_BASE_URL selects any OpenAI-compatible endpoint. With a DOI, the
     metadata comes from Crossref, OpenAlex and Unpaywall and the open-access PDF is downloaded.
     """
-    settings = RunSettings(model=model or default_model())
-    base_url = os.environ.get("OPENAI_BASE_URL") or None
-    live = OpenAIChatModel(api_key=os.environ.get("OPENAI_API_KEY", ""), base_url=base_url, timeout=request_timeout())
+    settings = RunSettings(model=model or current().model)
+    base_url = current().base_url
+    live = OpenAIChatModel.from_settings(current())
     chat = RecordingChatModel(live) if record else live
-    store = _open_store(db)
+    store = open_store(db)
     if record:
         require_writable_folder(record.resolve().parent, "recording")
-    pdf_path, metadata, pdf_url = _locate_study(source, pdf, refresh, max_pdf_mb)
+    pdf_path, metadata, pdf_url = locate_study(source, pdf, refresh, max_pdf_mb)
     progress = StageProgress(err)
 
     def keep_recording(result: Optional[RunResult], failure: Optional[str]) -> None:
@@ -256,7 +249,7 @@ def run(
 
     try:
         # A recording must hold every exchange, so a recorded run does not read the cache.
-        cache = None if (record or no_cache) else SQLiteResponseCache(default_cache_dir() / "responses.db")
+        cache = None if (record or no_cache) else SQLiteResponseCache(current().cache_dir / "responses.db")
         result = run_pipeline(
             pdf_path, LLMContext(chat, settings, cache=cache), metadata=metadata, pdf_url=pdf_url, strict=strict,
             max_pdf_bytes=pdf_cap(max_pdf_mb), not_a_study_ok=not_a_study_ok, progress=progress,
@@ -273,7 +266,7 @@ def run(
     out.print(f"record {result.record.record_id} saved as a draft in {store.path}")
 
 
-def _locate_study(
+def locate_study(
     source: str, pdf: Optional[Path], refresh: bool, max_pdf_mb: Optional[float]
 ) -> tuple[Path, Optional[StudyMetadata], Optional[str]]:
     """The study's PDF, and for a DOI its metadata and where the PDF came from (fetched, or --pdf)."""
@@ -286,7 +279,7 @@ def _locate_study(
     if doi is None:
         assert pdf_path is not None
         return pdf_path, None, None
-    client, cache, doi_settings = _doi_tools(max_pdf_mb)
+    client, cache, doi_settings = doi_tools(max_pdf_mb)
     with err.status(f"looking up {doi} ..."):
         fetched = fetch(doi, client, cache, doi_settings, want_pdf=pdf is None, refresh=refresh)
     for note in fetched.notes:
@@ -309,7 +302,7 @@ def _describe_fetch(fetched: Fetched) -> str:
 
 
 @app.command("fetch")
-@_one_line_errors
+@one_line_errors
 def fetch_command(
     dois: list[str] = typer.Argument(..., metavar="DOI...", help="One or more DOIs."),
     output: Path = typer.Option(Path("."), "--output", "-o", help="Folder for the PDFs and metadata files."),
@@ -321,7 +314,7 @@ def fetch_command(
     Writes DOI.pdf and DOI.json (slashes as underscores) into the folder. Exit 3 when a DOI has no
     open-access PDF, 2 when one is malformed or unknown.
     """
-    client, cache, settings = _doi_tools(max_pdf_mb)
+    client, cache, settings = doi_tools(max_pdf_mb)
     worst = 0
     for text in dois:
         try:
@@ -343,7 +336,7 @@ def fetch_command(
 
 
 @app.command()
-@_one_line_errors
+@one_line_errors
 def replay(
     recordings: list[Path] = typer.Argument(..., help="Recording folders (e.g. fixtures/runs/*)."),
     pdf: Path = typer.Option(None, "--pdf", help="The input PDF, if it is no longer where the recording says."),
@@ -451,7 +444,7 @@ def _load_record(ref: str, db: Optional[Path]) -> ClaimRecord:
     path = Path(ref)
     if ref.endswith(".json") and path.is_file():
         return _record_from_file(path)
-    return _open_store(db, read_only=True).get(ref)
+    return open_store(db, read_only=True).get(ref)
 
 
 def _record_from_file(path: Path) -> ClaimRecord:
@@ -462,7 +455,7 @@ def _record_from_file(path: Path) -> ClaimRecord:
 
 
 @app.command()
-@_one_line_errors
+@one_line_errors
 def show(
     record_ref: str = typer.Argument(..., metavar="ID", help="Record id (a unique prefix will do) or a record.json file."),
     db: Optional[Path] = DbOption,
@@ -473,7 +466,7 @@ def show(
 
 
 @app.command("render")
-@_one_line_errors
+@one_line_errors
 def render_command(
     record_ref: str = typer.Argument(..., metavar="ID", help="Record id (a unique prefix will do) or a record.json file."),
     fmt: str = typer.Option("md", "--format", "-f", help="md, html or json."),
@@ -489,7 +482,7 @@ def render_command(
         write_text_atomic(output, text)
         err.print(f"written to {output}")
         if fmt == "json" and not record_ref.endswith(".json"):
-            version = _open_store(db, read_only=True).version_of(record.record_id)
+            version = open_store(db, read_only=True).version_of(record.record_id)
             err.print(f"(version {version}; to save your changes: claims review edit {record.record_id} "
                       f"--file {output} --version {version})", markup=False)
     else:
@@ -497,7 +490,7 @@ def render_command(
 
 
 @app.command()
-@_one_line_errors
+@one_line_errors
 def validate(files: list[Path] = typer.Argument(..., help="Record JSON files.")) -> None:
     """Validate record files against schemas/claim_record.schema.json."""
     invalid = 0
@@ -521,7 +514,7 @@ def validate(files: list[Path] = typer.Argument(..., help="Record JSON files."))
 
 
 @app.command("check")
-@_one_line_errors
+@one_line_errors
 def check_command(
     record_file: Path = typer.Argument(..., metavar="RECORD.json", help="A record file."),
     pdf: Path = typer.Option(None, "--pdf", help="Its source PDF; found by itself when the record sits in a recording."),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,20 +29,21 @@ from pipeline.cli.app import (
     DbOption,
     MaxPdfOption,
     NotAStudyOption,
-    _doi_tools,
-    _one_line_errors,
-    _open_store,
     app,
+    doi_tools,
     err,
+    one_line_errors,
+    open_store,
     out,
 )
 from pipeline.errors import InputError
 from pipeline.files import require_writable_folder
-from pipeline.llm.base import ChatModel, OpenAIChatModel
+from pipeline.llm.base import ChatModel
 from pipeline.llm.batch_api import BatchApiChatModel
 from pipeline.llm.cache import SQLiteResponseCache
+from pipeline.llm.openai import OpenAIChatModel
 from pipeline.llm.ratelimit import InFlightLimitedChatModel, RateLimitedChatModel, RateLimiter
-from pipeline.settings import RunSettings, batch_poll_seconds, default_cache_dir, default_model, request_timeout
+from pipeline.settings import RunSettings, current
 
 VIAS = ("chat", "batch-api")
 
@@ -96,7 +96,7 @@ class BatchDisplay:
 
 
 @app.command("batch")
-@_one_line_errors
+@one_line_errors
 def batch_command(
     inputs: Path = typer.Argument(..., metavar="INPUT", help="A text file of DOIs and PDF paths (one a line, # comments), or a folder of PDFs."),
     concurrency: int = typer.Option(4, "--concurrency", "-j", min=1, help="Model requests in flight at once."),
@@ -122,10 +122,10 @@ def batch_command(
     if via not in VIAS:
         raise InputError(f"unknown --via {via!r}: choose chat or batch-api")
     sources = read_inputs(inputs)
-    settings = RunSettings(model=model or default_model())
-    base_url = os.environ.get("OPENAI_BASE_URL") or None
-    live = OpenAIChatModel(api_key=os.environ.get("OPENAI_API_KEY", ""), base_url=base_url, timeout=request_timeout())
-    store = _open_store(db)
+    settings = RunSettings(model=model or current().model)
+    base_url = current().base_url
+    live = OpenAIChatModel.from_settings(current())
+    store = open_store(db)
     # Where the results go is tried now, not after every model call has been paid for.
     require_writable_folder(report_path.resolve().parent, "report")
     if record:
@@ -133,13 +133,13 @@ def batch_command(
     chat: ChatModel = live
     if via == "batch-api":
         state = store.path.with_suffix(".batches.db")
-        chat = BatchApiChatModel(live, state, expected_waiting=len(sources), poll_seconds=batch_poll_seconds())
+        chat = BatchApiChatModel(live, state, expected_waiting=len(sources), poll_seconds=current().batch_poll_seconds)
     if rpm or tpm:
         chat = RateLimitedChatModel(chat, RateLimiter(rpm, tpm))
     if via == "chat":
         chat = InFlightLimitedChatModel(chat, concurrency)
-    cache = SQLiteResponseCache(default_cache_dir() / "responses.db")
-    client, doi_cache, doi_settings = _doi_tools(max_pdf_mb)
+    cache = SQLiteResponseCache(current().cache_dir / "responses.db")
+    client, doi_cache, doi_settings = doi_tools(max_pdf_mb)
     options = BatchOptions(
         # More papers open than request slots (the Batch API: all of them), so that parsing and
         # checking some papers overlaps the model calls of others and no slot waits for work.

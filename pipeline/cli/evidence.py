@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -13,11 +12,11 @@ from pipeline.cli.app import (
     DbOption,
     MaxPdfOption,
     NotAStudyOption,
-    _locate_study,
-    _one_line_errors,
-    _open_store,
     app,
     err,
+    locate_study,
+    one_line_errors,
+    open_store,
     out,
     pdf_cap,
 )
@@ -25,19 +24,20 @@ from pipeline.cli.review import default_reviewer
 from pipeline.evaluation import EvalResult, evaluate, read_dataset
 from pipeline.evidence import add_study, match_score
 from pipeline.files import require_writable_folder
-from pipeline.llm.base import LLMContext, OpenAIChatModel, RecordingChatModel
+from pipeline.llm.base import LLMContext, RecordingChatModel
+from pipeline.llm.openai import OpenAIChatModel
 from pipeline.llm.recording import RecordedSource, build_recording, save_eval_recording, save_recording
 from pipeline.models import Stance
 from pipeline.review import stored_sources
 from pipeline.run import require_a_study
-from pipeline.settings import RunSettings, default_model, request_timeout
+from pipeline.settings import RunSettings, current
 from pipeline.sources.pdf import read_pdf
 from pipeline.stages.check import count, model_rewriter
 
 
 def _study_document(source: str, pdf: Optional[Path], refresh: bool, max_pdf_mb: Optional[float]):  # type: ignore[no-untyped-def]
     """The new study's document, with its DOI metadata when given a DOI."""
-    pdf_path, metadata, pdf_url = _locate_study(source, pdf, refresh, max_pdf_mb)
+    pdf_path, metadata, pdf_url = locate_study(source, pdf, refresh, max_pdf_mb)
     document = read_pdf(pdf_path, max_bytes=pdf_cap(max_pdf_mb))
     if metadata is not None:
         document.doi = metadata.doi
@@ -45,7 +45,7 @@ def _study_document(source: str, pdf: Optional[Path], refresh: bool, max_pdf_mb:
 
 
 @app.command("add-evidence")
-@_one_line_errors
+@one_line_errors
 def add_evidence_command(
     claim_id: str = typer.Argument(..., metavar="CLAIM_ID", help="The claim record to add the study to."),
     source: str = typer.Argument(..., metavar="PDF|DOI", help="The new study."),
@@ -61,7 +61,7 @@ def add_evidence_command(
     """Add a study to a claim: its stance, a new synthesis, the checks; a new draft version.
 
     An approved version stays in the history until the new one is approved."""
-    store = _open_store(db)
+    store = open_store(db)
     claim, version = store.get_versioned(claim_id)
     if record:
         require_writable_folder(record.resolve().parent, "recording")
@@ -71,9 +71,9 @@ def add_evidence_command(
     if document.study_id in present or document.sha256 in present:
         out.print(f"{document.study_id} is already a study of record {claim.record_id}; nothing changed", markup=False)
         return
-    settings = RunSettings(model=model or default_model())
-    base_url = os.environ.get("OPENAI_BASE_URL") or None
-    live = OpenAIChatModel(api_key=os.environ.get("OPENAI_API_KEY", ""), base_url=base_url, timeout=request_timeout())
+    settings = RunSettings(model=model or current().model)
+    base_url = current().base_url
+    live = OpenAIChatModel.from_settings(current())
     chat = RecordingChatModel(live) if record else live
     sources = stored_sources(store, claim)
     llm = LLMContext(chat, settings)
@@ -107,7 +107,7 @@ def add_evidence_command(
 
 
 @app.command("match")
-@_one_line_errors
+@one_line_errors
 def match_command(
     source: str = typer.Argument(..., metavar="PDF|DOI", help="The new paper."),
     limit: int = typer.Option(10, "--limit", min=1),
@@ -122,7 +122,7 @@ def match_command(
     _, document, metadata, _ = _study_document(source, None, refresh, max_pdf_mb)
     opening = " ".join(filter(None, [metadata.title if metadata else None, metadata.abstract if metadata else None,
                                      document.text_of(("front", "abstract"), 8000)]))
-    store = _open_store(db, read_only=True)
+    store = open_store(db, read_only=True)
     scored = []
     for summary in store.summaries():
         claim = store.get(summary.record_id)
@@ -139,7 +139,7 @@ def match_command(
 
 
 @app.command("eval")
-@_one_line_errors
+@one_line_errors
 def eval_command(
     dataset: Path = typer.Argument(..., metavar="DATASET", help="HealthVer CSV, or SciFact-format claims JSONL (with --corpus)."),
     corpus: Optional[Path] = typer.Option(None, "--corpus", help="SciFact format: the abstracts the claims cite (JSONL)."),
@@ -151,9 +151,9 @@ def eval_command(
     rows = read_dataset(dataset, corpus, limit)
     if record:
         require_writable_folder(record, "recording")
-    settings = RunSettings(model=model or default_model())
-    base_url = os.environ.get("OPENAI_BASE_URL") or None
-    live = OpenAIChatModel(api_key=os.environ.get("OPENAI_API_KEY", ""), base_url=base_url, timeout=request_timeout())
+    settings = RunSettings(model=model or current().model)
+    base_url = current().base_url
+    live = OpenAIChatModel.from_settings(current())
     chat = RecordingChatModel(live) if record else live
     with err.status(f"classifying {len(rows)} rows ..."):
         result = evaluate(rows, LLMContext(chat, settings))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import os
 import shlex
 import socket
 import subprocess
@@ -16,11 +15,12 @@ from rich.markdown import Markdown
 from rich.table import Table
 
 from pipeline import review
-from pipeline.cli.app import DbOption, _one_line_errors, _open_store, app, err, out
+from pipeline.cli.app import DbOption, app, err, one_line_errors, open_store, out
 from pipeline.errors import ClaimsError, InputError, StoreError
 from pipeline.files import MAX_JSON_BYTES, read_regular_file, write_json_atomic, write_text_atomic
 from pipeline.models import ReviewStatus
 from pipeline.render import render
+from pipeline.settings import current
 from pipeline.store import SQLiteStore
 
 review_app = typer.Typer(help="Review drafts: list, show, approve, reject, reopen, edit, history.", no_args_is_help=True)
@@ -32,11 +32,11 @@ VersionOption = typer.Option(None, "--version", help="The version you reviewed (
 
 
 def default_reviewer() -> str:
-    return os.environ.get("CLAIMS_REVIEWER") or os.environ.get("USER") or ""
+    return current().reviewer
 
 
 @review_app.command("list")
-@_one_line_errors
+@one_line_errors
 def list_command(
     status: Optional[str] = typer.Option(None, "--status", help="draft, approved or rejected."),
     flagged: bool = typer.Option(False, "--flagged", help="Only records with flags."),
@@ -45,7 +45,7 @@ def list_command(
     """A table of records: id, claim, study, status, flags, updated."""
     if status and status not in STATUSES:
         raise InputError(f"unknown status {status!r}: choose one of {', '.join(STATUSES)}")
-    rows = _open_store(db, read_only=True).summaries(status=status, flagged=flagged)
+    rows = open_store(db, read_only=True).summaries(status=status, flagged=flagged)
     table = Table(show_lines=False)
     for column in ("id", "claim", "study", "status", "flags", "updated"):
         table.add_column(column, overflow="fold" if column == "claim" else "ellipsis", no_wrap=column != "claim")
@@ -56,10 +56,10 @@ def list_command(
 
 
 @review_app.command("show")
-@_one_line_errors
+@one_line_errors
 def show_command(record_id: str = IdArgument, db: Optional[Path] = DbOption) -> None:
     """The claim page, its checks, and its history."""
-    store = _open_store(db, read_only=True)
+    store = open_store(db, read_only=True)
     record = store.get(record_id)
     out.print(Markdown(render(record, "md")))
     _print_history(store, record.record_id, diffs=False)
@@ -81,19 +81,19 @@ def _print_history(store, record_id: str, diffs: bool) -> None:  # type: ignore[
 
 
 @review_app.command("history")
-@_one_line_errors
+@one_line_errors
 def history_command(
     record_id: str = IdArgument,
     diffs: bool = typer.Option(True, "--diffs/--no-diffs", help="Show what each change changed."),
     db: Optional[Path] = DbOption,
 ) -> None:
     """Every change to a record: who, when, the note, and the diff."""
-    store = _open_store(db, read_only=True)
+    store = open_store(db, read_only=True)
     _print_history(store, store.resolve(record_id), diffs)
 
 
 @review_app.command("approve")
-@_one_line_errors
+@one_line_errors
 def approve_command(
     record_id: str = IdArgument,
     reviewer: str = typer.Option(..., "--reviewer", help="Your name, for the history."),
@@ -103,13 +103,13 @@ def approve_command(
     db: Optional[Path] = DbOption,
 ) -> None:
     """Approve a draft. Refused while it has flags, unless --override "reason"."""
-    store = _open_store(db)
+    store = open_store(db)
     new = review.approve(store, record_id, version or store.version_of(record_id), reviewer, note, override)
     out.print(f"record {store.resolve(record_id)} approved by {reviewer} (version {new})")
 
 
 @review_app.command("reject")
-@_one_line_errors
+@one_line_errors
 def reject_command(
     record_id: str = IdArgument,
     reviewer: str = typer.Option(..., "--reviewer", help="Your name, for the history."),
@@ -118,13 +118,13 @@ def reject_command(
     db: Optional[Path] = DbOption,
 ) -> None:
     """Reject a draft, with a reason."""
-    store = _open_store(db)
+    store = open_store(db)
     new = review.reject(store, record_id, version or store.version_of(record_id), reviewer, reason)
     out.print(f"record {store.resolve(record_id)} rejected by {reviewer} (version {new})")
 
 
 @review_app.command("reopen")
-@_one_line_errors
+@one_line_errors
 def reopen_command(
     record_id: str = IdArgument,
     reviewer: str = typer.Option(default_reviewer, "--reviewer", help="Your name (default: $CLAIMS_REVIEWER or $USER)."),
@@ -133,13 +133,13 @@ def reopen_command(
     db: Optional[Path] = DbOption,
 ) -> None:
     """Put an approved or rejected record back to draft."""
-    store = _open_store(db)
+    store = open_store(db)
     new = review.reopen(store, record_id, version or store.version_of(record_id), reviewer, note)
     out.print(f"record {store.resolve(record_id)} reopened by {reviewer} (version {new})")
 
 
 @review_app.command("edit")
-@_one_line_errors
+@one_line_errors
 def edit_command(
     record_id: str = IdArgument,
     reviewer: str = typer.Option(default_reviewer, "--reviewer", help="Your name (default: $CLAIMS_REVIEWER or $USER)."),
@@ -155,7 +155,7 @@ def edit_command(
     A file (--file) must say which version it was taken from (--version): a file taken before
     someone else's change is refused instead of silently undoing it. In the editor, a refused or
     invalid edit is kept in its file, whose path is printed, so nothing typed is lost."""
-    store = _open_store(db)
+    store = open_store(db)
     record, base = store.get_versioned(record_id)
     if from_file is not None:
         if version is None:
@@ -197,7 +197,7 @@ def _save_edit(store: SQLiteStore, record_id: str, version: int, text: str, revi
 
 def _edit_in_editor(text: str) -> Path:
     """The file the reviewer edited; the caller deletes it once the edit is saved."""
-    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    editor = current().editor
     with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="claims-edit-", delete=False, encoding="utf-8") as handle:
         handle.write(text)
         path = Path(handle.name)
@@ -208,7 +208,7 @@ def _edit_in_editor(text: str) -> Path:
 
 
 @app.command("export")
-@_one_line_errors
+@one_line_errors
 def export_command(
     folder: Path = typer.Argument(..., metavar="DIR", help="Where to write the files."),
     status: str = typer.Option("approved", "--status", help="Which records: approved (default), draft or rejected."),
@@ -218,7 +218,7 @@ def export_command(
     """One schema-valid JSON file per record (RECORD_ID.json, stable names), for publishing."""
     if status not in STATUSES:
         raise InputError(f"unknown status {status!r}: choose one of {', '.join(STATUSES)}")
-    store = _open_store(db, read_only=True)
+    store = open_store(db, read_only=True)
     summaries = store.summaries(status=status)
     for summary in summaries:
         record = store.get(summary.record_id)  # validated: its id is 12 hex digits, a plain file name
@@ -229,7 +229,7 @@ def export_command(
 
 
 @app.command("serve")
-@_one_line_errors
+@one_line_errors
 def serve_command(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback exposes the review page."),
     port: int = typer.Option(8000, "--port", help="Port to listen on (1-65535)."),
@@ -251,7 +251,7 @@ def serve_command(
     if host not in LOOPBACK_HOSTS:
         err.print(f"warning: binding {host}: anyone who can reach this address can review records (there is no login)")
     listener = _listen(host, port)
-    store = _open_store(db)
+    store = open_store(db)
     hosts = tuple(dict.fromkeys([*LOOPBACK_HOSTS, host, *allow_host]))
     out.print(f"review page on http://{host}:{port}/ (store {store.path}); Ctrl-C to stop")
     config = uvicorn.Config(create_app(store, hosts), log_level="warning")

@@ -1,11 +1,9 @@
 """The one seam to the model: `ChatModel.complete(ChatRequest) -> ChatResponse`.
 
-Three implementations share it:
-- `OpenAIChatModel` talks to any OpenAI-compatible endpoint through the openai SDK, with
-  strict JSON-schema structured outputs and bounded tenacity retries on 429 / 5xx / timeouts
-  (honouring Retry-After);
-- `RecordingChatModel` wraps another one and keeps every request and response;
-- `ReplayChatModel` (in `recording.py`) answers from a recording, matched on request content.
+Implementations: `OpenAIChatModel` (`llm/openai.py`) talks to any OpenAI-compatible endpoint;
+`RecordingChatModel` (here) wraps another one and keeps every request and response;
+`ReplayChatModel` (`llm/recording.py`) answers from a recording, matched on request content;
+the Batch API, rate limits and the in-flight limit wrap one in turn.
 
 `ask_structured` sits on top: it sends one stage's request with the schema built for it, reads
 the answer as real servers write it (prose or a code fence around the JSON, raw control
@@ -24,19 +22,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, TypeVar
 
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, PrivateAttr, ValidationError
 
-from pipeline.errors import ConfigError, LLMError, LLMRefusalError, LLMUnavailableError, StageOutputError
+from pipeline.errors import LLMError, LLMRefusalError, StageOutputError
 from pipeline.llm.strict_schema import RequestFacts, request_schema
 from pipeline.models import Flag
 from pipeline.resources import load_instructions
-from pipeline.retry import RetryError, RetryPolicy, call_with_retries
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -88,132 +83,6 @@ class ChatResponse(BaseModel):
 
 class ChatModel(Protocol):
     def complete(self, request: ChatRequest) -> ChatResponse: ...
-
-
-# --------------------------------------------------------------------------- live
-
-
-class OpenAIChatModel:
-    """Any OpenAI-compatible endpoint (OpenAI, Azure, vLLM, Ollama, llama.cpp server)."""
-
-    def __init__(
-        self,
-        api_key: str,
-        base_url: str | None = None,
-        timeout: float = 120.0,
-        retry: RetryPolicy = RetryPolicy(),
-        sleep: Callable[[float], None] = time.sleep,
-    ):
-        if not api_key:
-            raise ConfigError("OPENAI_API_KEY is not set: export it (and OPENAI_BASE_URL for another endpoint)")
-        self._options = {"api_key": api_key, "base_url": base_url, "timeout": timeout}
-        self._client_instance: Any = None
-        self._client_lock = threading.Lock()
-        self._retry = retry
-        self._sleep = sleep
-
-    @property
-    def client(self) -> Any:
-        """The openai client, made on first use: importing openai takes longer than a resumed batch."""
-        with self._client_lock:
-            if self._client_instance is None:
-                import openai
-
-                # The SDK's own retries are off: tenacity owns them, so they are bounded in one place.
-                self._client_instance = openai.OpenAI(**self._options, max_retries=0)
-            return self._client_instance
-
-    def complete(self, request: ChatRequest) -> ChatResponse:
-        import openai
-
-        def transient(exc: BaseException) -> bool:
-            if isinstance(exc, openai.APIStatusError):
-                return exc.status_code == 429 or exc.status_code >= 500
-            return isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError))
-
-        def headers_of(exc: BaseException) -> Any:
-            return getattr(getattr(exc, "response", None), "headers", None)
-
-        try:
-            completion = call_with_retries(
-                lambda: self._create(request), transient, headers_of, self._retry, self._sleep
-            )
-        except RetryError as exc:
-            last = exc.last_attempt.exception()
-            raise LLMUnavailableError(
-                f"stage {request.stage}: the endpoint kept failing after {self._retry.attempts} attempts "
-                f"({_describe(last)})"
-            ) from last
-        except openai.AuthenticationError as exc:
-            raise ConfigError("the endpoint refused the API key (401): check OPENAI_API_KEY") from exc
-        except openai.NotFoundError as exc:
-            raise ConfigError(f"the endpoint does not know model '{request.model}' or the route (404)") from exc
-        except openai.APIStatusError as exc:
-            raise LLMError(f"stage {request.stage}: the endpoint answered {_describe(exc)}") from exc
-        choice = completion.choices[0]
-        usage = completion.usage
-        return ChatResponse(
-            content=choice.message.content,
-            refusal=getattr(choice.message, "refusal", None),
-            finish_reason=choice.finish_reason,
-            usage=Usage(
-                prompt_tokens=usage.prompt_tokens if usage else 0,
-                completion_tokens=usage.completion_tokens if usage else 0,
-            ),
-            served_by=completion.system_fingerprint,
-            model=completion.model,
-        )
-
-    def _create(self, request: ChatRequest) -> Any:
-        return self.client.chat.completions.create(**chat_body(request))
-
-
-def chat_body(request: ChatRequest) -> dict[str, Any]:
-    """The body of a chat completion request with a strict JSON-schema answer format."""
-    schema = request.output_schema
-    return {
-        "model": request.model,
-        "messages": request.messages,
-        "response_format": {
-            "type": "json_schema",
-            "json_schema": {"name": schema["name"], "strict": True, "schema": schema["schema"]},
-        },
-        **request.params,
-    }
-
-
-def response_from_completion(body: dict[str, Any]) -> ChatResponse:
-    """A ChatResponse from a chat completion as JSON (what the Batch API's output file holds)."""
-    choice = body["choices"][0]
-    usage = body.get("usage") or {}
-    return ChatResponse(
-        content=choice["message"].get("content"),
-        refusal=choice["message"].get("refusal"),
-        finish_reason=choice.get("finish_reason"),
-        usage=Usage(prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0)),
-        served_by=body.get("system_fingerprint"),
-        model=body.get("model"),
-    )
-
-
-def _describe(exc: BaseException | None) -> str:
-    """The status and the server's own words (e.g. 'maximum context length is 8192 tokens')."""
-    status = getattr(exc, "status_code", None)
-    name = type(exc).__name__
-    said = _server_message(exc)
-    return (f"HTTP {status} {name}" if status else name) + (f": {said}" if said else "")
-
-
-def _server_message(exc: BaseException | None) -> str:
-    body = getattr(exc, "body", None)
-    message: Any = None
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        message = error.get("message") if isinstance(error, dict) else error
-    if not message and getattr(exc, "status_code", None):
-        message = getattr(exc, "message", None)
-    text = " ".join(str(message).split()) if message else ""
-    return text[:300] + ("..." if len(text) > 300 else "")
 
 
 # --------------------------------------------------------------------------- recording

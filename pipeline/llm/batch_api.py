@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline.errors import LLMError, LLMUnavailableError
-from pipeline.llm.base import ChatRequest, ChatResponse, chat_body, response_from_completion
+from pipeline.llm.base import ChatRequest, ChatResponse
+from pipeline.llm.openai import chat_body, response_from_completion
 from pipeline.retry import RetryError, RetryPolicy, call_with_retries
 
 FINISHED = {"completed", "failed", "expired", "cancelled"}

@@ -15,7 +15,6 @@ order, the last answer repeating.
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from pipeline import __version__
+from pipeline import __version__, settings
 from pipeline.errors import ConfigError
 
 CONTACT_PARAMETERS = {"mailto", "email"}
-CASSETTE_ENV = "CLAIMS_HTTP_CASSETTE"
 
 
 def user_agent(mailto: str | None) -> str:
@@ -37,8 +35,9 @@ def user_agent(mailto: str | None) -> str:
 
 def make_client(mailto: str | None, timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> httpx.Client:
     """The client for DOI work. `CLAIMS_HTTP_CASSETTE` makes it answer from a cassette instead."""
-    if transport is None and os.environ.get(CASSETTE_ENV):
-        transport = CassetteTransport(Path(os.environ[CASSETTE_ENV]))
+    cassette = settings.current().http_cassette
+    if transport is None and cassette is not None:
+        transport = CassetteTransport(cassette)
     return httpx.Client(
         headers={"User-Agent": user_agent(mailto)},
         timeout=httpx.Timeout(timeout),

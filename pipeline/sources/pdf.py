@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from pipeline import settings
 from pipeline.errors import InputError, NoTextLayerError
 from pipeline.files import read_regular_file
 from pipeline.identifiers import DOI_PATTERN, clean_doi
 from pipeline.models import PageProblem
-from pipeline.settings import max_pdf_megabytes
 
 EMAIL_ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
@@ -286,7 +286,7 @@ def read_pdf(path: Path, extractor: TextExtractor | None = None, max_bytes: int 
 def read_pdf_bytes(path: Path, max_bytes: int | None = None) -> bytes:
     """A local PDF's bytes, refused before reading when it is no regular file or over the cap:
     /dev/zero, a FIFO or a 2 GB file end in one line at once, not in memory exhaustion or a hang."""
-    cap = max_bytes if max_bytes is not None else int(max_pdf_megabytes() * 1024 * 1024)
+    cap = max_bytes if max_bytes is not None else int(settings.current().max_pdf_megabytes * 1024 * 1024)
     data = read_regular_file(path, cap, "PDF", "--max-pdf-mb (or CLAIMS_MAX_PDF_MB)")
     if not data:
         raise InputError(f"{path.name}: the file is empty (0 bytes)")
