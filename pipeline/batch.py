@@ -36,8 +36,9 @@ from pipeline.identifiers import looks_like_doi, normalise_doi
 from pipeline.llm.base import ChatModel, LLMContext, RecordingChatModel, ResponseCache
 from pipeline.llm.recording import build_recording, save_recording
 from pipeline.models import ClaimRecord, StudyMetadata
+from pipeline.resources import PromptSet, load_prompt_set
 from pipeline.review import stored_sources
-from pipeline.run import RunResult, prompt_hashes, run_pipeline
+from pipeline.run import RunResult, run_pipeline
 from pipeline.settings import RunSettings
 from pipeline.settings import current as current_settings
 from pipeline.sources.metadata import DoiCache, DoiSettings, fetch
@@ -199,7 +200,7 @@ class BatchTools:
     parse: Callable[[Path], Document]
     prices: dict[str, Price]
     base_url: str | None = None
-    prompts: dict[str, str] = field(default_factory=prompt_hashes)  # read once a batch
+    prompts: PromptSet = field(default_factory=load_prompt_set)  # read once a batch
     check: CheckRunner = check_record
 
 
@@ -215,7 +216,7 @@ def _keep_recording(
     target = options.record_dir / recording_name(source)
     recording = build_recording(
         pdf, target, hashlib.sha256(pdf.read_bytes()).hexdigest(), metadata, pdf_url, pdf_url is not None, settings,
-        record.provenance.prompts if record else tools.prompts, chat.interactions, tools.base_url, failure=failure,
+        tools.prompts.hashes(), chat.interactions, tools.base_url, failure=failure,
     )
     save_recording(target, recording, record, pdf_copy=pdf if pdf_url else None)
 
@@ -228,7 +229,7 @@ def process_paper(source: str, settings: RunSettings, tools: BatchTools, options
     try:
         tally.stage(source, "fetch" if looks_like_doi(source) and not Path(source).exists() else "parse")
         pdf, metadata, pdf_url = _locate(source, tools, options)
-        key = run_key(hashlib.sha256(pdf.read_bytes()).hexdigest(), settings, metadata, tools.prompts)
+        key = run_key(hashlib.sha256(pdf.read_bytes()).hexdigest(), settings, metadata, tools.prompts.hashes())
         if existing := tools.store.find_run(key):  # checked before parsing: a finished batch re-runs in moments
             result.status, result.record_id, result.cost = "already_done", existing, 0.0
             return result
@@ -237,7 +238,7 @@ def process_paper(source: str, settings: RunSettings, tools: BatchTools, options
         result.seconds["parse"] = round(time.perf_counter() - started, 3)
         chat = RecordingChatModel(tools.chat) if options.record_dir else tools.chat
         # A recording must hold every exchange, so a recorded paper does not read the cache.
-        llm = LLMContext(chat, settings, cache=None if options.record_dir else tools.cache)
+        llm = LLMContext(chat, settings, cache=None if options.record_dir else tools.cache, prompts=tools.prompts)
         recorded = (pdf, metadata, pdf_url)
         run: RunResult = run_pipeline(
             pdf, llm, document=document, metadata=metadata, pdf_url=pdf_url, check_runner=tools.check,

@@ -44,7 +44,7 @@ from pipeline.models import (
     StudyMetadata,
     SynthesisOutput,
 )
-from pipeline.resources import load_prompt, prompt_sha256
+from pipeline.resources import EVIDENCE_STAGES
 from pipeline.run import stage_usage, study_reference
 from pipeline.sources.pdf import Document
 from pipeline.stages.check import Rewriter, Sources, run_checks, with_model_output
@@ -52,8 +52,6 @@ from pipeline.stages.draft import check_steps, findings_json, salvage_steps
 from pipeline.stages.extract import extract
 from pipeline.stages.grade import design_rank, rate_certainty, starting_certainty, strongest_first
 
-STANCE_PROMPT = "stance.md"
-SYNTHESIS_PROMPT = "synthesis.md"
 STANCE_SECTIONS = ("abstract", "results", "discussion", "conclusions")
 
 DESIGN_WEIGHT = {
@@ -96,9 +94,8 @@ def classify_stance(
     claim: str, document: Document, findings: list[Finding], llm: LLMContext, study_index: int = 0
 ) -> StanceOutput:
     """`study_index`: where the study will stand in the record, for the paths of salvage flags."""
-    prompt = load_prompt(STANCE_PROMPT, frozenset({"claim", "study_id", "findings", "paper_text"}))
-    messages = prompt.render(
-        claim=claim, study_id=document.study_id, findings=findings_json(findings),
+    messages = llm.prompts.render(
+        "stance", claim=claim, study_id=document.study_id, findings=findings_json(findings),
         paper_text=document.text_of(STANCE_SECTIONS, llm.settings.stage_text_budget["draft"]),
     )
 
@@ -142,8 +139,7 @@ def _studies_json(studies: list[Study]) -> str:
 
 
 def synthesise(claim: str, studies: list[Study], llm: LLMContext) -> SynthesisOutput:
-    prompt = load_prompt(SYNTHESIS_PROMPT, frozenset({"claim", "studies"}))
-    messages = prompt.render(claim=claim, studies=_studies_json(studies))
+    messages = llm.prompts.render("synthesis", claim=claim, studies=_studies_json(studies))
     known = [s.reference.study_id for s in studies]
 
     def check(output: SynthesisOutput) -> list[str]:
@@ -200,7 +196,7 @@ def add_study(
     design = body_design(studies)
     domains, upgrades = synthesis.domains.assessments(), synthesis.upgrades.assessments()
     provenance = record.provenance.model_copy(deep=True)
-    provenance.prompts.update({STANCE_PROMPT: prompt_sha256(STANCE_PROMPT), SYNTHESIS_PROMPT: prompt_sha256(SYNTHESIS_PROMPT)})
+    provenance.prompts.update(llm.prompts.hashes(EVIDENCE_STAGES))
     provenance.generated_at = generated_at or datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     provenance.usage = stage_usage(llm.usage)
     provenance.notes = [*provenance.notes, f"evidence added: {study.reference.study_id} ({stance.stance.value})"]

@@ -58,6 +58,15 @@ class Prompt:
         ]
 
 
+@dataclass(frozen=True)
+class Instruction:
+    """A prompt file sent as it is (no parts, no placeholders)."""
+
+    name: str
+    sha256: str
+    text: str
+
+
 def parse_prompt(name: str, text: str, placeholders: set[str]) -> Prompt:
     parts = _MARKER.split(text)
     # split() gives [preamble, "system", body, "user", body]
@@ -75,30 +84,78 @@ def parse_prompt(name: str, text: str, placeholders: set[str]) -> Prompt:
     return Prompt(name, hashlib.sha256(text.encode()).hexdigest(), system, user)
 
 
-def load_prompt(file_name: str, placeholders: frozenset[str]) -> Prompt:
-    """Read on every call, never cached: an edited prompt must take effect (and miss a replay) at once."""
+# --------------------------------------------------------------------------- the prompt registry
+
+
+@dataclass(frozen=True)
+class StagePrompt:
+    """A stage's prompt file and the placeholders the stage fills in."""
+
+    file: str
+    placeholders: frozenset[str]
+
+
+STAGE_PROMPTS: dict[str, StagePrompt] = {
+    "extract": StagePrompt("extract.md", frozenset({"study_id", "paper_text"})),
+    "draft": StagePrompt("draft.md", frozenset({"study_id", "findings", "paper_text"})),
+    "grade": StagePrompt("grade.md", frozenset({"claim", "findings", "paper_text"})),
+    "rewrite": StagePrompt("plain_language.md", frozenset({"text", "grade", "words_per_sentence"})),
+    "stance": StagePrompt("stance.md", frozenset({"claim", "study_id", "findings", "paper_text"})),
+    "synthesis": StagePrompt("synthesis.md", frozenset({"claim", "studies"})),
+}
+# Sent as they are, after an answer: the repair request, and the retry of an answer cut off.
+INSTRUCTIONS: dict[str, str] = {"repair": "repair.md", "retry_shorter": "retry_shorter.md"}
+RUN_STAGES = ("extract", "draft", "grade", "rewrite")  # the prompts a run of one paper can send
+EVIDENCE_STAGES = ("stance", "synthesis")  # and those adding a study to a claim adds
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """Every prompt file, read and checked once (a run, or a whole batch), so the hashes in a
+    record's provenance are those of the very bytes its requests were built from."""
+
+    stages: dict[str, Prompt]
+    instructions: dict[str, Instruction]
+
+    def render(self, stage: str, **values: str) -> list[dict[str, str]]:
+        return self.stages[stage].render(**values)
+
+    def instruction(self, name: str) -> str:
+        return self.instructions[name].text
+
+    def hashes(self, stages: tuple[str, ...] = RUN_STAGES) -> dict[str, str]:
+        """File name -> sha256, for the given stages' prompts and every instruction."""
+        chosen = [self.stages[stage] for stage in stages] + list(self.instructions.values())
+        return {item.name: item.sha256 for item in chosen}
+
+
+def load_prompt_set() -> PromptSet:
+    """Read from the shipped folder, or CLAIMS_PROMPTS: an edited prompt takes effect (and misses
+    a replay) in the next run that loads it."""
+    return PromptSet(
+        stages={stage: load_prompt(spec.file, spec.placeholders) for stage, spec in STAGE_PROMPTS.items()},
+        instructions={name: _load_instruction(file) for name, file in INSTRUCTIONS.items()},
+    )
+
+
+def _read_prompt_file(file_name: str) -> bytes:
     path = data_dir("prompts") / file_name
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"prompt file missing: {path}") from exc
+
+
+def load_prompt(file_name: str, placeholders: frozenset[str]) -> Prompt:
+    raw = _read_prompt_file(file_name)
     prompt = parse_prompt(file_name, raw.decode("utf-8"), set(placeholders))
     return Prompt(file_name, hashlib.sha256(raw).hexdigest(), prompt.system, prompt.user)
 
 
-def load_instructions(file_name: str) -> tuple[str, str]:
-    """A prompt file used as is (no parts, no placeholders): its text and sha256."""
-    path = data_dir("prompts") / file_name
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"prompt file missing: {path}") from exc
-    return raw.decode("utf-8").strip(), hashlib.sha256(raw).hexdigest()
+def _load_instruction(file_name: str) -> Instruction:
+    raw = _read_prompt_file(file_name)
+    return Instruction(file_name, hashlib.sha256(raw).hexdigest(), raw.decode("utf-8").strip())
 
 
 def prompt_sha256(file_name: str) -> str:
-    path = data_dir("prompts") / file_name
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError as exc:
-        raise ConfigError(f"prompt file missing: {path}") from exc
+    return hashlib.sha256(_read_prompt_file(file_name)).hexdigest()

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from pipeline import __version__
 from pipeline.errors import InputError
 from pipeline.identifiers import canonical_citation
-from pipeline.llm.base import REPAIR_PROMPT, SHORTER_PROMPT, LLMContext, UsageLog
+from pipeline.llm.base import LLMContext, UsageLog
 from pipeline.models import (
     Bibliography,
     CertaintyAssessment,
@@ -35,17 +35,13 @@ from pipeline.models import (
     StudyMetadata,
     StudyReference,
 )
-from pipeline.resources import prompt_sha256
 from pipeline.schema import RecordSchemaError
 from pipeline.settings import RunSettings
 from pipeline.sources.metadata import metadata_mismatches
 from pipeline.sources.pdf import Document, TextExtractor, read_pdf
-from pipeline.stages.check import REWRITE_PROMPT, CheckRunner, check_record, count, model_rewriter, with_model_output
-from pipeline.stages.draft import PROMPT_FILE as DRAFT_PROMPT
+from pipeline.stages.check import CheckRunner, check_record, count, model_rewriter, with_model_output
 from pipeline.stages.draft import draft
-from pipeline.stages.extract import PROMPT_FILE as EXTRACT_PROMPT
 from pipeline.stages.extract import extract
-from pipeline.stages.grade import PROMPT_FILE as GRADE_PROMPT
 from pipeline.stages.grade import grade
 
 STAGES = ("ingest", "extract", "draft", "grade", "check")
@@ -128,6 +124,7 @@ def run_pipeline(
         gold,
         settings=settings,
         usage=usage,
+        prompts=llm.prompts.hashes(),
         metadata=metadata,
         pdf_url=pdf_url,
         notes=notes,
@@ -160,11 +157,6 @@ def require_a_study(document: Document, metadata: StudyMetadata | None, not_a_st
         )
 
 
-def prompt_hashes() -> dict[str, str]:
-    names = (EXTRACT_PROMPT, DRAFT_PROMPT, GRADE_PROMPT, REWRITE_PROMPT, REPAIR_PROMPT, SHORTER_PROMPT)
-    return {name: prompt_sha256(name) for name in names}
-
-
 def assemble_record(
     document: Document,
     extracted: ExtractOutput,
@@ -174,6 +166,7 @@ def assemble_record(
     *,
     settings: RunSettings,
     usage: UsageLog,
+    prompts: dict[str, str],
     metadata: StudyMetadata | None,
     pdf_url: str | None,
     notes: list[str],
@@ -206,7 +199,7 @@ def assemble_record(
             pipeline_version=__version__,
             model=settings.model,
             answered_by=list(usage.answered_by),
-            prompts=prompt_hashes(),
+            prompts=prompts,
             source=SourceDocument(
                 file_name=document.file_name,
                 sha256=document.sha256,

@@ -7,9 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from pipeline.settings import VARIABLES
 from scripted_endpoint import ScriptedEndpoint, Scripts
 from typer.testing import CliRunner
+
+from pipeline.settings import VARIABLES
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"

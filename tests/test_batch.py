@@ -163,8 +163,8 @@ def test_batch_api_resumes_a_batch_sent_before_a_crash(tmp_path: Path) -> None:
     import openai
 
     from pipeline.llm.base import ChatRequest
-    from pipeline.llm.openai import chat_body
     from pipeline.llm.batch_api import BatchApiChatModel
+    from pipeline.llm.openai import chat_body
     from pipeline.settings import RunSettings
 
     with ScriptedEndpoint(load_scripts()) as endpoint:

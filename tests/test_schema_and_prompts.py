@@ -9,7 +9,7 @@ from conftest import ROOT, RUNS
 
 from pipeline.errors import ConfigError
 from pipeline.models import SCHEMA_VERSION, ClaimRecord
-from pipeline.resources import data_dir, load_prompt, parse_prompt, record_schema_path
+from pipeline.resources import INSTRUCTIONS, STAGE_PROMPTS, data_dir, load_prompt_set, parse_prompt, record_schema_path
 from pipeline.schema import main as schema_gen_main
 from pipeline.schema import record_schema_text, schema_errors
 
@@ -48,17 +48,45 @@ def test_schema_rejects_what_the_model_would_reject() -> None:
     assert any("surprise" in p for p in problems) and any("guessed" in p for p in problems)
 
 
-@pytest.mark.parametrize(("name", "placeholders"), [
-    ("extract.md", {"study_id", "paper_text"}),
-    ("draft.md", {"study_id", "findings", "paper_text"}),
-    ("grade.md", {"claim", "findings", "paper_text"}),
-])
-def test_shipped_prompts_load(name: str, placeholders: set[str]) -> None:
-    prompt = load_prompt(name, frozenset(placeholders))
-    messages = prompt.render(**{p: f"<{p}>" for p in placeholders})
+@pytest.mark.parametrize("stage", sorted(STAGE_PROMPTS))
+def test_every_stage_prompt_loads_and_fills_its_placeholders(stage: str) -> None:
+    prompts = load_prompt_set()
+    placeholders = STAGE_PROMPTS[stage].placeholders
+    messages = prompts.render(stage, **{p: f"<{p}>" for p in placeholders})
     assert [m["role"] for m in messages] == ["system", "user"]
     assert all(f"<{p}>" in messages[0]["content"] + messages[1]["content"] for p in placeholders)
-    assert len(prompt.sha256) == 64
+    assert "$" not in messages[0]["content"] + messages[1]["content"]  # no placeholder left unfilled
+
+
+@pytest.mark.parametrize("name", sorted(INSTRUCTIONS))
+def test_every_instruction_loads(name: str) -> None:
+    assert len(load_prompt_set().instruction(name)) > 40
+
+
+def test_the_registry_names_every_shipped_prompt_file() -> None:
+    shipped = {path.name for path in data_dir("prompts").glob("*.md")}
+    assert shipped == {spec.file for spec in STAGE_PROMPTS.values()} | set(INSTRUCTIONS.values())
+
+
+def test_provenance_hashes_the_bytes_the_run_sent(tmp_path, monkeypatch) -> None:
+    """An edited copy of a prompt (CLAIMS_PROMPTS) is what the requests carry and what provenance hashes."""
+    import hashlib
+    import shutil
+
+    from pipeline.errors import ReplayMissError
+    from pipeline.llm.base import LLMContext
+    from pipeline.llm.recording import ReplayChatModel, load_recording
+    from pipeline.run import run_pipeline
+
+    edited = tmp_path / "prompts"
+    shutil.copytree(data_dir("prompts"), edited)
+    (edited / "extract.md").write_text((edited / "extract.md").read_text() + "\nAnswer in English.\n")
+    monkeypatch.setenv("CLAIMS_PROMPTS", str(edited))
+    recording, _ = load_recording(RUNS / "huang-2010-hpylori-iron")
+    llm = LLMContext(ReplayChatModel(recording), recording.run_settings())
+    assert llm.prompts.hashes()["extract.md"] == hashlib.sha256((edited / "extract.md").read_bytes()).hexdigest()
+    with pytest.raises(ReplayMissError, match="prompt file extract.md changed"):
+        run_pipeline(ROOT / "fixtures" / "papers" / "pmj_hpylori_iron_deficiency_metaanalysis_2010.pdf", llm)
 
 
 def test_prompt_with_unknown_or_missing_placeholder_fails_at_load() -> None:

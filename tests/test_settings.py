@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from conftest import ROOT
+
 from pipeline.errors import ConfigError
 from pipeline.settings import VARIABLES, Settings
 

@@ -48,7 +48,7 @@ from pipeline.llm.recording import (
 )
 from pipeline.models import ClaimRecord, StudyMetadata
 from pipeline.render import FORMATS, render
-from pipeline.run import STAGES, RunResult, prompt_hashes, run_pipeline
+from pipeline.run import STAGES, RunResult, run_pipeline
 from pipeline.schema import require_valid, schema_errors
 from pipeline.settings import RunSettings, Settings, current, use
 from pipeline.sources.http import make_client
@@ -235,23 +235,24 @@ def run(
         require_writable_folder(record.resolve().parent, "recording")
     pdf_path, metadata, pdf_url = locate_study(source, pdf, refresh, max_pdf_mb)
     progress = StageProgress(err)
+    # A recording must hold every exchange, so a recorded run does not read the cache.
+    cache = None if (record or no_cache) else SQLiteResponseCache(current().cache_dir / "responses.db")
+    llm = LLMContext(chat, settings, cache=cache)
 
     def keep_recording(result: Optional[RunResult], failure: Optional[str]) -> None:
         if not (record and isinstance(chat, RecordingChatModel) and (result or chat.interactions)):
             return
         save_recording(record, build_recording(
             pdf_path, record, hashlib.sha256(pdf_path.read_bytes()).hexdigest(), metadata, pdf_url, pdf_url is not None,
-            settings, result.record.provenance.prompts if result else prompt_hashes(), chat.interactions, base_url,
+            settings, llm.prompts.hashes(), chat.interactions, base_url,
             failure=failure,
         ), result.record if result else None, pdf_copy=pdf_path if pdf_url else None)
         what = "recording of the failed run" if failure else "recording"
         err.print(f"{what} saved to {record} ({len(chat.interactions)} model exchanges)")
 
     try:
-        # A recording must hold every exchange, so a recorded run does not read the cache.
-        cache = None if (record or no_cache) else SQLiteResponseCache(current().cache_dir / "responses.db")
         result = run_pipeline(
-            pdf_path, LLMContext(chat, settings, cache=cache), metadata=metadata, pdf_url=pdf_url, strict=strict,
+            pdf_path, llm, metadata=metadata, pdf_url=pdf_url, strict=strict,
             max_pdf_bytes=pdf_cap(max_pdf_mb), not_a_study_ok=not_a_study_ok, progress=progress,
         )
     except ClaimsError as exc:

@@ -156,10 +156,11 @@ def eval_command(
     live = OpenAIChatModel.from_settings(current())
     chat = RecordingChatModel(live) if record else live
     with err.status(f"classifying {len(rows)} rows ..."):
-        result = evaluate(rows, LLMContext(chat, settings))
+        llm = LLMContext(chat, settings)
+        result = evaluate(rows, llm)
     print_eval(result)
     if record and isinstance(chat, RecordingChatModel):
-        save_eval_recording(record, dataset, corpus, limit, settings, chat, result, base_url)
+        save_eval_recording(record, dataset, corpus, limit, settings, chat, result, base_url, llm.prompts)
         err.print(f"recording saved to {record}")
 
 

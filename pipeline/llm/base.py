@@ -31,7 +31,7 @@ from pydantic import BaseModel, PrivateAttr, ValidationError
 from pipeline.errors import LLMError, LLMRefusalError, StageOutputError
 from pipeline.llm.strict_schema import RequestFacts, request_schema
 from pipeline.models import Flag
-from pipeline.resources import load_instructions
+from pipeline.resources import PromptSet, load_prompt_set
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -174,10 +174,9 @@ class LLMContext:
     usage: UsageLog = field(default_factory=UsageLog)
     cache: ResponseCache | None = None
     salvaged: list[Flag] = field(default_factory=list)
+    prompts: PromptSet = field(default_factory=load_prompt_set)  # read once; a batch shares one
 
 
-REPAIR_PROMPT = "repair.md"
-SHORTER_PROMPT = "retry_shorter.md"
 TRUNCATION_RETRIES = 2  # a cut-off answer is asked again this often before it counts as a failure
 
 
@@ -240,10 +239,10 @@ def ask_structured(llm: LLMContext, call: StageCall) -> Any:
             best = reading
         if reading.cut_off and retries < TRUNCATION_RETRIES:
             retries += 1
-            request = _retry_request(first, retries, response)
+            request = _retry_request(first, retries, response, llm.prompts)
         elif not repaired:
             repaired = True
-            request = _repair_request(first, retries + 1, response, reading)
+            request = _repair_request(first, retries + 1, response, reading, llm.prompts)
         else:
             break
     return _salvage(llm, call, validator, best, reading.problems)
@@ -272,21 +271,23 @@ def _varied(params: dict[str, Any], attempt: int) -> dict[str, Any]:
     return {**params, "seed": params["seed"] + attempt} if params.get("seed") is not None else dict(params)
 
 
-def _retry_request(first: ChatRequest, attempt: int, response: ChatResponse) -> ChatRequest:
+def _retry_request(first: ChatRequest, attempt: int, response: ChatResponse, prompts: PromptSet) -> ChatRequest:
     """Ask again after a cut-off answer; at the token limit, ask for a briefer one. The cut-off
     answer is never sent back: it could push the conversation past the server's context."""
     messages = list(first.messages)
     if response.finish_reason == "length":
-        messages.append({"role": "user", "content": load_instructions(SHORTER_PROMPT)[0]})
+        messages.append({"role": "user", "content": prompts.instruction("retry_shorter")})
     return first.model_copy(update={"messages": messages, "params": _varied(first.params, attempt)})
 
 
-def _repair_request(first: ChatRequest, attempt: int, response: ChatResponse, reading: _Reading) -> ChatRequest:
+def _repair_request(
+    first: ChatRequest, attempt: int, response: ChatResponse, reading: _Reading, prompts: PromptSet
+) -> ChatRequest:
     messages = list(first.messages)
     if not reading.cut_off:
         messages.append({"role": "assistant", "content": response.content or ""})
     problems = reading.problems
-    messages.append({"role": "user", "content": load_instructions(REPAIR_PROMPT)[0] + "\n\nProblems:\n- " + "\n- ".join(problems)})
+    messages.append({"role": "user", "content": prompts.instruction("repair") + "\n\nProblems:\n- " + "\n- ".join(problems)})
     return first.model_copy(update={"messages": messages, "params": _varied(first.params, attempt)})
 
 

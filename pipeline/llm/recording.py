@@ -32,9 +32,9 @@ from pydantic import BaseModel, Field
 from pipeline import __version__
 from pipeline.errors import LLMError, ReplayError, ReplayMissError
 from pipeline.files import write_json_atomic
-from pipeline.llm.base import REPAIR_PROMPT, SHORTER_PROMPT, ChatRequest, ChatResponse, Interaction
+from pipeline.llm.base import ChatRequest, ChatResponse, Interaction
 from pipeline.models import ClaimRecord, StudyMetadata
-from pipeline.resources import prompt_sha256
+from pipeline.resources import INSTRUCTIONS, STAGE_PROMPTS, PromptSet, prompt_sha256
 from pipeline.settings import RunSettings
 
 RECORDING_FORMAT = "claims-recording/1"
@@ -43,10 +43,6 @@ RECORD_FILE = "record.json"
 SCRIPTED_ENDPOINT_ID = "claims-scripted-endpoint"
 # Fields a replay does not compare: they change with the code's version, not with what it wrote.
 UNCOMPARED_FIELDS = (("provenance", "pipeline_version"),)
-STAGE_PROMPTS = {
-    "extract": "extract.md", "draft": "draft.md", "grade": "grade.md", "rewrite": "plain_language.md",
-    "stance": "stance.md", "synthesis": "synthesis.md",
-}
 
 
 class RecordedInput(BaseModel):
@@ -235,10 +231,11 @@ def explain_miss(request: ChatRequest, recording: Recording) -> list[str]:
     if recorded["output_schema"] != request.output_schema:
         reasons.append("the output schema changed (the stage's pydantic model was edited)")
     if recorded["messages"] != request.messages:
+        stage_file = STAGE_PROMPTS[request.stage].file if request.stage in STAGE_PROMPTS else None
         edited = [
             f"prompt file {name} changed (sha256 {old[:12]} -> {prompt_sha256(name)[:12]})"
             for name, old in recording.prompts.items()
-            if name in (STAGE_PROMPTS.get(request.stage), REPAIR_PROMPT, SHORTER_PROMPT) and prompt_sha256(name) != old
+            if name in (stage_file, *INSTRUCTIONS.values()) and prompt_sha256(name) != old
         ]
         reasons.extend(edited or [f"the input changed: {_first_difference(recorded['messages'], request.messages)}"])
     return reasons or ["the request differs from every recorded one for this stage"]
@@ -272,7 +269,7 @@ def record_diff(recorded: ClaimRecord, replayed: ClaimRecord) -> list[str]:
 
 def save_eval_recording(
     directory: Path, dataset: Path, corpus: Path | None, limit: int | None, settings: RunSettings,
-    chat: Any, result: Any, base_url: str | None,
+    chat: Any, result: Any, base_url: str | None, prompts: PromptSet,
 ) -> None:
     """An eval run: the dataset (by path and hash) stands where a paper would; record.json is not
     written, the figures are kept in the recording itself."""
@@ -287,7 +284,7 @@ def save_eval_recording(
             sha256=hashlib.sha256(dataset.read_bytes()).hexdigest(), metadata=None, pdf_url=None,
         ),
         settings=dataclasses.asdict(settings),
-        prompts={name: prompt_sha256(name) for name in ("stance.md", REPAIR_PROMPT, SHORTER_PROMPT)},
+        prompts=prompts.hashes(("stance",)),
         interactions=[dataclasses.asdict(i) for i in chat.interactions],
         evaluation=RecordedEval(
             corpus=os.path.relpath(corpus.resolve(), directory.resolve()) if corpus else None, limit=limit,

@@ -45,14 +45,12 @@ from pipeline.models import (
     StepBasis,
     StudyDesign,
 )
-from pipeline.resources import load_prompt
 from pipeline.schema import schema_errors
 from pipeline.sources.pdf import Document
 from pipeline.stages.grade import rate_certainty, starting_certainty
 from pipeline.stages.readability import MAX_GRADE, MAX_WORDS_PER_SENTENCE, Readability, score
 from pipeline.stages.textmatch import locate, numbers_in, numbers_of
 
-REWRITE_PROMPT = "plain_language.md"
 Rewriter = Callable[[str, Readability], str]
 
 
@@ -311,10 +309,10 @@ def check_grade(record: ClaimRecord) -> CheckResult:
 
 
 def model_rewriter(llm: LLMContext) -> Rewriter:
-    prompt = load_prompt(REWRITE_PROMPT, frozenset({"text", "grade", "words_per_sentence"}))
-
     def rewrite(text: str, readability: Readability) -> str:
-        messages = prompt.render(text=text, grade=f"{readability.grade:g}", words_per_sentence=f"{readability.words_per_sentence:g}")
+        messages = llm.prompts.render(
+            "rewrite", text=text, grade=f"{readability.grade:g}", words_per_sentence=f"{readability.words_per_sentence:g}"
+        )
         try:
             return ask_structured(llm, StageCall("rewrite", PlainLanguageRewrite, messages)).text
         except StageOutputError:

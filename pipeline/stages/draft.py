@@ -8,10 +8,8 @@ from pipeline.identifiers import canonical_citation
 from pipeline.llm.base import LLMContext, StageCall, ask_structured
 from pipeline.llm.strict_schema import RequestFacts
 from pipeline.models import CausalStep, DraftOutput, Finding, Flag, Stance, StepBasis, StudyStanceOutput
-from pipeline.resources import load_prompt
 from pipeline.sources.pdf import Document
 
-PROMPT_FILE = "draft.md"
 SECTIONS = ("abstract", "results", "discussion", "conclusions")
 
 
@@ -20,8 +18,8 @@ def findings_json(findings: list[Finding]) -> str:
 
 
 def draft(document: Document, findings: list[Finding], llm: LLMContext) -> DraftOutput:
-    prompt = load_prompt(PROMPT_FILE, frozenset({"study_id", "findings", "paper_text"}))
-    messages = prompt.render(
+    messages = llm.prompts.render(
+        "draft",
         study_id=document.study_id,
         findings=findings_json(findings),
         paper_text=document.text_of(SECTIONS, llm.settings.stage_text_budget["draft"]),

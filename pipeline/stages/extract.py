@@ -5,17 +5,15 @@ from __future__ import annotations
 from pipeline.llm.base import LLMContext, StageCall, ask_structured
 from pipeline.llm.strict_schema import RequestFacts
 from pipeline.models import ExtractOutput, Flag
-from pipeline.resources import load_prompt
 from pipeline.sources.pdf import Document
 
-PROMPT_FILE = "extract.md"
 SECTIONS = ("front", "abstract", "methods", "results")
 
 
 def extract(document: Document, llm: LLMContext, study_index: int = 0) -> ExtractOutput:
     """`study_index`: where the study will stand in the record, for the paths of salvage flags."""
-    prompt = load_prompt(PROMPT_FILE, frozenset({"study_id", "paper_text"}))
-    messages = prompt.render(
+    messages = llm.prompts.render(
+        "extract",
         study_id=document.study_id,
         paper_text=document.text_of(SECTIONS, llm.settings.stage_text_budget["extract"]),
     )

@@ -22,11 +22,9 @@ from pipeline.models import (
     StudyDesign,
     UpgradeAssessment,
 )
-from pipeline.resources import load_prompt
 from pipeline.sources.pdf import Document
 from pipeline.stages.draft import findings_json
 
-PROMPT_FILE = "grade.md"
 SECTIONS = ("abstract", "methods")  # the results reach it as the extracted findings
 
 DESIGN_ORDER = list(StudyDesign)  # the enum is declared strongest first
@@ -75,8 +73,8 @@ def grade(
     findings: list[Finding],
     llm: LLMContext,
 ) -> tuple[CertaintyAssessment, list[GoldStandardStudy]]:
-    prompt = load_prompt(PROMPT_FILE, frozenset({"claim", "findings", "paper_text"}))
-    messages = prompt.render(
+    messages = llm.prompts.render(
+        "grade",
         claim=claim,
         findings=findings_json(findings),
         paper_text=document.text_of(SECTIONS, llm.settings.stage_text_budget["grade"]),
