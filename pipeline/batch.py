@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline import __version__
-from pipeline.errors import ClaimsError, ConfigError, InputError
+from pipeline.errors import ClaimsError, ConfigError, InputError, StaleVersionError
 from pipeline.evidence import add_study, match_score
 from pipeline.files import path_exists, require_regular_file, write_json_atomic
 from pipeline.identifiers import looks_like_doi, normalise_doi
@@ -44,7 +44,7 @@ from pipeline.settings import current as current_settings
 from pipeline.sources.metadata import DoiCache, DoiSettings, fetch
 from pipeline.sources.pdf import Document, read_pdf
 from pipeline.stages.check import CheckRunner, Rewriter, Sources, check_record
-from pipeline.store import SQLiteStore, StaleVersionError
+from pipeline.store import SQLiteStore
 
 # --------------------------------------------------------------------------- inputs
 

@@ -1,17 +1,25 @@
 """Every error the pipeline raises on purpose, under one base class.
 
-    ClaimsError                  one line for the user, an exit code for the shell
-    ├── InputError               bad input: missing, corrupt, encrypted or textless file; bad option (exit 2)
-    │   └── NoTextLayerError     the PDF has no usable text (scanned, or glyph names instead of words)
-    ├── ConfigError              missing API key, unknown setting (exit 2)
-    ├── LLMError                 the model could not give a usable answer (exit 1)
-    │   ├── LLMUnavailableError  the endpoint kept failing (429 / 5xx / timeouts) after bounded retries
-    │   ├── LLMRefusalError      the model refused
-    │   └── StageOutputError     the output did not validate, even after one repair request
-    ├── ReplayError              a recorded run cannot be replayed or does not match (exit 1)
-    │   └── ReplayMissError      a request has no recorded answer; says which stage and why
-    └── StoreError               the record store refused an operation (exit 1)
-        └── RecordNotFoundError  no record has that id (exit 2)
+    ClaimsError                    one line for the user, an exit code for the shell (1 unless said)
+    ├── InputError                 bad input: missing, corrupt, encrypted or textless file; bad option (exit 2)
+    │   ├── NoTextLayerError       the PDF has no usable text (scanned, or glyph names instead of words)
+    │   ├── EncryptedPdfError      the PDF needs a password
+    │   ├── DoiNotFoundError       no registry knows the DOI
+    │   └── InvalidEditError       a reviewer's edit breaks the schema (carries every problem)
+    ├── ConfigError                missing API key, unknown setting (exit 2)
+    ├── SourcesUnavailableError    Crossref and OpenAlex both failed
+    ├── NoOpenAccessPdfError       no open-access PDF for the DOI (exit 3)
+    ├── LLMError                   the model could not give a usable answer
+    │   ├── LLMUnavailableError    the endpoint kept failing (429 / 5xx / timeouts) after bounded retries
+    │   ├── LLMRefusalError        the model refused
+    │   └── StageOutputError       nothing usable came back, even after a repair request
+    ├── RecordSchemaError          the pipeline built a record its own schema refuses (a bug; never written)
+    ├── ReplayError                a recorded run cannot be replayed or does not match
+    │   └── ReplayMissError        a request has no recorded answer; says which stage and why
+    ├── ReviewRefusedError         a review action the rules refuse (an unresolved flag, no reviewer)
+    └── StoreError                 the record store refused an operation
+        ├── StaleVersionError      the change was made on an older version than the stored one
+        └── RecordNotFoundError    no record has that id (exit 2)
 
 The CLI prints `str(error)` as one line and exits with `error.exit_code`; nothing else is shown,
 so no traceback (and no local variable holding a key) ever reaches the terminal.
@@ -32,8 +40,31 @@ class NoTextLayerError(InputError):
     pass
 
 
+class EncryptedPdfError(InputError):
+    pass
+
+
+class DoiNotFoundError(InputError):
+    pass
+
+
+class InvalidEditError(InputError):
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"the edit is invalid and was not saved: {'; '.join(problems[:3])}"
+                         + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""))
+
+
 class ConfigError(ClaimsError):
     exit_code = 2
+
+
+class SourcesUnavailableError(ClaimsError):
+    pass
+
+
+class NoOpenAccessPdfError(ClaimsError):
+    exit_code = 3
 
 
 class LLMError(ClaimsError):
@@ -56,6 +87,10 @@ class StageOutputError(LLMError):
         super().__init__(f"stage {stage}: the model's output is invalid after one repair request: {shown}")
 
 
+class RecordSchemaError(ClaimsError):
+    pass
+
+
 class ReplayError(ClaimsError):
     pass
 
@@ -69,7 +104,15 @@ class ReplayMissError(ReplayError):
         )
 
 
+class ReviewRefusedError(ClaimsError):
+    pass
+
+
 class StoreError(ClaimsError):
+    pass
+
+
+class StaleVersionError(StoreError):
     pass
 
 

@@ -18,23 +18,12 @@ import json
 
 from pydantic import ValidationError
 
-from pipeline.errors import ClaimsError, InputError
+from pipeline.errors import InputError, InvalidEditError, ReviewRefusedError
 from pipeline.models import ClaimRecord, ReviewStatus
 from pipeline.schema import schema_errors
 from pipeline.sources.pdf import document_from_pages
 from pipeline.stages.check import Sources, run_checks
 from pipeline.store import SQLiteStore, flag_count
-
-
-class ReviewRefusedError(ClaimsError):
-    pass
-
-
-class InvalidEditError(InputError):
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__(f"the edit is invalid and was not saved: {'; '.join(problems[:3])}"
-                         + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""))
 
 
 def _require_reviewer(reviewer: str) -> str:

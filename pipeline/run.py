@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline import __version__
-from pipeline.errors import InputError
+from pipeline.errors import InputError, RecordSchemaError
 from pipeline.identifiers import canonical_citation
 from pipeline.llm.base import LLMContext, UsageLog
 from pipeline.models import (
@@ -35,7 +35,6 @@ from pipeline.models import (
     StudyMetadata,
     StudyReference,
 )
-from pipeline.schema import RecordSchemaError
 from pipeline.settings import RunSettings
 from pipeline.sources.metadata import metadata_mismatches
 from pipeline.sources.pdf import Document, TextExtractor, read_pdf

@@ -13,14 +13,10 @@ import sys
 from functools import cache
 from typing import Any
 
-from pipeline.errors import ClaimsError
+from pipeline.errors import RecordSchemaError
 from pipeline.files import write_text_atomic
 from pipeline.models import STAGE_RULES, ClaimRecord
 from pipeline.resources import record_schema_path
-
-
-class RecordSchemaError(ClaimsError):
-    """The pipeline built a record its own schema refuses: a bug, never written to the store."""
 
 
 @cache

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline.errors import RecordNotFoundError, StoreError
+from pipeline.errors import RecordNotFoundError, StaleVersionError, StoreError
 from pipeline.models import CheckStatus, ClaimRecord
 from pipeline.schema import require_valid
 
@@ -81,10 +81,6 @@ class HistoryEntry:
     at: str
     note: str
     diff: str
-
-
-class StaleVersionError(StoreError):
-    """The change was made on an older version than the stored one."""
 
 
 def record_diff_text(before: ClaimRecord, after: ClaimRecord) -> str:

@@ -29,10 +29,10 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from pipeline import review
-from pipeline.errors import ClaimsError, RecordNotFoundError
+from pipeline.errors import ClaimsError, InvalidEditError, RecordNotFoundError, StaleVersionError
 from pipeline.models import ClaimType, StepBasis
 from pipeline.render import page_blocks
-from pipeline.store import SQLiteStore, StaleVersionError, flag_count
+from pipeline.store import SQLiteStore, flag_count
 
 CSRF_COOKIE = "claims_csrf"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -190,7 +190,7 @@ def create_app(store: SQLiteStore, allowed_hosts: tuple[str, ...] = LOOPBACK_HOS
         edited = apply_form(store.get(record_id).model_dump(mode="json"), form)
         try:
             review.edit(store, record_id, version, edited, form.get("reviewer", ""), form.get("note", ""))
-        except review.InvalidEditError as exc:
+        except InvalidEditError as exc:
             return edit_page(request, record_id, version, 400, problems=exc.problems)
         except StaleVersionError as exc:
             return edit_page(request, record_id, status=409, messages=[("error", str(exc))])

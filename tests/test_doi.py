@@ -12,20 +12,11 @@ from conftest import FIXTURES, HPYLORI_PDF, HTTP, NITRATE_PDF, ROOT
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
-from pipeline.errors import InputError
+from pipeline.errors import DoiNotFoundError, InputError, NoOpenAccessPdfError
 from pipeline.identifiers import normalise_doi
 from pipeline.retry import RetryPolicy
 from pipeline.sources.http import CassetteTransport, make_client, user_agent
-from pipeline.sources.metadata import (
-    DoiCache,
-    DoiNotFoundError,
-    DoiSettings,
-    NoOpenAccessPdfError,
-    fetch,
-    from_crossref,
-    from_openalex,
-    rebuild_abstract,
-)
+from pipeline.sources.metadata import DoiCache, DoiSettings, fetch, from_crossref, from_openalex, rebuild_abstract
 from pipeline.store import SQLiteStore
 
 CORPUS_LIKE = HTTP / "bodies"

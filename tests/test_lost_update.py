@@ -13,7 +13,8 @@ from test_review import stored
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.store import SQLiteStore, StaleVersionError
+from pipeline.errors import StaleVersionError
+from pipeline.store import SQLiteStore
 
 
 def test_a_change_made_from_an_old_read_is_refused(clean_environment: Path) -> None:

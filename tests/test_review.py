@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 
 from pipeline import review
 from pipeline.cli.app import app
+from pipeline.errors import StaleVersionError
 from pipeline.llm.recording import load_recording, recorded_pdf
 from pipeline.models import ClaimRecord
 from pipeline.sources.pdf import read_pdf
-from pipeline.store import SCHEMA_VERSION, SQLiteStore, StaleVersionError
+from pipeline.store import SCHEMA_VERSION, SQLiteStore
 
 
 def stored(db: Path, *names: str) -> list[str]:

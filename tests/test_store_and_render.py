@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import RUNS
 
-from pipeline.errors import RecordNotFoundError, StoreError
+from pipeline.errors import RecordNotFoundError, RecordSchemaError, StoreError
 from pipeline.models import ClaimRecord
 from pipeline.render import render
-from pipeline.schema import RecordSchemaError
 from pipeline.store import SCHEMA_VERSION, SQLiteStore
 
 

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from pipeline import review
 from pipeline.cli.app import DbOption, app, err, one_line_errors, open_store, out
-from pipeline.errors import ClaimsError, InputError, StoreError
+from pipeline.errors import ClaimsError, InputError, InvalidEditError, StoreError
 from pipeline.files import MAX_JSON_BYTES, read_regular_file, write_json_atomic, write_text_atomic
 from pipeline.models import ReviewStatus
 from pipeline.render import render
@@ -182,7 +182,7 @@ def _save_edit(store: SQLiteStore, record_id: str, version: int, text: str, revi
             f"--version {store.version_of(record_id)}") if kept else ""
     try:
         saved = review.edit(store, record_id, version, text, reviewer, note)
-    except review.InvalidEditError as exc:
+    except InvalidEditError as exc:
         err.print(f"error: the edit is invalid; nothing was saved ({len(exc.problems)} problem(s)){keep}:", markup=False)
         for problem in exc.problems[:30]:
             err.print(f"  {problem}", markup=False)

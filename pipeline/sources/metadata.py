@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
-from pipeline.errors import ClaimsError, InputError
+from pipeline.errors import DoiNotFoundError, NoOpenAccessPdfError, SourcesUnavailableError
 from pipeline.files import write_bytes_atomic, write_json_atomic
 from pipeline.models import StudyMetadata
 from pipeline.retry import RetryError, RetryPolicy, call_with_retries
@@ -31,18 +31,6 @@ CROSSREF_URL = "https://api.crossref.org/works/{doi}"
 OPENALEX_URL = "https://api.openalex.org/works/doi:{doi}"
 UNPAYWALL_URL = "https://api.unpaywall.org/v2/{doi}"
 DEFAULT_MAX_PDF_MB = 50.0
-
-
-class DoiNotFoundError(InputError):
-    pass
-
-
-class SourcesUnavailableError(ClaimsError):
-    pass
-
-
-class NoOpenAccessPdfError(ClaimsError):
-    exit_code = 3
 
 
 class DownloadError(Exception):

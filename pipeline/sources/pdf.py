@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pipeline import settings
-from pipeline.errors import InputError, NoTextLayerError
+from pipeline.errors import EncryptedPdfError, InputError, NoTextLayerError
 from pipeline.files import read_regular_file
 from pipeline.identifiers import DOI_PATTERN, clean_doi
 from pipeline.models import PageProblem
@@ -152,10 +152,6 @@ class FallbackExtractor:
 
 def default_extractor() -> TextExtractor:
     return FallbackExtractor(PdfiumExtractor(), PypdfExtractor())
-
-
-class EncryptedPdfError(InputError):
-    pass
 
 
 def _encrypted(file_name: str) -> InputError:
