@@ -65,9 +65,24 @@ def run_batch(listing: Path, env: dict[str, str], concurrency: int, report: Path
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "pipeline", "batch", str(listing), "-j", str(concurrency), "--report", str(report),
-         "--model", "gpt-4o-mini"],
-        env=env, cwd=listing.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "batch",
+            str(listing),
+            "-j",
+            str(concurrency),
+            "--report",
+            str(report),
+            "--model",
+            "gpt-4o-mini",
+        ],
+        env=env,
+        cwd=listing.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
     )
     seconds = time.perf_counter() - started
     peak_kb = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
@@ -116,15 +131,23 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--fault-rate", type=float, default=0.3)
     args = parser.parse_args()
-    scripts = Scripts.from_files(sorted(p for p in (ROOT / "fixtures" / "scripts").glob("*.json") if "misbehaving" not in p.name))
+    scripts = Scripts.from_files(
+        sorted(p for p in (ROOT / "fixtures" / "scripts").glob("*.json") if "misbehaving" not in p.name)
+    )
     with tempfile.TemporaryDirectory(prefix="claims-bench-") as scratch:
         folder = Path(scratch)
         inputs = make_inputs(folder, args.inputs)
         listing = folder / "papers.txt"
         listing.write_text("\n".join(map(str, inputs)) + "\n")
         with ScriptedEndpoint(scripts, latency=args.latency) as endpoint:
-            env = {**os.environ, "OPENAI_BASE_URL": endpoint.base_url, "OPENAI_API_KEY": "sk-bench",
-                   "CLAIMS_DB": str(folder / "store.db"), "CLAIMS_CACHE": str(folder / "cache"), "PYTHONPATH": str(ROOT)}
+            env = {
+                **os.environ,
+                "OPENAI_BASE_URL": endpoint.base_url,
+                "OPENAI_API_KEY": "sk-bench",
+                "CLAIMS_DB": str(folder / "store.db"),
+                "CLAIMS_CACHE": str(folder / "cache"),
+                "PYTHONPATH": str(ROOT),
+            }
             first_started = time.monotonic()
             first_s, first, batch_rss_kb = run_batch(listing, env, args.concurrency, folder / "first.json")
             timeline = sorted(endpoint.scripts.timeline)
@@ -133,32 +156,50 @@ def main() -> None:
         ideal = args.inputs * calls_per_input * args.latency / args.concurrency
         baseline = baseline_prompt_tokens(inputs, calls_per_input)
         print(f"inputs {args.inputs}, latency {args.latency * 1000:.0f} ms, concurrency {args.concurrency}")
-        print(f"first run: {first['succeeded']} succeeded, {first['failed']} failed, {first['model_calls']} model calls, "
-              f"{first_s:.2f} s; ideal {ideal:.2f} s; wall / ideal = {first_s / ideal:.3f} (goal <= 1.10)")
+        print(
+            f"first run: {first['succeeded']} succeeded, {first['failed']} failed, {first['model_calls']} model calls, "
+            f"{first_s:.2f} s; ideal {ideal:.2f} s; wall / ideal = {first_s / ideal:.3f} (goal <= 1.10)"
+        )
         busy = sum(end - start for start, end in timeline)
         span = timeline[-1][1] - timeline[0][0]
-        print(f"  model requests: the first arrived {timeline[0][0] - first_started:.2f} s after the start, the last was "
-              f"answered {first_started + first_s - timeline[-1][1]:.2f} s before the end; in between "
-              f"{busy / span:.2f} of {args.concurrency} slots were busy on average")
-        print(f"unchanged re-run: {second['model_calls']} model calls (goal 0), {second_s:.2f} s; "
-              f"re-run / first = {second_s / first_s:.3f} (goal <= 0.05)")
-        print(f"prompt tokens: {first['prompt_tokens'] / args.inputs:,.0f} a paper against a whole-paper baseline of "
-              f"{baseline / args.inputs:,.0f}; ratio {first['prompt_tokens'] / baseline:.3f} (goal <= 0.5)")
+        print(
+            f"  model requests: the first arrived {timeline[0][0] - first_started:.2f} s after the start, the last was "
+            f"answered {first_started + first_s - timeline[-1][1]:.2f} s before the end; in between "
+            f"{busy / span:.2f} of {args.concurrency} slots were busy on average"
+        )
+        print(
+            f"unchanged re-run: {second['model_calls']} model calls (goal 0), {second_s:.2f} s; "
+            f"re-run / first = {second_s / first_s:.3f} (goal <= 0.05)"
+        )
+        print(
+            f"prompt tokens: {first['prompt_tokens'] / args.inputs:,.0f} a paper against a whole-paper baseline of "
+            f"{baseline / args.inputs:,.0f}; ratio {first['prompt_tokens'] / baseline:.3f} (goal <= 0.5)"
+        )
         print(f"estimated cost of the first run at gpt-4o-mini prices: ${first['cost_usd']:.4f}")
         print(f"peak RSS, batch (largest process): {batch_rss_kb / 1024:.0f} MB (goal <= 300 MB)")
         big = long_pdf(folder)
         for extractor in ("pdfium", "pypdf"):
-            print(f"peak RSS, parsing a {len(read_pdf(big).pages)}-page PDF with {extractor}: {rss_of_parsing(big, extractor):.0f} MB")
+            print(
+                f"peak RSS, parsing a {len(read_pdf(big).pages)}-page PDF with {extractor}: {rss_of_parsing(big, extractor):.0f} MB"
+            )
         if args.fault_rate:
             faults = Faults(rate=args.fault_rate, hang_seconds=2.5, retry_after="1", seed=7)
             with ScriptedEndpoint(scripts, latency=args.latency, faults=faults) as endpoint:
-                env.update({"OPENAI_BASE_URL": endpoint.base_url, "CLAIMS_DB": str(folder / "faults.db"),
-                            "CLAIMS_CACHE": str(folder / "faults-cache"), "CLAIMS_TIMEOUT": "2"})
+                env.update(
+                    {
+                        "OPENAI_BASE_URL": endpoint.base_url,
+                        "CLAIMS_DB": str(folder / "faults.db"),
+                        "CLAIMS_CACHE": str(folder / "faults-cache"),
+                        "CLAIMS_TIMEOUT": "2",
+                    }
+                )
                 fault_s, faulty, _ = run_batch(listing, env, args.concurrency, folder / "faults.json")
             reasons = sorted({p["error"].split(":")[0] for p in faulty["papers"] if p["error"]})
             lost = args.inputs - faulty["succeeded"] - faulty["failed"]
-            print(f"with {args.fault_rate:.0%} of requests failing ({dict(faults.counts)}): {faulty['succeeded']} succeeded, "
-                  f"{faulty['failed']} failed{' (' + '; '.join(reasons) + ')' if reasons else ''}, {lost} lost, {fault_s:.1f} s")
+            print(
+                f"with {args.fault_rate:.0%} of requests failing ({dict(faults.counts)}): {faulty['succeeded']} succeeded, "
+                f"{faulty['failed']} failed{' (' + '; '.join(reasons) + ')' if reasons else ''}, {lost} lost, {fault_s:.1f} s"
+            )
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def main(paths: list[Path]) -> None:
             try:
                 document = build_document(path.name, data, extracted)
                 pages = document.pages
-            except Exception:  # noqa: BLE001 - a bad file is still timed
+            except Exception:
                 pages = [t or "" for t in extracted.texts]
             text = "\n".join(pages)
             grounded = sum(1 for quote, page in wanted if locate(quote, pages, page).similarity == 100.0)
@@ -73,11 +73,16 @@ def main(paths: list[Path]) -> None:
             total[2] += grounded
             total[3] += len(wanted)
             shown = f"{grounded}/{len(wanted)}" if wanted else "-"
-            print(f"{path.name[:44]:44} {len(pages):>5} | {extractor.name:8} {seconds:8.2f} {len(text):8} {len(numbers_in(text)):8} {shown:>8}")
+            print(
+                f"{path.name[:44]:44} {len(pages):>5} | {extractor.name:8} {seconds:8.2f} {len(text):8} {len(numbers_in(text)):8} {shown:>8}"
+            )
     for name, (seconds, numbers, grounded, wanted) in totals.items():
         print(f"TOTAL {name:8}: {seconds:.2f} s, {numbers} numbers, {grounded}/{wanted} quotes grounded")
 
 
 if __name__ == "__main__":
     given = [Path(p) for p in sys.argv[1:]]
-    main(given or sorted((ROOT / "fixtures" / "papers").glob("*.pdf")) + sorted((ROOT / "fixtures" / "bad").glob("long_*.pdf")))
+    main(
+        given
+        or sorted((ROOT / "fixtures" / "papers").glob("*.pdf")) + sorted((ROOT / "fixtures" / "bad").glob("long_*.pdf"))
+    )

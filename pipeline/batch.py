@@ -21,12 +21,13 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pipeline import __version__
 from pipeline.errors import ClaimsError, ConfigError, InputError, StaleVersionError
@@ -205,8 +206,14 @@ class BatchTools:
 
 
 def _keep_recording(
-    source: str, settings: RunSettings, tools: BatchTools, options: BatchOptions, llm: LLMContext | None,
-    recorded: tuple[Path, Any, str | None] | None, record: ClaimRecord | None, failure: str | None,
+    source: str,
+    settings: RunSettings,
+    tools: BatchTools,
+    options: BatchOptions,
+    llm: LLMContext | None,
+    recorded: tuple[Path, Any, str | None] | None,
+    record: ClaimRecord | None,
+    failure: str | None,
 ) -> None:
     """With --record: the paper's recording, a failed one's too (every exchange up to the failure)."""
     chat = llm.chat if llm is not None else None
@@ -215,13 +222,24 @@ def _keep_recording(
     pdf, metadata, pdf_url = recorded
     target = options.record_dir / recording_name(source)
     recording = build_recording(
-        pdf, target, hashlib.sha256(pdf.read_bytes()).hexdigest(), metadata, pdf_url, pdf_url is not None, settings,
-        tools.prompts.hashes(), chat.interactions, tools.base_url, failure=failure,
+        pdf,
+        target,
+        hashlib.sha256(pdf.read_bytes()).hexdigest(),
+        metadata,
+        pdf_url,
+        pdf_url is not None,
+        settings,
+        tools.prompts.hashes(),
+        chat.interactions,
+        tools.base_url,
+        failure=failure,
     )
     save_recording(target, recording, record, pdf_copy=pdf if pdf_url else None)
 
 
-def process_paper(source: str, settings: RunSettings, tools: BatchTools, options: BatchOptions, tally: Tally) -> PaperResult:
+def process_paper(
+    source: str, settings: RunSettings, tools: BatchTools, options: BatchOptions, tally: Tally
+) -> PaperResult:
     result = PaperResult(source=source, status="failed")
     started = time.perf_counter()
     llm: LLMContext | None = None
@@ -241,8 +259,14 @@ def process_paper(source: str, settings: RunSettings, tools: BatchTools, options
         llm = LLMContext(chat, settings, cache=None if options.record_dir else tools.cache, prompts=tools.prompts)
         recorded = (pdf, metadata, pdf_url)
         run: RunResult = run_pipeline(
-            pdf, llm, document=document, metadata=metadata, pdf_url=pdf_url, check_runner=tools.check,
-            not_a_study_ok=options.not_a_study_ok, progress=lambda stage, event, detail: tally.stage(source, stage) if event == "start" else None,
+            pdf,
+            llm,
+            document=document,
+            metadata=metadata,
+            pdf_url=pdf_url,
+            check_runner=tools.check,
+            not_a_study_ok=options.not_a_study_ok,
+            progress=lambda stage, event, detail: tally.stage(source, stage) if event == "start" else None,
         )
         result.seconds.update(run.seconds)
         _keep_recording(source, settings, tools, options, llm, recorded, run.record, None)
@@ -256,7 +280,7 @@ def process_paper(source: str, settings: RunSettings, tools: BatchTools, options
     except ClaimsError as exc:
         result.error = str(exc)
         _keep_recording(source, settings, tools, options, llm, recorded, None, result.error)
-    except Exception as exc:  # noqa: BLE001 - one paper's bug must not end the batch; it is reported
+    except Exception as exc:
         result.error = f"internal error: {type(exc).__name__}: {exc}"
     finally:
         result.seconds["total"] = round(time.perf_counter() - started, 3)
@@ -278,14 +302,22 @@ def attach_to_matches(
         if summary.record_id == own_id:
             continue
         claim = tools.store.get(summary.record_id)
-        if document.study_id in {s.reference.study_id for s in claim.studies} or match_score(claim, opening)[0] < threshold:
+        if (
+            document.study_id in {s.reference.study_id for s in claim.studies}
+            or match_score(claim, opening)[0] < threshold
+        ):
             continue
         for _ in range(3):
             claim, version = tools.store.get_versioned(summary.record_id)
             try:
                 updated, stance = add_study(claim, document, stored_sources(tools.store, claim), llm)
-                tools.store.update(updated, version, "evidence added", "batch --attach",
-                                   f"added {document.study_id} ({stance.stance.value}): {stance.rationale}")
+                tools.store.update(
+                    updated,
+                    version,
+                    "evidence added",
+                    "batch --attach",
+                    f"added {document.study_id} ({stance.stance.value}): {stance.rationale}",
+                )
             except StaleVersionError:
                 continue
             except ClaimsError as exc:
@@ -303,12 +335,16 @@ def _locate(source: str, tools: BatchTools, options: BatchOptions) -> tuple[Path
         return path, None, None
     if not looks_like_doi(source):
         raise InputError(f"{source}: no such file, and not a DOI")
-    fetched = fetch(normalise_doi(source), tools.doi_client, tools.doi_cache, tools.doi_settings, refresh=options.refresh)
+    fetched = fetch(
+        normalise_doi(source), tools.doi_client, tools.doi_cache, tools.doi_settings, refresh=options.refresh
+    )
     assert fetched.pdf is not None
     return fetched.pdf, fetched.metadata, fetched.pdf_url
 
 
-def _count(result: PaperResult, llm: LLMContext, settings: RunSettings, tools: BatchTools, options: BatchOptions) -> None:
+def _count(
+    result: PaperResult, llm: LLMContext, settings: RunSettings, tools: BatchTools, options: BatchOptions
+) -> None:
     result.calls = llm.usage.calls
     result.cached_calls = sum(t.cached_calls for t in llm.usage.by_stage.values())
     result.prompt_tokens, result.completion_tokens = llm.usage.tokens
@@ -339,7 +375,9 @@ class ParsePool:
     the model client, which takes as long to load) start with the first paper that needs them:
     a batch whose papers are all done already starts neither."""
 
-    def __init__(self, warm: Callable[[], Any] = lambda: None, workers: int | None = None, max_pdf_bytes: int | None = None):
+    def __init__(
+        self, warm: Callable[[], Any] = lambda: None, workers: int | None = None, max_pdf_bytes: int | None = None
+    ):
         self._warm = warm
         self._max_pdf_bytes = max_pdf_bytes
         self._workers = workers or os.cpu_count() or 2
@@ -369,7 +407,7 @@ class ParsePool:
             return check_record(record, sources, rewrite)
         return checked
 
-    def __enter__(self) -> "ParsePool":
+    def __enter__(self) -> ParsePool:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -412,7 +450,7 @@ def report(results: list[PaperResult], settings: RunSettings, started: str, opti
     costs = [r.cost for r in results]
     return {
         "started": started,
-        "finished": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "finished": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "model": settings.model,
         "inputs": len(results),
         "succeeded": sum(r.status == "done" for r in results),

@@ -51,8 +51,10 @@ class DoiNotFoundError(InputError):
 class InvalidEditError(InputError):
     def __init__(self, problems: list[str]):
         self.problems = problems
-        super().__init__(f"the edit is invalid and was not saved: {'; '.join(problems[:3])}"
-                         + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""))
+        super().__init__(
+            f"the edit is invalid and was not saved: {'; '.join(problems[:3])}"
+            + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")
+        )
 
 
 class ConfigError(ClaimsError):
@@ -99,9 +101,7 @@ class ReplayMissError(ReplayError):
     def __init__(self, stage: str, reasons: list[str]):
         self.stage = stage
         self.reasons = reasons
-        super().__init__(
-            f"stage {stage}: the request no longer matches the recording: " + "; ".join(reasons)
-        )
+        super().__init__(f"stage {stage}: the request no longer matches the recording: " + "; ".join(reasons))
 
 
 class ReviewRefusedError(ClaimsError):

@@ -23,9 +23,13 @@ from pipeline.models import Stance
 from pipeline.sources.pdf import Document, Span
 
 LABELS = {
-    "supports": Stance.supporting, "support": Stance.supporting,
-    "refutes": Stance.contradicting, "refute": Stance.contradicting, "contradict": Stance.contradicting,
-    "neutral": Stance.no_clear_bearing, "nei": Stance.no_clear_bearing,
+    "supports": Stance.supporting,
+    "support": Stance.supporting,
+    "refutes": Stance.contradicting,
+    "refute": Stance.contradicting,
+    "contradict": Stance.contradicting,
+    "neutral": Stance.no_clear_bearing,
+    "nei": Stance.no_clear_bearing,
 }
 
 
@@ -84,8 +88,14 @@ def _scifact(path: Path, corpus: Path | None) -> list[EvalRow]:
 def evidence_document(row: EvalRow) -> Document:
     """A row's evidence as a one-page document, so the stance stage reads it like a paper."""
     text = f"Abstract\n{row.evidence}"
-    return Document(file_name=f"row-{row.row_id}", sha256="", pages=[text], spans=[Span("abstract", 1, text)],
-                    doi=f"row:{row.row_id}", title=None)
+    return Document(
+        file_name=f"row-{row.row_id}",
+        sha256="",
+        pages=[text],
+        spans=[Span("abstract", 1, text)],
+        doi=f"row:{row.row_id}",
+        title=None,
+    )
 
 
 @dataclass
@@ -107,7 +117,12 @@ class EvalResult:
         return matrix
 
     def summary(self) -> dict[str, object]:
-        return {"rows": len(self.rows), "accuracy": round(self.accuracy, 4), "confusion": self.confusion(), "errors": self.errors}
+        return {
+            "rows": len(self.rows),
+            "accuracy": round(self.accuracy, 4),
+            "confusion": self.confusion(),
+            "errors": self.errors,
+        }
 
 
 def evaluate(rows: list[EvalRow], llm: LLMContext, workers: int = 4) -> EvalResult:

@@ -22,7 +22,7 @@ import json
 import math
 import re
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from rapidfuzz import fuzz
 
@@ -95,7 +95,10 @@ def classify_stance(
 ) -> StanceOutput:
     """`study_index`: where the study will stand in the record, for the paths of salvage flags."""
     messages = llm.prompts.render(
-        "stance", claim=claim, study_id=document.study_id, findings=findings_json(findings),
+        "stance",
+        claim=claim,
+        study_id=document.study_id,
+        findings=findings_json(findings),
         paper_text=document.text_of(STANCE_SECTIONS, llm.settings.stage_text_budget["draft"]),
     )
 
@@ -112,12 +115,22 @@ def classify_stance(
         """Only one study was given, so a stance under another id can only be its stance."""
         flags = []
         if output.study_id != document.study_id:
-            flags.append(Flag(where=f"studies[{study_index}].stance", code="stance_id_mapped",
-                              message=f"the model gave the stance under {output.study_id}; taken as this study's"))
+            flags.append(
+                Flag(
+                    where=f"studies[{study_index}].stance",
+                    code="stance_id_mapped",
+                    message=f"the model gave the stance under {output.study_id}; taken as this study's",
+                )
+            )
             output.study_id = document.study_id
         if output.stance is not Stance.no_clear_bearing and output.quote is None:
-            flags.append(Flag(where=f"studies[{study_index}].stance_quote", code="stance_without_quote",
-                              message=f"the model called the study {output.stance.value} without the passage it rests on"))
+            flags.append(
+                Flag(
+                    where=f"studies[{study_index}].stance_quote",
+                    code="stance_without_quote",
+                    message=f"the model called the study {output.stance.value} without the passage it rests on",
+                )
+            )
         return flags
 
     facts = RequestFacts(study_ids=(document.study_id,), pages=len(document.pages))
@@ -128,13 +141,17 @@ def _studies_json(studies: list[Study]) -> str:
     return json.dumps(
         [
             {
-                "study_id": s.reference.study_id, "title": s.reference.title, "design": s.design.value,
-                "stance": s.stance.value, "summary": s.summary,
+                "study_id": s.reference.study_id,
+                "title": s.reference.title,
+                "design": s.design.value,
+                "stance": s.stance.value,
+                "summary": s.summary,
                 "findings": [f.model_dump(mode="json") for f in s.findings],
             }
             for s in studies
         ],
-        indent=1, ensure_ascii=False,
+        indent=1,
+        ensure_ascii=False,
     )
 
 
@@ -197,7 +214,7 @@ def add_study(
     domains, upgrades = synthesis.domains.assessments(), synthesis.upgrades.assessments()
     provenance = record.provenance.model_copy(deep=True)
     provenance.prompts.update(llm.prompts.hashes(EVIDENCE_STAGES))
-    provenance.generated_at = generated_at or datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    provenance.generated_at = generated_at or datetime.now(UTC).replace(microsecond=0).isoformat()
     provenance.usage = stage_usage(llm.usage)
     provenance.notes = [*provenance.notes, f"evidence added: {study.reference.study_id} ({stance.stance.value})"]
     updated = record.model_copy(
@@ -206,7 +223,9 @@ def add_study(
             "status": ReviewStatus.draft,
             "studies": studies,
             "mechanism": Mechanism(
-                plain_language=synthesis.plain_language, summary=synthesis.mechanism_summary, steps=synthesis.causal_chain
+                plain_language=synthesis.plain_language,
+                summary=synthesis.mechanism_summary,
+                steps=synthesis.causal_chain,
             ),
             "certainty": CertaintyAssessment(
                 design=design,
@@ -242,8 +261,38 @@ def _pico_terms(record: ClaimRecord) -> dict[str, str]:
 
 
 _WORD = re.compile(r"[a-z][a-z0-9-]{3,}")
-_COMMON = set("with from that this were have been than their which these those into also after between study studies "
-              "trial trials patients participants effect effects group groups analysis results".split())
+_COMMON = set(
+    [
+        "with",
+        "from",
+        "that",
+        "this",
+        "were",
+        "have",
+        "been",
+        "than",
+        "their",
+        "which",
+        "these",
+        "those",
+        "into",
+        "also",
+        "after",
+        "between",
+        "study",
+        "studies",
+        "trial",
+        "trials",
+        "patients",
+        "participants",
+        "effect",
+        "effects",
+        "group",
+        "groups",
+        "analysis",
+        "results",
+    ]
+)
 
 
 def _shared_words(a: str, b: str) -> list[str]:
@@ -256,7 +305,9 @@ def match_score(record: ClaimRecord, paper_text: str) -> tuple[float, dict[str, 
     shared population, intervention and outcome terms that make up the score."""
     terms = _pico_terms(record)
     text = paper_text.lower()
-    parts = {name: fuzz.token_set_ratio(terms[name].lower(), text) for name in ("population", "intervention", "outcome")}
+    parts = {
+        name: fuzz.token_set_ratio(terms[name].lower(), text) for name in ("population", "intervention", "outcome")
+    }
     score = round(0.3 * parts["population"] + 0.4 * parts["intervention"] + 0.3 * parts["outcome"], 1)
     why = {name: _shared_words(terms[name], paper_text) for name in ("population", "intervention", "outcome")}
     return score, why

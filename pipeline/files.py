@@ -71,7 +71,9 @@ def require_writable_folder(folder: Path, what: str) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise InputError(f"{folder}: cannot write the {what} there ({exc.strerror or exc}); choose a writable folder") from None
+        raise InputError(
+            f"{folder}: cannot write the {what} there ({exc.strerror or exc}); choose a writable folder"
+        ) from None
 
 
 def read_json_file(path: Path) -> Any:

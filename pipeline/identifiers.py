@@ -33,7 +33,9 @@ def normalise_doi(text: str) -> str:
             break
     shown = text.strip() if len(text.strip()) <= 80 else text.strip()[:77] + "..."
     if len(candidate) > MAX_DOI_LENGTH:
-        raise InputError(f"'{shown}' is not a DOI: {len(candidate)} characters, more than any DOI has ({MAX_DOI_LENGTH})")
+        raise InputError(
+            f"'{shown}' is not a DOI: {len(candidate)} characters, more than any DOI has ({MAX_DOI_LENGTH})"
+        )
     if not DOI_PATTERN.fullmatch(candidate) or any(ord(char) < 32 for char in candidate):
         raise InputError(f"'{shown}' is not a DOI (expected 10.NNNN/suffix, optionally as https://doi.org/...)")
     # A suffix segment of '.' or '..' would walk to another path of the metadata APIs.
@@ -48,7 +50,7 @@ def canonical_citation(cited: str, study_ids: list[str]) -> str:
     text = cited.strip()
     for prefix in _DOI_PREFIXES:
         if text.lower().startswith(prefix):
-            text = text[len(prefix):].strip()
+            text = text[len(prefix) :].strip()
             break
     by_lower = {study_id.lower(): study_id for study_id in study_ids}
     return by_lower.get(clean_doi(text), by_lower.get(text.lower(), cited.strip()))
@@ -61,12 +63,17 @@ def looks_like_doi(text: str) -> bool:
 
 def reader_texts(record: ClaimRecord) -> list[tuple[str, str]]:
     """Prose a reader sees, where a DOI could be named: everything but references, provenance, checks."""
-    fields = [("claim.text", record.claim.text), ("mechanism.plain_language", record.mechanism.plain_language),
-              ("mechanism.summary", record.mechanism.summary)]
+    fields = [
+        ("claim.text", record.claim.text),
+        ("mechanism.plain_language", record.mechanism.plain_language),
+        ("mechanism.summary", record.mechanism.summary),
+    ]
     fields += [(f"mechanism.steps[{k}].text", step.text) for k, step in enumerate(record.mechanism.steps)]
     fields += [(f"studies[{i}].summary", study.summary) for i, study in enumerate(record.studies)]
     for i, gold in enumerate(record.gold_standard):
-        fields += [(f"gold_standard[{i}].{name}", value) for name, value in gold.model_dump().items() if isinstance(value, str)]
+        fields += [
+            (f"gold_standard[{i}].{name}", value) for name, value in gold.model_dump().items() if isinstance(value, str)
+        ]
     return fields
 
 

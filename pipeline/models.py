@@ -198,7 +198,7 @@ class GradeDomains(_Model):
     imprecision: DomainJudgement
     publication_bias: DomainJudgement
 
-    def assessments(self) -> list["DomainAssessment"]:
+    def assessments(self) -> list[DomainAssessment]:
         return [
             DomainAssessment(domain=domain, rating=judgement.rating, explanation=judgement.explanation)
             for domain in GradeDomain
@@ -218,7 +218,7 @@ class GradeUpgrades(_Model):
     dose_response: UpgradeJudgement | None
     plausible_confounding: UpgradeJudgement | None
 
-    def assessments(self) -> list["UpgradeAssessment"]:
+    def assessments(self) -> list[UpgradeAssessment]:
         return [
             # clamped: an out-of-range answer is flagged by the schema check, not a crash here
             UpgradeAssessment(factor=factor, levels=min(judgement.levels, 2), explanation=judgement.explanation)

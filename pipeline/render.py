@@ -72,7 +72,9 @@ class _Marks:
 
     def at(self, where: str) -> str:
         # A foreign citation is not marked but removed (see `clean`); the Checks section names it.
-        return "".join(f" [FLAG {f.code}: {f.message}]" for f in self.by_where.get(where, []) if f.code != "foreign_citation")
+        return "".join(
+            f" [FLAG {f.code}: {f.message}]" for f in self.by_where.get(where, []) if f.code != "foreign_citation"
+        )
 
     def under(self, prefix: str) -> str:
         return "".join(self.at(where) for where in sorted(self.by_where) if where.startswith(prefix))
@@ -90,7 +92,11 @@ def _study_line(study: Study) -> str:
     ref = study.reference
     where = ", ".join(part for part in (ref.journal, str(ref.year) if ref.year else None) if part)
     cite = f"doi:{ref.doi}" if ref.doi else ref.study_id
-    line = f"{ref.title} ({where}; {cite}) \u2014 {study.summary}" if where else f"{ref.title} ({cite}) \u2014 {study.summary}"
+    line = (
+        f"{ref.title} ({where}; {cite}) \u2014 {study.summary}"
+        if where
+        else f"{ref.title} ({cite}) \u2014 {study.summary}"
+    )
     return line + (f" Why: {study.stance_rationale}" if study.stance_rationale else "")
 
 
@@ -136,7 +142,9 @@ def _answered_by(record: ClaimRecord) -> str:
 def _step(step: CausalStep, index: int, marks: _Marks) -> str:
     shown = [cited for cited in step.citations if cited not in marks.foreign]
     # removed here, or already when the model's answer was salvaged (flagged where the step stands)
-    salvaged = [f for f in marks.by_where.get(f"mechanism.steps[{index}].citations", []) if f.code == "foreign_citation"]
+    salvaged = [
+        f for f in marks.by_where.get(f"mechanism.steps[{index}].citations", []) if f.code == "foreign_citation"
+    ]
     removed = len(step.citations) - len(shown) + sum(1 for f in salvaged if f.message.startswith("the model cited"))
     basis = "reported by the study" if step.basis is StepBasis.reported else "inferred"
     return (
@@ -178,7 +186,9 @@ def page_blocks(record: ClaimRecord) -> list[Block]:
             for s in record.studies
             if s.reference.retracted
         ],
-        Block("quote", "Original statement: " + marks.quote(record.claim.original_statement, "claim.original_statement")),
+        Block(
+            "quote", "Original statement: " + marks.quote(record.claim.original_statement, "claim.original_statement")
+        ),
         Block("h2", f"Mechanism \u2014 Synthesis from {_plural(len(record.studies), 'study')}"),
         Block("h3", "How it works"),
         Block("p", marks.clean(record.mechanism.plain_language) + marks.at("mechanism.plain_language")),
@@ -188,17 +198,28 @@ def page_blocks(record: ClaimRecord) -> list[Block]:
         Block("h2", "Evidence from studies"),
         Block("h3", f"Supporting ({len(supporting)})"),
     ]
-    blocks.append(Block("ul", items=[marks.clean(_study_line(s)) for s in supporting]) if supporting else Block("p", "Community contributions welcome"))
+    blocks.append(
+        Block("ul", items=[marks.clean(_study_line(s)) for s in supporting])
+        if supporting
+        else Block("p", "Community contributions welcome")
+    )
     blocks.append(Block("h3", f"Contradicting ({len(contradicting)})"))
     blocks.append(
-        Block("ul", items=[marks.clean(_study_line(s)) for s in contradicting]) if contradicting else Block("p", "Community contributions welcome")
+        Block("ul", items=[marks.clean(_study_line(s)) for s in contradicting])
+        if contradicting
+        else Block("p", "Community contributions welcome")
     )
     if unrelated:
         blocks.append(Block("h3", f"No clear bearing ({len(unrelated)})"))
         blocks.append(Block("ul", items=[marks.clean(_study_line(s)) for s in unrelated]))
     if record.scores:
-        blocks.append(Block("p", f"Scores: Pro {record.scores.pro:g} / Against {record.scores.against:g} "
-                                 f"(each side: {record.scores.formula}; see the README)."))
+        blocks.append(
+            Block(
+                "p",
+                f"Scores: Pro {record.scores.pro:g} / Against {record.scores.against:g} "
+                f"(each side: {record.scores.formula}; see the README).",
+            )
+        )
     blocks += [Block("h3", "Studies"), Block("ul", items=[_reference(study) for study in record.studies])]
     for i, study in enumerate(record.studies):
         blocks.append(Block("h3", f"Findings: {study.reference.title}"))

@@ -77,9 +77,7 @@ def parse_prompt(name: str, text: str, placeholders: set[str]) -> Prompt:
     used = {identifier for template in (system, user) for identifier in template.get_identifiers()}
     if used != placeholders:
         missing, unknown = placeholders - used, used - placeholders
-        detail = ", ".join(
-            [f"missing ${p}" for p in sorted(missing)] + [f"unknown ${p}" for p in sorted(unknown)]
-        )
+        detail = ", ".join([f"missing ${p}" for p in sorted(missing)] + [f"unknown ${p}" for p in sorted(unknown)])
         raise ConfigError(f"prompt {name}: placeholders do not match the stage ({detail})")
     return Prompt(name, hashlib.sha256(text.encode()).hexdigest(), system, user)
 

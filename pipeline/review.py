@@ -47,7 +47,9 @@ def approve(store: SQLiteStore, record_id: str, version: int, reviewer: str, not
             '--override "reason"'
         )
     record.status = ReviewStatus.approved
-    text = " ".join(part for part in (note.strip(), f"override: {override.strip()}" if override.strip() else "") if part)
+    text = " ".join(
+        part for part in (note.strip(), f"override: {override.strip()}" if override.strip() else "") if part
+    )
     return store.update(record, version, "approved", _require_reviewer(reviewer), text)
 
 
@@ -69,7 +71,9 @@ def reopen(store: SQLiteStore, record_id: str, version: int, reviewer: str, note
     return store.update(record, version, "reopened", _require_reviewer(reviewer), note.strip())
 
 
-def edit(store: SQLiteStore, record_id: str, version: int, edited_json: str, reviewer: str, note: str = "") -> ClaimRecord:
+def edit(
+    store: SQLiteStore, record_id: str, version: int, edited_json: str, reviewer: str, note: str = ""
+) -> ClaimRecord:
     """Validate the edited record, re-check it against its paper, and save it as a new draft version."""
     current = store.get(record_id)
     edited = parse_edit(edited_json)
@@ -114,7 +118,9 @@ def stored_sources(store: SQLiteStore, record: ClaimRecord) -> Sources:
 def recheck(store: SQLiteStore, record: ClaimRecord) -> None:
     """Run the checks again on an edited record, against the stored text of its papers."""
     sources = stored_sources(store, record)
-    missing = [s.reference.source_file or s.reference.study_id for s in record.studies if s.reference.study_id not in sources]
+    missing = [
+        s.reference.source_file or s.reference.study_id for s in record.studies if s.reference.study_id not in sources
+    ]
     if missing:
         raise ReviewRefusedError(
             f"the text of {', '.join(map(str, missing))} is not in the store, so the edit cannot be re-checked; "

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pipeline import __version__
 from pipeline.errors import InputError, RecordSchemaError
@@ -89,22 +90,24 @@ def run_pipeline(
     document = stage(
         "ingest",
         lambda: document or read_pdf(pdf, extractor, max_pdf_bytes),
-        lambda d: f"{len(d.pages)} pages, sections: {', '.join(d.sections_found())}"
-        + (f", {len(d.problems)} page(s) skipped" if d.problems else ""),
+        lambda d: (
+            f"{len(d.pages)} pages, sections: {', '.join(d.sections_found())}"
+            + (f", {len(d.problems)} page(s) skipped" if d.problems else "")
+        ),
     )
     require_a_study(document, metadata, not_a_study_ok)
     notes: list[str] = []
     if metadata is not None:
         mismatches = metadata_mismatches(metadata, document.doi, "\n".join(document.pages[:2]))
         if mismatches and strict:
-            raise InputError(f"{document.file_name} does not look like {metadata.doi}: {'; '.join(mismatches)} (--strict)")
+            raise InputError(
+                f"{document.file_name} does not look like {metadata.doi}: {'; '.join(mismatches)} (--strict)"
+            )
         for mismatch in mismatches:
             progress("ingest", "warn", f"warning: {mismatch}")
             notes.append(f"warning: {mismatch}")
         document.doi = metadata.doi
-    extracted: ExtractOutput = stage(
-        "extract", lambda: extract(document, llm), lambda e: f"{len(e.findings)} findings"
-    )
+    extracted: ExtractOutput = stage("extract", lambda: extract(document, llm), lambda e: f"{len(e.findings)} findings")
     drafted: DraftOutput = stage(
         "draft",
         lambda: draft(document, extracted.findings, llm),
@@ -128,7 +131,7 @@ def run_pipeline(
         pdf_url=pdf_url,
         notes=notes,
         record_id=record_id or uuid.uuid4().hex[:12],
-        generated_at=generated_at or datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        generated_at=generated_at or datetime.now(UTC).replace(microsecond=0).isoformat(),
     )
 
     record.checks = with_model_output([], llm.salvaged)  # carried through every check run
@@ -215,8 +218,11 @@ def assemble_record(
 def stage_usage(usage: UsageLog) -> list[StageUsage]:
     return [
         StageUsage(
-            stage=name, calls=tally.calls, cached_calls=tally.cached_calls,
-            prompt_tokens=tally.prompt_tokens, completion_tokens=tally.completion_tokens,
+            stage=name,
+            calls=tally.calls,
+            cached_calls=tally.cached_calls,
+            prompt_tokens=tally.prompt_tokens,
+            completion_tokens=tally.completion_tokens,
         )
         for name, tally in usage.by_stage.items()
     ]

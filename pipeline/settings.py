@@ -74,7 +74,7 @@ class Settings:
         self._env = {name: environ[name] for name in (*VARIABLES, *_ALSO_READ) if environ.get(name)}
 
     @classmethod
-    def from_environment(cls) -> "Settings":
+    def from_environment(cls) -> Settings:
         return cls(os.environ)
 
     def _get(self, name: str) -> str | None:

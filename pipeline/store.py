@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.errors import RecordNotFoundError, StaleVersionError, StoreError
@@ -90,7 +90,7 @@ def record_diff_text(before: ClaimRecord, after: ClaimRecord) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 def _clock(stamp: str) -> str:
@@ -148,7 +148,9 @@ class SQLiteStore:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path}: cannot open the record store ({exc}); check the file, or set CLAIMS_DB or --db") from exc
+            raise StoreError(
+                f"{path}: cannot open the record store ({exc}); check the file, or set CLAIMS_DB or --db"
+            ) from exc
         except OSError as exc:
             raise StoreError(
                 f"{path}: cannot open the record store ({exc.strerror or exc}); "
@@ -158,8 +160,10 @@ class SQLiteStore:
     def _require_current(self) -> None:
         current = self._db.execute("PRAGMA user_version").fetchone()[0]
         if current != SCHEMA_VERSION:
-            raise StoreError(f"{self.path}: the read-only store is version {current}, this claims reads {SCHEMA_VERSION}; "
-                             "open it once where it is writable to upgrade it")
+            raise StoreError(
+                f"{self.path}: the read-only store is version {current}, this claims reads {SCHEMA_VERSION}; "
+                "open it once where it is writable to upgrade it"
+            )
 
     def close(self) -> None:
         self._db.close()
@@ -182,7 +186,7 @@ class SQLiteStore:
                     self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {current + 1}")
 
-    def _transaction(self) -> "_Transaction":
+    def _transaction(self) -> _Transaction:
         return _Transaction(self._db, self._lock)
 
     def add(
@@ -252,8 +256,16 @@ class SQLiteStore:
             self._db.execute(
                 "UPDATE records SET version = ?, status = ?, claim = ?, flags = ?, updated_at = ?, updated_by = ?, body = ?"
                 " WHERE id = ?",
-                (version + 1, record.status.value, record.claim.text, flag_count(record), now, actor,
-                 record.model_dump_json(), record.record_id),
+                (
+                    version + 1,
+                    record.status.value,
+                    record.claim.text,
+                    flag_count(record),
+                    now,
+                    actor,
+                    record.model_dump_json(),
+                    record.record_id,
+                ),
             )
             self._db.execute(
                 "INSERT INTO history (record_id, version, action, actor, at, note, diff) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -263,7 +275,10 @@ class SQLiteStore:
 
     def add_source(self, sha256: str, file_name: str, pages: list[str]) -> None:
         with self._transaction():
-            self._db.execute("INSERT OR IGNORE INTO sources VALUES (?, ?, ?)", (sha256, file_name, json.dumps(pages, ensure_ascii=False)))
+            self._db.execute(
+                "INSERT OR IGNORE INTO sources VALUES (?, ?, ?)",
+                (sha256, file_name, json.dumps(pages, ensure_ascii=False)),
+            )
 
     def version_of(self, id_or_prefix: str) -> int:
         [(version,)] = self._rows("SELECT version FROM records WHERE id = ?", self.resolve(id_or_prefix))

@@ -127,13 +127,21 @@ def create_app(store: SQLiteStore, allowed_hosts: tuple[str, ...] = LOOPBACK_HOS
         status = request.query_params.get("status") or None
         flagged = request.query_params.get("flagged") == "1"
         rows = store.summaries(status=status if status in ("draft", "approved", "rejected") else None, flagged=flagged)
-        return page(request, "queue.html", rows=rows, status=status, flagged=flagged, statuses=["draft", "approved", "rejected"])
+        return page(
+            request, "queue.html", rows=rows, status=status, flagged=flagged, statuses=["draft", "approved", "rejected"]
+        )
 
     def record_page(request: Request, record_id: str, status: int = 200, messages: list | None = None) -> Response:
         record, version = store.get_versioned(record_id)
         return page(
-            request, "record.html", status, record=record, version=version,
-            blocks=page_blocks(record), flags=flag_count(record), messages=messages or [],
+            request,
+            "record.html",
+            status,
+            record=record,
+            version=version,
+            blocks=page_blocks(record),
+            flags=flag_count(record),
+            messages=messages or [],
         )
 
     async def show(request: Request) -> Response:
@@ -164,14 +172,27 @@ def create_app(store: SQLiteStore, allowed_hosts: tuple[str, ...] = LOOPBACK_HOS
         done = {"approve": "approved", "reject": "rejected", "reopen": "reopened"}[action]
         return RedirectResponse(f"/records/{record_id}?done=Record+{done}.", status_code=303)
 
-    def edit_page(request: Request, record_id: str, version: int | None = None, status: int = 200,
-                  problems: list[str] | None = None, messages: list | None = None, record: Any = None) -> Response:
+    def edit_page(
+        request: Request,
+        record_id: str,
+        version: int | None = None,
+        status: int = 200,
+        problems: list[str] | None = None,
+        messages: list | None = None,
+        record: Any = None,
+    ) -> Response:
         if record is None:
             record, current = store.get_versioned(record_id)
             version = version or current
         return page(
-            request, "edit.html", status, record=record, version=version,
-            problems=problems or [], messages=messages or [], claim_types=[t.value for t in ClaimType],
+            request,
+            "edit.html",
+            status,
+            record=record,
+            version=version,
+            problems=problems or [],
+            messages=messages or [],
+            claim_types=[t.value for t in ClaimType],
             bases=[b.value for b in StepBasis],
         )
 

@@ -21,9 +21,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from pdfmaker import make_pdf
 from scripted_endpoint import RandomWithinSchema, ScriptedEndpoint
@@ -41,8 +41,10 @@ RUNS = ROOT / "fixtures" / "runs"
 PAPERS = ROOT / "fixtures" / "papers"
 LECTURE_NOTES = ROOT / "fixtures" / "bad" / "long_117_pages_geotopo.pdf"
 SITE = "http://127.0.0.1:8000"
-HOSTILE = ('<script>alert(1)</script> <img src=x onerror=alert(2)> [click](javascript:alert(3)) '
-           '<javascript:alert(4)> ![i](javascript:alert(5)) &lt;b&gt; \\<i>x</i>')
+HOSTILE = (
+    "<script>alert(1)</script> <img src=x onerror=alert(2)> [click](javascript:alert(3)) "
+    "<javascript:alert(4)> ![i](javascript:alert(5)) &lt;b&gt; \\<i>x</i>"
+)
 
 
 @dataclass
@@ -62,8 +64,14 @@ class Scratch:
         return self.folder / "claims.db"
 
     def env(self, **extra: str) -> dict[str, str]:
-        return {"CLAIMS_DB": str(self.db), "CLAIMS_CACHE": str(self.folder / "cache"), "HOME": str(self.folder),
-                "OPENAI_API_KEY": "", "OPENAI_BASE_URL": "", **extra}
+        return {
+            "CLAIMS_DB": str(self.db),
+            "CLAIMS_CACHE": str(self.folder / "cache"),
+            "HOME": str(self.folder),
+            "OPENAI_API_KEY": "",
+            "OPENAI_BASE_URL": "",
+            **extra,
+        }
 
     def claims(self, *args: str, **env: str) -> tuple[int, str]:
         result = CliRunner().invoke(app, list(args), env=self.env(**env))
@@ -120,7 +128,11 @@ def subprocess_claims(
 def _site(scratch: Scratch) -> tuple[Callable[..., TestClient], str, SQLiteStore]:
     record_id = scratch.stored()
     application = create_app(SQLiteStore(scratch.db))
-    return (lambda base_url=SITE, **kw: TestClient(application, base_url=base_url, **kw)), record_id, SQLiteStore(scratch.db)
+    return (
+        (lambda base_url=SITE, **kw: TestClient(application, base_url=base_url, **kw)),
+        record_id,
+        SQLiteStore(scratch.db),
+    )
 
 
 def _token(html: str) -> str:
@@ -130,7 +142,10 @@ def _token(html: str) -> str:
 @probe("web: a page on a foreign host name (DNS rebinding) reads a record")
 def rebinding_read(scratch: Scratch) -> Outcome:
     client, record_id, _ = _site(scratch)
-    pages = [client("http://evil.test:8000").get(path) for path in ("/", f"/records/{record_id}", f"/records/{record_id}/edit")]
+    pages = [
+        client("http://evil.test:8000").get(path)
+        for path in ("/", f"/records/{record_id}", f"/records/{record_id}/edit")
+    ]
     leaked = [page.url for page in pages if page.status_code != 400 or record_id in page.text]
     return Outcome(not leaked, f"statuses {[p.status_code for p in pages]}")
 
@@ -140,8 +155,10 @@ def rebinding_approve(scratch: Scratch) -> Outcome:
     client, record_id, store = _site(scratch)
     token = _token(client().get(f"/records/{record_id}").text)
     answer = client("http://evil.test:8000", cookies={"claims_csrf": token}).post(
-        f"/records/{record_id}/approve", headers={"Origin": "http://evil.test:8000"},
-        data={"csrf": token, "version": "1", "reviewer": "x", "override": "x"})
+        f"/records/{record_id}/approve",
+        headers={"Origin": "http://evil.test:8000"},
+        data={"csrf": token, "version": "1", "reviewer": "x", "override": "x"},
+    )
     return Outcome(store.get(record_id).status.value == "draft", f"HTTP {answer.status_code}")
 
 
@@ -150,8 +167,11 @@ def _post_probe(headers: dict[str, str], should_pass: bool) -> Probe:
         client, record_id, store = _site(scratch)
         session = client()
         token = _token(session.get(f"/records/{record_id}").text)
-        answer = session.post(f"/records/{record_id}/approve", headers=headers,
-                              data={"csrf": token, "version": "1", "reviewer": "ana", "override": "checked"})
+        answer = session.post(
+            f"/records/{record_id}/approve",
+            headers=headers,
+            data={"csrf": token, "version": "1", "reviewer": "ana", "override": "checked"},
+        )
         approved = store.get(record_id).status.value == "approved"
         return Outcome(approved is should_pass, f"HTTP {answer.status_code}, approved: {approved}")
 
@@ -161,7 +181,8 @@ def _post_probe(headers: dict[str, str], should_pass: bool) -> Probe:
 probe("web: a POST with only a foreign Referer")(_post_probe({"Referer": "https://evil.example/x"}, False))
 probe("web: a POST with neither Origin nor Referer")(_post_probe({}, False))
 probe("web: a POST with a foreign Origin and a same-site Referer")(
-    _post_probe({"Origin": "https://evil.example", "Referer": f"{SITE}/"}, False))
+    _post_probe({"Origin": "https://evil.example", "Referer": f"{SITE}/"}, False)
+)
 probe("web: a same-site POST with only a Referer still works")(_post_probe({"Referer": f"{SITE}/records/x"}, True))
 
 
@@ -169,12 +190,19 @@ probe("web: a same-site POST with only a Referer still works")(_post_probe({"Ref
 def security_headers(scratch: Scratch) -> Outcome:
     client, record_id, _ = _site(scratch)
     missing = []
-    for response in (client().get("/"), client().get(f"/records/{record_id}"), client().get("/records/nope"),
-                     client("http://evil.test").get("/")):
+    for response in (
+        client().get("/"),
+        client().get(f"/records/{record_id}"),
+        client().get("/records/nope"),
+        client("http://evil.test").get("/"),
+    ):
         policy = response.headers.get("content-security-policy", "")
         if "default-src 'none'" not in policy or "frame-ancestors 'none'" not in policy or "script-src" in policy:
             missing.append(f"{response.url} CSP")
-        if response.headers.get("x-frame-options") != "DENY" or response.headers.get("x-content-type-options") != "nosniff":
+        if (
+            response.headers.get("x-frame-options") != "DENY"
+            or response.headers.get("x-content-type-options") != "nosniff"
+        ):
             missing.append(f"{response.url} framing/nosniff")
     return Outcome(not missing, ", ".join(missing) or "every response carries them")
 
@@ -203,7 +231,9 @@ def _hostile_record(scratch: Scratch) -> str:
     record.gold_standard[0].why = HOSTILE
     record.status = record.status.__class__("approved")
     with sqlite3.connect(scratch.db) as db:  # as a tampered or hostile store holds it
-        db.execute("UPDATE records SET body = ?, status = 'approved' WHERE id = ?", (record.model_dump_json(), record_id))
+        db.execute(
+            "UPDATE records SET body = ?, status = 'approved' WHERE id = ?", (record.model_dump_json(), record_id)
+        )
     return record_id
 
 
@@ -251,7 +281,9 @@ def stale_file(scratch: Scratch) -> Outcome:
     old = _edited_file(scratch, record_id, "Mine, from version 1.")
     theirs = _edited_file(scratch, record_id, "Theirs, version 2.")
     scratch.claims("review", "edit", record_id, "--file", str(theirs), "--version", "1", "--reviewer", "bo")
-    code, output = scratch.claims("review", "edit", record_id, "--file", str(old), "--version", "1", "--reviewer", "ana")
+    code, output = scratch.claims(
+        "review", "edit", record_id, "--file", str(old), "--version", "1", "--reviewer", "ana"
+    )
     kept = SQLiteStore(scratch.db).get(record_id).claim.text == "Theirs, version 2."
     no_version = scratch.claims("review", "edit", record_id, "--file", str(old), "--reviewer", "ana")
     held = one_line_refusal(code, output, 1).held and kept and no_version[0] == 2
@@ -268,16 +300,20 @@ def _editor(scratch: Scratch, body: str) -> str:
 def editor_conflict(scratch: Scratch) -> Outcome:
     record_id = scratch.stored("huang-2010-hpylori-iron")
     other = _edited_file(scratch, record_id, "Another reviewer's claim.")
-    editor = _editor(scratch, f"""import json, subprocess, sys
+    editor = _editor(
+        scratch,
+        f"""import json, subprocess, sys
 subprocess.run([sys.executable, "-m", "pipeline", "review", "edit", "{record_id}", "--file", {str(other)!r},
                 "--version", "1", "--reviewer", "bo"], check=True, capture_output=True)
 path = sys.argv[1]
 data = json.load(open(path))
 data["claim"]["text"] = "What I typed while they saved."
 json.dump(data, open(path, "w"))
-""")
-    code, output = scratch.claims("review", "edit", record_id, "--reviewer", "ana", EDITOR=editor, VISUAL="",
-                                  PYTHONPATH=str(ROOT))
+""",
+    )
+    code, output = scratch.claims(
+        "review", "edit", record_id, "--reviewer", "ana", EDITOR=editor, VISUAL="", PYTHONPATH=str(ROOT)
+    )
     kept = re.search(r"your edit is kept in (\S+?):", output)
     typed = kept is not None and "What I typed" in Path(kept.group(1)).read_text()
     return Outcome(code == 1 and typed, f"exit {code}; {output.strip()[:160]}")
@@ -286,9 +322,12 @@ json.dump(data, open(path, "w"))
 @probe("edit: the editor's text is lost when the edit is invalid")
 def editor_invalid(scratch: Scratch) -> Outcome:
     record_id = scratch.stored("huang-2010-hpylori-iron")
-    editor = _editor(scratch, """import sys
+    editor = _editor(
+        scratch,
+        """import sys
 open(sys.argv[1], "w").write('{"claim": "half typed')
-""")
+""",
+    )
     code, output = scratch.claims("review", "edit", record_id, "--reviewer", "ana", EDITOR=editor, VISUAL="")
     kept = re.search(r"your edit is kept in (\S+?):", output)
     typed = kept is not None and "half typed" in Path(kept.group(1)).read_text()
@@ -303,7 +342,9 @@ def _bounded(scratch: Scratch, target: str) -> Outcome:
     code, output, seconds, peak = subprocess_claims(scratch, "run", target, OPENAI_API_KEY="sk-test")
     refused = one_line_refusal(code, output, 2)
     why = "not a regular file" in output or "over the 50 MB limit" in output
-    return Outcome(refused.held and why and seconds < 2 and peak < 200, f"{refused.detail} in {seconds:.1f} s, {peak:.0f} MB")
+    return Outcome(
+        refused.held and why and seconds < 2 and peak < 200, f"{refused.detail} in {seconds:.1f} s, {peak:.0f} MB"
+    )
 
 
 @probe("input: claims run /dev/zero")
@@ -343,8 +384,10 @@ def tampered_id(scratch: Scratch) -> Outcome:
     bad = scratch.folder / "bad-id.json"
     bad.write_text(json.dumps(body))
     invalid = scratch.claims("validate", str(bad))[0] == 1
-    return Outcome(refused.held and not escaped and invalid, f"{refused.detail}; written outside: {escaped}; "
-                   f"validate says invalid: {invalid} (record {record_id})")
+    return Outcome(
+        refused.held and not escaped and invalid,
+        f"{refused.detail}; written outside: {escaped}; validate says invalid: {invalid} (record {record_id})",
+    )
 
 
 @probe("export: exported files ignore the umask (0600)")
@@ -397,9 +440,20 @@ def validate_deep(scratch: Scratch) -> Outcome:
 @probe("cli: binary and 100,000-deep JSON to review edit --file")
 def edit_binary_deep(scratch: Scratch) -> Outcome:
     record_id = scratch.stored("huang-2010-hpylori-iron")
-    outcomes = [scratch.claims("review", "edit", record_id, "--file", str(_json_file(scratch, content)),
-                               "--version", "1", "--reviewer", "ana")
-                for content in (bytes(range(256)) * 4, b"[" * 100_000 + b"]" * 100_000)]
+    outcomes = [
+        scratch.claims(
+            "review",
+            "edit",
+            record_id,
+            "--file",
+            str(_json_file(scratch, content)),
+            "--version",
+            "1",
+            "--reviewer",
+            "ana",
+        )
+        for content in (bytes(range(256)) * 4, b"[" * 100_000 + b"]" * 100_000)
+    ]
     held = all(code == 2 and "internal error" not in output for code, output in outcomes)
     return Outcome(held, "; ".join(output.strip().splitlines()[0][:80] for _, output in outcomes))
 
@@ -409,8 +463,9 @@ def batch_folder_line(scratch: Scratch) -> Outcome:
     (scratch.folder / "a-folder").mkdir()
     listing = scratch.folder / "list.txt"
     listing.write_text("a-folder\n")
-    code, output = scratch.claims("batch", str(listing), "--report", str(scratch.folder / "report.json"),
-                                  OPENAI_API_KEY="sk-unused")
+    code, output = scratch.claims(
+        "batch", str(listing), "--report", str(scratch.folder / "report.json"), OPENAI_API_KEY="sk-unused"
+    )
     report = json.loads((scratch.folder / "report.json").read_text())
     error = report["papers"][0]["error"] if report.get("papers") else ""
     return Outcome(code == 1 and "is a folder" in error and "internal error" not in output, f"exit {code}; {error}")
@@ -427,9 +482,14 @@ def _not_a_folder(scratch: Scratch) -> Path:
 def unwritable_record(scratch: Scratch) -> Outcome:
     endpoint = ScriptedEndpoint(RandomWithinSchema(1))
     with endpoint:
-        code, output = scratch.claims("run", str(PAPERS / "pmj_hpylori_iron_deficiency_metaanalysis_2010.pdf"),
-                                      "--record", str(_not_a_folder(scratch) / "rec"),
-                                      OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=endpoint.base_url)
+        code, output = scratch.claims(
+            "run",
+            str(PAPERS / "pmj_hpylori_iron_deficiency_metaanalysis_2010.pdf"),
+            "--record",
+            str(_not_a_folder(scratch) / "rec"),
+            OPENAI_API_KEY="sk-test",
+            OPENAI_BASE_URL=endpoint.base_url,
+        )
     calls = len(endpoint.scripts.requests)
     refused = one_line_refusal(code, output, 2)
     return Outcome(refused.held and calls == 0, f"{refused.detail}; model calls made: {calls}")
@@ -441,8 +501,14 @@ def unwritable_report(scratch: Scratch) -> Outcome:
     listing.write_text(str(PAPERS / "pmj_hpylori_iron_deficiency_metaanalysis_2010.pdf") + "\n")
     endpoint = ScriptedEndpoint(RandomWithinSchema(1))
     with endpoint:
-        code, output = scratch.claims("batch", str(listing), "--report", str(_not_a_folder(scratch) / "r.json"),
-                                      OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=endpoint.base_url)
+        code, output = scratch.claims(
+            "batch",
+            str(listing),
+            "--report",
+            str(_not_a_folder(scratch) / "r.json"),
+            OPENAI_API_KEY="sk-test",
+            OPENAI_BASE_URL=endpoint.base_url,
+        )
     refused = one_line_refusal(code, output, 2)
     return Outcome(refused.held and not endpoint.scripts.requests, refused.detail)
 
@@ -459,7 +525,7 @@ def malformed_database(scratch: Scratch) -> Outcome:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     data = bytearray(scratch.db.read_bytes())
     for offset in range(4096, len(data), 4096):  # every page but the header: garbage
-        data[offset:offset + 64] = b"\xff" * 64
+        data[offset : offset + 64] = b"\xff" * 64
     scratch.db.write_bytes(bytes(data))
     return one_line_refusal(*scratch.claims("review", "list"), 1)
 
@@ -471,8 +537,13 @@ def disk_full(scratch: Scratch) -> Outcome:
         db.execute("UPDATE records SET status = 'approved'")
     small = scratch.folder / "small"
     small.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(small)],
-                                           capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(small)], capture_output=True
+        ).returncode
+        != 0
+    ):
         return Outcome(True, "skipped: mounting a small tmpfs needs root")
     try:
         (small / "filler").write_bytes(b"x" * 4096)
@@ -512,11 +583,15 @@ def read_only_store(scratch: Scratch) -> Outcome:
         sqlite3.connect(shared / "claims.db").execute("PRAGMA journal_mode=DELETE").fetchone()
         shared.chmod(0o755)
         (shared / "claims.db").chmod(0o644)
-        code, output, _, _ = subprocess_claims(scratch, "review", "list", "--db", str(shared / "claims.db"), user="nobody")
+        code, output, _, _ = subprocess_claims(
+            scratch, "review", "list", "--db", str(shared / "claims.db"), user="nobody"
+        )
         leftovers = sorted(path.name for path in shared.iterdir())
     finally:
         shutil.rmtree(shared)
-    return Outcome(code == 0 and record_id in output and leftovers == ["claims.db"], f"exit {code}: {output.strip()[:200]}")
+    return Outcome(
+        code == 0 and record_id in output and leftovers == ["claims.db"], f"exit {code}: {output.strip()[:200]}"
+    )
 
 
 @probe("ingest: 'unreadable text layer (0% of tokens are glyph names ...)'")
@@ -553,7 +628,7 @@ def run_all(root: Path, names: list[str] | None = None) -> dict[str, Outcome]:
         folder.mkdir(parents=True)
         try:
             results[name] = function(Scratch(folder))
-        except Exception as exc:  # noqa: BLE001 - a probe that crashes is reported, not fatal
+        except Exception as exc:
             results[name] = Outcome(False, f"the probe crashed: {type(exc).__name__}: {exc}")
     return results
 

@@ -50,7 +50,7 @@ class Scripts:
         self.lock = threading.Lock()
 
     @classmethod
-    def from_files(cls, paths: list[Path]) -> "Scripts":
+    def from_files(cls, paths: list[Path]) -> Scripts:
         """A file holds one script, or a list of them."""
         scripts: list[dict[str, Any]] = []
         for path in paths:
@@ -116,7 +116,13 @@ class RandomWithinSchema:
             count = pick.randint(low, node.get("maxItems", low + 3))
             return [self.value(node["items"], root, text) for _ in range(count)]
         if kind == "integer":
-            low = node["minimum"] if "minimum" in node else node["exclusiveMinimum"] + 1 if "exclusiveMinimum" in node else -5
+            low = (
+                node["minimum"]
+                if "minimum" in node
+                else node["exclusiveMinimum"] + 1
+                if "exclusiveMinimum" in node
+                else -5
+            )
             return pick.randint(low, node.get("maximum", low + 500))
         if kind == "number":
             low = node.get("minimum", node.get("exclusiveMinimum", -50.0))
@@ -127,12 +133,13 @@ class RandomWithinSchema:
             return None
         if text and pick.random() < 0.5:  # a stretch of the request's own text
             start = pick.randrange(len(text))
-            return " ".join(text[start:start + pick.randint(3, 25)])
+            return " ".join(text[start : start + pick.randint(3, 25)])
         return " ".join(pick.choice(self.WORDS) for _ in range(pick.randint(0, 12)))
 
 
-def completion(model: str, content: str | None, refusal: str | None, prompt_chars: int,
-               finish_reason: str = "stop") -> dict[str, Any]:
+def completion(
+    model: str, content: str | None, refusal: str | None, prompt_chars: int, finish_reason: str = "stop"
+) -> dict[str, Any]:
     return {
         "id": "chatcmpl-scripted",
         "object": "chat.completion",
@@ -194,18 +201,33 @@ class BatchStore:
         with self.lock:
             file_id = f"file-{len(self.files) + 1}"
             self.files[file_id] = content
-        return {"id": file_id, "object": "file", "bytes": len(content), "created_at": 0, "filename": filename, "purpose": purpose}
+        return {
+            "id": file_id,
+            "object": "file",
+            "bytes": len(content),
+            "created_at": 0,
+            "filename": filename,
+            "purpose": purpose,
+        }
 
 
-def make_handler(scripts: Scripts | RandomWithinSchema, latency: float = 0.0, faults: Faults | None = None,
-                 batches: BatchStore | None = None) -> type[BaseHTTPRequestHandler]:
+def make_handler(
+    scripts: Scripts | RandomWithinSchema,
+    latency: float = 0.0,
+    faults: Faults | None = None,
+    batches: BatchStore | None = None,
+) -> type[BaseHTTPRequestHandler]:
     faults = faults or Faults()
     batches = batches or BatchStore()
 
     def answer_chat(body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         answer = scripts.next_answer(body)
         if "$status" in answer:
-            return answer["$status"], {"error": {"message": answer.get("$error", "scripted fault")}}, answer.get("$headers", {})
+            return (
+                answer["$status"],
+                {"error": {"message": answer.get("$error", "scripted fault")}},
+                answer.get("$headers", {}),
+            )
         prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
         if "$refusal" in answer:
             return 200, completion(body["model"], None, answer["$refusal"], prompt_chars), {}
@@ -233,7 +255,7 @@ def make_handler(scripts: Scripts | RandomWithinSchema, latency: float = 0.0, fa
             self.end_headers()
             self.wfile.write(data)
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             if self.path.endswith("/files"):
                 self._send(200, self._upload(raw))
@@ -244,7 +266,7 @@ def make_handler(scripts: Scripts | RandomWithinSchema, latency: float = 0.0, fa
             else:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             parts = self.path.rstrip("/").split("/")
             if len(parts) >= 3 and parts[-3] == "files" and parts[-1] == "content" and parts[-2] in batches.files:
                 self._send_bytes(batches.files[parts[-2]])
@@ -291,8 +313,11 @@ def make_handler(scripts: Scripts | RandomWithinSchema, latency: float = 0.0, fa
             )
             fields = {part.get_param("name", header="content-disposition"): part for part in message.iter_parts()}
             file_part = fields["file"]
-            return batches.add_file(file_part.get_payload(decode=True), file_part.get_filename() or "upload",
-                                    fields["purpose"].get_content().strip())
+            return batches.add_file(
+                file_part.get_payload(decode=True),
+                file_part.get_filename() or "upload",
+                fields["purpose"].get_content().strip(),
+            )
 
         def _create_batch(self, request: dict[str, Any]) -> dict[str, Any]:
             lines = batches.files[request["input_file_id"]].decode().splitlines()
@@ -300,16 +325,31 @@ def make_handler(scripts: Scripts | RandomWithinSchema, latency: float = 0.0, fa
             for line in filter(None, lines):
                 item = json.loads(line)
                 status, payload, _ = answer_chat(item["body"])
-                output.append(json.dumps({"id": f"req-{len(output)}", "custom_id": item["custom_id"],
-                                          "response": {"status_code": status, "body": payload}, "error": None}))
+                output.append(
+                    json.dumps(
+                        {
+                            "id": f"req-{len(output)}",
+                            "custom_id": item["custom_id"],
+                            "response": {"status_code": status, "body": payload},
+                            "error": None,
+                        }
+                    )
+                )
             output_file = batches.add_file("\n".join(output).encode(), "output.jsonl", "batch_output")
             with batches.lock:
                 batch_id = f"batch-{len(batches.batches) + 1}"
                 batches.batches[batch_id] = {
-                    "id": batch_id, "object": "batch", "endpoint": request["endpoint"], "errors": None,
-                    "input_file_id": request["input_file_id"], "completion_window": request["completion_window"],
-                    "status": "in_progress", "output_file_id": output_file["id"], "error_file_id": None,
-                    "created_at": 0, "request_counts": {"total": len(output), "completed": len(output), "failed": 0},
+                    "id": batch_id,
+                    "object": "batch",
+                    "endpoint": request["endpoint"],
+                    "errors": None,
+                    "input_file_id": request["input_file_id"],
+                    "completion_window": request["completion_window"],
+                    "status": "in_progress",
+                    "output_file_id": output_file["id"],
+                    "error_file_id": None,
+                    "created_at": 0,
+                    "request_counts": {"total": len(output), "completed": len(output), "failed": 0},
                     "_polled": 0,
                 }
             return {k: v for k, v in batches.batches[batch_id].items() if not k.startswith("_")}
@@ -320,12 +360,20 @@ def make_handler(scripts: Scripts | RandomWithinSchema, latency: float = 0.0, fa
 class ScriptedEndpoint:
     """The server on a free loopback port, in a background thread; a context manager."""
 
-    def __init__(self, scripts: Scripts | RandomWithinSchema, latency: float = 0.0, port: int = 0, faults: Faults | None = None,
-                 batch_polls: int = 1):
+    def __init__(
+        self,
+        scripts: Scripts | RandomWithinSchema,
+        latency: float = 0.0,
+        port: int = 0,
+        faults: Faults | None = None,
+        batch_polls: int = 1,
+    ):
         self.scripts = scripts
         self.faults = faults or Faults()
         self.batches = BatchStore(batch_polls)
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(scripts, latency, self.faults, self.batches))
+        self.server = ThreadingHTTPServer(
+            ("127.0.0.1", port), make_handler(scripts, latency, self.faults, self.batches)
+        )
         self.server.daemon_threads = True
         # a short poll: the server stops within 0.05 s instead of serve_forever's default 0.5 s
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -334,7 +382,7 @@ class ScriptedEndpoint:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
-    def __enter__(self) -> "ScriptedEndpoint":
+    def __enter__(self) -> ScriptedEndpoint:
         self.thread.start()
         return self
 
@@ -346,8 +394,12 @@ class ScriptedEndpoint:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scripts", nargs="*", type=Path)
-    parser.add_argument("--random-within-schema", type=int, metavar="SEED",
-                        help="answer at random within each request's schema instead of from scripts")
+    parser.add_argument(
+        "--random-within-schema",
+        type=int,
+        metavar="SEED",
+        help="answer at random within each request's schema instead of from scripts",
+    )
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds to wait before each answer")
     parser.add_argument("--fault-rate", type=float, default=0.0, help="share of requests given an injected fault")
@@ -355,8 +407,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     faults = Faults(rate=args.fault_rate, hang_seconds=args.hang_seconds, seed=args.seed)
-    answers = RandomWithinSchema(args.random_within_schema) if args.random_within_schema is not None \
+    answers = (
+        RandomWithinSchema(args.random_within_schema)
+        if args.random_within_schema is not None
         else Scripts.from_files(args.scripts)
+    )
     endpoint = ScriptedEndpoint(answers, args.latency, args.port, faults)
     print(f"scripted endpoint on {endpoint.base_url} ({len(args.scripts)} scripts); Ctrl-C to stop", flush=True)
     try:

@@ -61,7 +61,10 @@ def test_every_answer_the_random_endpoint_gave_was_valid_against_the_schema_sent
     answers = RandomWithinSchema(7)
     for model in (ExtractOutput, DraftOutput, GradeOutput):
         schema = request_schema(model, RequestFacts(study_ids=("10.1/a",), pages=5))
-        body = {"response_format": {"json_schema": {"schema": schema}}, "messages": [{"role": "user", "content": "a b c"}]}
+        body = {
+            "response_format": {"json_schema": {"schema": schema}},
+            "messages": [{"role": "user", "content": "a b c"}],
+        }
         for _ in range(20):
             assert list(Draft202012Validator(schema).iter_errors(answers.next_answer(body))) == []
 
@@ -72,8 +75,12 @@ def test_under_30_percent_injected_faults_no_paper_fails() -> None:
     counts: dict[str, int] = {}
     for seed in range(1, 7):
         faults = Faults(rate=0.3, hang_seconds=0.6, retry_after="0", seed=seed)
-        with ScriptedEndpoint(Scripts.from_files(sorted((PAPERS.parent / "scripts").glob("*.json"))), faults=faults) as endpoint:
-            chat = OpenAIChatModel("sk-test", endpoint.base_url, timeout=0.3, retry=RetryPolicy(attempts=5), sleep=lambda _: None)
+        with ScriptedEndpoint(
+            Scripts.from_files(sorted((PAPERS.parent / "scripts").glob("*.json"))), faults=faults
+        ) as endpoint:
+            chat = OpenAIChatModel(
+                "sk-test", endpoint.base_url, timeout=0.3, retry=RetryPolicy(attempts=5), sleep=lambda _: None
+            )
             for pdf in SCRIPTED_PAPERS:
                 record = run_pipeline(pdf, LLMContext(chat, RunSettings(model="scripted-endpoint"))).record
                 assert not [c for c in record.checks if c.name == "model_output"]  # retried, not salvaged
@@ -85,9 +92,16 @@ def test_under_30_percent_injected_faults_no_paper_fails() -> None:
 def test_a_failed_recorded_run_keeps_its_recording_and_replays_as_failed(
     runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, clean_environment: Path
 ) -> None:
-    script = {"name": "broken", "model": "broken-model",
-              "answers": {"extract": json.loads((PAPERS.parent / "scripts" / "huang-2010-hpylori-iron.json").read_text())["answers"]["extract"],
-                          "draft": [{"$raw": "I am sorry, I cannot produce JSON for this paper."}]}}
+    script = {
+        "name": "broken",
+        "model": "broken-model",
+        "answers": {
+            "extract": json.loads((PAPERS.parent / "scripts" / "huang-2010-hpylori-iron.json").read_text())["answers"][
+                "extract"
+            ],
+            "draft": [{"$raw": "I am sorry, I cannot produce JSON for this paper."}],
+        },
+    }
     target = tmp_path / "failed-run"
     with ScriptedEndpoint(Scripts([script])) as endpoint:
         use_endpoint(monkeypatch, endpoint)
@@ -108,8 +122,18 @@ def test_a_failed_recorded_run_keeps_its_recording_and_replays_as_failed(
 def test_a_server_error_is_kept_in_the_failed_recording(
     runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    script = {"name": "small", "model": "small-context", "answers": {"extract": [
-        {"$status": 400, "$error": "This model's maximum context length is 8192 tokens. However, you requested 21000 tokens."}]}}
+    script = {
+        "name": "small",
+        "model": "small-context",
+        "answers": {
+            "extract": [
+                {
+                    "$status": 400,
+                    "$error": "This model's maximum context length is 8192 tokens. However, you requested 21000 tokens.",
+                }
+            ]
+        },
+    }
     target = tmp_path / "too-long"
     with ScriptedEndpoint(Scripts([script])) as endpoint:
         use_endpoint(monkeypatch, endpoint)

@@ -52,7 +52,9 @@ def stage_names(endpoint: ScriptedEndpoint) -> list[str]:
 
 
 def test_read_inputs(tmp_path: Path) -> None:
-    listing = write_list(tmp_path, "# a comment", "", "doi:10.1136/pgmj.2009.089987  # trailing comment", "papers/x.pdf")
+    listing = write_list(
+        tmp_path, "# a comment", "", "doi:10.1136/pgmj.2009.089987  # trailing comment", "papers/x.pdf"
+    )
     assert read_inputs(listing) == ["doi:10.1136/pgmj.2009.089987", str(tmp_path / "papers" / "x.pdf")]
     assert read_inputs(PAPERS) == [str(p) for p in sorted(PAPERS.glob("*.pdf"))]
     with pytest.raises(InputError, match="no DOI or PDF path"):
@@ -63,11 +65,19 @@ def test_read_inputs(tmp_path: Path) -> None:
         read_inputs(empty)
 
 
-def test_batch_reports_every_paper_and_goes_on_after_failures(runner: CliRunner, batch_env, clean_environment, tmp_path: Path) -> None:
+def test_batch_reports_every_paper_and_goes_on_after_failures(
+    runner: CliRunner, batch_env, clean_environment, tmp_path: Path
+) -> None:
     with ScriptedEndpoint(load_scripts()) as endpoint:
         report_path = batch_env(endpoint)
-        listing = write_list(tmp_path, str(HPYLORI_PDF), "10.1016/j.nutres.2016.11.004", str(BAD / "scanned_image_only_no_text.pdf"),
-                             str(tmp_path / "missing.pdf"), "10.123")
+        listing = write_list(
+            tmp_path,
+            str(HPYLORI_PDF),
+            "10.1016/j.nutres.2016.11.004",
+            str(BAD / "scanned_image_only_no_text.pdf"),
+            str(tmp_path / "missing.pdf"),
+            "10.123",
+        )
         result = runner.invoke(app, ["batch", str(listing), "--model", "gpt-4o-mini", "-j", "3"])
     assert result.exit_code == 1, result.output
     report = json.loads(report_path.read_text())
@@ -132,7 +142,9 @@ def test_fail_fast_stops_starting_papers(runner: CliRunner, batch_env, tmp_path:
     assert statuses[0] == "failed" and statuses[-1] == "not_started"
 
 
-def test_injected_faults_never_lose_a_paper(runner: CliRunner, batch_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_injected_faults_never_lose_a_paper(
+    runner: CliRunner, batch_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CLAIMS_TIMEOUT", "1")
     faults = Faults(rate=0.3, hang_seconds=1.5, retry_after="0", seed=3)
     listing = write_list(tmp_path, str(HPYLORI_PDF), str(DVT_PDF), str(INJECTED), "10.1016/j.nutres.2016.11.004")
@@ -169,12 +181,25 @@ def test_batch_api_resumes_a_batch_sent_before_a_crash(tmp_path: Path) -> None:
 
     with ScriptedEndpoint(load_scripts()) as endpoint:
         client = openai.OpenAI(api_key="x", base_url=endpoint.base_url)
-        request = ChatRequest(stage="extract", model="m", output_schema={"name": "extract", "schema": {"type": "object"}},
-                              messages=[{"role": "user", "content": "Bismuth based triple therapy has a better response"}],
-                              params=RunSettings().params())
-        line = json.dumps({"custom_id": request.fingerprint(), "method": "POST", "url": "/v1/chat/completions", "body": chat_body(request)})
+        request = ChatRequest(
+            stage="extract",
+            model="m",
+            output_schema={"name": "extract", "schema": {"type": "object"}},
+            messages=[{"role": "user", "content": "Bismuth based triple therapy has a better response"}],
+            params=RunSettings().params(),
+        )
+        line = json.dumps(
+            {
+                "custom_id": request.fingerprint(),
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": chat_body(request),
+            }
+        )
         uploaded = client.files.create(file=("x.jsonl", line.encode()), purpose="batch")
-        sent = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+        sent = client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
         state = tmp_path / "batches.db"
         import sqlite3
 
@@ -226,11 +251,26 @@ def test_kill_9_then_resume_stores_every_record_once(tmp_path: Path) -> None:
     papers = make_inputs(tmp_path, 9)
     listing = write_list(tmp_path, *map(str, papers))
     db = tmp_path / "store.db"
-    env = {**os.environ, "CLAIMS_DB": str(db), "CLAIMS_CACHE": str(tmp_path / "cache"), "OPENAI_API_KEY": "sk-test",
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "CLAIMS_DB": str(db),
+        "CLAIMS_CACHE": str(tmp_path / "cache"),
+        "OPENAI_API_KEY": "sk-test",
+        "PYTHONPATH": str(ROOT),
+    }
     with ScriptedEndpoint(load_scripts(), latency=0.3) as endpoint:
         env["OPENAI_BASE_URL"] = endpoint.base_url
-        command = [sys.executable, "-m", "pipeline", "batch", str(listing), "-j", "1", "--report", str(tmp_path / "r.json")]
+        command = [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "batch",
+            str(listing),
+            "-j",
+            "1",
+            "--report",
+            str(tmp_path / "r.json"),
+        ]
         process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -46,9 +46,9 @@ def test_ligature_and_line_break_hyphenation_in_real_text() -> None:
     assert "deﬁciency" in pages[4] and "esti-\nmates" in pages[3]
     found = locate("an association between H pylori and iron deficiency", pages, 5)
     assert (found.page, found.similarity) == (5, 100.0)
-    assert pages[4][found.start:found.end].endswith("deﬁciency")
+    assert pages[4][found.start : found.end].endswith("deﬁciency")
     hyphenated = locate("lower than the pooled estimates for adult individuals", pages, 4)
-    assert pages[3][hyphenated.start:hyphenated.end] == "lower than the pooled esti-\nmates for adult individuals"
+    assert pages[3][hyphenated.start : hyphenated.end] == "lower than the pooled esti-\nmates for adult individuals"
 
 
 def test_mathematical_letters_minus_and_spacing_in_real_text() -> None:
@@ -57,7 +57,9 @@ def test_mathematical_letters_minus_and_spacing_in_real_text() -> None:
     pdfium = read_pdf(NITRATE_PDF).pages
     assert "𝑁𝑂3\n− supplementation" in pdfium[13]
     assert locate("no significant effects of dietary NO3− supplementation", pdfium, 14).similarity == 100.0
-    found = locate("no significant effects of dietary NO3− supplementation on measures of physical capability", pages, 14)
+    found = locate(
+        "no significant effects of dietary NO3− supplementation on measures of physical capability", pages, 14
+    )
     assert found.page == 14 and found.similarity == 100.0
 
 
@@ -67,7 +69,9 @@ def test_publisher_glyph_codes() -> None:
     assert len(origin) == len(text)
 
 
-@pytest.mark.parametrize(("raw", "canonical"), [("0.050", "0.05"), (".05", "0.05"), ("1,234", "1234"), ("\u22122.40", "-2.4"), ("19", "19")])
+@pytest.mark.parametrize(
+    ("raw", "canonical"), [("0.050", "0.05"), (".05", "0.05"), ("1,234", "1234"), ("\u22122.40", "-2.4"), ("19", "19")]
+)
 def test_number_canonical_forms(raw: str, canonical: str) -> None:
     assert canonical_number(raw) == canonical
 
@@ -79,11 +83,13 @@ def test_numbers_in_text_accept_equivalent_forms() -> None:
 
 
 def test_readability_scores_and_strips_citations() -> None:
-    seed = ("When you do leg presses first and then leg extensions, the leg press fatigues the outer thigh muscle more, so if "
-            "you push to failure on the leg press, that outer muscle grows more but leaves the front thigh muscle too tired "
-            "to work hard on the leg extension. But if you stop one or two reps before failure on the leg press, the front "
-            "thigh muscle stays fresher and works harder during the leg extension, making it grow a bit more \u2014 this "
-            "pattern is seen in the study with DOI 10.1080/02640414.2024.2321021.")
+    seed = (
+        "When you do leg presses first and then leg extensions, the leg press fatigues the outer thigh muscle more, so if "
+        "you push to failure on the leg press, that outer muscle grows more but leaves the front thigh muscle too tired "
+        "to work hard on the leg extension. But if you stop one or two reps before failure on the leg press, the front "
+        "thigh muscle stays fresher and works harder during the leg extension, making it grow a bit more \u2014 this "
+        "pattern is seen in the study with DOI 10.1080/02640414.2024.2321021."
+    )
     hard = score(seed)
     assert hard.grade > 15 and hard.words_per_sentence > 40 and not hard.meets_target
     assert score("Iron pills help. They raise iron (see 10.1136/pgmj.2009.089987).").words == 6
@@ -107,8 +113,10 @@ MISBEHAVING = {
     "misbehaving-paraphrased-quote": [("quotes", "ungrounded_quote", "claim.original_statement")],
     # removed from the step when the model's answer was salvaged (it broke the request's enum of ids)
     "misbehaving-invented-doi": [("model_output", "foreign_citation", "mechanism.steps[1].citations")],
-    "misbehaving-wrong-numbers": [("numbers", "number_not_found", "studies[0].findings[0].sample_size"),
-                                  ("numbers", "number_not_found", "studies[0].findings[1].effect.value")],
+    "misbehaving-wrong-numbers": [
+        ("numbers", "number_not_found", "studies[0].findings[0].sample_size"),
+        ("numbers", "number_not_found", "studies[0].findings[1].effect.value"),
+    ],
     "misbehaving-overstated": [("strength", "overstated", "claim.text")],
     "misbehaving-effect-without-support": [("strength", "overstated", "claim.text")],
     "misbehaving-grade16-paragraph": [("plain_language", "plain_language", "mechanism.plain_language")],
@@ -172,7 +180,10 @@ def test_prompt_injection_is_caught_and_removed_from_the_page() -> None:
 
 def test_flagged_items_are_marked_on_the_page() -> None:
     page = render(record_of("misbehaving-fabricated-quote"), "md")
-    assert "Eradication therapy cured anaemia in all patients within four weeks.\u201d (p. 1) [FLAG ungrounded_quote" in page
+    assert (
+        "Eradication therapy cured anaemia in all patients within four weeks.\u201d (p. 1) [FLAG ungrounded_quote"
+        in page
+    )
     page = render(record_of("misbehaving-wrong-numbers"), "md")
     assert "190 [FLAG number_not_found" in page
 
@@ -204,14 +215,20 @@ def test_definitive_wording_rules() -> None:
     record = record_of("datta-2010-dvt-prophylaxis")
     record.claim.text = "Heparin prophylaxis causes bleeding in trauma patients."
     rules = overstatement_rules(record)
-    assert any(r.startswith("single_study") for r in rules) and any(r.startswith("non_randomised_design") for r in rules)
+    assert any(r.startswith("single_study") for r in rules) and any(
+        r.startswith("non_randomised_design") for r in rules
+    )
     assert crosses_no_effect("odds ratio", 0.8, 1.3) and not crosses_no_effect("odds ratio", 1.1, 1.3)
-    assert crosses_no_effect("mean difference", -0.113, 0.047) and not crosses_no_effect("weighted mean difference", 6.03, 19.74)
+    assert crosses_no_effect("mean difference", -0.113, 0.047) and not crosses_no_effect(
+        "weighted mean difference", 6.03, 19.74
+    )
 
 
 def test_support_needs_substance_in_common() -> None:
     assert supports("raised haemoglobin by 12.88 g/l", "The WMD of Hb was 12.88 g/l")
-    assert supports("heparins are the recommended first-line prophylaxis", "LMWHs is the recommended primary thromboprophylaxis")
+    assert supports(
+        "heparins are the recommended first-line prophylaxis", "LMWHs is the recommended primary thromboprophylaxis"
+    )
     assert not supports("exercise capacity fell", "plasma nitrate rose after juice")
 
 
@@ -222,11 +239,15 @@ def test_check_command(runner: CliRunner, tmp_path: Path) -> None:
     ok = runner.invoke(app, ["check", str(RUNS / "huang-2010-hpylori-iron" / "record.json")])
     assert ok.exit_code == 0, ok.output
     assert "9 quotes: 9 grounded, 0 ungrounded; 0 foreign citations; 0 numbers not found; 0 overstated" in ok.output
-    bad = runner.invoke(app, ["check", str(RUNS / "misbehaving-wrong-numbers" / "record.json"), "-o", str(tmp_path / "c.json")])
+    bad = runner.invoke(
+        app, ["check", str(RUNS / "misbehaving-wrong-numbers" / "record.json"), "-o", str(tmp_path / "c.json")]
+    )
     assert bad.exit_code == 1
     assert "FLAG number_not_found at studies[0].findings[0].sample_size: 190 does not appear" in bad.output
     assert json.loads((tmp_path / "c.json").read_text())["record_id"]
-    wrong = runner.invoke(app, ["check", str(RUNS / "huang-2010-hpylori-iron" / "record.json"), "--pdf", str(NITRATE_PDF)])
+    wrong = runner.invoke(
+        app, ["check", str(RUNS / "huang-2010-hpylori-iron" / "record.json"), "--pdf", str(NITRATE_PDF)]
+    )
     assert wrong.exit_code == 2 and "is not a PDF this record was made from" in wrong.output
     loose = tmp_path / "record.json"
     loose.write_text((RUNS / "huang-2010-hpylori-iron" / "record.json").read_text())

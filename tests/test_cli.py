@@ -33,14 +33,24 @@ def test_run_saves_a_draft_and_prints_its_id(runner: CliRunner, live_env, clean_
     for stage in ("[1/5] ingest", "[2/5] extract", "[3/5] draft", "[4/5] grade", "[5/5] check"):
         assert stage in result.output
     assert "may raise haemoglobin" in result.output
-    assert "checks: 9 quotes: 9 grounded, 0 ungrounded; 0 foreign citations; 0 numbers not found; 0 overstated" in result.output
+    assert (
+        "checks: 9 quotes: 9 grounded, 0 ungrounded; 0 foreign citations; 0 numbers not found; 0 overstated"
+        in result.output
+    )
     record_id = record_id_from(result.output)
     record = SQLiteStore(clean_environment).get(record_id)
     assert record.status.value == "draft"
     assert record.studies[0].reference.doi == "10.1136/pgmj.2009.089987"
     assert record.certainty.certainty.value == "low"
     assert [u.stage for u in record.provenance.usage] == ["extract", "draft", "grade"]
-    assert set(record.provenance.prompts) == {"extract.md", "draft.md", "grade.md", "plain_language.md", "repair.md", "retry_shorter.md"}
+    assert set(record.provenance.prompts) == {
+        "extract.md",
+        "draft.md",
+        "grade.md",
+        "plain_language.md",
+        "repair.md",
+        "retry_shorter.md",
+    }
 
 
 def test_run_sends_each_stage_only_its_sections(runner: CliRunner, live_env) -> None:
@@ -72,7 +82,10 @@ def test_record_option_keeps_the_run_and_no_secret(runner: CliRunner, live_env, 
 def test_missing_api_key_is_one_line_exit_2(runner: CliRunner, clean_environment: Path) -> None:
     result = runner.invoke(app, ["run", str(HPYLORI_PDF)])
     assert result.exit_code == 2
-    assert result.output.strip() == "error: OPENAI_API_KEY is not set: export it (and OPENAI_BASE_URL for another endpoint)"
+    assert (
+        result.output.strip()
+        == "error: OPENAI_API_KEY is not set: export it (and OPENAI_BASE_URL for another endpoint)"
+    )
     assert stored_count(clean_environment) == 0
 
 
@@ -116,7 +129,9 @@ def test_show_and_render_every_format(runner: CliRunner, live_env) -> None:
 
 def test_render_writes_a_file_and_reads_a_record_file(runner: CliRunner, tmp_path: Path) -> None:
     target = tmp_path / "page.html"
-    result = runner.invoke(app, ["render", str(RUNS / "siervo-2016-nitrate" / "record.json"), "-f", "html", "-o", str(target)])
+    result = runner.invoke(
+        app, ["render", str(RUNS / "siervo-2016-nitrate" / "record.json"), "-f", "html", "-o", str(target)]
+    )
     assert result.exit_code == 0, result.output
     assert "did not improve oxygen use" in target.read_text()
 
@@ -148,7 +163,9 @@ def test_version(runner: CliRunner) -> None:
     assert runner.invoke(app, ["--version"]).output.startswith("claims ")
 
 
-def test_citations_in_another_spelling_are_the_study_not_foreign(runner: CliRunner, live_env, clean_environment: Path) -> None:
+def test_citations_in_another_spelling_are_the_study_not_foreign(
+    runner: CliRunner, live_env, clean_environment: Path
+) -> None:
     for script in live_env.scripts.scripts:
         if script["name"] == "huang-2010-hpylori-iron":
             draft = script["answers"]["draft"][0]

@@ -30,8 +30,16 @@ def tools(name: str, tmp_path: Path, mailto: str | None = "curator@example.org",
     return make_client(mailto, transport=transport), DoiCache(tmp_path / "cache"), doi_settings, transport, sleeps
 
 
-@pytest.mark.parametrize("text", ["10.1136/PGMJ.2009.089987", " https://doi.org/10.1136/pgmj.2009.089987 ",
-                                  "doi:10.1136/pgmj.2009.089987", "DOI: 10.1136/pgmj.2009.089987", "http://dx.doi.org/10.1136/pgmj.2009.089987"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "10.1136/PGMJ.2009.089987",
+        " https://doi.org/10.1136/pgmj.2009.089987 ",
+        "doi:10.1136/pgmj.2009.089987",
+        "DOI: 10.1136/pgmj.2009.089987",
+        "http://dx.doi.org/10.1136/pgmj.2009.089987",
+    ],
+)
 def test_doi_forms_normalise(text: str) -> None:
     assert normalise_doi(text) == HP
 
@@ -144,11 +152,18 @@ def test_parsers_on_real_responses() -> None:
     assert rebuild_abstract({"world": [1], "hello": [0]}) == "hello world"
     openalex = from_openalex(json.loads((CORPUS_LIKE / "openalex_pone_real.json").read_text()))
     assert openalex["retracted"] is False and openalex["journal"] == "PLoS ONE" and openalex["year"] == 2006
-    assert openalex["pdf_urls"][0] == "https://journals.plos.org/plosone/article/file?id=10.1371/journal.pone.0000030&type=printable"
+    assert (
+        openalex["pdf_urls"][0]
+        == "https://journals.plos.org/plosone/article/file?id=10.1371/journal.pone.0000030&type=printable"
+    )
     assert len(openalex["pdf_urls"]) == len(set(openalex["pdf_urls"]))
-    assert openalex["abstract"].startswith("Triosephosphate isomerase (TPI) deficiency is an autosomal recessive disorder")
+    assert openalex["abstract"].startswith(
+        "Triosephosphate isomerase (TPI) deficiency is an autosomal recessive disorder"
+    )
     elife = from_crossref(json.loads((CORPUS_LIKE / "crossref_elife_real.json").read_text())["message"])
-    assert elife["licence"] == "http://creativecommons.org/licenses/by/3.0/" and elife["abstract"].startswith("Among various advantages")
+    assert elife["licence"] == "http://creativecommons.org/licenses/by/3.0/" and elife["abstract"].startswith(
+        "Among various advantages"
+    )
     assert elife["pdf_urls"] == ["https://cdn.elifesciences.org/articles/01567/elife-01567-v1.pdf"]
 
 
@@ -168,7 +183,10 @@ def test_fetch_command_exit_codes(runner: CliRunner, cassette, tmp_path: Path) -
     cassette("orglett_no_open_access")
     result = runner.invoke(app, ["fetch", "10.1021/acs.orglett.9b00971", "-o", str(tmp_path)])
     assert result.exit_code == 3
-    assert "error: no open-access PDF found for 10.1021/acs.orglett.9b00971 (checked Unpaywall, OpenAlex, Crossref links); pass it with --pdf FILE" in result.output
+    assert (
+        "error: no open-access PDF found for 10.1021/acs.orglett.9b00971 (checked Unpaywall, OpenAlex, Crossref links); pass it with --pdf FILE"
+        in result.output
+    )
     assert list(tmp_path.glob("*.pdf")) == []
     bad = runner.invoke(app, ["fetch", "10.123"])
     assert bad.exit_code == 2 and "'10.123' is not a DOI" in bad.output
@@ -195,11 +213,17 @@ def test_run_doi_downloads_and_drafts_with_metadata(runner: CliRunner, cassette,
     assert "Licence: https://www.elsevier.com/tdm/userlicense/1.0/" in page and "PDF: https://shura.shu.ac.uk/" in page
 
 
-def test_run_doi_without_open_access_exits_3_and_writes_nothing(runner: CliRunner, cassette, live_env, clean_environment) -> None:
+def test_run_doi_without_open_access_exits_3_and_writes_nothing(
+    runner: CliRunner, cassette, live_env, clean_environment
+) -> None:
     cassette("orglett_no_open_access")
     result = runner.invoke(app, ["run", "10.1021/acs.orglett.9b00971"])
     assert result.exit_code == 3
-    assert result.output.strip().splitlines()[-1].startswith("error: no open-access PDF found for 10.1021/acs.orglett.9b00971")
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .startswith("error: no open-access PDF found for 10.1021/acs.orglett.9b00971")
+    )
     assert SQLiteStore(clean_environment).summaries() == []
     assert live_env.scripts.requests == []
 
@@ -221,7 +245,9 @@ def test_run_doi_with_a_pdf_that_does_not_match_warns_or_fails_strict(runner: Cl
     cassette("nitrate_found")
     strict = runner.invoke(app, ["run", "10.1016/j.nutres.2016.11.004", "--pdf", str(HPYLORI_PDF), "--strict"])
     assert strict.exit_code == 2
-    assert "does not look like 10.1016/j.nutres.2016.11.004: the PDF names DOI 10.1136/pgmj.2009.089987" in strict.output
+    assert (
+        "does not look like 10.1016/j.nutres.2016.11.004: the PDF names DOI 10.1136/pgmj.2009.089987" in strict.output
+    )
     assert live_env.scripts.requests == []
     lenient = runner.invoke(app, ["run", "10.1016/j.nutres.2016.11.004", "--pdf", str(NITRATE_PDF)])
     assert lenient.exit_code == 0, lenient.output

@@ -27,9 +27,13 @@ def evidence_env(monkeypatch: pytest.MonkeyPatch):
         yield endpoint
 
 
-def test_add_evidence_classifies_resynthesises_and_rechecks(runner: CliRunner, evidence_env, clean_environment: Path) -> None:
+def test_add_evidence_classifies_resynthesises_and_rechecks(
+    runner: CliRunner, evidence_env, clean_environment: Path
+) -> None:
     [claim_id] = stored(clean_environment, "huang-2010-hpylori-iron")
-    result = runner.invoke(app, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-add-evidence", "--reviewer", "ana"])
+    result = runner.invoke(
+        app, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-add-evidence", "--reviewer", "ana"]
+    )
     assert result.exit_code == 0, result.output
     assert "10.1186/1752-2897-4-1: no clear bearing" in result.output and "synthesis from 2 studies" in result.output
     store = SQLiteStore(clean_environment)
@@ -40,11 +44,23 @@ def test_add_evidence_classifies_resynthesises_and_rechecks(runner: CliRunner, e
     quotes = next(c for c in record.checks if c.name == "quotes").quotes
     assert {q.study_id for q in quotes} == {"10.1136/pgmj.2009.089987", "10.1186/1752-2897-4-1"}
     assert all(q.status.value == "grounded" for q in quotes)  # each found in its own study's text
-    assert [c.name for c in record.checks] == ["quotes", "citations", "numbers", "causal_chain", "strength", "grade",
-                                                "plain_language", "schema"]
+    assert [c.name for c in record.checks] == [
+        "quotes",
+        "citations",
+        "numbers",
+        "causal_chain",
+        "strength",
+        "grade",
+        "plain_language",
+        "schema",
+    ]
     last = store.history(claim_id)[-1]
     assert (last.action, last.actor) == ("evidence added", "ana") and "no_clear_bearing" in last.note
-    assert [r["response_format"]["json_schema"]["name"] for r in evidence_env.scripts.requests] == ["extract", "stance", "synthesis"]
+    assert [r["response_format"]["json_schema"]["name"] for r in evidence_env.scripts.requests] == [
+        "extract",
+        "stance",
+        "synthesis",
+    ]
 
 
 def test_adding_the_same_study_twice_changes_nothing(runner: CliRunner, evidence_env, clean_environment: Path) -> None:
@@ -79,7 +95,9 @@ def test_the_approved_version_stays_in_the_history(runner: CliRunner, evidence_e
     [claim_id] = stored(clean_environment, "huang-2010-hpylori-iron")
     store = SQLiteStore(clean_environment)
     review.approve(store, claim_id, 1, "maria")
-    assert runner.invoke(app, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-add-evidence"]).exit_code == 0
+    assert (
+        runner.invoke(app, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-add-evidence"]).exit_code == 0
+    )
     history = store.history(claim_id)
     assert [e.action for e in history] == ["created", "approved", "evidence added"]
     removed = [line for line in history[-1].diff.splitlines() if line.startswith("-")]
@@ -90,15 +108,23 @@ def test_page_shows_every_study_and_the_scores() -> None:
     from pipeline.render import render
 
     page = render(ClaimRecord.model_validate_json((RUNS / "evidence-datta-on-huang" / "record.json").read_text()), "md")
-    for part in ("Synthesis from 2 studies", "Supporting (1)", "Contradicting (0)", "No clear bearing (1)", "Pro 40 / Against 0",
-                 "design weight x (1 + log10(1 + n/10))"):
+    for part in (
+        "Synthesis from 2 studies",
+        "Supporting (1)",
+        "Contradicting (0)",
+        "No clear bearing (1)",
+        "Pro 40 / Against 0",
+        "design weight x (1 + log10(1 + n/10))",
+    ):
         assert part in page
 
 
 def test_scores_are_monotone() -> None:
     record = ClaimRecord.model_validate_json((RUNS / "evidence-datta-on-huang" / "record.json").read_text())
     base = evidence_scores(record.studies)
-    rct = record.studies[0].model_copy(deep=True, update={"design": StudyDesign.randomised_controlled_trial, "stance": Stance.supporting})
+    rct = record.studies[0].model_copy(
+        deep=True, update={"design": StudyDesign.randomised_controlled_trial, "stance": Stance.supporting}
+    )
     rct.findings[0].sample_size = 1200
     more = evidence_scores([*record.studies, rct])
     assert more.pro > base.pro and more.against == base.against
@@ -110,7 +136,9 @@ def test_scores_are_monotone() -> None:
 
 
 def test_match_lists_the_claims_a_paper_bears_on(runner: CliRunner, clean_environment: Path) -> None:
-    huang, siervo, datta = stored(clean_environment, "huang-2010-hpylori-iron", "siervo-2016-nitrate", "datta-2010-dvt-prophylaxis")
+    huang, siervo, datta = stored(
+        clean_environment, "huang-2010-hpylori-iron", "siervo-2016-nitrate", "datta-2010-dvt-prophylaxis"
+    )
     result = runner.invoke(app, ["match", str(NITRATE_PDF)])
     assert result.exit_code == 0, result.output
     rows = [line for line in result.output.splitlines() if any(i in line for i in (huang, siervo, datta))]
@@ -152,14 +180,21 @@ def test_eval_prints_accuracy_and_the_confusion_matrix(runner: CliRunner, eviden
     assert replay.exit_code == 0 and "accuracy 0.8333 as recorded" in replay.output
 
 
-def test_batch_attach_adds_each_paper_to_the_claims_it_matches(runner: CliRunner, clean_environment: Path, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_batch_attach_adds_each_paper_to_the_claims_it_matches(
+    runner: CliRunner, clean_environment: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     [claim_id] = stored(clean_environment, "huang-2010-hpylori-iron")
     scripts = load_scripts()
     evidence = next(s for s in scripts.scripts if s["name"] == "evidence-datta-on-huang")
     datta = next(s for s in scripts.scripts if s["name"] == "datta-2010-dvt-prophylaxis")
     datta["answers"]["stance"] = evidence["answers"]["stance"]
-    scripts.scripts.append({"name": "synthesis", "match": "Studies (JSON: identifier", "answers": {"synthesis": evidence["answers"]["synthesis"]}})
+    scripts.scripts.append(
+        {
+            "name": "synthesis",
+            "match": "Studies (JSON: identifier",
+            "answers": {"synthesis": evidence["answers"]["synthesis"]},
+        }
+    )
     listing = tmp_path / "papers.txt"
     listing.write_text(f"{DVT_PDF}\n")
     with ScriptedEndpoint(scripts) as endpoint:
@@ -168,10 +203,24 @@ def test_batch_attach_adds_each_paper_to_the_claims_it_matches(runner: CliRunner
         monkeypatch.chdir(tmp_path)
         other_db = tmp_path / "other.db"
         stored(other_db, "huang-2010-hpylori-iron")
-        high = runner.invoke(app, ["batch", str(listing), "--attach", "--attach-threshold", "90", "--report", "high.json",
-                                   "--db", str(other_db)])
+        high = runner.invoke(
+            app,
+            [
+                "batch",
+                str(listing),
+                "--attach",
+                "--attach-threshold",
+                "90",
+                "--report",
+                "high.json",
+                "--db",
+                str(other_db),
+            ],
+        )
         assert high.exit_code == 0 and json.loads((tmp_path / "high.json").read_text())["papers"][0]["attached"] == []
-        low = runner.invoke(app, ["batch", str(listing), "--attach", "--attach-threshold", "10", "--report", "low.json"])
+        low = runner.invoke(
+            app, ["batch", str(listing), "--attach", "--attach-threshold", "10", "--report", "low.json"]
+        )
     assert low.exit_code == 0, low.output
     paper = json.loads((tmp_path / "low.json").read_text())["papers"][0]
     assert paper["attached"] == [claim_id] and paper["attach_errors"] == []

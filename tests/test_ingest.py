@@ -63,8 +63,15 @@ def test_wrong_metadata_title_is_not_trusted() -> None:
 
 @pytest.mark.parametrize(
     ("line", "section"),
-    [("METHODS", "methods"), ("2. METHODS and MATERIALS", "methods"), ("4. DISCUSSION", "discussion"),
-     ("Results:", "results"), ("REFERENCES", "references"), ("Summary estimates", None), ("Methods are", None)],
+    [
+        ("METHODS", "methods"),
+        ("2. METHODS and MATERIALS", "methods"),
+        ("4. DISCUSSION", "discussion"),
+        ("Results:", "results"),
+        ("REFERENCES", "references"),
+        ("Summary estimates", None),
+        ("Methods are", None),
+    ],
 )
 def test_headings(line: str, section: str | None) -> None:
     assert heading_of(line) == section

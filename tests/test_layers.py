@@ -51,7 +51,9 @@ def imports() -> dict[str, set[str]]:
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline"):
                 for alias in node.names:
                     candidate = f"{node.module}.{alias.name}"
-                    found.add(candidate if (PACKAGE.parent / (candidate.replace(".", "/") + ".py")).exists() else node.module)
+                    found.add(
+                        candidate if (PACKAGE.parent / (candidate.replace(".", "/") + ".py")).exists() else node.module
+                    )
             elif isinstance(node, ast.Import):
                 found |= {alias.name for alias in node.names if alias.name.startswith("pipeline")}
         graph[name] = found - {name}
@@ -72,7 +74,9 @@ def test_layers_point_downward_only() -> None:
 def test_there_is_no_import_cycle() -> None:
     graph = imports()
     # the package's __init__ of cli registers the commands: an edge to a child, not a cycle
-    graph = {m: {t for t in ts if not (m == "pipeline.cli" and t.startswith("pipeline.cli."))} for m, ts in graph.items()}
+    graph = {
+        m: {t for t in ts if not (m == "pipeline.cli" and t.startswith("pipeline.cli."))} for m, ts in graph.items()
+    }
     state: dict[str, int] = {}
     cycles: list[str] = []
 
@@ -80,7 +84,7 @@ def test_there_is_no_import_cycle() -> None:
         state[module] = 1
         for target in sorted(graph.get(module, ())):
             if state.get(target) == 1:
-                cycles.append(" -> ".join(stack[stack.index(target):] + [target]))
+                cycles.append(" -> ".join(stack[stack.index(target) :] + [target]))
             elif target not in state:
                 visit(target, [*stack, target])
         state[module] = 2
@@ -92,8 +96,10 @@ def test_there_is_no_import_cycle() -> None:
 
 
 def test_the_store_and_the_page_load_without_the_model_client() -> None:
-    probe = ("import sys, pipeline.store, pipeline.render; "
-             "print(sorted({m.split('.')[0] if not m.startswith('pipeline') else m for m in sys.modules "
-             "if m.split('.')[0] in ('httpx', 'openai') or m.startswith(('pipeline.llm', 'pipeline.stages', 'pipeline.sources'))}))")
+    probe = (
+        "import sys, pipeline.store, pipeline.render; "
+        "print(sorted({m.split('.')[0] if not m.startswith('pipeline') else m for m in sys.modules "
+        "if m.split('.')[0] in ('httpx', 'openai') or m.startswith(('pipeline.llm', 'pipeline.stages', 'pipeline.sources'))}))"
+    )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert loaded.strip() == "[]"

@@ -52,7 +52,9 @@ def context(chat: OpenAIChatModel, usage: UsageLog) -> LLMContext:
 
 def client(server: ScriptedEndpoint, sleeps: list[float] | None = None, attempts: int = 4) -> OpenAIChatModel:
     record = sleeps if sleeps is not None else []
-    return OpenAIChatModel("sk-test", server.base_url, timeout=10, retry=RetryPolicy(attempts=attempts), sleep=record.append)
+    return OpenAIChatModel(
+        "sk-test", server.base_url, timeout=10, retry=RetryPolicy(attempts=attempts), sleep=record.append
+    )
 
 
 def test_valid_answer_in_one_call() -> None:
@@ -76,17 +78,15 @@ def test_429_with_retry_after_is_waited_out_then_succeeds() -> None:
 
 def test_repeated_5xx_gives_up_after_bounded_attempts() -> None:
     sleeps: list[float] = []
-    with serve({"$status": 503}) as server:
-        with pytest.raises(LLMUnavailableError, match="after 3 attempts.*503"):
-            ask_structured(context(client(server, sleeps, attempts=3), UsageLog()), call())
+    with serve({"$status": 503}) as server, pytest.raises(LLMUnavailableError, match="after 3 attempts.*503"):
+        ask_structured(context(client(server, sleeps, attempts=3), UsageLog()), call())
     assert len(server.scripts.requests) == 3
     assert len(sleeps) == 2
 
 
 def test_bad_key_is_a_config_error_not_a_retry() -> None:
-    with serve({"$status": 401}) as server:
-        with pytest.raises(ConfigError, match="refused the API key"):
-            ask_structured(context(client(server), UsageLog()), call())
+    with serve({"$status": 401}) as server, pytest.raises(ConfigError, match="refused the API key"):
+        ask_structured(context(client(server), UsageLog()), call())
     assert len(server.scripts.requests) == 1
 
 
@@ -99,7 +99,10 @@ def test_invalid_json_gets_one_repair_request_with_the_errors() -> None:
     assert tally.calls == 2 and tally.completion_tokens > 0
     repair = server.scripts.requests[1]["messages"]
     assert repair[-2]["role"] == "assistant"
-    assert "could not be used" in repair[-1]["content"] and "score: Input should be a valid integer" in repair[-1]["content"]
+    assert (
+        "could not be used" in repair[-1]["content"]
+        and "score: Input should be a valid integer" in repair[-1]["content"]
+    )
     assert server.scripts.requests[1]["seed"] == server.scripts.requests[0]["seed"] + 1  # not the same request again
 
 
@@ -135,7 +138,9 @@ def test_missing_key_is_refused_before_any_request() -> None:
         OpenAIChatModel("")
 
 
-@pytest.mark.parametrize(("header", "seconds"), [("5", 5.0), ("0", 0.0), (None, None), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)])
+@pytest.mark.parametrize(
+    ("header", "seconds"), [("5", 5.0), ("0", 0.0), (None, None), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)]
+)
 def test_retry_after_header(header: str | None, seconds: float | None) -> None:
     assert retry_after_seconds({"retry-after": header} if header else {}) == seconds
 
@@ -152,8 +157,21 @@ def _walk(node: Any, path: str = "$"):  # type: ignore[no-untyped-def]
 
 # Keywords of OpenAI's strict subset that llama.cpp's and vLLM's grammar conversions also accept.
 ALLOWED_KEYWORDS = {
-    "type", "properties", "required", "additionalProperties", "items", "anyOf", "enum", "$ref", "$defs",
-    "description", "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum",
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "anyOf",
+    "enum",
+    "$ref",
+    "$defs",
+    "description",
+    "minItems",
+    "maxItems",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
 }
 
 
@@ -247,7 +265,9 @@ def test_a_rule_no_salvage_mends_is_kept_as_a_flag_not_a_failure() -> None:
 def test_the_server_s_own_error_message_is_quoted() -> None:
     error = {"$status": 400, "$error": "This model's maximum context length is 8192 tokens, you requested 9311"}
     with serve(error) as server:
-        with pytest.raises(LLMError, match="stage answer: the endpoint answered HTTP 400 .*maximum context length is 8192 tokens"):
+        with pytest.raises(
+            LLMError, match="stage answer: the endpoint answered HTTP 400 .*maximum context length is 8192 tokens"
+        ):
             ask_structured(context(client(server), UsageLog()), call())
 
 

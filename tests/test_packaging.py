@@ -13,16 +13,38 @@ from conftest import ROOT, RUNS
 
 def test_wheel_ships_prompts_and_schema_and_runs_from_them(tmp_path: Path) -> None:
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert build.returncode == 0, build.stderr
     [wheel] = tmp_path.glob("claims-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for shipped in ("pipeline/prompts/extract.md", "pipeline/prompts/draft.md", "pipeline/prompts/grade.md",
-                    "pipeline/prompts/repair.md", "pipeline/prompts/stance.md", "pipeline/prompts/synthesis.md",
-                    "pipeline/prompts/plain_language.md", "pipeline/schemas/claim_record.schema.json",
-                    "pipeline/prices.json", "pipeline/templates/record.html", "pipeline/templates/base.html"):
+    for shipped in (
+        "pipeline/prompts/extract.md",
+        "pipeline/prompts/draft.md",
+        "pipeline/prompts/grade.md",
+        "pipeline/prompts/repair.md",
+        "pipeline/prompts/stance.md",
+        "pipeline/prompts/synthesis.md",
+        "pipeline/prompts/plain_language.md",
+        "pipeline/schemas/claim_record.schema.json",
+        "pipeline/prices.json",
+        "pipeline/templates/record.html",
+        "pipeline/templates/base.html",
+    ):
         assert shipped in names
     assert any(name.endswith("entry_points.txt") for name in names)
     installed = tmp_path / "site"
@@ -33,11 +55,18 @@ def test_wheel_ships_prompts_and_schema_and_runs_from_them(tmp_path: Path) -> No
     outside.mkdir()
     replay = subprocess.run(
         [sys.executable, "-m", "pipeline", "replay", str(RUNS / "siervo-2016-nitrate")],
-        capture_output=True, text=True, cwd=outside, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=outside,
+        env=env,
+        timeout=120,
     )
     assert replay.returncode == 0, replay.stdout + replay.stderr
     probe = subprocess.run(
         [sys.executable, "-c", "import pipeline.resources as r; print(r.record_schema_path())"],
-        capture_output=True, text=True, cwd=outside, env=env,
+        capture_output=True,
+        text=True,
+        cwd=outside,
+        env=env,
     )
     assert probe.stdout.strip().startswith(str(installed))

@@ -41,8 +41,15 @@ def test_bundled_recordings_say_what_answered_them() -> None:
 def test_replay_show_prints_the_claim_page(runner: CliRunner) -> None:
     result = runner.invoke(app, ["replay", str(RUNS / "huang-2010-hpylori-iron"), "--show"])
     assert result.exit_code == 0
-    for part in ("# In people with iron deficiency anaemia", "Synthesis from 1 study", "Most probable mechanism",
-                 "Supporting (1)", "Contradicting (0)", "Community contributions welcome", "Gold Standard Evidence Needed"):
+    for part in (
+        "# In people with iron deficiency anaemia",
+        "Synthesis from 1 study",
+        "Most probable mechanism",
+        "Supporting (1)",
+        "Contradicting (0)",
+        "Community contributions welcome",
+        "Gold Standard Evidence Needed",
+    ):
         assert part in result.output
 
 
@@ -112,7 +119,9 @@ def test_several_recordings_report_each(runner: CliRunner, recording_copy, tmp_p
     assert "1 of 2 recordings replayed identically" in result.output
 
 
-def test_edited_stance_prompt_is_named_for_an_add_evidence_recording(runner: CliRunner, tmp_path: Path, monkeypatch) -> None:
+def test_edited_stance_prompt_is_named_for_an_add_evidence_recording(
+    runner: CliRunner, tmp_path: Path, monkeypatch
+) -> None:
     use_edited_prompt(tmp_path, monkeypatch, "stance.md", "Judge the study's results", "Weigh the study's results")
     result = runner.invoke(app, ["replay", str(RUNS / "evidence-datta-on-huang")])
     assert result.exit_code == 1

@@ -49,7 +49,9 @@ def test_approve_is_refused_while_flagged_unless_overridden(runner: CliRunner, c
     refused = runner.invoke(app, ["review", "approve", flagged, "--reviewer", "maria"])
     assert refused.exit_code == 1
     assert f"record {flagged} has flags (1 ungrounded quote)" in refused.output and "--override" in refused.output
-    ok = runner.invoke(app, ["review", "approve", flagged, "--reviewer", "maria", "--override", "quote checked by hand"])
+    ok = runner.invoke(
+        app, ["review", "approve", flagged, "--reviewer", "maria", "--override", "quote checked by hand"]
+    )
     assert ok.exit_code == 0, ok.output
     [created, approved] = SQLiteStore(clean_environment).history(flagged)
     assert (approved.action, approved.actor, approved.version) == ("approved", "maria", 2)
@@ -59,7 +61,10 @@ def test_approve_is_refused_while_flagged_unless_overridden(runner: CliRunner, c
 def test_reject_reopen_and_history(runner: CliRunner, clean_environment: Path) -> None:
     [record_id] = stored(clean_environment, "siervo-2016-nitrate")
     assert runner.invoke(app, ["review", "reject", record_id, "--reviewer", "ana", "--reason", ""]).exit_code == 2
-    assert runner.invoke(app, ["review", "reject", record_id, "--reviewer", "ana", "--reason", "wrong outcome"]).exit_code == 0
+    assert (
+        runner.invoke(app, ["review", "reject", record_id, "--reviewer", "ana", "--reason", "wrong outcome"]).exit_code
+        == 0
+    )
     assert runner.invoke(app, ["review", "reject", record_id, "--reviewer", "ana", "--reason", "again"]).exit_code == 1
     assert runner.invoke(app, ["review", "reopen", record_id, "--reviewer", "ana"]).exit_code == 0
     history = runner.invoke(app, ["review", "history", record_id])
@@ -76,7 +81,9 @@ def test_stale_decision_is_refused_with_who_and_when(clean_environment: Path) ->
     with pytest.raises(StaleVersionError) as caught:
         review.approve(store, record_id, 1, "joe")
     message = str(caught.value)
-    assert message.startswith(f"record {record_id} was changed by maria at ") and message.endswith("(version 2); reload and try again")
+    assert message.startswith(f"record {record_id} was changed by maria at ") and message.endswith(
+        "(version 2); reload and try again"
+    )
     assert [e.action for e in store.history(record_id)] == ["created", "rejected"]
 
 
@@ -105,14 +112,31 @@ def test_two_concurrent_approvals_one_wins_one_is_refused(clean_environment: Pat
     assert [e.action for e in SQLiteStore(clean_environment).history(record_id)] == ["created", "approved"]
 
 
-def test_edit_from_a_file_is_validated_and_rechecked(runner: CliRunner, clean_environment: Path, tmp_path: Path) -> None:
+def test_edit_from_a_file_is_validated_and_rechecked(
+    runner: CliRunner, clean_environment: Path, tmp_path: Path
+) -> None:
     [record_id] = stored(clean_environment, "huang-2010-hpylori-iron")
     store = SQLiteStore(clean_environment)
     data = store.get(record_id).model_dump(mode="json")
     data["claim"]["original_statement"]["text"] = "A sentence the paper never printed."
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(data))
-    result = runner.invoke(app, ["review", "edit", record_id, "--file", str(edited), "--version", "1", "--reviewer", "ana", "--note", "tightened"])
+    result = runner.invoke(
+        app,
+        [
+            "review",
+            "edit",
+            record_id,
+            "--file",
+            str(edited),
+            "--version",
+            "1",
+            "--reviewer",
+            "ana",
+            "--note",
+            "tightened",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "version 2" in result.output and "1 flag(s) after re-checking" in result.output
     record = store.get(record_id)
@@ -121,7 +145,9 @@ def test_edit_from_a_file_is_validated_and_rechecked(runner: CliRunner, clean_en
     assert store.history(record_id)[-1].action == "edited"
 
 
-def test_invalid_edit_shows_its_errors_and_saves_nothing(runner: CliRunner, clean_environment: Path, tmp_path: Path) -> None:
+def test_invalid_edit_shows_its_errors_and_saves_nothing(
+    runner: CliRunner, clean_environment: Path, tmp_path: Path
+) -> None:
     [record_id] = stored(clean_environment, "huang-2010-hpylori-iron")
     store = SQLiteStore(clean_environment)
     data = store.get(record_id).model_dump(mode="json")
@@ -129,16 +155,25 @@ def test_invalid_edit_shows_its_errors_and_saves_nothing(runner: CliRunner, clea
     data["claim"]["original_statement"]["page"] = "one"
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(data))
-    result = runner.invoke(app, ["review", "edit", record_id, "--file", str(edited), "--version", "1", "--reviewer", "ana"])
+    result = runner.invoke(
+        app, ["review", "edit", record_id, "--file", str(edited), "--version", "1", "--reviewer", "ana"]
+    )
     assert result.exit_code == 2
     assert "nothing was saved (2 problem(s))" in result.output and "certainty/certainty" in result.output
     broken = tmp_path / "broken.json"
     broken.write_text("{")
-    assert runner.invoke(app, ["review", "edit", record_id, "--file", str(broken), "--version", "1", "--reviewer", "ana"]).exit_code == 2
+    assert (
+        runner.invoke(
+            app, ["review", "edit", record_id, "--file", str(broken), "--version", "1", "--reviewer", "ana"]
+        ).exit_code
+        == 2
+    )
     assert store.version_of(record_id) == 1 and len(store.history(record_id)) == 1
 
 
-def test_edit_in_the_editor(runner: CliRunner, clean_environment: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_edit_in_the_editor(
+    runner: CliRunner, clean_environment: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     [record_id] = stored(clean_environment, "datta-2010-dvt-prophylaxis")
     editor = tmp_path / "editor.py"
     editor.write_text(

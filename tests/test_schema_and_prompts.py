@@ -91,7 +91,9 @@ def test_provenance_hashes_the_bytes_the_run_sent(tmp_path, monkeypatch) -> None
 
 def test_prompt_with_unknown_or_missing_placeholder_fails_at_load() -> None:
     text = "=== system ===\nYou judge.\n=== user ===\n$paper_text and $colour\n"
-    with pytest.raises(ConfigError, match=r"prompt x.md: placeholders do not match the stage \(missing \$findings, unknown \$colour\)"):
+    with pytest.raises(
+        ConfigError, match=r"prompt x.md: placeholders do not match the stage \(missing \$findings, unknown \$colour\)"
+    ):
         parse_prompt("x.md", text, {"paper_text", "findings"})
 
 

@@ -74,10 +74,22 @@ def test_newer_database_is_refused(tmp_path: Path) -> None:
 
 def test_page_has_every_part_of_the_seed_page() -> None:
     page = render(bundled("siervo-2016-nitrate"), "md")
-    order = ["# In healthy adults aged 60 to 75", "Original statement:", "## Mechanism — Synthesis from 1 study",
-             "### How it works", "### Most probable mechanism", "In simple terms:", "1. Dietary nitrate",
-             "## Evidence from studies", "### Supporting (1)", "### Contradicting (0)", "Community contributions welcome",
-             "## Evidence quality (GRADE)", "## Gold Standard Evidence Needed", "## Checks"]
+    order = [
+        "# In healthy adults aged 60 to 75",
+        "Original statement:",
+        "## Mechanism — Synthesis from 1 study",
+        "### How it works",
+        "### Most probable mechanism",
+        "In simple terms:",
+        "1. Dietary nitrate",
+        "## Evidence from studies",
+        "### Supporting (1)",
+        "### Contradicting (0)",
+        "Community contributions welcome",
+        "## Evidence quality (GRADE)",
+        "## Gold Standard Evidence Needed",
+        "## Checks",
+    ]
     positions = [page.index(part) for part in order]
     assert positions == sorted(positions)
     assert "[inferred]" in page and "[reported by the study]" in page
@@ -86,7 +98,7 @@ def test_page_has_every_part_of_the_seed_page() -> None:
 
 def test_gold_standard_on_the_page_is_strongest_first() -> None:
     page = render(bundled(), "md")
-    gold = page[page.index("## Gold Standard Evidence Needed"):]
+    gold = page[page.index("## Gold Standard Evidence Needed") :]
     assert gold.index("Systematic review of RCTs") < gold.index("Randomised controlled trial")
 
 
@@ -116,6 +128,12 @@ def test_retracted_study_is_flagged_on_the_page() -> None:
 
 def test_study_reference_details_are_shown() -> None:
     page = render(bundled("siervo-2016-nitrate"), "md")
-    assert "Mario Siervo, Clio Oggioni, Djordje G Jakovljevic et al.. Nutrition Research, 2016. doi:10.1016/j.nutres.2016.11.004" not in page
-    assert "Mario Siervo, Clio Oggioni, Djordje G Jakovljevic et al. Nutrition Research, 2016. doi:10.1016/j.nutres.2016.11.004" in page
+    assert (
+        "Mario Siervo, Clio Oggioni, Djordje G Jakovljevic et al.. Nutrition Research, 2016. doi:10.1016/j.nutres.2016.11.004"
+        not in page
+    )
+    assert (
+        "Mario Siervo, Clio Oggioni, Djordje G Jakovljevic et al. Nutrition Research, 2016. doi:10.1016/j.nutres.2016.11.004"
+        in page
+    )
     assert "Type: journal-article" in page and "Metadata: crossref, openalex, unpaywall" in page

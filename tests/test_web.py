@@ -51,11 +51,16 @@ def test_approve_needs_a_matching_csrf_token_and_origin(site) -> None:  # type: 
     token = csrf(client.get(f"/records/{faithful}").text)
     forged = client.post(f"/records/{faithful}/approve", data={"csrf": "guess", "version": "1", "reviewer": "eve"})
     assert forged.status_code == 403 and "cross-site request refused" in forged.text
-    other_site = client.post(f"/records/{faithful}/approve", data={"csrf": token, "version": "1", "reviewer": "eve"},
-                             headers={"Origin": "https://evil.example"})
+    other_site = client.post(
+        f"/records/{faithful}/approve",
+        data={"csrf": token, "version": "1", "reviewer": "eve"},
+        headers={"Origin": "https://evil.example"},
+    )
     assert other_site.status_code == 403
     assert store.version_of(faithful) == 1
-    ok = client.post(f"/records/{faithful}/approve", data={"csrf": token, "version": "1", "reviewer": "maria", "note": "fine"})
+    ok = client.post(
+        f"/records/{faithful}/approve", data={"csrf": token, "version": "1", "reviewer": "maria", "note": "fine"}
+    )
     assert ok.status_code == 200 and "Record approved." in ok.text
     assert store.get(faithful).status.value == "approved" and store.history(faithful)[-1].actor == "maria"
 
@@ -65,8 +70,10 @@ def test_flagged_record_needs_an_override(site) -> None:  # type: ignore[no-unty
     token = csrf(client.get(f"/records/{flagged}").text)
     refused = client.post(f"/records/{flagged}/approve", data={"csrf": token, "version": "1", "reviewer": "maria"})
     assert refused.status_code == 400 and "has flags (1 ungrounded quote)" in refused.text
-    ok = client.post(f"/records/{flagged}/approve",
-                     data={"csrf": token, "version": "1", "reviewer": "maria", "override": "checked the table by hand"})
+    ok = client.post(
+        f"/records/{flagged}/approve",
+        data={"csrf": token, "version": "1", "reviewer": "maria", "override": "checked the table by hand"},
+    )
     assert ok.status_code == 200 and store.get(flagged).status.value == "approved"
 
 
@@ -86,16 +93,26 @@ def test_edit_form_validates_rechecks_and_detects_conflicts(site) -> None:  # ty
     client, store, (faithful, _) = site
     form_page = client.get(f"/records/{faithful}/edit").text
     token = csrf(form_page)
-    bad = client.post(f"/records/{faithful}/edit", data={"csrf": token, "version": "1", "reviewer": "ana",
-                                                        "claim.original_statement.page": "one"})
+    bad = client.post(
+        f"/records/{faithful}/edit",
+        data={"csrf": token, "version": "1", "reviewer": "ana", "claim.original_statement.page": "one"},
+    )
     assert bad.status_code == 400 and "nothing was saved" in bad.text and "claim/original_statement/page" in bad.text
     assert store.version_of(faithful) == 1
     review.reject(store, faithful, 1, "maria", "wrong outcome")
-    stale = client.post(f"/records/{faithful}/edit", data={"csrf": token, "version": "1", "reviewer": "ana",
-                                                          "claim.text": "A better sentence."})
-    assert stale.status_code == 409 and "was changed by maria" in stale.text and "(version 2); reload and try again" in stale.text
-    saved = client.post(f"/records/{faithful}/edit", data={"csrf": token, "version": "2", "reviewer": "ana",
-                                                          "claim.text": "A better sentence."})
+    stale = client.post(
+        f"/records/{faithful}/edit",
+        data={"csrf": token, "version": "1", "reviewer": "ana", "claim.text": "A better sentence."},
+    )
+    assert (
+        stale.status_code == 409
+        and "was changed by maria" in stale.text
+        and "(version 2); reload and try again" in stale.text
+    )
+    saved = client.post(
+        f"/records/{faithful}/edit",
+        data={"csrf": token, "version": "2", "reviewer": "ana", "claim.text": "A better sentence."},
+    )
     assert saved.status_code == 200 and "Edit saved and re-checked." in saved.text
     record = store.get(faithful)
     assert record.claim.text == "A better sentence." and record.status.value == "draft"

@@ -20,11 +20,20 @@ from pipeline.store import SQLiteStore
 CHROMIUM = os.environ.get("CLAIMS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: pip install playwright")
 if not CHROMIUM:
-    pytest.skip("no Chromium: apt-get install chromium (or set CLAIMS_CHROMIUM to a Chromium binary)", allow_module_level=True)
+    pytest.skip(
+        "no Chromium: apt-get install chromium (or set CLAIMS_CHROMIUM to a Chromium binary)", allow_module_level=True
+    )
 
 # Flags for root in a container with no network but loopback (see the workplace's notes).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture

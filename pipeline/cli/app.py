@@ -12,8 +12,9 @@ import functools
 import hashlib
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -79,10 +80,12 @@ def one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
         except OSError as exc:
             err.print(f"error: {_file_trouble(exc)}", markup=False)
             raise typer.Exit(1) from None
-        except Exception as exc:  # noqa: BLE001 - a bug still gets one line, not a traceback
+        except Exception as exc:
             if current().debug:
                 raise
-            err.print(f"error: internal error: {type(exc).__name__}: {exc} (set CLAIMS_DEBUG=1 for details)", markup=False)
+            err.print(
+                f"error: internal error: {type(exc).__name__}: {exc} (set CLAIMS_DEBUG=1 for details)", markup=False
+            )
             raise typer.Exit(70) from None
 
     return guarded
@@ -94,8 +97,10 @@ def _database_trouble(exc: sqlite3.DatabaseError) -> str:
     if "full" in text:
         return f"the disk holding a database is full ({text}): free some space and run again; nothing was saved"
     if "malformed" in text or "not a database" in text:
-        return (f"a database file is damaged ({text}): restore the store from a backup, or point CLAIMS_DB "
-                "(or --db) at another file")
+        return (
+            f"a database file is damaged ({text}): restore the store from a backup, or point CLAIMS_DB "
+            "(or --db) at another file"
+        )
     if "readonly" in text or "read-only" in text:
         return f"a database is read-only ({text}): this command writes; check the file's permissions"
     return f"a database could not be used ({text}); check CLAIMS_DB (or --db) and CLAIMS_CACHE"
@@ -126,7 +131,9 @@ if not out.is_terminal:
     out.width = 160  # tables in logs and pipes: wide enough to read, not the terminal's 80
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-DbOption = typer.Option(None, "--db", help="Record store (SQLite). Default: $CLAIMS_DB or ~/.local/share/claims/claims.db")
+DbOption = typer.Option(
+    None, "--db", help="Record store (SQLite). Default: $CLAIMS_DB or ~/.local/share/claims/claims.db"
+)
 
 
 class StageProgress:
@@ -151,7 +158,7 @@ class StageProgress:
             self._status.stop()
 
 
-def open_store(db: Optional[Path], read_only: bool = False) -> SQLiteStore:
+def open_store(db: Path | None, read_only: bool = False) -> SQLiteStore:
     """`read_only` for commands that only read: they work on a store the user may not write."""
     return SQLiteStore(db or current().db_path, read_only=read_only)
 
@@ -171,25 +178,30 @@ def _summary(result: RunResult) -> None:
     )
     out.print(f"checks: {count(record.checks).line()}", markup=False)
     if flags:
-        out.print(f"{flags} flag(s): the record stays a draft until a reviewer resolves them (claims render {record.record_id})", markup=False)
+        out.print(
+            f"{flags} flag(s): the record stays a draft until a reviewer resolves them (claims render {record.record_id})",
+            markup=False,
+        )
     cached = sum(u.cached_calls for u in record.provenance.usage)
-    out.print(f"model calls: {calls}" + (f" ({cached} answers from the cache)" if cached else "") + f"; tokens: {tokens}")
+    out.print(
+        f"model calls: {calls}" + (f" ({cached} answers from the cache)" if cached else "") + f"; tokens: {tokens}"
+    )
 
 
-def pdf_cap(max_pdf_mb: Optional[float]) -> int:
+def pdf_cap(max_pdf_mb: float | None) -> int:
     """The PDF size cap in bytes: --max-pdf-mb, else CLAIMS_MAX_PDF_MB, else 50 MB (downloads and local files)."""
     if max_pdf_mb is not None and max_pdf_mb <= 0:
         raise InputError(f"--max-pdf-mb {max_pdf_mb:g} must be more than 0")
     return int((max_pdf_mb or current().max_pdf_megabytes) * 1024 * 1024)
 
 
-def doi_tools(max_pdf_mb: Optional[float]) -> tuple[Any, DoiCache, DoiSettings]:
+def doi_tools(max_pdf_mb: float | None) -> tuple[Any, DoiCache, DoiSettings]:
     mailto = current().mailto
     settings = DoiSettings(mailto=mailto, max_pdf_bytes=pdf_cap(max_pdf_mb))
     return make_client(mailto), DoiCache(current().cache_dir / "doi"), settings
 
 
-def _source(text: str) -> tuple[Optional[Path], Optional[str]]:
+def _source(text: str) -> tuple[Path | None, str | None]:
     """A PDF path or a DOI, from what the user typed."""
     path = Path(text)
     if path_exists(path):
@@ -210,16 +222,22 @@ MaxPdfOption = typer.Option(None, "--max-pdf-mb", help="Download size cap. Defau
 @app.command()
 @one_line_errors
 def run(
-    source: str = typer.Argument(..., metavar="PDF|DOI", help="The study: a PDF file, or a DOI (10.xxxx/..., doi:..., https://doi.org/...)."),
-    pdf: Path = typer.Option(None, "--pdf", help="With a DOI: read this PDF instead of downloading one (e.g. a paywalled paper you hold)."),
-    strict: bool = typer.Option(False, "--strict", help="With a DOI and --pdf: refuse a PDF whose DOI or title differs from the metadata."),
+    source: str = typer.Argument(
+        ..., metavar="PDF|DOI", help="The study: a PDF file, or a DOI (10.xxxx/..., doi:..., https://doi.org/...)."
+    ),
+    pdf: Path = typer.Option(
+        None, "--pdf", help="With a DOI: read this PDF instead of downloading one (e.g. a paywalled paper you hold)."
+    ),
+    strict: bool = typer.Option(
+        False, "--strict", help="With a DOI and --pdf: refuse a PDF whose DOI or title differs from the metadata."
+    ),
     not_a_study_ok: bool = NotAStudyOption,
     refresh: bool = typer.Option(False, "--refresh", help="Ignore cached metadata and PDFs."),
-    max_pdf_mb: Optional[float] = MaxPdfOption,
+    max_pdf_mb: float | None = MaxPdfOption,
     model: str = typer.Option(None, "--model", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."),
     record: Path = typer.Option(None, "--record", help="Also keep the whole run as a recording in this folder."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Ask the model again even where a cached answer exists."),
-    db: Optional[Path] = DbOption,
+    db: Path | None = DbOption,
 ) -> None:
     """Run every stage on a study with a live model and save the draft record; print its id.
 
@@ -239,21 +257,40 @@ def run(
     cache = None if (record or no_cache) else SQLiteResponseCache(current().cache_dir / "responses.db")
     llm = LLMContext(chat, settings, cache=cache)
 
-    def keep_recording(result: Optional[RunResult], failure: Optional[str]) -> None:
+    def keep_recording(result: RunResult | None, failure: str | None) -> None:
         if not (record and isinstance(chat, RecordingChatModel) and (result or chat.interactions)):
             return
-        save_recording(record, build_recording(
-            pdf_path, record, hashlib.sha256(pdf_path.read_bytes()).hexdigest(), metadata, pdf_url, pdf_url is not None,
-            settings, llm.prompts.hashes(), chat.interactions, base_url,
-            failure=failure,
-        ), result.record if result else None, pdf_copy=pdf_path if pdf_url else None)
+        save_recording(
+            record,
+            build_recording(
+                pdf_path,
+                record,
+                hashlib.sha256(pdf_path.read_bytes()).hexdigest(),
+                metadata,
+                pdf_url,
+                pdf_url is not None,
+                settings,
+                llm.prompts.hashes(),
+                chat.interactions,
+                base_url,
+                failure=failure,
+            ),
+            result.record if result else None,
+            pdf_copy=pdf_path if pdf_url else None,
+        )
         what = "recording of the failed run" if failure else "recording"
         err.print(f"{what} saved to {record} ({len(chat.interactions)} model exchanges)")
 
     try:
         result = run_pipeline(
-            pdf_path, llm, metadata=metadata, pdf_url=pdf_url, strict=strict,
-            max_pdf_bytes=pdf_cap(max_pdf_mb), not_a_study_ok=not_a_study_ok, progress=progress,
+            pdf_path,
+            llm,
+            metadata=metadata,
+            pdf_url=pdf_url,
+            strict=strict,
+            max_pdf_bytes=pdf_cap(max_pdf_mb),
+            not_a_study_ok=not_a_study_ok,
+            progress=progress,
         )
     except ClaimsError as exc:
         progress.stop()
@@ -268,8 +305,8 @@ def run(
 
 
 def locate_study(
-    source: str, pdf: Optional[Path], refresh: bool, max_pdf_mb: Optional[float]
-) -> tuple[Path, Optional[StudyMetadata], Optional[str]]:
+    source: str, pdf: Path | None, refresh: bool, max_pdf_mb: float | None
+) -> tuple[Path, StudyMetadata | None, str | None]:
     """The study's PDF, and for a DOI its metadata and where the PDF came from (fetched, or --pdf)."""
     pdf_path, doi = _source(source)
     if pdf_path is not None and pdf is not None:
@@ -308,7 +345,7 @@ def fetch_command(
     dois: list[str] = typer.Argument(..., metavar="DOI...", help="One or more DOIs."),
     output: Path = typer.Option(Path("."), "--output", "-o", help="Folder for the PDFs and metadata files."),
     refresh: bool = typer.Option(False, "--refresh", help="Ignore cached metadata and PDFs."),
-    max_pdf_mb: Optional[float] = MaxPdfOption,
+    max_pdf_mb: float | None = MaxPdfOption,
 ) -> None:
     """Fetch metadata and the open-access PDF of each DOI, without any model call.
 
@@ -330,7 +367,9 @@ def fetch_command(
         stem = file_stem(doi)
         assert fetched.pdf is not None
         write_bytes_atomic(output / f"{stem}.pdf", fetched.pdf.read_bytes())
-        write_json_atomic(output / f"{stem}.json", {**fetched.metadata.model_dump(mode="json"), "pdf_url": fetched.pdf_url})
+        write_json_atomic(
+            output / f"{stem}.json", {**fetched.metadata.model_dump(mode="json"), "pdf_url": fetched.pdf_url}
+        )
         out.print(_describe_fetch(fetched) + f" -> {output / stem}.pdf", markup=False)
     if worst:
         raise typer.Exit(worst)
@@ -357,7 +396,7 @@ def replay(
         raise typer.Exit(1)
 
 
-def _replay_one(directory: Path, pdf_override: Optional[Path], show: bool) -> None:
+def _replay_one(directory: Path, pdf_override: Path | None, show: bool) -> None:
     recording, recorded = load_recording(directory)
     if recording.kind == "eval":
         _replay_eval(directory, recording)
@@ -373,8 +412,12 @@ def _replay_one(directory: Path, pdf_override: Optional[Path], show: bool) -> No
         replayed = _replay_add_evidence(recording, recorded, pdf, llm)
     else:
         replayed = run_pipeline(
-            pdf, llm, metadata=metadata, pdf_url=pdf_url,
-            record_id=recorded.record_id, generated_at=recorded.provenance.generated_at,
+            pdf,
+            llm,
+            metadata=metadata,
+            pdf_url=pdf_url,
+            record_id=recorded.record_id,
+            generated_at=recorded.provenance.generated_at,
         ).record
     diff = record_diff(recorded, replayed)
     if diff:
@@ -400,8 +443,11 @@ def _replay_failure(directory: Path, recording: Recording, pdf: Path, llm: LLMCo
     except ClaimsError as exc:
         if str(exc) != recording.failure:
             raise ReplayError(f"the run failed differently: recorded {recording.failure!r}, now {str(exc)!r}") from exc
-        out.print(f"ok {directory}: {len(recording.interactions)} recorded exchanges, failed as recorded "
-                  f"({recording.failure})", markup=False)
+        out.print(
+            f"ok {directory}: {len(recording.interactions)} recorded exchanges, failed as recorded "
+            f"({recording.failure})",
+            markup=False,
+        )
         return
     raise ReplayError(f"the recorded run failed ({recording.failure}); the replay did not")
 
@@ -417,8 +463,11 @@ def _replay_eval(directory: Path, recording: Recording) -> None:
             f"the evaluation differs from the recorded one: accuracy {result['accuracy']} now, "
             f"{recording.evaluation.result['accuracy']} recorded"
         )
-    out.print(f"ok {directory}: {len(rows)} rows, accuracy {result['accuracy']} as recorded "
-              f"(recorded against {recording.made_against.split(';')[0]})", markup=False)
+    out.print(
+        f"ok {directory}: {len(rows)} rows, accuracy {result['accuracy']} as recorded "
+        f"(recorded against {recording.made_against.split(';')[0]})",
+        markup=False,
+    )
 
 
 def _replay_add_evidence(recording: Recording, recorded: ClaimRecord, pdf: Path, llm: LLMContext) -> ClaimRecord:
@@ -434,13 +483,19 @@ def _replay_add_evidence(recording: Recording, recorded: ClaimRecord, pdf: Path,
     if recording.input.metadata is not None:
         document.doi = recording.input.metadata.doi
     replayed, _ = add_study(
-        base, document, sources, llm, metadata=recording.input.metadata, pdf_url=recording.input.pdf_url,
-        rewrite=model_rewriter(llm), generated_at=recorded.provenance.generated_at,
+        base,
+        document,
+        sources,
+        llm,
+        metadata=recording.input.metadata,
+        pdf_url=recording.input.pdf_url,
+        rewrite=model_rewriter(llm),
+        generated_at=recorded.provenance.generated_at,
     )
     return replayed
 
 
-def _load_record(ref: str, db: Optional[Path]) -> ClaimRecord:
+def _load_record(ref: str, db: Path | None) -> ClaimRecord:
     """A record id (or unique prefix) from the store, or a record JSON file."""
     path = Path(ref)
     if ref.endswith(".json") and path.is_file():
@@ -458,8 +513,10 @@ def _record_from_file(path: Path) -> ClaimRecord:
 @app.command()
 @one_line_errors
 def show(
-    record_ref: str = typer.Argument(..., metavar="ID", help="Record id (a unique prefix will do) or a record.json file."),
-    db: Optional[Path] = DbOption,
+    record_ref: str = typer.Argument(
+        ..., metavar="ID", help="Record id (a unique prefix will do) or a record.json file."
+    ),
+    db: Path | None = DbOption,
 ) -> None:
     """Show a record's claim page in the terminal."""
     record = _load_record(record_ref, db)
@@ -469,10 +526,12 @@ def show(
 @app.command("render")
 @one_line_errors
 def render_command(
-    record_ref: str = typer.Argument(..., metavar="ID", help="Record id (a unique prefix will do) or a record.json file."),
+    record_ref: str = typer.Argument(
+        ..., metavar="ID", help="Record id (a unique prefix will do) or a record.json file."
+    ),
     fmt: str = typer.Option("md", "--format", "-f", help="md, html or json."),
     output: Path = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
-    db: Optional[Path] = DbOption,
+    db: Path | None = DbOption,
 ) -> None:
     """Render a record's claim page as Markdown, HTML or JSON."""
     if fmt not in FORMATS:
@@ -484,8 +543,11 @@ def render_command(
         err.print(f"written to {output}")
         if fmt == "json" and not record_ref.endswith(".json"):
             version = open_store(db, read_only=True).version_of(record.record_id)
-            err.print(f"(version {version}; to save your changes: claims review edit {record.record_id} "
-                      f"--file {output} --version {version})", markup=False)
+            err.print(
+                f"(version {version}; to save your changes: claims review edit {record.record_id} "
+                f"--file {output} --version {version})",
+                markup=False,
+            )
     else:
         sys.stdout.write(text)
 
@@ -518,8 +580,12 @@ def validate(files: list[Path] = typer.Argument(..., help="Record JSON files."))
 @one_line_errors
 def check_command(
     record_file: Path = typer.Argument(..., metavar="RECORD.json", help="A record file."),
-    pdf: Path = typer.Option(None, "--pdf", help="Its source PDF; found by itself when the record sits in a recording."),
-    output: Path = typer.Option(None, "--output", "-o", help="Write the checked record (corrections and results) here."),
+    pdf: Path = typer.Option(
+        None, "--pdf", help="Its source PDF; found by itself when the record sits in a recording."
+    ),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Write the checked record (corrections and results) here."
+    ),
 ) -> None:
     """Re-run the faithfulness checks on a record against its source PDF.
 
@@ -531,7 +597,10 @@ def check_command(
     if hashlib.sha256(_read(source)).hexdigest() not in known:
         raise InputError(f"{source} is not a PDF this record was made from (sha256 differs)")
     document = read_pdf(source)
-    owner = next((s.reference.study_id for s in record.studies if s.source_sha256 == document.sha256), record.studies[0].reference.study_id)
+    owner = next(
+        (s.reference.study_id for s in record.studies if s.source_sha256 == document.sha256),
+        record.studies[0].reference.study_id,
+    )
     record.checks = run_checks(record, {owner: document})
     for result in record.checks:
         out.print(f"{result.name}: {result.status.value} \u2014 {result.summary}", markup=False)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console, Group
@@ -55,10 +55,12 @@ class BatchDisplay:
     def __init__(self, console: Console, tally: Tally):
         self.console = console
         self.tally = tally
-        self.live = Live(console=console, refresh_per_second=4, get_renderable=self.render) if console.is_terminal else None
+        self.live = (
+            Live(console=console, refresh_per_second=4, get_renderable=self.render) if console.is_terminal else None
+        )
         self.started = time.monotonic()
 
-    def __enter__(self) -> "BatchDisplay":
+    def __enter__(self) -> BatchDisplay:
         if self.live:
             self.live.start()
         return self
@@ -89,8 +91,9 @@ class BatchDisplay:
         if self.live:
             return
         what = {"done": f"record {result.record_id}", "already_done": f"already stored as {result.record_id}"}
-        line = f"[{self.tally.total - self.tally.remaining}/{self.tally.total}] {result.status}: {result.source}: " + what.get(
-            result.status, result.error or ""
+        line = (
+            f"[{self.tally.total - self.tally.remaining}/{self.tally.total}] {result.status}: {result.source}: "
+            + what.get(result.status, result.error or "")
         )
         self.console.print(line, markup=False, highlight=False)
 
@@ -98,21 +101,31 @@ class BatchDisplay:
 @app.command("batch")
 @one_line_errors
 def batch_command(
-    inputs: Path = typer.Argument(..., metavar="INPUT", help="A text file of DOIs and PDF paths (one a line, # comments), or a folder of PDFs."),
+    inputs: Path = typer.Argument(
+        ..., metavar="INPUT", help="A text file of DOIs and PDF paths (one a line, # comments), or a folder of PDFs."
+    ),
     concurrency: int = typer.Option(4, "--concurrency", "-j", min=1, help="Model requests in flight at once."),
-    rpm: Optional[int] = typer.Option(None, "--rpm", min=1, help="At most this many model requests a minute."),
-    tpm: Optional[int] = typer.Option(None, "--tpm", min=1, help="At most this many tokens a minute (prompt estimate + allowed completion)."),
+    rpm: int | None = typer.Option(None, "--rpm", min=1, help="At most this many model requests a minute."),
+    tpm: int | None = typer.Option(
+        None, "--tpm", min=1, help="At most this many tokens a minute (prompt estimate + allowed completion)."
+    ),
     model: str = typer.Option(None, "--model", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."),
-    record: Optional[Path] = typer.Option(None, "--record", help="Keep one recording per paper in this folder."),
+    record: Path | None = typer.Option(None, "--record", help="Keep one recording per paper in this folder."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop starting papers after the first failure."),
     report_path: Path = typer.Option(Path("batch-report.json"), "--report", help="Where to write the JSON report."),
-    via: str = typer.Option("chat", "--via", help="chat (one request at a time) or batch-api (OpenAI Batch API: half price, slower)."),
+    via: str = typer.Option(
+        "chat", "--via", help="chat (one request at a time) or batch-api (OpenAI Batch API: half price, slower)."
+    ),
     refresh: bool = typer.Option(False, "--refresh", help="Ignore cached DOI metadata and PDFs."),
-    attach: bool = typer.Option(False, "--attach", help="Also add each paper to the stored claims it matches (as new drafts)."),
-    attach_threshold: float = typer.Option(40.0, "--attach-threshold", help="Match score (0-100, see claims match) needed to attach."),
-    max_pdf_mb: Optional[float] = MaxPdfOption,
+    attach: bool = typer.Option(
+        False, "--attach", help="Also add each paper to the stored claims it matches (as new drafts)."
+    ),
+    attach_threshold: float = typer.Option(
+        40.0, "--attach-threshold", help="Match score (0-100, see claims match) needed to attach."
+    ),
+    max_pdf_mb: float | None = MaxPdfOption,
     not_a_study_ok: bool = NotAStudyOption,
-    db: Optional[Path] = DbOption,
+    db: Path | None = DbOption,
 ) -> None:
     """Process many papers: concurrent, resumable, cached, with live progress and cost.
 
@@ -144,16 +157,23 @@ def batch_command(
         # More papers open than request slots (the Batch API: all of them), so that parsing and
         # checking some papers overlaps the model calls of others and no slot waits for work.
         concurrency=3 * concurrency if via == "chat" else max(concurrency, len(sources)),
-        fail_fast=fail_fast, record_dir=record, refresh=refresh, discount=0.5 if via == "batch-api" else 1.0,
-        attach_threshold=attach_threshold if attach else None, not_a_study_ok=not_a_study_ok,
+        fail_fast=fail_fast,
+        record_dir=record,
+        refresh=refresh,
+        discount=0.5 if via == "batch-api" else 1.0,
+        attach_threshold=attach_threshold if attach else None,
+        not_a_study_ok=not_a_study_ok,
     )
-    started = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    started = datetime.now(UTC).replace(microsecond=0).isoformat()
     tally = Tally(total=len(sources))
-    err.print(f"{len(sources)} papers, {concurrency} model requests at a time, model {settings.model} via {via}; report: {report_path}")
+    err.print(
+        f"{len(sources)} papers, {concurrency} model requests at a time, model {settings.model} via {via}; report: {report_path}"
+    )
     done: list[PaperResult] = []
     with ParsePool(warm=lambda: live.client, max_pdf_bytes=doi_settings.max_pdf_bytes) as pool:
-        tools = BatchTools(chat, store, cache, client, doi_cache, doi_settings, pool.parse, load_prices(), base_url,
-                           check=pool.check)
+        tools = BatchTools(
+            chat, store, cache, client, doi_cache, doi_settings, pool.parse, load_prices(), base_url, check=pool.check
+        )
         with BatchDisplay(err, tally) as display:
 
             def on_result(result: PaperResult) -> None:
@@ -178,9 +198,12 @@ def _summary_table(results: list[PaperResult], data: dict[str, Any]) -> None:
         table.add_column(column, justify="right", no_wrap=True)
     for r in results:
         table.add_row(
-            r.source if r.source.startswith("10.") else Path(r.source).name, r.status,
-            r.record_id or (r.error or ""), f"{r.calls}" + (f" (+{r.cached_calls} cached)" if r.cached_calls else ""),
-            f"{r.prompt_tokens + r.completion_tokens:,}", "?" if r.cost is None else f"${r.cost:.4f}",
+            r.source if r.source.startswith("10.") else Path(r.source).name,
+            r.status,
+            r.record_id or (r.error or ""),
+            f"{r.calls}" + (f" (+{r.cached_calls} cached)" if r.cached_calls else ""),
+            f"{r.prompt_tokens + r.completion_tokens:,}",
+            "?" if r.cost is None else f"${r.cost:.4f}",
             f"{r.seconds.get('total', 0):.1f}",
         )
     out.print(table)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -35,7 +34,7 @@ from pipeline.sources.pdf import read_pdf
 from pipeline.stages.check import count, model_rewriter
 
 
-def _study_document(source: str, pdf: Optional[Path], refresh: bool, max_pdf_mb: Optional[float]):  # type: ignore[no-untyped-def]
+def _study_document(source: str, pdf: Path | None, refresh: bool, max_pdf_mb: float | None):  # type: ignore[no-untyped-def]
     """The new study's document, with its DOI metadata when given a DOI."""
     pdf_path, metadata, pdf_url = locate_study(source, pdf, refresh, max_pdf_mb)
     document = read_pdf(pdf_path, max_bytes=pdf_cap(max_pdf_mb))
@@ -49,14 +48,16 @@ def _study_document(source: str, pdf: Optional[Path], refresh: bool, max_pdf_mb:
 def add_evidence_command(
     claim_id: str = typer.Argument(..., metavar="CLAIM_ID", help="The claim record to add the study to."),
     source: str = typer.Argument(..., metavar="PDF|DOI", help="The new study."),
-    pdf: Optional[Path] = typer.Option(None, "--pdf", help="With a DOI: read this PDF instead of downloading one."),
-    reviewer: str = typer.Option(default_reviewer, "--reviewer", help="Who adds it (default: $CLAIMS_REVIEWER or $USER)."),
+    pdf: Path | None = typer.Option(None, "--pdf", help="With a DOI: read this PDF instead of downloading one."),
+    reviewer: str = typer.Option(
+        default_reviewer, "--reviewer", help="Who adds it (default: $CLAIMS_REVIEWER or $USER)."
+    ),
     model: str = typer.Option(None, "--model", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."),
-    record: Optional[Path] = typer.Option(None, "--record", help="Keep this run as a recording in this folder."),
+    record: Path | None = typer.Option(None, "--record", help="Keep this run as a recording in this folder."),
     refresh: bool = typer.Option(False, "--refresh", help="Ignore cached DOI metadata and PDFs."),
-    max_pdf_mb: Optional[float] = MaxPdfOption,
+    max_pdf_mb: float | None = MaxPdfOption,
     not_a_study_ok: bool = NotAStudyOption,
-    db: Optional[Path] = DbOption,
+    db: Path | None = DbOption,
 ) -> None:
     """Add a study to a claim: its stance, a new synthesis, the checks; a new draft version.
 
@@ -78,19 +79,35 @@ def add_evidence_command(
     sources = stored_sources(store, claim)
     llm = LLMContext(chat, settings)
     with err.status(f"adding {document.study_id} to {claim.record_id} ..."):
-        updated, stance = add_study(claim, document, sources, llm, metadata=metadata, pdf_url=pdf_url, rewrite=model_rewriter(llm))
+        updated, stance = add_study(
+            claim, document, sources, llm, metadata=metadata, pdf_url=pdf_url, rewrite=model_rewriter(llm)
+        )
     store.add_source(document.sha256, document.file_name, document.pages)
-    new_version = store.update(updated, version, "evidence added", reviewer or "unknown",
-                               f"added {document.study_id} ({stance.stance.value}): {stance.rationale}")
+    new_version = store.update(
+        updated,
+        version,
+        "evidence added",
+        reviewer or "unknown",
+        f"added {document.study_id} ({stance.stance.value}): {stance.rationale}",
+    )
     if record and isinstance(chat, RecordingChatModel):
         recording = build_recording(
-            pdf_path, record, document.sha256, metadata, pdf_url, pdf_url is not None, settings,
-            updated.provenance.prompts, chat.interactions, base_url,
+            pdf_path,
+            record,
+            document.sha256,
+            metadata,
+            pdf_url,
+            pdf_url is not None,
+            settings,
+            updated.provenance.prompts,
+            chat.interactions,
+            base_url,
         )
         recording.kind = "add-evidence"
         recording.base_record = claim.model_dump(mode="json")
         recording.base_sources = {
-            study_id: RecordedSource(file_name=doc.file_name, sha256=doc.sha256, pages=doc.pages) for study_id, doc in sources.items()
+            study_id: RecordedSource(file_name=doc.file_name, sha256=doc.sha256, pages=doc.pages)
+            for study_id, doc in sources.items()
         }
         save_recording(record, recording, updated, pdf_copy=pdf_path if pdf_url else None)
     by_stance = {s: sum(1 for st in updated.studies if st.stance is s) for s in Stance}
@@ -112,16 +129,24 @@ def match_command(
     source: str = typer.Argument(..., metavar="PDF|DOI", help="The new paper."),
     limit: int = typer.Option(10, "--limit", min=1),
     refresh: bool = typer.Option(False, "--refresh"),
-    max_pdf_mb: Optional[float] = MaxPdfOption,
-    db: Optional[Path] = DbOption,
+    max_pdf_mb: float | None = MaxPdfOption,
+    db: Path | None = DbOption,
 ) -> None:
     """List the stored claims a paper bears on, best first, with the terms they share.
 
     No model call: a lexical match of the paper's title and abstract to each claim's population,
     intervention and outcome."""
     _, document, metadata, _ = _study_document(source, None, refresh, max_pdf_mb)
-    opening = " ".join(filter(None, [metadata.title if metadata else None, metadata.abstract if metadata else None,
-                                     document.text_of(("front", "abstract"), 8000)]))
+    opening = " ".join(
+        filter(
+            None,
+            [
+                metadata.title if metadata else None,
+                metadata.abstract if metadata else None,
+                document.text_of(("front", "abstract"), 8000),
+            ],
+        )
+    )
     store = open_store(db, read_only=True)
     scored = []
     for summary in store.summaries():
@@ -141,11 +166,15 @@ def match_command(
 @app.command("eval")
 @one_line_errors
 def eval_command(
-    dataset: Path = typer.Argument(..., metavar="DATASET", help="HealthVer CSV, or SciFact-format claims JSONL (with --corpus)."),
-    corpus: Optional[Path] = typer.Option(None, "--corpus", help="SciFact format: the abstracts the claims cite (JSONL)."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N rows."),
+    dataset: Path = typer.Argument(
+        ..., metavar="DATASET", help="HealthVer CSV, or SciFact-format claims JSONL (with --corpus)."
+    ),
+    corpus: Path | None = typer.Option(None, "--corpus", help="SciFact format: the abstracts the claims cite (JSONL)."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N rows."),
     model: str = typer.Option(None, "--model", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."),
-    record: Optional[Path] = typer.Option(None, "--record", help="Keep the run as a recording (replay it with claims replay)."),
+    record: Path | None = typer.Option(
+        None, "--record", help="Keep the run as a recording (replay it with claims replay)."
+    ),
 ) -> None:
     """Measure stance classification on a labelled set: accuracy and a confusion matrix."""
     rows = read_dataset(dataset, corpus, limit)
@@ -173,7 +202,10 @@ def print_eval(result: EvalResult) -> None:
     for label, counts in result.confusion().items():
         table.add_row(label.replace("_", " "), *[str(counts[c]) for c in columns])
     out.print(table)
-    out.print(f"accuracy {result.accuracy:.4f} ({sum(1 for r, g in zip(result.rows, result.predictions) if g is r.label)}"
-              f" of {len(result.rows)})", markup=False)
+    out.print(
+        f"accuracy {result.accuracy:.4f} ({sum(1 for r, g in zip(result.rows, result.predictions) if g is r.label)}"
+        f" of {len(result.rows)})",
+        markup=False,
+    )
     for error in result.errors[:10]:
         err.print(f"  {error}", markup=False)

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.markdown import Markdown
@@ -23,7 +22,9 @@ from pipeline.render import render
 from pipeline.settings import current
 from pipeline.store import SQLiteStore
 
-review_app = typer.Typer(help="Review drafts: list, show, approve, reject, reopen, edit, history.", no_args_is_help=True)
+review_app = typer.Typer(
+    help="Review drafts: list, show, approve, reject, reopen, edit, history.", no_args_is_help=True
+)
 app.add_typer(review_app, name="review")
 
 STATUSES = [status.value for status in ReviewStatus]
@@ -38,9 +39,9 @@ def default_reviewer() -> str:
 @review_app.command("list")
 @one_line_errors
 def list_command(
-    status: Optional[str] = typer.Option(None, "--status", help="draft, approved or rejected."),
+    status: str | None = typer.Option(None, "--status", help="draft, approved or rejected."),
     flagged: bool = typer.Option(False, "--flagged", help="Only records with flags."),
-    db: Optional[Path] = DbOption,
+    db: Path | None = DbOption,
 ) -> None:
     """A table of records: id, claim, study, status, flags, updated."""
     if status and status not in STATUSES:
@@ -50,14 +51,16 @@ def list_command(
     for column in ("id", "claim", "study", "status", "flags", "updated"):
         table.add_column(column, overflow="fold" if column == "claim" else "ellipsis", no_wrap=column != "claim")
     for row in rows:
-        table.add_row(row.record_id, row.claim, row.study, f"{row.status} (v{row.version})", str(row.flags), row.updated_at)
+        table.add_row(
+            row.record_id, row.claim, row.study, f"{row.status} (v{row.version})", str(row.flags), row.updated_at
+        )
     out.print(table)
     out.print(f"{len(rows)} record(s)")
 
 
 @review_app.command("show")
 @one_line_errors
-def show_command(record_id: str = IdArgument, db: Optional[Path] = DbOption) -> None:
+def show_command(record_id: str = IdArgument, db: Path | None = DbOption) -> None:
     """The claim page, its checks, and its history."""
     store = open_store(db, read_only=True)
     record = store.get(record_id)
@@ -85,7 +88,7 @@ def _print_history(store, record_id: str, diffs: bool) -> None:  # type: ignore[
 def history_command(
     record_id: str = IdArgument,
     diffs: bool = typer.Option(True, "--diffs/--no-diffs", help="Show what each change changed."),
-    db: Optional[Path] = DbOption,
+    db: Path | None = DbOption,
 ) -> None:
     """Every change to a record: who, when, the note, and the diff."""
     store = open_store(db, read_only=True)
@@ -99,8 +102,8 @@ def approve_command(
     reviewer: str = typer.Option(..., "--reviewer", help="Your name, for the history."),
     note: str = typer.Option("", "--note"),
     override: str = typer.Option("", "--override", help="Approve despite flags, for this reason."),
-    version: Optional[int] = VersionOption,
-    db: Optional[Path] = DbOption,
+    version: int | None = VersionOption,
+    db: Path | None = DbOption,
 ) -> None:
     """Approve a draft. Refused while it has flags, unless --override "reason"."""
     store = open_store(db)
@@ -114,8 +117,8 @@ def reject_command(
     record_id: str = IdArgument,
     reviewer: str = typer.Option(..., "--reviewer", help="Your name, for the history."),
     reason: str = typer.Option(..., "--reason", help="Why, for the history."),
-    version: Optional[int] = VersionOption,
-    db: Optional[Path] = DbOption,
+    version: int | None = VersionOption,
+    db: Path | None = DbOption,
 ) -> None:
     """Reject a draft, with a reason."""
     store = open_store(db)
@@ -127,10 +130,12 @@ def reject_command(
 @one_line_errors
 def reopen_command(
     record_id: str = IdArgument,
-    reviewer: str = typer.Option(default_reviewer, "--reviewer", help="Your name (default: $CLAIMS_REVIEWER or $USER)."),
+    reviewer: str = typer.Option(
+        default_reviewer, "--reviewer", help="Your name (default: $CLAIMS_REVIEWER or $USER)."
+    ),
     note: str = typer.Option("", "--note"),
-    version: Optional[int] = VersionOption,
-    db: Optional[Path] = DbOption,
+    version: int | None = VersionOption,
+    db: Path | None = DbOption,
 ) -> None:
     """Put an approved or rejected record back to draft."""
     store = open_store(db)
@@ -142,13 +147,17 @@ def reopen_command(
 @one_line_errors
 def edit_command(
     record_id: str = IdArgument,
-    reviewer: str = typer.Option(default_reviewer, "--reviewer", help="Your name (default: $CLAIMS_REVIEWER or $USER)."),
+    reviewer: str = typer.Option(
+        default_reviewer, "--reviewer", help="Your name (default: $CLAIMS_REVIEWER or $USER)."
+    ),
     note: str = typer.Option("", "--note"),
-    from_file: Optional[Path] = typer.Option(None, "--file", help="Take the edited JSON from this file instead of $EDITOR."),
-    version: Optional[int] = typer.Option(
+    from_file: Path | None = typer.Option(
+        None, "--file", help="Take the edited JSON from this file instead of $EDITOR."
+    ),
+    version: int | None = typer.Option(
         None, "--version", help="With --file: the version the file was taken from (claims review show prints it)."
     ),
-    db: Optional[Path] = DbOption,
+    db: Path | None = DbOption,
 ) -> None:
     """Edit a record's JSON in $EDITOR; on save it is validated and re-checked, or nothing is saved.
 
@@ -176,14 +185,24 @@ def _edit_text(path: Path) -> str:
         raise InputError(f"{path}: not UTF-8 text; pass the record's JSON") from None
 
 
-def _save_edit(store: SQLiteStore, record_id: str, version: int, text: str, reviewer: str, note: str, kept: Optional[Path]) -> None:
+def _save_edit(
+    store: SQLiteStore, record_id: str, version: int, text: str, reviewer: str, note: str, kept: Path | None
+) -> None:
     """Save, or say why not; an editor's file is deleted only once its edit is saved."""
-    keep = (f"; your edit is kept in {kept}: fix it and run claims review edit {record_id} --file {kept} "
-            f"--version {store.version_of(record_id)}") if kept else ""
+    keep = (
+        (
+            f"; your edit is kept in {kept}: fix it and run claims review edit {record_id} --file {kept} "
+            f"--version {store.version_of(record_id)}"
+        )
+        if kept
+        else ""
+    )
     try:
         saved = review.edit(store, record_id, version, text, reviewer, note)
     except InvalidEditError as exc:
-        err.print(f"error: the edit is invalid; nothing was saved ({len(exc.problems)} problem(s)){keep}:", markup=False)
+        err.print(
+            f"error: the edit is invalid; nothing was saved ({len(exc.problems)} problem(s)){keep}:", markup=False
+        )
         for problem in exc.problems[:30]:
             err.print(f"  {problem}", markup=False)
         raise typer.Exit(2) from None
@@ -192,18 +211,24 @@ def _save_edit(store: SQLiteStore, record_id: str, version: int, text: str, revi
     if kept is not None:
         kept.unlink(missing_ok=True)
     flags = sum(len(c.flags) for c in saved.checks)
-    out.print(f"record {saved.record_id} saved as version {version + 1} (a draft again; {flags} flag(s) after re-checking)")
+    out.print(
+        f"record {saved.record_id} saved as version {version + 1} (a draft again; {flags} flag(s) after re-checking)"
+    )
 
 
 def _edit_in_editor(text: str) -> Path:
     """The file the reviewer edited; the caller deletes it once the edit is saved."""
     editor = current().editor
-    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="claims-edit-", delete=False, encoding="utf-8") as handle:
+    with tempfile.NamedTemporaryFile(
+        "w", suffix=".json", prefix="claims-edit-", delete=False, encoding="utf-8"
+    ) as handle:
         handle.write(text)
         path = Path(handle.name)
     completed = subprocess.run([*shlex.split(editor), str(path)], check=False)
     if completed.returncode != 0:
-        raise InputError(f"the editor ({editor}) exited with {completed.returncode}; nothing was saved (your text is in {path})")
+        raise InputError(
+            f"the editor ({editor}) exited with {completed.returncode}; nothing was saved (your text is in {path})"
+        )
     return path
 
 
@@ -213,7 +238,7 @@ def export_command(
     folder: Path = typer.Argument(..., metavar="DIR", help="Where to write the files."),
     status: str = typer.Option("approved", "--status", help="Which records: approved (default), draft or rejected."),
     markdown: bool = typer.Option(False, "--markdown", help="Also write each claim page as Markdown."),
-    db: Optional[Path] = DbOption,
+    db: Path | None = DbOption,
 ) -> None:
     """One schema-valid JSON file per record (RECORD_ID.json, stable names), for publishing."""
     if status not in STATUSES:
@@ -231,12 +256,14 @@ def export_command(
 @app.command("serve")
 @one_line_errors
 def serve_command(
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback exposes the review page."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to bind; anything but loopback exposes the review page."
+    ),
     port: int = typer.Option(8000, "--port", help="Port to listen on (1-65535)."),
     allow_host: list[str] = typer.Option(
         [], "--allow-host", help="Another host name the page may be reached by (e.g. behind a proxy); repeatable."
     ),
-    db: Optional[Path] = DbOption,
+    db: Path | None = DbOption,
 ) -> None:
     """The review web page: a queue, record pages, approve / reject / edit, history.
 
@@ -268,7 +295,11 @@ def _listen(host: str, port: int) -> socket.socket:
         listener.listen(128)
     except OSError as exc:
         in_use = exc.errno == errno.EADDRINUSE
-        reason = "is in use: stop what uses it or pick another with --port" if in_use else f"cannot be bound ({exc.strerror})"
+        reason = (
+            "is in use: stop what uses it or pick another with --port"
+            if in_use
+            else f"cannot be bound ({exc.strerror})"
+        )
         raise InputError(f"{host}:{port} {reason}") from None
     return listener
 

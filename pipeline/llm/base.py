@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, PrivateAttr, ValidationError
@@ -153,7 +154,9 @@ class UsageLog:
 
     @property
     def tokens(self) -> tuple[int, int]:
-        return sum(t.prompt_tokens for t in self.by_stage.values()), sum(t.completion_tokens for t in self.by_stage.values())
+        return sum(t.prompt_tokens for t in self.by_stage.values()), sum(
+            t.completion_tokens for t in self.by_stage.values()
+        )
 
 
 class ResponseCache(Protocol):
@@ -218,7 +221,9 @@ def ask_structured(llm: LLMContext, call: StageCall) -> Any:
     schema = {"name": call.stage, "schema": request_schema(call.output, call.facts)}
     validator = Draft202012Validator(schema["schema"])
     params = llm.settings.params()
-    first = ChatRequest(stage=call.stage, model=llm.settings.model, messages=call.messages, output_schema=schema, params=params)
+    first = ChatRequest(
+        stage=call.stage, model=llm.settings.model, messages=call.messages, output_schema=schema, params=params
+    )
     if llm.cache is not None and (cached := llm.cache.get(first.fingerprint())) is not None:
         reading = _read(call, validator, ChatResponse(content=cached, finish_reason="stop"))
         if reading.usable:
@@ -258,8 +263,11 @@ def _salvage(
     if best is None or flags is None:
         raise StageOutputError(call.stage, problems)
     flags += [
-        Flag(where=f"{call.stage} answer: {problem.split(':')[0]}", code="model_output",
-             message=f"the model's answer still broke a rule after a repair request: {problem}")
+        Flag(
+            where=f"{call.stage} answer: {problem.split(':')[0]}",
+            code="model_output",
+            message=f"the model's answer still broke a rule after a repair request: {problem}",
+        )
         for problem in _problems(call, validator, best.parsed)
     ]
     llm.salvaged.extend(flags)
@@ -287,7 +295,9 @@ def _repair_request(
     if not reading.cut_off:
         messages.append({"role": "assistant", "content": response.content or ""})
     problems = reading.problems
-    messages.append({"role": "user", "content": prompts.instruction("repair") + "\n\nProblems:\n- " + "\n- ".join(problems)})
+    messages.append(
+        {"role": "user", "content": prompts.instruction("repair") + "\n\nProblems:\n- " + "\n- ".join(problems)}
+    )
     return first.model_copy(update={"messages": messages, "params": _varied(first.params, attempt)})
 
 

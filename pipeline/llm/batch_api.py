@@ -15,9 +15,10 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pipeline.errors import LLMError, LLMUnavailableError
 from pipeline.llm.base import ChatRequest, ChatResponse
@@ -79,7 +80,8 @@ class BatchApiChatModel:
             time.sleep(0.05)
             with self._lock:
                 ready = self._pending and (
-                    len(self._pending) >= self._expected or time.monotonic() - self._first_pending_at >= self._gather_seconds
+                    len(self._pending) >= self._expected
+                    or time.monotonic() - self._first_pending_at >= self._gather_seconds
                 )
                 batch, self._pending = (self._pending, []) if ready else ([], self._pending)
             if batch:
@@ -88,15 +90,26 @@ class BatchApiChatModel:
     def _send(self, batch: list[tuple[ChatRequest, Future[ChatResponse]]]) -> None:
         try:
             lines = [
-                json.dumps({"custom_id": r.fingerprint(), "method": "POST", "url": "/v1/chat/completions", "body": chat_body(r)})
+                json.dumps(
+                    {
+                        "custom_id": r.fingerprint(),
+                        "method": "POST",
+                        "url": "/v1/chat/completions",
+                        "body": chat_body(r),
+                    }
+                )
                 for r, _ in batch
             ]
-            uploaded = self._call(lambda: self._client.files.create(
-                file=("claims-batch.jsonl", io.BytesIO("\n".join(lines).encode())), purpose="batch"
-            ))
-            created = self._call(lambda: self._client.batches.create(
-                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
-            ))
+            uploaded = self._call(
+                lambda: self._client.files.create(
+                    file=("claims-batch.jsonl", io.BytesIO("\n".join(lines).encode())), purpose="batch"
+                )
+            )
+            created = self._call(
+                lambda: self._client.batches.create(
+                    input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+                )
+            )
         except LLMError as exc:
             for _, future in batch:
                 future.set_exception(exc)
@@ -131,7 +144,9 @@ class BatchApiChatModel:
 
     def _answer_all(self, batch_id: str, outcome: Callable[[str], Any]) -> None:
         with self._lock:
-            fingerprints = [f for (f,) in self._state.execute("SELECT fingerprint FROM sent WHERE batch_id = ?", (batch_id,))]
+            fingerprints = [
+                f for (f,) in self._state.execute("SELECT fingerprint FROM sent WHERE batch_id = ?", (batch_id,))
+            ]
             self._state.execute("DELETE FROM sent WHERE batch_id = ?", (batch_id,))
             waiting = {f: self._waiters.pop(f, []) for f in fingerprints}
         for fingerprint, futures in waiting.items():
@@ -151,10 +166,17 @@ class BatchApiChatModel:
             return isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError))
 
         try:
-            return call_with_retries(work, transient, lambda e: getattr(getattr(e, "response", None), "headers", None),
-                                     RetryPolicy(), self._sleep)
+            return call_with_retries(
+                work,
+                transient,
+                lambda e: getattr(getattr(e, "response", None), "headers", None),
+                RetryPolicy(),
+                self._sleep,
+            )
         except RetryError as exc:
-            raise LLMUnavailableError(f"the Batch API kept failing ({type(exc.last_attempt.exception()).__name__})") from exc
+            raise LLMUnavailableError(
+                f"the Batch API kept failing ({type(exc.last_attempt.exception()).__name__})"
+            ) from exc
         except openai.APIError as exc:
             raise LLMError(f"the Batch API refused: {exc}") from exc
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.errors import StoreError
@@ -37,7 +37,7 @@ class SQLiteResponseCache:
         return row[0] if row else None
 
     def put(self, fingerprint: str, stage: str, content: str) -> None:
-        stamp = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+        stamp = datetime.now(UTC).replace(microsecond=0).isoformat()
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)", (fingerprint, stage, content, stamp)

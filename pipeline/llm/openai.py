@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pipeline.errors import ConfigError, LLMError, LLMUnavailableError
 from pipeline.llm.base import ChatRequest, ChatResponse, Usage
@@ -20,7 +21,7 @@ class OpenAIChatModel:
     """Any OpenAI-compatible endpoint (OpenAI, Azure, vLLM, Ollama, llama.cpp server)."""
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "OpenAIChatModel":
+    def from_settings(cls, settings: Settings) -> OpenAIChatModel:
         """The endpoint, key and timeout the user configured (OPENAI_BASE_URL, OPENAI_API_KEY, CLAIMS_TIMEOUT)."""
         return cls(api_key=settings.api_key, base_url=settings.base_url, timeout=settings.timeout)
 

@@ -13,8 +13,8 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from pipeline.llm.base import ChatModel, ChatRequest, ChatResponse
 

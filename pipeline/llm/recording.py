@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 from collections import defaultdict, deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -76,7 +76,9 @@ class Recording(BaseModel):
     prompts: dict[str, str]
     interactions: list[dict[str, Any]]
     base_record: dict[str, Any] | None = Field(default=None, description="add-evidence: the record before.")
-    base_sources: dict[str, RecordedSource] = Field(default_factory=dict, description="add-evidence: its studies' texts.")
+    base_sources: dict[str, RecordedSource] = Field(
+        default_factory=dict, description="add-evidence: its studies' texts."
+    )
     evaluation: RecordedEval | None = Field(default=None, description="eval: the options and the figures obtained.")
     failure: str | None = Field(default=None, description="A failed run: the error it ended with (no record.json).")
 
@@ -94,7 +96,9 @@ def describe_endpoint(interactions: list[Interaction], base_url: str | None) -> 
         )
     names = ", ".join(sorted(str(s) for s in served if s)) or "unknown"
     models = ", ".join(sorted({str(i.response["model"]) for i in interactions if i.response.get("model")})) or "unknown"
-    return f"the endpoint at {public_url(base_url) or 'the OpenAI default'} (model: {models}; system_fingerprint: {names})"
+    return (
+        f"the endpoint at {public_url(base_url) or 'the OpenAI default'} (model: {models}; system_fingerprint: {names})"
+    )
 
 
 def public_url(url: str | None) -> str | None:
@@ -125,7 +129,7 @@ def build_recording(
     return Recording(
         failure=failure,
         made_against=describe_endpoint(interactions, base_url),
-        created_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        created_at=datetime.now(UTC).replace(microsecond=0).isoformat(),
         pipeline_version=__version__,
         input=RecordedInput(
             file_name=pdf.name,
@@ -187,7 +191,9 @@ def recorded_pdf(directory: Path, recording: Recording, override: Path | None = 
     """The recorded input (a PDF, or an eval's dataset), checked against its recorded sha256."""
     pdf = override or (directory / recording.input.path)
     if not pdf.is_file():
-        raise ReplayError(f"the recorded input {recording.input.path} is missing (looked for {pdf}); pass it with --pdf")
+        raise ReplayError(
+            f"the recorded input {recording.input.path} is missing (looked for {pdf}); pass it with --pdf"
+        )
     if hashlib.sha256(pdf.read_bytes()).hexdigest() != recording.input.sha256:
         raise ReplayError(f"input changed: {pdf} is not the file that was recorded (sha256 differs)")
     return pdf
@@ -263,13 +269,22 @@ def record_diff(recorded: ClaimRecord, replayed: ClaimRecord) -> list[str]:
         return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
 
     return list(
-        difflib.unified_diff(comparable(recorded), comparable(replayed), "recorded record", "replayed record", lineterm="")
+        difflib.unified_diff(
+            comparable(recorded), comparable(replayed), "recorded record", "replayed record", lineterm=""
+        )
     )
 
 
 def save_eval_recording(
-    directory: Path, dataset: Path, corpus: Path | None, limit: int | None, settings: RunSettings,
-    chat: Any, result: Any, base_url: str | None, prompts: PromptSet,
+    directory: Path,
+    dataset: Path,
+    corpus: Path | None,
+    limit: int | None,
+    settings: RunSettings,
+    chat: Any,
+    result: Any,
+    base_url: str | None,
+    prompts: PromptSet,
 ) -> None:
     """An eval run: the dataset (by path and hash) stands where a paper would; record.json is not
     written, the figures are kept in the recording itself."""
@@ -277,17 +292,21 @@ def save_eval_recording(
     recording = Recording(
         kind="eval",
         made_against=describe_endpoint(chat.interactions, base_url),
-        created_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        created_at=datetime.now(UTC).replace(microsecond=0).isoformat(),
         pipeline_version=__version__,
         input=RecordedInput(
-            file_name=dataset.name, path=os.path.relpath(dataset.resolve(), directory.resolve()),
-            sha256=hashlib.sha256(dataset.read_bytes()).hexdigest(), metadata=None, pdf_url=None,
+            file_name=dataset.name,
+            path=os.path.relpath(dataset.resolve(), directory.resolve()),
+            sha256=hashlib.sha256(dataset.read_bytes()).hexdigest(),
+            metadata=None,
+            pdf_url=None,
         ),
         settings=dataclasses.asdict(settings),
         prompts=prompts.hashes(("stance",)),
         interactions=[dataclasses.asdict(i) for i in chat.interactions],
         evaluation=RecordedEval(
-            corpus=os.path.relpath(corpus.resolve(), directory.resolve()) if corpus else None, limit=limit,
+            corpus=os.path.relpath(corpus.resolve(), directory.resolve()) if corpus else None,
+            limit=limit,
             result=result.summary(),
         ),
     )

@@ -33,7 +33,9 @@ def user_agent(mailto: str | None) -> str:
     return f"claims/{__version__} (evidence claim records{contact})"
 
 
-def make_client(mailto: str | None, timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> httpx.Client:
+def make_client(
+    mailto: str | None, timeout: float = 30.0, transport: httpx.BaseTransport | None = None
+) -> httpx.Client:
     """The client for DOI work. `CLAIMS_HTTP_CASSETTE` makes it answer from a cassette instead."""
     cassette = settings.current().http_cassette
     if transport is None and cassette is not None:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -80,7 +81,9 @@ def from_crossref(message: dict[str, Any]) -> dict[str, Any]:
         "abstract": strip_jats(message["abstract"]) if message.get("abstract") else None,
         "retracted": True if retracted else None,
         "pdf_urls": [
-            link["URL"] for link in message.get("link", []) if link.get("content-type") == "application/pdf" and link.get("URL")
+            link["URL"]
+            for link in message.get("link", [])
+            if link.get("content-type") == "application/pdf" and link.get("URL")
         ],
     }
 
@@ -91,14 +94,18 @@ def from_openalex(work: dict[str, Any]) -> dict[str, Any]:
     locations = [best, *work.get("locations", [])]
     return {
         "title": work.get("title") or work.get("display_name"),
-        "authors": [a["author"]["display_name"] for a in work.get("authorships", []) if a.get("author", {}).get("display_name")],
+        "authors": [
+            a["author"]["display_name"] for a in work.get("authorships", []) if a.get("author", {}).get("display_name")
+        ],
         "journal": (primary.get("source") or {}).get("display_name"),
         "year": work.get("publication_year"),
         "licence": best.get("license"),
         "publication_type": work.get("type"),
         "abstract": rebuild_abstract(work.get("abstract_inverted_index")),
         "retracted": work.get("is_retracted"),
-        "pdf_urls": list(dict.fromkeys(loc["pdf_url"] for loc in locations if loc.get("pdf_url") and loc.get("is_oa", True))),
+        "pdf_urls": list(
+            dict.fromkeys(loc["pdf_url"] for loc in locations if loc.get("pdf_url") and loc.get("is_oa", True))
+        ),
     }
 
 
@@ -255,7 +262,11 @@ def download_pdf(client: httpx.Client, url: str, max_bytes: int) -> bytes:
     except httpx.HTTPError as exc:
         raise DownloadError(f"{url} could not be downloaded ({type(exc).__name__})") from exc
     if b"%PDF" not in bytes(data[:1024]):
-        what = "an HTML page (a landing page or a captcha)" if "html" in content_type or data.lstrip()[:1] == b"<" else f"'{content_type or 'unknown'}' content"
+        what = (
+            "an HTML page (a landing page or a captcha)"
+            if "html" in content_type or data.lstrip()[:1] == b"<"
+            else f"'{content_type or 'unknown'}' content"
+        )
         raise DownloadError(f"{url} served {what}, not a PDF")
     return bytes(data)
 
@@ -310,7 +321,13 @@ class Fetched:
 
 
 def fetch(
-    doi: str, client: httpx.Client, cache: DoiCache, settings: DoiSettings, *, want_pdf: bool = True, refresh: bool = False
+    doi: str,
+    client: httpx.Client,
+    cache: DoiCache,
+    settings: DoiSettings,
+    *,
+    want_pdf: bool = True,
+    refresh: bool = False,
 ) -> Fetched:
     notes: list[str] = []
     metadata = None if refresh else cache.metadata(doi)

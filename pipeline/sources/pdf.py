@@ -71,7 +71,7 @@ class PypdfExtractor:
         for number, page in enumerate(pages, start=1):
             try:
                 texts.append(page.extract_text() or "")
-            except Exception as exc:  # noqa: BLE001 - any failure of one page must not end the paper
+            except Exception as exc:
                 texts.append(None)
                 problems.append(PageProblem(page=number, problem=f"{type(exc).__name__}: {exc}"[:200]))
         return ExtractedPages(texts, problems, metadata)
@@ -103,7 +103,7 @@ class PdfiumExtractor:
                     texts.append(_clean_pdfium(textpage.get_text_range()))
                     textpage.close()
                     page.close()
-                except Exception as exc:  # noqa: BLE001 - any failure of one page must not end the paper
+                except Exception as exc:
                     texts.append(None)
                     problems.append(PageProblem(page=index + 1, problem=f"{type(exc).__name__}: {exc}"[:200]))
         finally:
@@ -145,7 +145,12 @@ class FallbackExtractor:
         for number in sorted(bad_pages):
             replacement = secondary.texts[number - 1] if number <= len(secondary.texts) else None
             if replacement is None:
-                problems.append(next((p for p in secondary.problems if p.page == number), PageProblem(page=number, problem="unreadable")))
+                problems.append(
+                    next(
+                        (p for p in secondary.problems if p.page == number),
+                        PageProblem(page=number, problem="unreadable"),
+                    )
+                )
             texts[number - 1] = replacement
         return ExtractedPages(texts, sorted(problems, key=lambda p: p.page), primary.metadata or secondary.metadata)
 
@@ -218,8 +223,9 @@ class Document:
         too_long = len(self.pages) > MAX_STUDY_PAGES_WITHOUT_ABSTRACT and not signals["abstract"]
         if len(present) >= MIN_STUDY_SIGNALS and not too_long:
             return None
-        return (f"found {', '.join(present) or 'none'} of: abstract, methods, results, references, DOI"
-                + (f"; {len(self.pages)} pages and no abstract" if too_long else ""))
+        return f"found {', '.join(present) or 'none'} of: abstract, methods, results, references, DOI" + (
+            f"; {len(self.pages)} pages and no abstract" if too_long else ""
+        )
 
     def text_of(self, sections: tuple[str, ...], max_chars: int) -> str:
         """The named sections' text with page markers, in reading order, cut at `max_chars`.
@@ -346,8 +352,11 @@ def _require_words(file_name: str, pages: list[str], problems: list[PageProblem]
     share = garbled_share(joined)
     words = len(_WORD.findall(joined))
     if share > MAX_GARBLED_SHARE or words < len(joined.split()) / 3:
-        why = (f"{share:.0%} of tokens are glyph names or control characters" if share > MAX_GARBLED_SHARE
-               else f"only {words} of {len(joined.split())} tokens are words")
+        why = (
+            f"{share:.0%} of tokens are glyph names or control characters"
+            if share > MAX_GARBLED_SHARE
+            else f"only {words} of {len(joined.split())} tokens are words"
+        )
         raise NoTextLayerError(
             f"{file_name}: unreadable text layer ({why}); re-export the PDF or run OCR on it (e.g. ocrmypdf --force-ocr)"
         )
@@ -430,9 +439,7 @@ _SECTION_NAMES = {
     "bibliography": "references",
     "literature cited": "references",
 }
-_HEADING = re.compile(
-    r"^\s*(?:(?:\d{1,2}|[IVX]{1,4})(?:\.\d{1,2})*\.?\s+)?([A-Za-z][A-Za-z ]{2,30}?)\s*[:.]?\s*$"
-)
+_HEADING = re.compile(r"^\s*(?:(?:\d{1,2}|[IVX]{1,4})(?:\.\d{1,2})*\.?\s+)?([A-Za-z][A-Za-z ]{2,30}?)\s*[:.]?\s*$")
 
 
 def heading_of(line: str) -> str | None:

@@ -25,8 +25,9 @@ the reviewer, and a record with flags stays a draft.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from pipeline.errors import StageOutputError
 from pipeline.identifiers import foreign_citations
@@ -88,7 +89,10 @@ def quotes_of(record: ClaimRecord) -> list[tuple[str, Quote, list[str]]]:
     every = [study.reference.study_id for study in record.studies]
     found = [("claim.original_statement", record.claim.original_statement, every)]
     for i, study in enumerate(record.studies):
-        found += [(f"studies[{i}].findings[{j}].quote", f.quote, [study.reference.study_id]) for j, f in enumerate(study.findings)]
+        found += [
+            (f"studies[{i}].findings[{j}].quote", f.quote, [study.reference.study_id])
+            for j, f in enumerate(study.findings)
+        ]
         if study.stance_quote is not None:
             found.append((f"studies[{i}].stance_quote", study.stance_quote, [study.reference.study_id]))
     for k, step in enumerate(record.mechanism.steps):
@@ -112,12 +116,25 @@ def check_quotes(record: ClaimRecord, sources: Sources) -> CheckResult:
         )
         locations.append(
             QuoteLocation(
-                where=where, status=status, study_id=study_id, claimed_page=quote.page, page=found.page,
-                start=found.start, end=found.end, similarity=found.similarity, near_match=found.near_match,
+                where=where,
+                status=status,
+                study_id=study_id,
+                claimed_page=quote.page,
+                page=found.page,
+                start=found.start,
+                end=found.end,
+                similarity=found.similarity,
+                near_match=found.near_match,
             )
         )
         if status is GroundingStatus.page_corrected:
-            notes.append(Flag(where=where, code="page_corrected", message=f"quote is on page {found.page}, not {quote.page}; corrected"))
+            notes.append(
+                Flag(
+                    where=where,
+                    code="page_corrected",
+                    message=f"quote is on page {found.page}, not {quote.page}; corrected",
+                )
+            )
             quote.page = found.page  # type: ignore[assignment]
         elif status is GroundingStatus.ungrounded:
             near = (
@@ -158,10 +175,16 @@ def _locate_in(quote: Quote, sources: Sources, candidates: list[str]) -> tuple[A
 
 def check_citations(record: ClaimRecord) -> CheckResult:
     flags = [
-        Flag(where=where, code="foreign_citation", message=f"cites {cited}, which is not among the studies this record was built from")
+        Flag(
+            where=where,
+            code="foreign_citation",
+            message=f"cites {cited}, which is not among the studies this record was built from",
+        )
         for where, cited in foreign_citations(record)
     ]
-    return _result("citations", flags, "every citation is a study of this record", "{n} citation(s) to studies not given")
+    return _result(
+        "citations", flags, "every citation is a study of this record", "{n} citation(s) to studies not given"
+    )
 
 
 # --------------------------------------------------------------------------- numbers
@@ -183,22 +206,68 @@ def check_numbers(record: ClaimRecord, sources: Sources) -> CheckResult:
                 stated.append((f"{base}.sample_size", str(finding.sample_size)))
             if finding.effect is not None:
                 effect = finding.effect
-                stated += [(f"{base}.effect.{name}", str(value)) for name in ("value", "ci_lower", "ci_upper")
-                           if (value := getattr(effect, name)) is not None]
+                stated += [
+                    (f"{base}.effect.{name}", str(value))
+                    for name in ("value", "ci_lower", "ci_upper")
+                    if (value := getattr(effect, name)) is not None
+                ]
                 if effect.p_value:
                     stated += [(f"{base}.effect.p_value", number) for number in numbers_of(effect.p_value)]
             for where, text in stated:
                 checked += 1
                 wanted = numbers_of(text)
                 if wanted and wanted[0] not in source:
-                    flags.append(Flag(where=where, code="number_not_found", message=f"{text} does not appear in the paper's text"))
-    return _result("numbers", flags, f"all {checked} numbers appear in the paper", f"{{n}} of {checked} numbers not found in the paper")
+                    flags.append(
+                        Flag(
+                            where=where, code="number_not_found", message=f"{text} does not appear in the paper's text"
+                        )
+                    )
+    return _result(
+        "numbers",
+        flags,
+        f"all {checked} numbers appear in the paper",
+        f"{{n}} of {checked} numbers not found in the paper",
+    )
 
 
 # --------------------------------------------------------------------------- causal chain
 
-_STOP = set("that this with from were was have been their they which these those than into also after before between "
-            "there would could should about more less study trial paper authors reported found".split())
+_STOP = set(
+    [
+        "that",
+        "this",
+        "with",
+        "from",
+        "were",
+        "was",
+        "have",
+        "been",
+        "their",
+        "they",
+        "which",
+        "these",
+        "those",
+        "than",
+        "into",
+        "also",
+        "after",
+        "before",
+        "between",
+        "there",
+        "would",
+        "could",
+        "should",
+        "about",
+        "more",
+        "less",
+        "study",
+        "trial",
+        "paper",
+        "authors",
+        "reported",
+        "found",
+    ]
+)
 
 
 def supports(step: str, quote: str) -> bool:
@@ -212,8 +281,10 @@ def supports(step: str, quote: str) -> bool:
     quote_words = {w for w in re.findall(r"[a-z]{4,}", quote.lower()) if w not in _STOP}
 
     def matches(word: str) -> bool:
-        return any(word[:5] == other[:5] or (len(word) >= 5 and word in other) or (len(other) >= 5 and other in word)
-                   for other in quote_words)
+        return any(
+            word[:5] == other[:5] or (len(word) >= 5 and word in other) or (len(other) >= 5 and other in word)
+            for other in quote_words
+        )
 
     return sum(1 for word in step_words if matches(word)) >= 2
 
@@ -232,7 +303,9 @@ def check_causal_chain(record: ClaimRecord, quotes: CheckResult) -> CheckResult:
         else:
             continue
         step.basis = StepBasis.inferred
-        notes.append(Flag(where=where, code="retagged_inferred", message=f"tagged 'reported' but {reason}; shown as inferred"))
+        notes.append(
+            Flag(where=where, code="retagged_inferred", message=f"tagged 'reported' but {reason}; shown as inferred")
+        )
     reported = sum(1 for step in record.mechanism.steps if step.basis is StepBasis.reported)
     return CheckResult(
         name="causal_chain",
@@ -250,7 +323,10 @@ DEFINITIVE = re.compile(
     r"\b(causes?|caused|proves?|proven|will|cures?|cured|guarantees?|always|definitely|certainly|establish(?:es|ed)?|demonstrates? that)\b",
     re.IGNORECASE,
 )
-EFFECT = re.compile(r"\b(increase[sd]?|improve[sd]?|raise[sd]?|reduce[sd]?|lower(?:s|ed)?|decrease[sd]?|boost(?:s|ed)?|enhance[sd]?|leads? to|grow(?:s|th)?)\b", re.I)
+EFFECT = re.compile(
+    r"\b(increase[sd]?|improve[sd]?|raise[sd]?|reduce[sd]?|lower(?:s|ed)?|decrease[sd]?|boost(?:s|ed)?|enhance[sd]?|leads? to|grow(?:s|th)?)\b",
+    re.I,
+)
 NEGATION = re.compile(r"\b(not|no|neither|nor|without|did not|does not|failed to)\b", re.I)
 _RANDOMISED = {StudyDesign.randomised_controlled_trial, StudyDesign.systematic_review_of_rcts}
 
@@ -275,15 +351,27 @@ def overstatement_rules(record: ClaimRecord) -> list[str]:
             rules.append(f"non_randomised_design: '{word}' from a {record.certainty.design.value.replace('_', ' ')}")
         primary = findings[0].effect if findings else None
         if primary and crosses_no_effect(primary.measure, primary.ci_lower, primary.ci_upper):
-            rules.append(f"interval_crosses_no_effect: '{word}' while the primary finding's interval includes no effect")
+            rules.append(
+                f"interval_crosses_no_effect: '{word}' while the primary finding's interval includes no effect"
+            )
     effect = EFFECT.search(claim)
-    if findings and findings[0].direction is Direction.no_significant_difference and effect and not NEGATION.search(claim):
-        rules.append(f"effect_without_support: claims an effect ('{effect.group(0)}') where the primary finding shows no significant difference")
+    if (
+        findings
+        and findings[0].direction is Direction.no_significant_difference
+        and effect
+        and not NEGATION.search(claim)
+    ):
+        rules.append(
+            f"effect_without_support: claims an effect ('{effect.group(0)}') where the primary finding shows no significant difference"
+        )
     return rules
 
 
 def check_strength(record: ClaimRecord) -> CheckResult:
-    flags = [Flag(where="claim.text", code="overstated", message=f"overstated ({rule})") for rule in overstatement_rules(record)]
+    flags = [
+        Flag(where="claim.text", code="overstated", message=f"overstated ({rule})")
+        for rule in overstatement_rules(record)
+    ]
     return _result("strength", flags, "the claim's wording fits its evidence", "overstated: {n} rule(s) fired")
 
 
@@ -292,17 +380,37 @@ def check_grade(record: ClaimRecord) -> CheckResult:
     flags = []
     expected_start = starting_certainty(assessment.design)
     if assessment.starting_certainty is not expected_start:
-        flags.append(Flag(where="certainty.starting_certainty", code="grade_inconsistent",
-                          message=f"a {assessment.design.value.replace('_', ' ')} starts at {expected_start.value}, not {assessment.starting_certainty.value}"))
+        flags.append(
+            Flag(
+                where="certainty.starting_certainty",
+                code="grade_inconsistent",
+                message=f"a {assessment.design.value.replace('_', ' ')} starts at {expected_start.value}, not {assessment.starting_certainty.value}",
+            )
+        )
     expected = rate_certainty(assessment.design, assessment.domains, assessment.upgrades)
     if assessment.certainty is not expected:
-        flags.append(Flag(where="certainty.certainty", code="grade_inconsistent",
-                          message=f"the design and domain ratings give {expected.value}, not {assessment.certainty.value}"))
+        flags.append(
+            Flag(
+                where="certainty.certainty",
+                code="grade_inconsistent",
+                message=f"the design and domain ratings give {expected.value}, not {assessment.certainty.value}",
+            )
+        )
     for i, study in enumerate(record.studies):
         if len(record.studies) == 1 and study.design is not assessment.design:
-            flags.append(Flag(where=f"studies[{i}].design", code="grade_inconsistent",
-                              message=f"the study is a {study.design.value}, the assessment a {assessment.design.value}"))
-    return _result("grade", flags, f"certainty {assessment.certainty.value} follows from the design and ratings", "{n} inconsistency(ies)")
+            flags.append(
+                Flag(
+                    where=f"studies[{i}].design",
+                    code="grade_inconsistent",
+                    message=f"the study is a {study.design.value}, the assessment a {assessment.design.value}",
+                )
+            )
+    return _result(
+        "grade",
+        flags,
+        f"certainty {assessment.certainty.value} follows from the design and ratings",
+        "{n} inconsistency(ies)",
+    )
 
 
 # --------------------------------------------------------------------------- plain language
@@ -311,7 +419,10 @@ def check_grade(record: ClaimRecord) -> CheckResult:
 def model_rewriter(llm: LLMContext) -> Rewriter:
     def rewrite(text: str, readability: Readability) -> str:
         messages = llm.prompts.render(
-            "rewrite", text=text, grade=f"{readability.grade:g}", words_per_sentence=f"{readability.words_per_sentence:g}"
+            "rewrite",
+            text=text,
+            grade=f"{readability.grade:g}",
+            words_per_sentence=f"{readability.words_per_sentence:g}",
         )
         try:
             return ask_structured(llm, StageCall("rewrite", PlainLanguageRewrite, messages)).text
@@ -335,18 +446,39 @@ def check_plain_language(record: ClaimRecord, rewrite: Rewriter | None) -> Check
             if after.grade < before.grade or after.meets_target:
                 setattr(mechanism, field, candidate)
                 rewritten = True
-                notes.append(Flag(where=where, code="rewritten", message=(
-                    f"rewritten by the model: grade {before.grade:g} -> {after.grade:g}, "
-                    f"{before.words_per_sentence:g} -> {after.words_per_sentence:g} words a sentence")))
+                notes.append(
+                    Flag(
+                        where=where,
+                        code="rewritten",
+                        message=(
+                            f"rewritten by the model: grade {before.grade:g} -> {after.grade:g}, "
+                            f"{before.words_per_sentence:g} -> {after.words_per_sentence:g} words a sentence"
+                        ),
+                    )
+                )
             else:
                 after = before
-        scores.append(ReadabilityScore(where=where, grade=after.grade, words_per_sentence=after.words_per_sentence,
-                                       meets_target=after.meets_target, rewritten=rewritten))
+        scores.append(
+            ReadabilityScore(
+                where=where,
+                grade=after.grade,
+                words_per_sentence=after.words_per_sentence,
+                meets_target=after.meets_target,
+                rewritten=rewritten,
+            )
+        )
         if not after.meets_target:
-            flags.append(Flag(where=where, code="plain_language", message=(
-                f"grade {after.grade:g} and {after.words_per_sentence:g} words a sentence; "
-                f"target grade <= {MAX_GRADE:g} and <= {MAX_WORDS_PER_SENTENCE:g} words"
-                + (" (after one rewrite)" if rewrite is not None else ""))))
+            flags.append(
+                Flag(
+                    where=where,
+                    code="plain_language",
+                    message=(
+                        f"grade {after.grade:g} and {after.words_per_sentence:g} words a sentence; "
+                        f"target grade <= {MAX_GRADE:g} and <= {MAX_WORDS_PER_SENTENCE:g} words"
+                        + (" (after one rewrite)" if rewrite is not None else "")
+                    ),
+                )
+            )
     worst = max(scores, key=lambda s: s.grade)
     return CheckResult(
         name="plain_language",
@@ -381,8 +513,12 @@ def with_model_output(checks: list[CheckResult], salvaged: list[Flag]) -> list[C
     result = CheckResult(
         name=MODEL_OUTPUT,
         status=CheckStatus.flagged if flags else CheckStatus.passed,
-        summary=(f"{len(flags)} problem(s) in the model's answers kept and flagged" if flags
-                 else "the model's answers were mended") + (f"; {len(notes)} correction(s) noted" if notes else ""),
+        summary=(
+            f"{len(flags)} problem(s) in the model's answers kept and flagged"
+            if flags
+            else "the model's answers were mended"
+        )
+        + (f"; {len(notes)} correction(s) noted" if notes else ""),
         flags=flags,
         notes=notes,
     )

@@ -44,5 +44,10 @@ def salvage_extract(output: ExtractOutput, study_index: int) -> list[Flag] | Non
     output.findings = kept
     if not dropped:
         return []
-    return [Flag(where=f"studies[{study_index}].findings", code="finding_dropped",
-                 message=f"the model gave {dropped} finding(s) without a quote; dropped: check the paper for what is missing")]
+    return [
+        Flag(
+            where=f"studies[{study_index}].findings",
+            code="finding_dropped",
+            message=f"the model gave {dropped} finding(s) without a quote; dropped: check the paper for what is missing",
+        )
+    ]

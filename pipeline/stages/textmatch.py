@@ -14,19 +14,22 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from rapidfuzz import fuzz
 
 _DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe63\uff0d"), "-")
-_QUOTES = {**dict.fromkeys(map(ord, "\u2018\u2019\u201a\u201b\u2032"), "'"), **dict.fromkeys(map(ord, "\u201c\u201d\u201e\u201f\u2033"), '"')}
+_QUOTES = {
+    **dict.fromkeys(map(ord, "\u2018\u2019\u201a\u201b\u2032"), "'"),
+    **dict.fromkeys(map(ord, "\u201c\u201d\u201e\u201f\u2033"), '"'),
+}
 _INVISIBLE = {ord("\u00ad"): None, ord("\u200b"): None, ord("\u200c"): None, ord("\u200d"): None, ord("\ufeff"): None}
 # Glyph codes some publishers' fonts leave in extracted text, for the character they draw.
 _FONT_GLYPHS = (("/C0", "-"), ("\u00bc", "="))
 _HYPHEN_BREAK = re.compile(r"(?<=[^\W\d_])-[ \t]*\n[ \t]*(?=[^\W\d_])")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fold(char: str) -> str:
     folded = unicodedata.normalize("NFKC", char).translate(_DASHES).translate(_QUOTES).translate(_INVISIBLE)
     return folded.casefold()
