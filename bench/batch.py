@@ -100,12 +100,12 @@ def baseline_prompt_tokens(inputs: list[Path], calls_per_input: float) -> float:
 
 def rss_of_parsing(pdf: Path, extractor: str) -> float:
     code = (
-        "import resource, sys; sys.path.insert(0, %r)\n"
+        "import resource, sys; sys.path.insert(0, {!r})\n"
         "from pathlib import Path\n"
         "from pipeline.sources.pdf import PdfiumExtractor, PypdfExtractor, read_pdf\n"
-        "read_pdf(Path(%r), %s())\n"
+        "read_pdf(Path({!r}), {}())\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    ) % (str(ROOT), str(pdf), "PdfiumExtractor" if extractor == "pdfium" else "PypdfExtractor")
+    ).format(str(ROOT), str(pdf), "PdfiumExtractor" if extractor == "pdfium" else "PypdfExtractor")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(result.stdout.strip().splitlines()[-1]) / 1024
 

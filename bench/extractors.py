@@ -34,7 +34,7 @@ def script_quotes() -> dict[str, list[tuple[str, int]]]:
         paper = script["source"].rsplit("/", 1)[-1].rstrip(")")
         found: list[tuple[str, int]] = []
 
-        def walk(node: object) -> None:
+        def walk(node: object, found: list[tuple[str, int]] = found) -> None:
             if isinstance(node, dict):
                 if set(node) == {"text", "page"}:
                     found.append((node["text"], node["page"]))

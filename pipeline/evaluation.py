@@ -43,10 +43,7 @@ class EvalRow:
 
 def read_dataset(path: Path, corpus: Path | None = None, limit: int | None = None) -> list[EvalRow]:
     try:
-        if path.suffix.lower() == ".csv":
-            rows = _healthver(path)
-        else:
-            rows = _scifact(path, corpus)
+        rows = _healthver(path) if path.suffix.lower() == ".csv" else _scifact(path, corpus)
     except (OSError, KeyError, ValueError) as exc:
         raise InputError(f"{path}: cannot read it as a labelled set ({type(exc).__name__}: {exc})") from exc
     if not rows:

@@ -20,6 +20,7 @@ from pipeline.models import (
     CausalStep,
     CheckStatus,
     ClaimRecord,
+    Finding,
     Flag,
     GoldStandardStudy,
     Quote,
@@ -117,7 +118,7 @@ def _reference(study: Study) -> str:
     return " ".join(part for part in parts if part)
 
 
-def _effect(finding) -> str:  # type: ignore[no-untyped-def]
+def _effect(finding: Finding) -> str:
     effect = finding.effect
     if effect is None:
         return "not reported"

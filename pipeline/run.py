@@ -79,7 +79,7 @@ def run_pipeline(
     settings, usage = llm.settings, llm.usage
     seconds: dict[str, float] = {}
 
-    def stage(name: str, work: Callable, describe: Callable[..., str]):  # type: ignore[type-arg]
+    def stage(name: str, work: Callable[[], Any], describe: Callable[..., str]) -> Any:
         progress(name, "start", "")
         started = time.perf_counter()
         result = work()

@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import RecordNotFoundError, StaleVersionError, StoreError
 from pipeline.models import CheckStatus, ClaimRecord
@@ -288,7 +289,7 @@ class SQLiteStore:
         rows = self._rows("SELECT file_name, pages FROM sources WHERE sha256 = ?", sha256)
         return (rows[0][0], json.loads(rows[0][1])) if rows else None
 
-    def _rows(self, sql: str, *args: object) -> list[tuple]:  # type: ignore[type-arg]
+    def _rows(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
@@ -350,7 +351,7 @@ class _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
         return self._db
 
-    def __exit__(self, kind, value, traceback) -> None:  # type: ignore[no-untyped-def]
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
         try:
             self._db.execute("ROLLBACK" if kind else "COMMIT")
         finally:

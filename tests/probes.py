@@ -249,7 +249,7 @@ def raw_html_in_markdown(markdown: str) -> list[str]:
 @probe("markdown: claims export --markdown carries raw HTML or script links")
 def markdown_export(scratch: Scratch) -> Outcome:
     _hostile_record(scratch)
-    code, output = scratch.claims("export", str(scratch.folder / "public"), "--markdown")
+    code, _output = scratch.claims("export", str(scratch.folder / "public"), "--markdown")
     pages = list((scratch.folder / "public").glob("*.md"))
     found = [hit for page in pages for hit in raw_html_in_markdown(page.read_text())]
     return Outcome(code == 0 and len(pages) == 1 and not found, f"exit {code}; raw HTML: {found[:5]}")

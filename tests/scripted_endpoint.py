@@ -26,6 +26,7 @@ truthfully what answered it. It also serves the Batch API routes (/v1/files, /v1
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import threading
@@ -414,10 +415,8 @@ def main() -> None:
     )
     endpoint = ScriptedEndpoint(answers, args.latency, args.port, faults)
     print(f"scripted endpoint on {endpoint.base_url} ({len(args.scripts)} scripts); Ctrl-C to stop", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         endpoint.server.serve_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

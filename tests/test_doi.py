@@ -96,7 +96,7 @@ def test_not_found(tmp_path: Path) -> None:
 
 
 def test_crossref_down_falls_back_to_openalex_and_says_so(tmp_path: Path) -> None:
-    client, cache, settings, transport, sleeps = tools("hpylori_crossref_down", tmp_path)
+    client, cache, settings, _transport, sleeps = tools("hpylori_crossref_down", tmp_path)
     fetched = fetch(HP, client, cache, settings)
     assert fetched.metadata.sources == ["openalex", "unpaywall"]
     assert fetched.metadata.title.startswith("Iron deficiency anaemia")
@@ -105,7 +105,7 @@ def test_crossref_down_falls_back_to_openalex_and_says_so(tmp_path: Path) -> Non
 
 
 def test_429_is_waited_out_as_asked(tmp_path: Path) -> None:
-    client, cache, settings, transport, sleeps = tools("hpylori_rate_limited", tmp_path)
+    client, cache, settings, _transport, sleeps = tools("hpylori_rate_limited", tmp_path)
     assert fetch(HP, client, cache, settings).metadata.sources == ["crossref", "openalex", "unpaywall"]
     assert sleeps == [1.0]
 
@@ -203,7 +203,7 @@ def test_run_doi_downloads_and_drafts_with_metadata(runner: CliRunner, cassette,
     result = runner.invoke(app, ["run", "doi:10.1016/j.nutres.2016.11.004"])
     assert result.exit_code == 0, result.output
     assert "PDF from https://shura.shu.ac.uk/14003/1/Siervo-DietaryNitrate.pdf" in result.output
-    record_id = next(l.split()[1] for l in result.output.splitlines() if l.startswith("record "))
+    record_id = next(line.split()[1] for line in result.output.splitlines() if line.startswith("record "))
     ref = SQLiteStore(clean_environment).get(record_id).studies[0].reference
     assert ref.doi == "10.1016/j.nutres.2016.11.004" and ref.study_id == ref.doi
     assert ref.journal == "Nutrition Research" and ref.licence == "https://www.elsevier.com/tdm/userlicense/1.0/"

@@ -144,7 +144,7 @@ def test_match_lists_the_claims_a_paper_bears_on(runner: CliRunner, clean_enviro
     rows = [line for line in result.output.splitlines() if any(i in line for i in (huang, siervo, datta))]
     assert siervo in rows[0] and "population:" in result.output
     top = runner.invoke(app, ["match", str(HPYLORI_PDF)]).output
-    assert [i for i in (huang, siervo, datta) if i in top.split("\n", 4)[-1]][0] == huang
+    assert next(i for i in (huang, siervo, datta) if i in top.split("\n", 4)[-1]) == huang
 
 
 # --------------------------------------------------------------------------- the evaluation harness

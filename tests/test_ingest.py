@@ -172,7 +172,7 @@ def test_glyph_names_from_the_first_extractor_are_replaced_by_the_second() -> No
 
         def extract(self, data: bytes, file_name: str) -> ExtractedPages:
             real = PdfiumExtractor().extract(data, file_name)
-            return ExtractedPages(["/two.tnum/seven.tnum " * 50] + list(real.texts[1:]), [], real.metadata)
+            return ExtractedPages(["/two.tnum/seven.tnum " * 50, *list(real.texts[1:])], [], real.metadata)
 
     merged = FallbackExtractor(GlyphNames(), PdfiumExtractor()).extract(HPYLORI_PDF.read_bytes(), HPYLORI_PDF.name)
     assert merged.texts[0].startswith("Iron deficiency anaemia")

@@ -84,7 +84,7 @@ def test_there_is_no_import_cycle() -> None:
         state[module] = 1
         for target in sorted(graph.get(module, ())):
             if state.get(target) == 1:
-                cycles.append(" -> ".join(stack[stack.index(target) :] + [target]))
+                cycles.append(" -> ".join([*stack[stack.index(target) :], target]))
             elif target not in state:
                 visit(target, [*stack, target])
         state[module] = 2

@@ -264,11 +264,13 @@ def test_a_rule_no_salvage_mends_is_kept_as_a_flag_not_a_failure() -> None:
 
 def test_the_server_s_own_error_message_is_quoted() -> None:
     error = {"$status": 400, "$error": "This model's maximum context length is 8192 tokens, you requested 9311"}
-    with serve(error) as server:
-        with pytest.raises(
+    with (
+        serve(error) as server,
+        pytest.raises(
             LLMError, match="stage answer: the endpoint answered HTTP 400 .*maximum context length is 8192 tokens"
-        ):
-            ask_structured(context(client(server), UsageLog()), call())
+        ),
+    ):
+        ask_structured(context(client(server), UsageLog()), call())
 
 
 def test_the_schema_sent_names_the_studies_and_pages_given() -> None:

@@ -53,7 +53,7 @@ def test_approve_is_refused_while_flagged_unless_overridden(runner: CliRunner, c
         app, ["review", "approve", flagged, "--reviewer", "maria", "--override", "quote checked by hand"]
     )
     assert ok.exit_code == 0, ok.output
-    [created, approved] = SQLiteStore(clean_environment).history(flagged)
+    [_created, approved] = SQLiteStore(clean_environment).history(flagged)
     assert (approved.action, approved.actor, approved.version) == ("approved", "maria", 2)
     assert "override: quote checked by hand" in approved.note and '"status": "approved"' in approved.diff
 
@@ -188,7 +188,7 @@ def test_edit_in_the_editor(
 
 
 def test_export_approved_records_with_stable_names(runner: CliRunner, clean_environment: Path, tmp_path: Path) -> None:
-    approved, draft = stored(clean_environment, "huang-2010-hpylori-iron", "siervo-2016-nitrate")
+    approved, _draft = stored(clean_environment, "huang-2010-hpylori-iron", "siervo-2016-nitrate")
     review.approve(SQLiteStore(clean_environment), approved, 1, "maria")
     target = tmp_path / "public"
     result = runner.invoke(app, ["export", str(target), "--markdown"])

@@ -39,7 +39,7 @@ def test_queue_filters(site) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_record_page_shows_quotes_pages_and_highlights_flags(site) -> None:  # type: ignore[no-untyped-def]
-    client, _, (faithful, flagged) = site
+    client, _, (_faithful, flagged) = site
     page = client.get(f"/records/{flagged}").text
     assert '<mark class="flag">[FLAG ungrounded_quote' in page and 'class="flagged"' in page
     assert "(p. 1)" in page and "Override reason (required" in page

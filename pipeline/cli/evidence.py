@@ -26,15 +26,17 @@ from pipeline.files import require_writable_folder
 from pipeline.llm.base import LLMContext, RecordingChatModel
 from pipeline.llm.openai import OpenAIChatModel
 from pipeline.llm.recording import RecordedSource, build_recording, save_eval_recording, save_recording
-from pipeline.models import Stance
+from pipeline.models import Stance, StudyMetadata
 from pipeline.review import stored_sources
 from pipeline.run import require_a_study
 from pipeline.settings import RunSettings, current
-from pipeline.sources.pdf import read_pdf
+from pipeline.sources.pdf import Document, read_pdf
 from pipeline.stages.check import count, model_rewriter
 
 
-def _study_document(source: str, pdf: Path | None, refresh: bool, max_pdf_mb: float | None):  # type: ignore[no-untyped-def]
+def _study_document(
+    source: str, pdf: Path | None, refresh: bool, max_pdf_mb: float | None
+) -> tuple[Path, Document, StudyMetadata | None, str | None]:
     """The new study's document, with its DOI metadata when given a DOI."""
     pdf_path, metadata, pdf_url = locate_study(source, pdf, refresh, max_pdf_mb)
     document = read_pdf(pdf_path, max_bytes=pdf_cap(max_pdf_mb))

@@ -68,7 +68,7 @@ def show_command(record_id: str = IdArgument, db: Path | None = DbOption) -> Non
     _print_history(store, record.record_id, diffs=False)
 
 
-def _print_history(store, record_id: str, diffs: bool) -> None:  # type: ignore[no-untyped-def]
+def _print_history(store: SQLiteStore, record_id: str, diffs: bool) -> None:
     table = Table(title=f"history of {record_id}")
     for column in ("version", "action", "by", "at", "note"):
         table.add_column(column, overflow="fold")

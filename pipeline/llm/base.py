@@ -198,7 +198,7 @@ class StageCall:
     output: type[BaseModel]
     messages: list[dict[str, str]]
     check: Callable[[Any], list[str]] = no_problems
-    facts: RequestFacts = RequestFacts()
+    facts: RequestFacts = field(default_factory=RequestFacts)
     salvage: Callable[[Any], list[Flag] | None] | None = None
 
 

@@ -10,6 +10,7 @@ sent instead of paying for them twice.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import sqlite3
@@ -132,7 +133,7 @@ class BatchApiChatModel:
             answers: dict[str, Any] = {}
             for file_id in (status.output_file_id, status.error_file_id):
                 if file_id:
-                    text = self._call(lambda fid=file_id: self._client.files.content(fid)).text
+                    text = self._call(functools.partial(self._client.files.content, file_id)).text
                     for line in filter(None, text.splitlines()):
                         item = json.loads(line)
                         answers[item["custom_id"]] = item

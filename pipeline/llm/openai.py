@@ -35,7 +35,7 @@ class OpenAIChatModel:
     ):
         if not api_key:
             raise ConfigError("OPENAI_API_KEY is not set: export it (and OPENAI_BASE_URL for another endpoint)")
-        self._options = {"api_key": api_key, "base_url": base_url, "timeout": timeout}
+        self._api_key, self._base_url, self._timeout = api_key, base_url, timeout
         self._client_instance: Any = None
         self._client_lock = threading.Lock()
         self._retry = retry
@@ -49,7 +49,9 @@ class OpenAIChatModel:
                 import openai
 
                 # The SDK's own retries are off: tenacity owns them, so they are bounded in one place.
-                self._client_instance = openai.OpenAI(**self._options, max_retries=0)
+                self._client_instance = openai.OpenAI(
+                    api_key=self._api_key, base_url=self._base_url, timeout=self._timeout, max_retries=0
+                )
             return self._client_instance
 
     def complete(self, request: ChatRequest) -> ChatResponse:

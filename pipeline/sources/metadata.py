@@ -146,7 +146,7 @@ def merge(doi: str, answers: dict[str, dict[str, Any]]) -> StudyMetadata:
         abstract=pick("abstract"),
         retracted=True if True in retraction_flags else (False if False in retraction_flags else None),
         pdf_urls=pdf_urls,
-        sources=order,
+        sources=list(order),
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import logging
 import re
 from dataclasses import dataclass, field
@@ -385,7 +386,7 @@ def strip_line_numbers(pages: list[str]) -> list[str]:
         return pages
     for pattern, number_group, text_group in ((_TRAILING_NUMBER, 2, 1), (_LEADING_NUMBER, 1, 2)):
         numbers = [int(match.group(number_group)) for line in lines if (match := pattern.match(line))]
-        rising = sum(1 for a, b in zip(numbers, numbers[1:]) if 0 < b - a <= 2)
+        rising = sum(1 for a, b in itertools.pairwise(numbers) if 0 < b - a <= 2)
         if len(numbers) >= 0.6 * len(lines) and rising >= 0.5 * len(numbers):
             return _without_numbers(pages, pattern, number_group, text_group)
     return pages

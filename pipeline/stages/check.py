@@ -135,7 +135,7 @@ def check_quotes(record: ClaimRecord, sources: Sources) -> CheckResult:
                     message=f"quote is on page {found.page}, not {quote.page}; corrected",
                 )
             )
-            quote.page = found.page  # type: ignore[assignment]
+            quote.page = found.page
         elif status is GroundingStatus.ungrounded:
             near = (
                 f"; nearest passage ({found.similarity:.0f}% similar, page {found.page}): \u201c{found.near_match[:160]}\u201d"

@@ -137,7 +137,7 @@ def salvage_stances(
             )
         )
         stances[0].study_id = study_ids[0]
-    kept = {}
+    kept: dict[str, StudyStanceOutput] = {}
     for stance in stances:
         if stance.study_id in study_ids:
             kept.setdefault(stance.study_id, stance)
