@@ -14,14 +14,16 @@ these functions, so they cannot disagree.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
 from pydantic import ValidationError
 
 from pipeline.errors import InputError, InvalidEditError, ReviewRefusedError
 from pipeline.models import ClaimRecord, ReviewStatus
 from pipeline.schema import schema_errors
-from pipeline.sources.pdf import document_from_pages
+from pipeline.sources.pdf import document_from_pages, read_pdf, read_pdf_bytes
 from pipeline.stages.check import Sources, run_checks
 from pipeline.store import SQLiteStore, flag_count
 
@@ -127,3 +129,17 @@ def recheck(store: SQLiteStore, record: ClaimRecord) -> None:
             "run the paper again (claims run) to store its text"
         )
     record.checks = run_checks(record, sources)
+
+
+def recheck_against_pdf(record: ClaimRecord, pdf: Path) -> None:
+    """The checks run again on a record file against a PDF it was made from (its sha256 must be
+    the record's source or one of its studies'); no model is called, so nothing is rewritten."""
+    known = {record.provenance.source.sha256} | {s.source_sha256 for s in record.studies if s.source_sha256}
+    if hashlib.sha256(read_pdf_bytes(pdf)).hexdigest() not in known:
+        raise InputError(f"{pdf} is not a PDF this record was made from (sha256 differs)")
+    document = read_pdf(pdf)
+    owner = next(
+        (s.reference.study_id for s in record.studies if s.source_sha256 == document.sha256),
+        record.studies[0].reference.study_id,
+    )
+    record.checks = run_checks(record, {owner: document})

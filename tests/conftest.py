@@ -3,6 +3,7 @@ temporary folder, so no test can read a developer's setup or reach a real endpoi
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 from scripted_endpoint import ScriptedEndpoint, Scripts
 from typer.testing import CliRunner
 
+from pipeline.models import ClaimRecord
+from pipeline.replay import replay
 from pipeline.settings import VARIABLES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +45,19 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+@functools.cache
+def _replayed_json(name: str) -> str:
+    outcome = replay(RUNS / name)
+    assert outcome.replayed is not None and outcome.diff == [], f"{name} no longer replays identically"
+    return outcome.replayed.model_dump_json()
+
+
+def replayed(name: str) -> ClaimRecord:
+    """A bundled run replayed now: the pipeline and every check run again on the recorded answers
+    (the record it gives must equal the recorded one). A fresh copy each call; replayed once a session."""
+    return ClaimRecord.model_validate_json(_replayed_json(name))
 
 
 def load_scripts(*names: str) -> Scripts:

@@ -212,9 +212,16 @@ class BatchStore:
         }
 
 
+@dataclass
+class Timing:
+    """Seconds to wait before each answer; a test may change it while the server runs."""
+
+    latency: float = 0.0
+
+
 def make_handler(
     scripts: Scripts | RandomWithinSchema,
-    latency: float = 0.0,
+    timing: Timing,
     faults: Faults | None = None,
     batches: BatchStore | None = None,
 ) -> type[BaseHTTPRequestHandler]:
@@ -289,8 +296,8 @@ def make_handler(
                 scripts.timeline.append((arrived, time.monotonic()))
 
         def _answer_chat(self, body: dict[str, Any]) -> None:
-            if latency:
-                time.sleep(latency)
+            if timing.latency:
+                time.sleep(timing.latency)
             fault = faults.draw()
             if fault == "429":
                 self._send(429, {"error": {"message": "rate limited (injected)"}}, {"Retry-After": faults.retry_after})
@@ -372,8 +379,9 @@ class ScriptedEndpoint:
         self.scripts = scripts
         self.faults = faults or Faults()
         self.batches = BatchStore(batch_polls)
+        self.timing = Timing(latency)
         self.server = ThreadingHTTPServer(
-            ("127.0.0.1", port), make_handler(scripts, latency, self.faults, self.batches)
+            ("127.0.0.1", port), make_handler(scripts, self.timing, self.faults, self.batches)
         )
         self.server.daemon_threads = True
         # a short poll: the server stops within 0.05 s instead of serve_forever's default 0.5 s

@@ -21,9 +21,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from pipeline import __version__
-from pipeline.errors import ClaimsError, InputError, ReplayError, ReplayMissError
-from pipeline.evaluation import evaluate, read_dataset
-from pipeline.evidence import add_study
+from pipeline.errors import ClaimsError, InputError, ReplayError
 from pipeline.files import (
     path_exists,
     read_json_file,
@@ -39,23 +37,20 @@ from pipeline.llm.cache import SQLiteResponseCache
 from pipeline.llm.openai import OpenAIChatModel
 from pipeline.llm.recording import (
     RECORDING_FILE,
-    Recording,
-    ReplayChatModel,
     build_recording,
     load_recording,
-    record_diff,
-    recorded_pdf,
     save_recording,
 )
 from pipeline.models import ClaimRecord, StudyMetadata
 from pipeline.render import FORMATS, render
+from pipeline.replay import replay as replay_recording
+from pipeline.review import recheck_against_pdf
 from pipeline.run import STAGES, RunResult, run_pipeline
 from pipeline.schema import require_valid, schema_errors
 from pipeline.settings import RunSettings, Settings, current, use
 from pipeline.sources.http import make_client
 from pipeline.sources.metadata import DoiCache, DoiSettings, Fetched, fetch, file_stem
-from pipeline.sources.pdf import document_from_pages, read_pdf
-from pipeline.stages.check import count, model_rewriter, run_checks
+from pipeline.stages.check import count
 from pipeline.store import SQLiteStore
 
 MAX_DIFF_LINES = 200
@@ -397,102 +392,33 @@ def replay(
 
 
 def _replay_one(directory: Path, pdf_override: Path | None, show: bool) -> None:
-    recording, recorded = load_recording(directory)
-    if recording.kind == "eval":
-        _replay_eval(directory, recording)
-        return
-    pdf = recorded_pdf(directory, recording, pdf_override)
-    llm = LLMContext(ReplayChatModel(recording), recording.run_settings())
-    metadata, pdf_url = recording.input.metadata, recording.input.pdf_url
-    if recording.failure is not None:
-        _replay_failure(directory, recording, pdf, llm)
-        return
-    assert recorded is not None
-    if recording.kind == "add-evidence":
-        replayed = _replay_add_evidence(recording, recorded, pdf, llm)
-    else:
-        replayed = run_pipeline(
-            pdf,
-            llm,
-            metadata=metadata,
-            pdf_url=pdf_url,
-            record_id=recorded.record_id,
-            generated_at=recorded.provenance.generated_at,
-        ).record
-    diff = record_diff(recorded, replayed)
-    if diff:
-        shown = diff[:MAX_DIFF_LINES]
-        more = f"\n... {len(diff) - MAX_DIFF_LINES} more diff lines" if len(diff) > MAX_DIFF_LINES else ""
-        err.print("\n".join(shown) + more, markup=False)
-        raise ReplayError("the replayed record differs from the recorded one (diff above)")
-    if show:
-        out.print(render(replayed, "md"), markup=False)
-    out.print(
-        f"ok {directory}: {len(recording.interactions)} recorded exchanges, record identical "
-        f"(recorded against {recording.made_against.split(';')[0]})",
-        markup=False,
-    )
-
-
-def _replay_failure(directory: Path, recording: Recording, pdf: Path, llm: LLMContext) -> None:
-    """A failed run's recording replays when the run fails again, with the same error."""
-    try:
-        run_pipeline(pdf, llm, metadata=recording.input.metadata, pdf_url=recording.input.pdf_url)
-    except ReplayMissError:
-        raise
-    except ClaimsError as exc:
-        if str(exc) != recording.failure:
-            raise ReplayError(f"the run failed differently: recorded {recording.failure!r}, now {str(exc)!r}") from exc
+    outcome = replay_recording(directory, pdf_override)
+    against = outcome.recording.made_against.split(";")[0]
+    exchanges = len(outcome.recording.interactions)
+    if outcome.evaluation is not None:
         out.print(
-            f"ok {directory}: {len(recording.interactions)} recorded exchanges, failed as recorded "
-            f"({recording.failure})",
+            f"ok {directory}: accuracy {outcome.evaluation['accuracy']} as recorded (recorded against {against})",
             markup=False,
         )
         return
-    raise ReplayError(f"the recorded run failed ({recording.failure}); the replay did not")
-
-
-def _replay_eval(directory: Path, recording: Recording) -> None:
-    assert recording.evaluation is not None
-    dataset = recorded_pdf(directory, recording)  # the dataset stands where the paper would, checked by hash
-    corpus = directory / recording.evaluation.corpus if recording.evaluation.corpus else None
-    rows = read_dataset(dataset, corpus, recording.evaluation.limit)
-    result = evaluate(rows, LLMContext(ReplayChatModel(recording), recording.run_settings())).summary()
-    if result != recording.evaluation.result:
-        raise ReplayError(
-            f"the evaluation differs from the recorded one: accuracy {result['accuracy']} now, "
-            f"{recording.evaluation.result['accuracy']} recorded"
+    if outcome.failed_as_recorded is not None:
+        out.print(
+            f"ok {directory}: {exchanges} recorded exchanges, failed as recorded ({outcome.failed_as_recorded})",
+            markup=False,
         )
+        return
+    if outcome.diff:
+        shown = outcome.diff[:MAX_DIFF_LINES]
+        more = (
+            f"\n... {len(outcome.diff) - MAX_DIFF_LINES} more diff lines" if len(outcome.diff) > MAX_DIFF_LINES else ""
+        )
+        err.print("\n".join(shown) + more, markup=False)
+        raise ReplayError("the replayed record differs from the recorded one (diff above)")
+    if show and outcome.replayed is not None:
+        out.print(render(outcome.replayed, "md"), markup=False)
     out.print(
-        f"ok {directory}: {len(rows)} rows, accuracy {result['accuracy']} as recorded "
-        f"(recorded against {recording.made_against.split(';')[0]})",
-        markup=False,
+        f"ok {directory}: {exchanges} recorded exchanges, record identical (recorded against {against})", markup=False
     )
-
-
-def _replay_add_evidence(recording: Recording, recorded: ClaimRecord, pdf: Path, llm: LLMContext) -> ClaimRecord:
-    if recording.base_record is None:
-        raise ReplayError("the add-evidence recording has no base record")
-    base = ClaimRecord.model_validate(recording.base_record)
-    dois = {s.reference.study_id: s.reference.doi for s in base.studies}
-    sources = {
-        study_id: document_from_pages(src.file_name, src.sha256, src.pages, dois.get(study_id))
-        for study_id, src in recording.base_sources.items()
-    }
-    document = read_pdf(pdf)
-    if recording.input.metadata is not None:
-        document.doi = recording.input.metadata.doi
-    replayed, _ = add_study(
-        base,
-        document,
-        sources,
-        llm,
-        metadata=recording.input.metadata,
-        pdf_url=recording.input.pdf_url,
-        rewrite=model_rewriter(llm),
-        generated_at=recorded.provenance.generated_at,
-    )
-    return replayed
 
 
 def _load_record(ref: str, db: Path | None) -> ClaimRecord:
@@ -592,16 +518,7 @@ def check_command(
     No model is called: plain language is scored, not rewritten. Exit 1 when anything is flagged.
     """
     record = _record_from_file(record_file)
-    source = pdf or _recorded_source(record_file)
-    known = {record.provenance.source.sha256} | {s.source_sha256 for s in record.studies if s.source_sha256}
-    if hashlib.sha256(_read(source)).hexdigest() not in known:
-        raise InputError(f"{source} is not a PDF this record was made from (sha256 differs)")
-    document = read_pdf(source)
-    owner = next(
-        (s.reference.study_id for s in record.studies if s.source_sha256 == document.sha256),
-        record.studies[0].reference.study_id,
-    )
-    record.checks = run_checks(record, {owner: document})
+    recheck_against_pdf(record, pdf or _recorded_source(record_file))
     for result in record.checks:
         out.print(f"{result.name}: {result.status.value} \u2014 {result.summary}", markup=False)
         for flag in result.flags:
