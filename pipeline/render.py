@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pipeline.identifiers import foreign_citations
 from pipeline.models import (
     CausalStep,
+    CheckResult,
     CheckStatus,
     ClaimRecord,
     Finding,
@@ -165,23 +166,37 @@ def _gold(study: GoldStandardStudy) -> str:
 
 
 def page_blocks(record: ClaimRecord) -> list[Block]:
-    certainty = record.certainty
-    supporting = [s for s in record.studies if s.stance is Stance.supporting]
-    contradicting = [s for s in record.studies if s.stance is Stance.contradicting]
-    unrelated = [s for s in record.studies if s.stance is Stance.no_clear_bearing]
-    flagged = [c for c in record.checks if c.status is not CheckStatus.passed]
+    """The page, section by section, in the order of the claim pages we model."""
     marks = _Marks(record)
-    blocks = [
+    return [
+        *_header(record, marks),
+        *_mechanism(record, marks),
+        *_evidence(record, marks),
+        *_findings(record, marks),
+        *_grade(record),
+        *_gold_standard(record, marks),
+        *_checks_and_provenance(record),
+    ]
+
+
+def _flagged(record: ClaimRecord) -> list[CheckResult]:
+    return [c for c in record.checks if c.status is not CheckStatus.passed]
+
+
+def _header(record: ClaimRecord, marks: _Marks) -> list[Block]:
+    """The claim, its flags, the status line, any retraction notice and the original statement."""
+    flagged = _flagged(record)
+    status = (
+        f"Claim type: {_label(record.claim.type.value)} \u00b7 Certainty (GRADE): "
+        f"{_label(record.certainty.certainty.value)} \u00b7 Status: {record.status.value}"
+        + (f" \u00b7 Pro {record.scores.pro:g} / Against {record.scores.against:g}" if record.scores else "")
+        + (f" \u00b7 {sum(len(c.flags) for c in flagged)} flag(s)" if flagged else "")
+        + f" \u00b7 Record {record.record_id}"
+    )
+    return [
         Block("h1", marks.clean(record.claim.text)),
         *[Block("p", f"FLAG {f.code}: {f.message}") for f in marks.by_where.get("claim.text", [])],
-        Block(
-            "p",
-            f"Claim type: {_label(record.claim.type.value)} \u00b7 Certainty (GRADE): "
-            f"{_label(certainty.certainty.value)} \u00b7 Status: {record.status.value}"
-            + (f" \u00b7 Pro {record.scores.pro:g} / Against {record.scores.against:g}" if record.scores else "")
-            + (f" \u00b7 {sum(len(c.flags) for c in flagged)} flag(s)" if flagged else "")
-            + f" \u00b7 Record {record.record_id}",
-        ),
+        Block("p", status),
         *[
             Block("p", f"RETRACTED: \u201c{s.reference.title}\u201d has been retracted. Do not rely on this claim.")
             for s in record.studies
@@ -190,26 +205,33 @@ def page_blocks(record: ClaimRecord) -> list[Block]:
         Block(
             "quote", "Original statement: " + marks.quote(record.claim.original_statement, "claim.original_statement")
         ),
+    ]
+
+
+def _mechanism(record: ClaimRecord, marks: _Marks) -> list[Block]:
+    mechanism = record.mechanism
+    return [
         Block("h2", f"Mechanism \u2014 Synthesis from {_plural(len(record.studies), 'study')}"),
         Block("h3", "How it works"),
-        Block("p", marks.clean(record.mechanism.plain_language) + marks.at("mechanism.plain_language")),
+        Block("p", marks.clean(mechanism.plain_language) + marks.at("mechanism.plain_language")),
         Block("h3", "Most probable mechanism"),
-        Block("p", "In simple terms: " + marks.clean(record.mechanism.summary) + marks.at("mechanism.summary")),
-        Block("ol", items=[_step(step, k, marks) for k, step in enumerate(record.mechanism.steps)]),
-        Block("h2", "Evidence from studies"),
-        Block("h3", f"Supporting ({len(supporting)})"),
+        Block("p", "In simple terms: " + marks.clean(mechanism.summary) + marks.at("mechanism.summary")),
+        Block("ol", items=[_step(step, k, marks) for k, step in enumerate(mechanism.steps)]),
     ]
-    blocks.append(
-        Block("ul", items=[marks.clean(_study_line(s)) for s in supporting])
-        if supporting
-        else Block("p", "Community contributions welcome")
-    )
-    blocks.append(Block("h3", f"Contradicting ({len(contradicting)})"))
-    blocks.append(
-        Block("ul", items=[marks.clean(_study_line(s)) for s in contradicting])
-        if contradicting
-        else Block("p", "Community contributions welcome")
-    )
+
+
+def _evidence(record: ClaimRecord, marks: _Marks) -> list[Block]:
+    """Supporting and contradicting studies (and those of no clear bearing), the scores, the references."""
+    blocks = [Block("h2", "Evidence from studies")]
+    for title, stance in (("Supporting", Stance.supporting), ("Contradicting", Stance.contradicting)):
+        side = [s for s in record.studies if s.stance is stance]
+        blocks.append(Block("h3", f"{title} ({len(side)})"))
+        blocks.append(
+            Block("ul", items=[marks.clean(_study_line(s)) for s in side])
+            if side
+            else Block("p", "Community contributions welcome")
+        )
+    unrelated = [s for s in record.studies if s.stance is Stance.no_clear_bearing]
     if unrelated:
         blocks.append(Block("h3", f"No clear bearing ({len(unrelated)})"))
         blocks.append(Block("ul", items=[marks.clean(_study_line(s)) for s in unrelated]))
@@ -221,29 +243,34 @@ def page_blocks(record: ClaimRecord) -> list[Block]:
                 f"(each side: {record.scores.formula}; see the README).",
             )
         )
-    blocks += [Block("h3", "Studies"), Block("ul", items=[_reference(study) for study in record.studies])]
+    return [*blocks, Block("h3", "Studies"), Block("ul", items=[_reference(study) for study in record.studies])]
+
+
+def _findings(record: ClaimRecord, marks: _Marks) -> list[Block]:
+    """One table a study: each finding with its effect, size and quote, flags marked in place."""
+    blocks = []
     for i, study in enumerate(record.studies):
-        blocks.append(Block("h3", f"Findings: {study.reference.title}"))
-        blocks.append(
-            Block(
-                "table",
-                header=["Outcome", "Population", "Intervention vs comparator", "Direction", "Effect", "n", "Quote"],
-                rows=[
-                    [
-                        f.outcome,
-                        f.population,
-                        f"{f.intervention} vs {f.comparator or 'none'}",
-                        _label(f.direction.value),
-                        _effect(f) + marks.under(f"studies[{i}].findings[{j}].effect"),
-                        (str(f.sample_size) if f.sample_size is not None else "not reported")
-                        + marks.at(f"studies[{i}].findings[{j}].sample_size"),
-                        marks.quote(f.quote, f"studies[{i}].findings[{j}].quote"),
-                    ]
-                    for j, f in enumerate(study.findings)
-                ],
-            )
-        )
-    blocks += [
+        rows = [
+            [
+                f.outcome,
+                f.population,
+                f"{f.intervention} vs {f.comparator or 'none'}",
+                _label(f.direction.value),
+                _effect(f) + marks.under(f"studies[{i}].findings[{j}].effect"),
+                (str(f.sample_size) if f.sample_size is not None else "not reported")
+                + marks.at(f"studies[{i}].findings[{j}].sample_size"),
+                marks.quote(f.quote, f"studies[{i}].findings[{j}].quote"),
+            ]
+            for j, f in enumerate(study.findings)
+        ]
+        header = ["Outcome", "Population", "Intervention vs comparator", "Direction", "Effect", "n", "Quote"]
+        blocks += [Block("h3", f"Findings: {study.reference.title}"), Block("table", header=header, rows=rows)]
+    return blocks
+
+
+def _grade(record: ClaimRecord) -> list[Block]:
+    certainty = record.certainty
+    return [
         Block("h2", "Evidence quality (GRADE)"),
         Block(
             "p",
@@ -256,6 +283,11 @@ def page_blocks(record: ClaimRecord) -> list[Block]:
             rows=[[_label(d.domain.value), _label(d.rating.value), d.explanation] for d in certainty.domains]
             + [[f"upgrade: {_label(u.factor.value)}", f"+{u.levels}", u.explanation] for u in certainty.upgrades],
         ),
+    ]
+
+
+def _gold_standard(record: ClaimRecord, marks: _Marks) -> list[Block]:
+    return [
         Block("h2", "Gold Standard Evidence Needed"),
         Block(
             "p",
@@ -263,22 +295,27 @@ def page_blocks(record: ClaimRecord) -> list[Block]:
             "or disprove this claim, ordered from strongest to weakest design.",
         ),
         Block("ol", items=[marks.clean(_gold(study)) for study in record.gold_standard]),
+    ]
+
+
+def _checks_and_provenance(record: ClaimRecord) -> list[Block]:
+    provenance = record.provenance
+    return [
         Block("h2", "Checks"),
         Block(
             "ul",
             items=[f"{c.name}: {c.status.value} \u2014 {c.summary}" for c in record.checks]
-            + [f"FLAG {flag.code} at {flag.where}: {flag.message}" for c in flagged for flag in c.flags]
+            + [f"FLAG {flag.code} at {flag.where}: {flag.message}" for c in _flagged(record) for flag in c.flags]
             + [f"corrected {note.code} at {note.where}: {note.message}" for c in record.checks for note in c.notes],
         ),
-        *([Block("h3", "Notes"), Block("ul", items=record.provenance.notes)] if record.provenance.notes else []),
+        *([Block("h3", "Notes"), Block("ul", items=provenance.notes)] if provenance.notes else []),
         Block(
             "p",
-            f"Generated {record.provenance.generated_at} by claims {record.provenance.pipeline_version} "
-            f"{_answered_by(record)} from {record.provenance.source.file_name} "
-            f"(sha256 {record.provenance.source.sha256[:12]}).",
+            f"Generated {provenance.generated_at} by claims {provenance.pipeline_version} "
+            f"{_answered_by(record)} from {provenance.source.file_name} "
+            f"(sha256 {provenance.source.sha256[:12]}).",
         ),
     ]
-    return blocks
 
 
 _MD_SPECIAL = re.compile(r"[\\<>&]|\](?=[(:])")
