@@ -51,6 +51,7 @@ from pipeline.stages.check import Rewriter, Sources, run_checks, with_model_outp
 from pipeline.stages.draft import check_steps, findings_json, salvage_steps
 from pipeline.stages.extract import extract
 from pipeline.stages.grade import design_rank, rate_certainty, starting_certainty, strongest_first
+from pipeline.stages.paper_text import messages_with_paper
 
 STANCE_SECTIONS = ("abstract", "results", "discussion", "conclusions")
 
@@ -94,12 +95,15 @@ def classify_stance(
     claim: str, document: Document, findings: list[Finding], llm: LLMContext, study_index: int = 0
 ) -> StanceOutput:
     """`study_index`: where the study will stand in the record, for the paths of salvage flags."""
-    messages = llm.prompts.render(
+    messages = messages_with_paper(
+        llm,
         "stance",
+        "draft",
+        document,
+        STANCE_SECTIONS,
         claim=claim,
         study_id=document.study_id,
         findings=findings_json(findings),
-        paper_text=document.text_of(STANCE_SECTIONS, llm.settings.stage_text_budget["draft"]),
     )
 
     def check(output: StanceOutput) -> list[str]:

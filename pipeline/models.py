@@ -172,7 +172,8 @@ class Finding(_Model):
 class CausalStep(_Model):
     text: str
     citations: list[StudyId] = Field(
-        description="study_id values of the studies this step rests on.", json_schema_extra=stage_rule(minItems=1)
+        description="study_id values of the studies this step rests on, each once.",
+        json_schema_extra=stage_rule(minItems=1, maxItems="$studies"),
     )
     basis: StepBasis
     quote: Quote | None = Field(description="For a reported step: the passage that reports it.")
@@ -243,7 +244,8 @@ class GoldStandardStudy(_Model):
     sample_size: str = Field(description="Target size and how it is justified, e.g. a power calculation.")
     duration: str
     safeguards: list[str] = Field(
-        description="Randomisation, allocation concealment, blinding, pre-registration and the like."
+        description="Randomisation, allocation concealment, blinding, pre-registration and the like.",
+        json_schema_extra=stage_rule(maxItems=8),
     )
     why: str = Field(description="What this study would settle for the claim.")
 
@@ -253,7 +255,7 @@ class GoldStandardStudy(_Model):
 
 class Bibliography(_Model):
     title: str
-    authors: list[str]
+    authors: list[str] = Field(description="The first authors, at most 30.", json_schema_extra=stage_rule(maxItems=30))
     journal: str | None
     year: int | None
 
@@ -262,7 +264,7 @@ class ExtractOutput(_Model):
     """What the extract stage asks the model for."""
 
     bibliography: Bibliography
-    findings: list[Finding] = Field(json_schema_extra=stage_rule(minItems=1))
+    findings: list[Finding] = Field(json_schema_extra=stage_rule(minItems=1, maxItems=20))
 
 
 class StudyStanceOutput(_Model):
@@ -279,7 +281,7 @@ class DraftOutput(_Model):
     original_statement: Quote
     plain_language: str = Field(description="How it works, in plain language (grade 8 or lower).")
     mechanism_summary: str = Field(description="'In simple terms' summary of the most probable mechanism.")
-    causal_chain: list[CausalStep] = Field(json_schema_extra=stage_rule(minItems=1))
+    causal_chain: list[CausalStep] = Field(json_schema_extra=stage_rule(minItems=1, maxItems=8))
     stances: list[StudyStanceOutput] = Field(
         description="One per study given.", json_schema_extra=stage_rule(minItems="$studies", maxItems="$studies")
     )
@@ -309,7 +311,7 @@ class SynthesisOutput(_Model):
 
     plain_language: str
     mechanism_summary: str
-    causal_chain: list[CausalStep] = Field(json_schema_extra=stage_rule(minItems=1))
+    causal_chain: list[CausalStep] = Field(json_schema_extra=stage_rule(minItems=1, maxItems=8))
     domains: GradeDomains
     upgrades: GradeUpgrades
     gold_standard: GoldStandardList

@@ -25,6 +25,11 @@ from pipeline.errors import ConfigError
 DEFAULT_MODEL = "gpt-4o-mini"
 
 
+CHARS_PER_TOKEN = 3  # cautious: small models' tokenizers cut scientific text finely
+TEMPLATE_TOKENS = 256  # the chat template's own tokens, around the messages
+REPAIR_TOKENS = 512  # a repair request's instructions and its list of problems (capped to fit)
+
+
 @dataclass(frozen=True)
 class RunSettings:
     model: str = DEFAULT_MODEL
@@ -35,11 +40,29 @@ class RunSettings:
     stage_text_budget: dict[str, int] = field(
         default_factory=lambda: {"extract": 60_000, "draft": 40_000, "grade": 40_000}
     )
+    # The model's context window in tokens, where known: then a quarter of it at most goes to the
+    # answer, and each stage's paper text is cut so that the prompt, the answer and a repair
+    # request (which carries the answer back, and asks for another) all fit.
+    context_tokens: int | None = None
+
+    def completion_limit(self) -> int:
+        if self.context_tokens is None:
+            return self.max_completion_tokens
+        return min(self.max_completion_tokens, self.context_tokens // 4)
+
+    def text_budget(self, stage: str, other_chars: int) -> int:
+        """Characters of paper text `stage` may send beside `other_chars` of prompt."""
+        budget = self.stage_text_budget[stage]
+        if self.context_tokens is None:
+            return budget
+        reserved = 2 * self.completion_limit() + TEMPLATE_TOKENS + REPAIR_TOKENS
+        room = (self.context_tokens - reserved) * CHARS_PER_TOKEN - other_chars
+        return max(0, min(budget, room))
 
     def params(self) -> dict[str, Any]:
         params: dict[str, Any] = {
             "temperature": self.temperature,
-            "max_completion_tokens": self.max_completion_tokens,
+            "max_completion_tokens": self.completion_limit(),
         }
         if self.seed is not None:
             params["seed"] = self.seed
@@ -62,7 +85,12 @@ VARIABLES: dict[str, str] = {
     "CLAIMS_BATCH_POLL_SECONDS": "how often --via batch-api asks whether a batch has ended (default 30)",
     "CLAIMS_HTTP_CASSETTE": "answer metadata and PDF requests from a cassette file (tests, offline demos)",
     "CLAIMS_DEBUG": "show the traceback of an unexpected internal error",
+    "CLAIMS_RESPONSE_FORMAT": "how answers are constrained: auto, json_schema, json_object or prompt (default auto)",
+    "CLAIMS_CONTEXT_TOKENS": "the model's context window in tokens, where the server does not say (default: ask it)",
+    "CLAIMS_TIMEOUT_RETRIES": "how often a timed-out request is sent again (default 2; 0 for a server on this machine)",
+    "CLAIMS_ENDPOINT_NOTE": "what a recording should also say about the endpoint (server, version, model file)",
 }
+RESPONSE_FORMATS = ("auto", "json_schema", "json_object", "prompt")
 _ALSO_READ = ("HOME", "USER", "XDG_DATA_HOME", "XDG_CACHE_HOME", "VISUAL", "EDITOR")
 
 
@@ -157,6 +185,39 @@ class Settings:
     @property
     def debug(self) -> bool:
         return bool(self._get("CLAIMS_DEBUG"))
+
+    @property
+    def response_format(self) -> str:
+        value = (self._get("CLAIMS_RESPONSE_FORMAT") or "auto").lower()
+        if value not in RESPONSE_FORMATS:
+            raise ConfigError(f"CLAIMS_RESPONSE_FORMAT={value}: choose one of {', '.join(RESPONSE_FORMATS)}")
+        return value
+
+    @property
+    def context_tokens(self) -> int | None:
+        return int(self._positive("CLAIMS_CONTEXT_TOKENS", 1)) if self._get("CLAIMS_CONTEXT_TOKENS") else None
+
+    @property
+    def local_endpoint(self) -> bool:
+        """True when OPENAI_BASE_URL names this machine: a server that keeps computing a request
+        whose client has given up, so a timed-out request must not be sent again by default."""
+        from urllib.parse import urlsplit
+
+        host = urlsplit(self.base_url).hostname if self.base_url else None
+        return host in ("127.0.0.1", "localhost", "::1") or bool(host and host.startswith("127."))
+
+    @property
+    def timeout_retries(self) -> int:
+        raw = self._get("CLAIMS_TIMEOUT_RETRIES")
+        if raw is None:
+            return 0 if self.local_endpoint else 2
+        if not raw.isdigit():
+            raise ConfigError(f"CLAIMS_TIMEOUT_RETRIES={raw} is not a whole number of retries")
+        return int(raw)
+
+    @property
+    def endpoint_note(self) -> str | None:
+        return self._get("CLAIMS_ENDPOINT_NOTE")
 
     @property
     def editor(self) -> str:

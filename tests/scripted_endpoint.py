@@ -41,6 +41,30 @@ from typing import Any
 
 from pipeline.llm.recording import SCRIPTED_ENDPOINT_ID
 
+# A stage by the properties its answer schema asks for (a json_object request names no schema).
+_STAGE_KEYS = {
+    "extract": {"bibliography", "findings"},
+    "draft": {"claim", "stances"},
+    "grade": {"design_rationale", "gold_standard"},
+    "synthesis": {"causal_chain", "domains"},
+    "stance": {"rationale", "stance"},
+    "rewrite": {"text"},
+}
+
+
+def schema_of(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The answer schema a request sent: strict json_schema, or json_object with a schema."""
+    response_format = body.get("response_format") or {}
+    return response_format.get("json_schema", {}).get("schema") or response_format.get("schema")
+
+
+def stage_of(body: dict[str, Any]) -> str:
+    named = (body.get("response_format") or {}).get("json_schema", {}).get("name")
+    if named:
+        return str(named)
+    keys = set((schema_of(body) or {}).get("properties", {}))
+    return next((stage for stage, wanted in _STAGE_KEYS.items() if wanted <= keys), "")
+
 
 class Scripts:
     def __init__(self, scripts: list[dict[str, Any]]):
@@ -60,7 +84,7 @@ class Scripts:
         return cls(scripts)
 
     def next_answer(self, body: dict[str, Any]) -> dict[str, Any]:
-        stage = body.get("response_format", {}).get("json_schema", {}).get("name", "")
+        stage = stage_of(body)
         text = "\n".join(str(message.get("content", "")) for message in body.get("messages", []))
         with self.lock:
             self.requests.append(body)
@@ -93,7 +117,7 @@ class RandomWithinSchema:
         self.lock = threading.Lock()
 
     def next_answer(self, body: dict[str, Any]) -> dict[str, Any]:
-        schema = body.get("response_format", {}).get("json_schema", {}).get("schema")
+        schema = schema_of(body)
         if schema is None:
             return {"$status": 400, "$error": "the request sent no JSON schema"}
         text = " ".join(str(m.get("content", "")) for m in body.get("messages", []) if m.get("role") == "user").split()
@@ -174,6 +198,7 @@ class Faults:
     hang_seconds: float = 3.0
     retry_after: str = "1"
     seed: int = 1
+    kinds: tuple[str, ...] = ("429", "500", "timeout", "truncated")
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def __post_init__(self) -> None:
@@ -184,7 +209,7 @@ class Faults:
         with self._lock:
             if self._random.random() >= self.rate:
                 return None
-            kind = self._random.choice(["429", "500", "timeout", "truncated"])
+            kind = self._random.choice(self.kinds)
             self.counts[kind] += 1
             return kind
 
@@ -213,15 +238,20 @@ class BatchStore:
 
 
 @dataclass
-class Timing:
-    """Seconds to wait before each answer; a test may change it while the server runs."""
+class Traits:
+    """How the server behaves beyond its answers; a test may change them while it runs.
+    `refuse_json_schema`: refuse `response_format: json_schema` as llama-cpp-python's server does
+    (HTTP 500, 'Input should be 'text' or 'json_object''), taking `json_object` with a schema;
+    `n_ctx`: the context window `/props` reports, as llama.cpp's own server does."""
 
     latency: float = 0.0
+    refuse_json_schema: bool = False
+    n_ctx: int | None = None
 
 
 def make_handler(
     scripts: Scripts | RandomWithinSchema,
-    timing: Timing,
+    timing: Traits,
     faults: Faults | None = None,
     batches: BatchStore | None = None,
 ) -> type[BaseHTTPRequestHandler]:
@@ -276,7 +306,9 @@ def make_handler(
 
         def do_GET(self) -> None:
             parts = self.path.rstrip("/").split("/")
-            if len(parts) >= 3 and parts[-3] == "files" and parts[-1] == "content" and parts[-2] in batches.files:
+            if self.path.rstrip("/") == "/props" and timing.n_ctx:
+                self._send(200, {"default_generation_settings": {"n_ctx": timing.n_ctx}})
+            elif len(parts) >= 3 and parts[-3] == "files" and parts[-1] == "content" and parts[-2] in batches.files:
                 self._send_bytes(batches.files[parts[-2]])
             elif len(parts) >= 2 and parts[-2] == "batches" and parts[-1] in batches.batches:
                 batch = batches.batches[parts[-1]]
@@ -298,6 +330,12 @@ def make_handler(
         def _answer_chat(self, body: dict[str, Any]) -> None:
             if timing.latency:
                 time.sleep(timing.latency)
+            if timing.refuse_json_schema and body.get("response_format", {}).get("type") == "json_schema":
+                message = (
+                    "1 validation error: ('body', 'response_format', 'type'): Input should be 'text' or 'json_object'"
+                )
+                self._send(500, {"error": {"message": message, "type": "internal_server_error"}})
+                return
             fault = faults.draw()
             if fault == "429":
                 self._send(429, {"error": {"message": "rate limited (injected)"}}, {"Retry-After": faults.retry_after})
@@ -379,9 +417,9 @@ class ScriptedEndpoint:
         self.scripts = scripts
         self.faults = faults or Faults()
         self.batches = BatchStore(batch_polls)
-        self.timing = Timing(latency)
+        self.traits = Traits(latency)
         self.server = ThreadingHTTPServer(
-            ("127.0.0.1", port), make_handler(scripts, self.timing, self.faults, self.batches)
+            ("127.0.0.1", port), make_handler(scripts, self.traits, self.faults, self.batches)
         )
         self.server.daemon_threads = True
         # a short poll: the server stops within 0.05 s instead of serve_forever's default 0.5 s

@@ -285,7 +285,7 @@ def test_kill_9_then_resume_stores_every_record_once(tmp_path: Path) -> None:
         assert processes_with_env("CLAIMS_DB", str(db)) == []  # the killed batch's parse processes are gone
         stored_before = len(SQLiteStore(db).summaries())
         assert 1 <= stored_before < len(papers)
-        endpoint.timing.latency = 0.0  # the latency kept papers in flight at the kill; the resume needs none
+        endpoint.traits.latency = 0.0  # the latency kept papers in flight at the kill; the resume needs none
         resumed = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     store = SQLiteStore(db)

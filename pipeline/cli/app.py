@@ -24,9 +24,10 @@ from pipeline.files import (
     require_regular_file,
 )
 from pipeline.identifiers import looks_like_doi, normalise_doi
+from pipeline.llm.openai import OpenAIChatModel
 from pipeline.models import StudyMetadata
 from pipeline.run import STAGES
-from pipeline.settings import Settings, current, use
+from pipeline.settings import RunSettings, Settings, current, use
 from pipeline.sources.http import make_client
 from pipeline.sources.metadata import DoiCache, DoiSettings, Fetched, fetch
 from pipeline.store import SQLiteStore
@@ -132,6 +133,12 @@ class StageProgress:
 def open_store(db: Path | None, read_only: bool = False) -> SQLiteStore:
     """`read_only` for commands that only read: they work on a store the user may not write."""
     return SQLiteStore(db or current().db_path, read_only=read_only)
+
+
+def run_settings(model: str | None, live: OpenAIChatModel) -> RunSettings:
+    """The run's model (--model, else CLAIMS_MODEL) and, where known, its context window
+    (CLAIMS_CONTEXT_TOKENS, else what the server says), which sets each stage's text budget."""
+    return RunSettings(model=model or current().model, context_tokens=current().context_tokens or live.context_window())
 
 
 def pdf_cap(max_pdf_mb: float | None) -> int:

@@ -35,6 +35,7 @@ from pipeline.cli.app import (
     one_line_errors,
     open_store,
     out,
+    run_settings,
 )
 from pipeline.errors import InputError
 from pipeline.files import require_writable_folder
@@ -43,7 +44,7 @@ from pipeline.llm.batch_api import BatchApiChatModel
 from pipeline.llm.cache import SQLiteResponseCache
 from pipeline.llm.openai import OpenAIChatModel
 from pipeline.llm.ratelimit import InFlightLimitedChatModel, RateLimitedChatModel, RateLimiter
-from pipeline.settings import RunSettings, current
+from pipeline.settings import current
 
 VIAS = ("chat", "batch-api")
 
@@ -135,9 +136,8 @@ def batch_command(
     if via not in VIAS:
         raise InputError(f"unknown --via {via!r}: choose chat or batch-api")
     sources = read_inputs(inputs)
-    settings = RunSettings(model=model or current().model)
-    base_url = current().base_url
     live = OpenAIChatModel.from_settings(current())
+    settings, base_url = run_settings(model, live), current().base_url
     store = open_store(db)
     # Where the results go is tried now, not after every model call has been paid for.
     require_writable_folder(report_path.resolve().parent, "report")

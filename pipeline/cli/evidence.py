@@ -18,6 +18,7 @@ from pipeline.cli.app import (
     open_store,
     out,
     pdf_cap,
+    run_settings,
 )
 from pipeline.cli.review import default_reviewer
 from pipeline.evaluation import EvalResult, evaluate, read_dataset
@@ -29,7 +30,7 @@ from pipeline.llm.recording import RecordedSource, build_recording, save_eval_re
 from pipeline.models import Stance, StudyMetadata
 from pipeline.review import stored_sources
 from pipeline.run import require_a_study
-from pipeline.settings import RunSettings, current
+from pipeline.settings import current
 from pipeline.sources.pdf import Document, read_pdf
 from pipeline.stages.check import count, model_rewriter
 
@@ -74,9 +75,8 @@ def add_evidence_command(
     if document.study_id in present or document.sha256 in present:
         out.print(f"{document.study_id} is already a study of record {claim.record_id}; nothing changed", markup=False)
         return
-    settings = RunSettings(model=model or current().model)
-    base_url = current().base_url
     live = OpenAIChatModel.from_settings(current())
+    settings, base_url = run_settings(model, live), current().base_url
     chat = RecordingChatModel(live) if record else live
     sources = stored_sources(store, claim)
     llm = LLMContext(chat, settings)
@@ -182,9 +182,8 @@ def eval_command(
     rows = read_dataset(dataset, corpus, limit)
     if record:
         require_writable_folder(record, "recording")
-    settings = RunSettings(model=model or current().model)
-    base_url = current().base_url
     live = OpenAIChatModel.from_settings(current())
+    settings, base_url = run_settings(model, live), current().base_url
     chat = RecordingChatModel(live) if record else live
     with err.status(f"classifying {len(rows)} rows ..."):
         llm = LLMContext(chat, settings)

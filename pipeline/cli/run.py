@@ -21,6 +21,7 @@ from pipeline.cli.app import (
     open_store,
     out,
     pdf_cap,
+    run_settings,
 )
 from pipeline.errors import ClaimsError
 from pipeline.files import (
@@ -37,7 +38,7 @@ from pipeline.llm.recording import (
     save_recording,
 )
 from pipeline.run import RunResult, run_pipeline
-from pipeline.settings import RunSettings, current
+from pipeline.settings import current
 from pipeline.sources.metadata import fetch, file_stem
 from pipeline.stages.check import count
 
@@ -92,9 +93,8 @@ def run(
     Needs OPENAI_API_KEY; OPENAI_BASE_URL selects any OpenAI-compatible endpoint. With a DOI, the
     metadata comes from Crossref, OpenAlex and Unpaywall and the open-access PDF is downloaded.
     """
-    settings = RunSettings(model=model or current().model)
-    base_url = current().base_url
     live = OpenAIChatModel.from_settings(current())
+    settings, base_url = run_settings(model, live), current().base_url
     chat = RecordingChatModel(live) if record else live
     store = open_store(db)
     if record:

@@ -180,6 +180,7 @@ class LLMContext:
     prompts: PromptSet = field(default_factory=load_prompt_set)  # read once; a batch shares one
 
 
+REPAIR_PROBLEM_CHARS = 1200  # the problems a repair request lists, at most (see settings.REPAIR_TOKENS)
 TRUNCATION_RETRIES = 2  # a cut-off answer is asked again this often before it counts as a failure
 
 
@@ -275,8 +276,14 @@ def _salvage(
 
 
 def _varied(params: dict[str, Any], attempt: int) -> dict[str, Any]:
-    """The same parameters with the seed moved on, so a deterministic server answers afresh."""
-    return {**params, "seed": params["seed"] + attempt} if params.get("seed") is not None else dict(params)
+    """The parameters moved on so that a deterministic server does not answer the same again: the
+    seed, and at temperature 0 (where greedy decoding ignores the seed) a little temperature."""
+    varied = dict(params)
+    if varied.get("seed") is not None:
+        varied["seed"] += attempt
+    if not varied.get("temperature"):
+        varied["temperature"] = min(0.9, 0.3 * attempt)
+    return varied
 
 
 def _retry_request(first: ChatRequest, attempt: int, response: ChatResponse, prompts: PromptSet) -> ChatRequest:
@@ -294,11 +301,21 @@ def _repair_request(
     messages = list(first.messages)
     if not reading.cut_off:
         messages.append({"role": "assistant", "content": response.content or ""})
-    problems = reading.problems
+    problems = _within(reading.problems, REPAIR_PROBLEM_CHARS)
     messages.append(
         {"role": "user", "content": prompts.instruction("repair") + "\n\nProblems:\n- " + "\n- ".join(problems)}
     )
     return first.model_copy(update={"messages": messages, "params": _varied(first.params, attempt)})
+
+
+def _within(problems: list[str], limit: int) -> list[str]:
+    """The first problems that fit in `limit` characters, and how many more there were."""
+    shown: list[str] = []
+    for problem in problems:
+        if sum(len(p) + 3 for p in shown) + len(problem) > limit:
+            return [*shown, f"(and {len(problems) - len(shown)} more problem(s) of the same kinds)"]
+        shown.append(problem)
+    return shown
 
 
 def _read(call: StageCall, validator: Draft202012Validator, response: ChatResponse) -> _Reading:

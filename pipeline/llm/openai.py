@@ -6,6 +6,7 @@ done never pays for it.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -18,12 +19,28 @@ from pipeline.settings import Settings
 
 
 class OpenAIChatModel:
-    """Any OpenAI-compatible endpoint (OpenAI, Azure, vLLM, Ollama, llama.cpp server)."""
+    """Any OpenAI-compatible endpoint (OpenAI, Azure, vLLM, Ollama, llama.cpp's servers).
+
+    What the endpoint accepts is learnt, not assumed. `response_format` "auto" sends
+    `json_schema` first and, when the server refuses that format (llama-cpp-python's server does),
+    `json_object` with the schema inside it, then the schema in the prompt alone; the format that
+    worked is kept for the rest of the run. Another endpoint than OpenAI's also gets `max_tokens`
+    beside `max_completion_tokens` (llama-cpp-python reads only the former). Timeouts have their
+    own retry budget: a server on this machine keeps computing a request whose client gave up, so
+    sending it again only queues the same work twice.
+    """
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIChatModel:
-        """The endpoint, key and timeout the user configured (OPENAI_BASE_URL, OPENAI_API_KEY, CLAIMS_TIMEOUT)."""
-        return cls(api_key=settings.api_key, base_url=settings.base_url, timeout=settings.timeout)
+        """The endpoint the user configured (OPENAI_BASE_URL, OPENAI_API_KEY, CLAIMS_TIMEOUT,
+        CLAIMS_TIMEOUT_RETRIES, CLAIMS_RESPONSE_FORMAT)."""
+        return cls(
+            api_key=settings.api_key,
+            base_url=settings.base_url,
+            timeout=settings.timeout,
+            timeout_retries=settings.timeout_retries,
+            response_format=settings.response_format,
+        )
 
     def __init__(
         self,
@@ -32,6 +49,8 @@ class OpenAIChatModel:
         timeout: float = 120.0,
         retry: RetryPolicy = RetryPolicy(),
         sleep: Callable[[float], None] = time.sleep,
+        timeout_retries: int = 2,
+        response_format: str = "auto",
     ):
         if not api_key:
             raise ConfigError("OPENAI_API_KEY is not set: export it (and OPENAI_BASE_URL for another endpoint)")
@@ -40,6 +59,14 @@ class OpenAIChatModel:
         self._client_lock = threading.Lock()
         self._retry = retry
         self._sleep = sleep
+        self._timeout_retries = timeout_retries
+        self._formats = list(FORMATS) if response_format == "auto" else [response_format]
+        self._send_max_tokens = base_url is not None
+
+    @property
+    def response_format(self) -> str:
+        """The answer format in use (the first the server has not refused)."""
+        return self._formats[0]
 
     @property
     def client(self) -> Any:
@@ -54,13 +81,50 @@ class OpenAIChatModel:
                 )
             return self._client_instance
 
+    def context_window(self) -> int | None:
+        """The model's context window in tokens where the server says: vLLM's `/v1/models`
+        (`max_model_len`) or llama.cpp's `/props` (`n_ctx`); None elsewhere (and for OpenAI)."""
+        if self._base_url is None:
+            return None
+        import httpx
+
+        root = self._base_url.rstrip("/").removesuffix("/v1")
+        headers = {"Authorization": f"Bearer {self._api_key}"}
+        for url, find in ((f"{root}/v1/models", _max_model_len), (f"{root}/props", _n_ctx)):
+            try:
+                answer = httpx.get(url, headers=headers, timeout=10)
+                found = find(answer.json()) if answer.status_code == 200 else None
+            except (httpx.HTTPError, ValueError):
+                found = None
+            if found:
+                return found
+        return None
+
     def complete(self, request: ChatRequest) -> ChatResponse:
         import openai
 
+        while True:
+            try:
+                return self._complete(request)
+            except LLMError as exc:
+                refused = isinstance(exc.__cause__, openai.APIStatusError) and _refuses_format(exc.__cause__)
+                if not (refused and len(self._formats) > 1):
+                    raise
+                self._formats.pop(0)  # the server does not take that format: the next one, for good
+
+    def _complete(self, request: ChatRequest) -> ChatResponse:
+        import openai
+
+        timeouts = 0
+
         def transient(exc: BaseException) -> bool:
+            nonlocal timeouts
+            if isinstance(exc, openai.APITimeoutError):
+                timeouts += 1
+                return timeouts <= self._timeout_retries
             if isinstance(exc, openai.APIStatusError):
-                return exc.status_code == 429 or exc.status_code >= 500
-            return isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError))
+                return (exc.status_code == 429 or exc.status_code >= 500) and not _refuses_format(exc)
+            return isinstance(exc, openai.APIConnectionError)
 
         def headers_of(exc: BaseException) -> Any:
             return getattr(getattr(exc, "response", None), "headers", None)
@@ -72,9 +136,16 @@ class OpenAIChatModel:
         except RetryError as exc:
             last = exc.last_attempt.exception()
             raise LLMUnavailableError(
-                f"stage {request.stage}: the endpoint kept failing after {self._retry.attempts} attempts "
+                f"stage {request.stage}: the endpoint kept failing after {exc.last_attempt.attempt_number} attempts "
                 f"({_describe(last)})"
             ) from last
+        except openai.APITimeoutError as exc:
+            raise LLMUnavailableError(
+                f"stage {request.stage}: no answer within {self._timeout:g} s"
+                + (f" after {self._timeout_retries + 1} attempts" if self._timeout_retries else "")
+                + "; raise CLAIMS_TIMEOUT for a slow model (a local server keeps working on a request "
+                "it was sent, so it is not sent again unless CLAIMS_TIMEOUT_RETRIES says so)"
+            ) from exc
         except openai.AuthenticationError as exc:
             raise ConfigError("the endpoint refused the API key (401): check OPENAI_API_KEY") from exc
         except openai.NotFoundError as exc:
@@ -96,21 +167,55 @@ class OpenAIChatModel:
         )
 
     def _create(self, request: ChatRequest) -> Any:
-        return self.client.chat.completions.create(**chat_body(request))
+        body = chat_body(request, self.response_format)
+        if self._send_max_tokens and "max_completion_tokens" in body:
+            body["max_tokens"] = body["max_completion_tokens"]
+        return self.client.chat.completions.create(**body)
 
 
-def chat_body(request: ChatRequest) -> dict[str, Any]:
-    """The body of a chat completion request with a strict JSON-schema answer format."""
+FORMATS = ("json_schema", "json_object", "prompt")
+SCHEMA_IN_PROMPT = (
+    "Answer with one JSON object and nothing else. It must follow this JSON Schema exactly "
+    "(every property present, no other property):\n"
+)
+
+
+def _refuses_format(exc: Any) -> bool:
+    """The server turned the request down for its response_format (not for anything else)."""
+    said = _server_message(exc).lower()
+    return getattr(exc, "status_code", 0) in (400, 415, 422, 500, 501) and (
+        "response_format" in said or "json_schema" in said or "json_object" in said
+    )
+
+
+def _max_model_len(body: Any) -> int | None:
+    models = body.get("data") if isinstance(body, dict) else None
+    lengths = [m.get("max_model_len") for m in models or [] if isinstance(m, dict)]
+    return next((int(n) for n in lengths if isinstance(n, int) and n > 0), None)
+
+
+def _n_ctx(body: Any) -> int | None:
+    settings = body.get("default_generation_settings") if isinstance(body, dict) else None
+    n_ctx = (settings or {}).get("n_ctx") or (body.get("n_ctx") if isinstance(body, dict) else None)
+    return int(n_ctx) if isinstance(n_ctx, int) and n_ctx > 0 else None
+
+
+def chat_body(request: ChatRequest, response_format: str = "json_schema") -> dict[str, Any]:
+    """The body of a chat completion request, its answer constrained as the server allows:
+    a strict `json_schema`, a `json_object` carrying the schema, or the schema in the prompt."""
     schema = request.output_schema
-    return {
-        "model": request.model,
-        "messages": request.messages,
-        "response_format": {
+    body: dict[str, Any] = {"model": request.model, "messages": request.messages, **request.params}
+    if response_format == "json_schema":
+        body["response_format"] = {
             "type": "json_schema",
             "json_schema": {"name": schema["name"], "strict": True, "schema": schema["schema"]},
-        },
-        **request.params,
-    }
+        }
+    elif response_format == "json_object":
+        body["response_format"] = {"type": "json_object", "schema": schema["schema"]}
+    else:
+        instruction = SCHEMA_IN_PROMPT + json.dumps(schema["schema"], separators=(",", ":"))
+        body["messages"] = [*request.messages, {"role": "system", "content": instruction}]
+    return body
 
 
 def response_from_completion(body: dict[str, Any]) -> ChatResponse:

@@ -36,6 +36,7 @@ from pipeline.llm.base import ChatRequest, ChatResponse, Interaction
 from pipeline.models import ClaimRecord, StudyMetadata
 from pipeline.resources import INSTRUCTIONS, STAGE_PROMPTS, PromptSet, prompt_sha256
 from pipeline.settings import RunSettings
+from pipeline.settings import current as current_settings
 
 RECORDING_FORMAT = "claims-recording/1"
 RECORDING_FILE = "recording.json"
@@ -96,8 +97,10 @@ def describe_endpoint(interactions: list[Interaction], base_url: str | None) -> 
         )
     names = ", ".join(sorted(str(s) for s in served if s)) or "unknown"
     models = ", ".join(sorted({str(i.response["model"]) for i in interactions if i.response.get("model")})) or "unknown"
+    note = current_settings().endpoint_note  # CLAIMS_ENDPOINT_NOTE: the server, its version, the model file
     return (
         f"the endpoint at {public_url(base_url) or 'the OpenAI default'} (model: {models}; system_fingerprint: {names})"
+        + (f"; {note}" if note else "")
     )
 
 

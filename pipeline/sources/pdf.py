@@ -185,6 +185,7 @@ class Span:
     text: str
 
 
+_CUT_NOTE = "\n[... cut to fit the stage's text budget]"
 MIN_STUDY_SIGNALS = 2
 MAX_STUDY_PAGES_WITHOUT_ABSTRACT = 80
 
@@ -255,8 +256,8 @@ class Document:
                 last_page = span.page
             parts.append(span.text)
         text = "\n".join(parts)
-        if len(text) > max_chars:
-            text = text[:max_chars] + "\n[... cut to fit the stage's text budget]"
+        if len(text) > max_chars:  # the note counts against the budget too
+            text = text[: max(0, max_chars - len(_CUT_NOTE))] + _CUT_NOTE
         return text
 
 

@@ -9,6 +9,7 @@ from pipeline.llm.base import LLMContext, StageCall, ask_structured
 from pipeline.llm.strict_schema import RequestFacts
 from pipeline.models import CausalStep, DraftOutput, Finding, Flag, Stance, StepBasis, StudyStanceOutput
 from pipeline.sources.pdf import Document
+from pipeline.stages.paper_text import messages_with_paper
 
 SECTIONS = ("abstract", "results", "discussion", "conclusions")
 
@@ -18,11 +19,8 @@ def findings_json(findings: list[Finding]) -> str:
 
 
 def draft(document: Document, findings: list[Finding], llm: LLMContext) -> DraftOutput:
-    messages = llm.prompts.render(
-        "draft",
-        study_id=document.study_id,
-        findings=findings_json(findings),
-        paper_text=document.text_of(SECTIONS, llm.settings.stage_text_budget["draft"]),
+    messages = messages_with_paper(
+        llm, "draft", "draft", document, SECTIONS, study_id=document.study_id, findings=findings_json(findings)
     )
     ids = [document.study_id]
 

@@ -6,17 +6,14 @@ from pipeline.llm.base import LLMContext, StageCall, ask_structured
 from pipeline.llm.strict_schema import RequestFacts
 from pipeline.models import ExtractOutput, Flag
 from pipeline.sources.pdf import Document
+from pipeline.stages.paper_text import messages_with_paper
 
 SECTIONS = ("front", "abstract", "methods", "results")
 
 
 def extract(document: Document, llm: LLMContext, study_index: int = 0) -> ExtractOutput:
     """`study_index`: where the study will stand in the record, for the paths of salvage flags."""
-    messages = llm.prompts.render(
-        "extract",
-        study_id=document.study_id,
-        paper_text=document.text_of(SECTIONS, llm.settings.stage_text_budget["extract"]),
-    )
+    messages = messages_with_paper(llm, "extract", "extract", document, SECTIONS, study_id=document.study_id)
 
     def salvage(output: ExtractOutput) -> list[Flag] | None:
         return salvage_extract(output, study_index)

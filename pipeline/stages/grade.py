@@ -24,6 +24,7 @@ from pipeline.models import (
 )
 from pipeline.sources.pdf import Document
 from pipeline.stages.draft import findings_json
+from pipeline.stages.paper_text import messages_with_paper
 
 SECTIONS = ("abstract", "methods")  # the results reach it as the extracted findings
 
@@ -73,11 +74,8 @@ def grade(
     findings: list[Finding],
     llm: LLMContext,
 ) -> tuple[CertaintyAssessment, list[GoldStandardStudy]]:
-    messages = llm.prompts.render(
-        "grade",
-        claim=claim,
-        findings=findings_json(findings),
-        paper_text=document.text_of(SECTIONS, llm.settings.stage_text_budget["grade"]),
+    messages = messages_with_paper(
+        llm, "grade", "grade", document, SECTIONS, claim=claim, findings=findings_json(findings)
     )
     # Every rule of the grade stage is in its schema: there is nothing left to check or salvage.
     call = StageCall("grade", GradeOutput, messages, facts=RequestFacts(pages=len(document.pages)))
