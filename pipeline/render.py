@@ -65,9 +65,9 @@ def _quote(quote: Quote) -> str:
 class _Marks:
     """What the checks flagged, to show beside the item; foreign citations to leave out."""
 
-    def __init__(self, record: ClaimRecord):
+    def __init__(self, record: ClaimRecord, public: bool = False):
         self.by_where: dict[str, list[Flag]] = {}
-        for check in record.checks:
+        for check in record.checks if not public else []:  # readers get the reviewer's decision instead
             for flag in check.flags:
                 self.by_where.setdefault(flag.where, []).append(flag)
         self.foreign = {cited for _, cited in foreign_citations(record)}
@@ -165,9 +165,21 @@ def _gold(study: GoldStandardStudy) -> str:
     )
 
 
-def page_blocks(record: ClaimRecord) -> list[Block]:
-    """The page, section by section, in the order of the claim pages we model."""
-    marks = _Marks(record)
+@dataclass(frozen=True)
+class Approval:
+    """The decision that published a record: who approved it, when, and their note (which holds
+    the override reason when flags were left standing)."""
+
+    reviewer: str
+    at: str
+    note: str
+
+
+def page_blocks(record: ClaimRecord, approval: Approval | None = None) -> list[Block]:
+    """The page, section by section, in the order of the claim pages we model. With the
+    `approval` that published it, the page is the public one: no [FLAG] markers, and the review
+    decision in plain words where the reviewer's page lists the checks."""
+    marks = _Marks(record, public=approval is not None)
     return [
         *_header(record, marks),
         *_mechanism(record, marks),
@@ -175,7 +187,30 @@ def page_blocks(record: ClaimRecord) -> list[Block]:
         *_findings(record, marks),
         *_grade(record),
         *_gold_standard(record, marks),
-        *_checks_and_provenance(record),
+        *(_review(record, approval) if approval else _checks_and_provenance(record)),
+    ]
+
+
+def _review(record: ClaimRecord, approval: Approval) -> list[Block]:
+    """For readers: who approved the claim, and any concern the automatic checks raised that the
+    reviewer decided to accept, with their reason."""
+    concerns = [flag.message for check in record.checks for flag in check.flags]
+    reason = approval.note.split("override:", 1)[1].strip() if "override:" in approval.note else ""
+    text = f"Reviewed and approved by {approval.reviewer} on {approval.at[:10]}."
+    if concerns:
+        text += f" The automatic checks raised {len(concerns)} concern(s) that the reviewer accepted" + (
+            f", saying: \u201c{reason}\u201d." if reason else "."
+        )
+    provenance = record.provenance
+    return [
+        Block("h2", "Review"),
+        Block("p", text),
+        *([Block("ul", items=[_capitalised(c) for c in concerns])] if concerns else []),
+        Block(
+            "p",
+            f"Drafted {provenance.generated_at[:10]} by claims {provenance.pipeline_version} "
+            f"{_answered_by(record)} from {provenance.source.file_name}.",
+        ),
     ]
 
 
@@ -376,8 +411,9 @@ def to_html(blocks: list[Block], title: str) -> str:
     )
 
 
-def render(record: ClaimRecord, fmt: str) -> str:
+def render(record: ClaimRecord, fmt: str, approval: Approval | None = None) -> str:
+    """The page as Markdown, HTML or JSON; with `approval`, the public page (see `page_blocks`)."""
     if fmt == "json":
         return json.dumps(record.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
-    blocks = page_blocks(record)
+    blocks = page_blocks(record, approval)
     return to_html(blocks, record.claim.text) if fmt == "html" else to_markdown(blocks)

@@ -39,14 +39,42 @@ def flag_summary(record: ClaimRecord) -> str:
     return ", ".join(f"{codes.count(code)} {code}" for code in dict.fromkeys(codes))
 
 
+# The one state machine, for the CLI and the web page alike: a decision is made on a draft; to
+# change a decision, reopen the record (back to draft) first. An edit always makes a new draft.
+ALLOWED = {
+    "approve": {ReviewStatus.draft},
+    "reject": {ReviewStatus.draft},
+    "reopen": {ReviewStatus.approved, ReviewStatus.rejected},
+}
+
+
+_PAST = {"approve": "approved", "reject": "rejected", "reopen": "reopened"}
+
+
+def allowed_actions(record: ClaimRecord) -> list[str]:
+    """What a reviewer may do to the record now (an edit is always allowed)."""
+    return [action for action, states in ALLOWED.items() if record.status in states] + ["edit"]
+
+
+def _require_state(record: ClaimRecord, action: str) -> None:
+    if record.status in ALLOWED[action]:
+        return
+    if record.status is ReviewStatus.draft:
+        raise ReviewRefusedError(f"record {record.record_id} is a draft already: there is no decision to reopen")
+    raise ReviewRefusedError(
+        f"record {record.record_id} is {record.status.value}: only a draft can be {_PAST[action]}; "
+        "reopen it first to change the decision"
+    )
+
+
 def approve(store: SQLiteStore, record_id: str, version: int, reviewer: str, note: str = "", override: str = "") -> int:
+    store.require_version(record_id, version)
     record = store.get(record_id)
-    if record.status is ReviewStatus.approved:
-        raise ReviewRefusedError(f"record {record.record_id} is already approved")
+    _require_state(record, "approve")
     if flag_count(record) and not override.strip():
         raise ReviewRefusedError(
             f"record {record.record_id} has flags ({flag_summary(record)}); resolve them, or approve with "
-            '--override "reason"'
+            "an override reason (--override on the command line)"
         )
     record.status = ReviewStatus.approved
     text = " ".join(
@@ -56,9 +84,9 @@ def approve(store: SQLiteStore, record_id: str, version: int, reviewer: str, not
 
 
 def reject(store: SQLiteStore, record_id: str, version: int, reviewer: str, reason: str) -> int:
+    store.require_version(record_id, version)
     record = store.get(record_id)
-    if record.status is ReviewStatus.rejected:
-        raise ReviewRefusedError(f"record {record.record_id} is already rejected")
+    _require_state(record, "reject")
     if not reason.strip():
         raise InputError("a reason is required to reject (--reason TEXT)")
     record.status = ReviewStatus.rejected
@@ -66,9 +94,9 @@ def reject(store: SQLiteStore, record_id: str, version: int, reviewer: str, reas
 
 
 def reopen(store: SQLiteStore, record_id: str, version: int, reviewer: str, note: str = "") -> int:
+    store.require_version(record_id, version)
     record = store.get(record_id)
-    if record.status is ReviewStatus.draft:
-        raise ReviewRefusedError(f"record {record.record_id} is a draft already")
+    _require_state(record, "reopen")
     record.status = ReviewStatus.draft
     return store.update(record, version, "reopened", _require_reviewer(reviewer), note.strip())
 

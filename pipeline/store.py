@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import RecordNotFoundError, StaleVersionError, StoreError
-from pipeline.models import CheckStatus, ClaimRecord
+from pipeline.models import CheckStatus, ClaimRecord, ReviewStatus
 from pipeline.schema import require_valid
 
 _MIGRATIONS = [
@@ -59,6 +59,11 @@ _MIGRATIONS = [
     ALTER TABLE history ADD COLUMN diff TEXT NOT NULL DEFAULT '';
     CREATE TABLE sources (sha256 TEXT PRIMARY KEY, file_name TEXT NOT NULL, pages TEXT NOT NULL);
     """,
+    # 4: the body of each approved version, so the public export keeps publishing the latest
+    # approved version while a newer draft (an edit, added evidence) waits for review.
+    """
+    ALTER TABLE history ADD COLUMN body TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -97,6 +102,12 @@ def _now() -> str:
 def _clock(stamp: str) -> str:
     """'2026-11-25T14:02:11+00:00' -> '14:02 UTC on 2026-11-25'."""
     return f"{stamp[11:16]} UTC on {stamp[:10]}" if len(stamp) >= 16 else stamp
+
+
+def _stale(record_id: str, version: int, updated_by: str, updated_at: str) -> StaleVersionError:
+    return StaleVersionError(
+        f"record {record_id} was changed by {updated_by} at {_clock(updated_at)} (version {version}); reload and try again"
+    )
 
 
 def _record(record_id: str, body: str) -> ClaimRecord:
@@ -248,10 +259,7 @@ class SQLiteStore:
                 raise RecordNotFoundError(f"no record with id {record.record_id!r} in {self.path}")
             version, updated_by, updated_at, body = row
             if version != expected_version:
-                raise StaleVersionError(
-                    f"record {record.record_id} was changed by {updated_by} at {_clock(updated_at)} "
-                    f"(version {version}); reload and try again"
-                )
+                raise _stale(record.record_id, version, updated_by, updated_at)
             before = _record(record.record_id, body)
             now = _now()
             self._db.execute(
@@ -268,11 +276,47 @@ class SQLiteStore:
                     record.record_id,
                 ),
             )
+            approved_body = record.model_dump_json() if record.status is ReviewStatus.approved else None
             self._db.execute(
-                "INSERT INTO history (record_id, version, action, actor, at, note, diff) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (record.record_id, version + 1, action, actor, now, note, record_diff_text(before, record)),
+                "INSERT INTO history (record_id, version, action, actor, at, note, diff, body)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.record_id,
+                    version + 1,
+                    action,
+                    actor,
+                    now,
+                    note,
+                    record_diff_text(before, record),
+                    approved_body,
+                ),
             )
         return version + 1
+
+    def published(self, id_or_prefix: str) -> tuple[ClaimRecord, HistoryEntry] | None:
+        """The version readers may see: the latest approved one, even while a newer draft waits,
+        with the approval (who, when, the override reason in its note); None when the record was
+        never approved, or its latest decision since was a rejection."""
+        record_id = self.resolve(id_or_prefix)
+        rows = self._rows(
+            "SELECT version, action, actor, at, note, diff, body FROM history WHERE record_id = ? "
+            "AND action IN ('approved', 'rejected') ORDER BY seq DESC LIMIT 1",
+            record_id,
+        )
+        if not rows or rows[0][1] != "approved" or rows[0][6] is None:
+            return None
+        *entry, body = rows[0]
+        return _record(record_id, body), HistoryEntry(*entry)
+
+    def require_version(self, id_or_prefix: str, expected_version: int) -> None:
+        """Refuse, as `update` would, a change meant for another version than the stored one: a
+        stale decision is reported as stale before anything else is said about it."""
+        record_id = self.resolve(id_or_prefix)
+        [(version, updated_by, updated_at)] = self._rows(
+            "SELECT version, updated_by, updated_at FROM records WHERE id = ?", record_id
+        )
+        if version != expected_version:
+            raise _stale(record_id, version, updated_by, updated_at)
 
     def add_source(self, sha256: str, file_name: str, pages: list[str]) -> None:
         with self._transaction():

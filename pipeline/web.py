@@ -35,6 +35,7 @@ from pipeline.render import page_blocks
 from pipeline.store import SQLiteStore, flag_count
 
 CSRF_COOKIE = "claims_csrf"
+REVIEWER_COOKIE = "claims_reviewer"  # the name typed last, filled in on every form until accounts replace it
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 SECURITY_HEADERS = {
     # The pages run no script; styles are the inline sheet of base.html.
@@ -98,9 +99,15 @@ def create_app(store: SQLiteStore, allowed_hosts: tuple[str, ...] = LOOPBACK_HOS
         messages = context.pop("messages", [])
         if request.query_params.get("done"):
             messages.append(("ok", request.query_params["done"]))
-        html = templates.get_template(name).render(csrf=token, messages=messages, **context)
+        reviewer = request.cookies.get(REVIEWER_COOKIE, "")
+        html = templates.get_template(name).render(csrf=token, messages=messages, reviewer=reviewer, **context)
         response = HTMLResponse(html, status_code=http_status)
         response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+    def remember(response: Response, form: dict[str, str]) -> Response:
+        if form.get("reviewer", "").strip():
+            response.set_cookie(REVIEWER_COOKIE, form["reviewer"].strip()[:100], httponly=True, samesite="strict")
         return response
 
     async def form_of(request: Request) -> dict[str, str]:
@@ -133,13 +140,18 @@ def create_app(store: SQLiteStore, allowed_hosts: tuple[str, ...] = LOOPBACK_HOS
 
     def record_page(request: Request, record_id: str, status: int = 200, messages: list | None = None) -> Response:
         record, version = store.get_versioned(record_id)
+        blocks = page_blocks(record)
+        summary, anchors = flag_anchors(blocks)
         return page(
             request,
             "record.html",
             status,
             record=record,
             version=version,
-            blocks=page_blocks(record),
+            blocks=blocks,
+            flag_list=summary,
+            anchors=anchors,
+            allowed=review.allowed_actions(record),
             flags=flag_count(record),
             messages=messages or [],
         )
@@ -170,7 +182,7 @@ def create_app(store: SQLiteStore, allowed_hosts: tuple[str, ...] = LOOPBACK_HOS
         except ClaimsError as exc:
             return record_page(request, record_id, 400, [("error", str(exc))])
         done = {"approve": "approved", "reject": "rejected", "reopen": "reopened"}[action]
-        return RedirectResponse(f"/records/{record_id}?done=Record+{done}.", status_code=303)
+        return remember(RedirectResponse(f"/records/{record_id}?done=Record+{done}.", status_code=303), form)
 
     def edit_page(
         request: Request,
@@ -217,7 +229,9 @@ def create_app(store: SQLiteStore, allowed_hosts: tuple[str, ...] = LOOPBACK_HOS
             return edit_page(request, record_id, status=409, messages=[("error", str(exc))])
         except ClaimsError as exc:
             return edit_page(request, record_id, version, 400, messages=[("error", str(exc))])
-        return RedirectResponse(f"/records/{record_id}?done=Edit+saved+and+re-checked.", status_code=303)
+        return remember(
+            RedirectResponse(f"/records/{record_id}?done=Edit+saved+and+re-checked.", status_code=303), form
+        )
 
     async def history(request: Request) -> Response:
         record_id = store.resolve(request.path_params["record_id"])
@@ -239,6 +253,31 @@ def create_app(store: SQLiteStore, allowed_hosts: tuple[str, ...] = LOOPBACK_HOS
         exception_handlers={RecordNotFoundError: not_found},
         middleware=[Middleware(_SecurityHeaders), Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))],
     )
+
+
+def flag_anchors(blocks: list[Any]) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Each flagged place on the page, in page order: (anchor, its [FLAG ...] text) for the summary
+    at the top, and the anchor of each place, keyed 'block', 'block.item' or 'block.row.cell'."""
+    summary: list[tuple[str, str]] = []
+    anchors: dict[str, str] = {}
+
+    def note(key: str, text: str) -> None:
+        found = [part for part in _FLAG.split(text) if _FLAG.fullmatch(part)]
+        if found:
+            anchors[key] = f"flag-{len(summary) + 1}"
+            summary.append((anchors[key], " ".join(found)))
+
+    for b, block in enumerate(blocks):
+        if block.kind == "table":
+            for r, row in enumerate(block.rows):
+                for c, cell in enumerate(row):
+                    note(f"{b}.{r}.{c}", cell)
+        elif block.items:
+            for i, item in enumerate(block.items):
+                note(f"{b}.{i}", item)
+        else:
+            note(str(b), block.text)
+    return summary, anchors
 
 
 class _Refused(Exception):

@@ -30,6 +30,7 @@ from scripted_endpoint import RandomWithinSchema, ScriptedEndpoint
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
+from pipeline import review
 from pipeline.cli.app import app
 from pipeline.llm.recording import load_recording, recorded_pdf
 from pipeline.sources.pdf import read_pdf
@@ -76,6 +77,10 @@ class Scratch:
     def claims(self, *args: str, **env: str) -> tuple[int, str]:
         result = CliRunner().invoke(app, list(args), env=self.env(**env))
         return result.exit_code, result.output
+
+    def approve(self, record_id: str) -> None:
+        store = SQLiteStore(self.db)
+        review.approve(store, record_id, store.version_of(record_id), "probe", override="set up by the probe")
 
     def stored(self, name: str = "misbehaving-fabricated-quote") -> str:
         """A bundled record in this scratch store, with its paper's text."""
@@ -229,11 +234,8 @@ def _hostile_record(scratch: Scratch) -> str:
     record.studies[0].findings[0].outcome = HOSTILE
     record.studies[0].reference.title = HOSTILE
     record.gold_standard[0].why = HOSTILE
-    record.status = record.status.__class__("approved")
-    with sqlite3.connect(scratch.db) as db:  # as a tampered or hostile store holds it
-        db.execute(
-            "UPDATE records SET body = ?, status = 'approved' WHERE id = ?", (record.model_dump_json(), record_id)
-        )
+    store.update(record, 1, "edited", "probe", "")  # what a hostile PDF or model could have put there
+    scratch.approve(record_id)
     return record_id
 
 
@@ -374,10 +376,12 @@ def sparse_2gb(scratch: Scratch) -> Outcome:
 @probe("export: a tampered record id writes outside the export folder")
 def tampered_id(scratch: Scratch) -> Outcome:
     record_id = scratch.stored("huang-2010-hpylori-iron")
-    with sqlite3.connect(scratch.db) as db:
+    scratch.approve(record_id)
+    with sqlite3.connect(scratch.db) as db:  # the store changed by hand, its history too
         body = json.loads(db.execute("SELECT body FROM records").fetchone()[0])
         body["record_id"] = "../../escaped"
-        db.execute("UPDATE records SET body = ?, status = 'approved'", (json.dumps(body),))
+        db.execute("UPDATE records SET body = ?", (json.dumps(body),))
+        db.execute("UPDATE history SET body = ? WHERE body IS NOT NULL", (json.dumps(body),))
     code, output = scratch.claims("export", str(scratch.folder / "public" / "inner"))
     escaped = list(scratch.folder.rglob("escaped*"))
     refused = one_line_refusal(code, output, (1, 2))
@@ -392,9 +396,7 @@ def tampered_id(scratch: Scratch) -> Outcome:
 
 @probe("export: exported files ignore the umask (0600)")
 def umask(scratch: Scratch) -> Outcome:
-    scratch.stored("huang-2010-hpylori-iron")
-    with sqlite3.connect(scratch.db) as db:
-        db.execute("UPDATE records SET status = 'approved'")
+    scratch.approve(scratch.stored("huang-2010-hpylori-iron"))
     previous = os.umask(0o022)
     try:
         scratch.claims("export", str(scratch.folder / "public"))
@@ -532,9 +534,7 @@ def malformed_database(scratch: Scratch) -> Outcome:
 
 @probe("cli: a disk that fills up while a record is exported")
 def disk_full(scratch: Scratch) -> Outcome:
-    scratch.stored("huang-2010-hpylori-iron")
-    with sqlite3.connect(scratch.db) as db:
-        db.execute("UPDATE records SET status = 'approved'")
+    scratch.approve(scratch.stored("huang-2010-hpylori-iron"))
     small = scratch.folder / "small"
     small.mkdir()
     if (

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from pipeline import review
 from pipeline.cli.app import app
-from pipeline.errors import StaleVersionError
+from pipeline.errors import ReviewRefusedError, StaleVersionError
 from pipeline.llm.recording import load_recording, recorded_pdf
 from pipeline.models import ClaimRecord
 from pipeline.sources.pdf import read_pdf
@@ -211,3 +211,45 @@ def test_older_database_is_upgraded(tmp_path: Path) -> None:
     upgraded = SQLiteStore(path)
     assert upgraded._rows("PRAGMA user_version")[0][0] == SCHEMA_VERSION
     assert upgraded.summaries() == []
+
+
+# --------------------------------------------------------------------------- issue 14: states and publishing
+
+
+def test_only_a_draft_is_decided_and_reopen_changes_a_decision(clean_environment: Path) -> None:
+    [record_id] = stored(clean_environment, "huang-2010-hpylori-iron")
+    store = SQLiteStore(clean_environment)
+    review.reject(store, record_id, 1, "maria", "not convinced")
+    with pytest.raises(ReviewRefusedError, match="is rejected: only a draft can be approved; reopen it first"):
+        review.approve(store, record_id, 2, "joe")
+    review.reopen(store, record_id, 2, "joe", "second look")
+    review.approve(store, record_id, 3, "joe")
+    with pytest.raises(ReviewRefusedError, match="is approved: only a draft can be rejected; reopen it first"):
+        review.reject(store, record_id, 4, "maria", "changed my mind")
+    review.reopen(store, record_id, 4, "maria")
+    with pytest.raises(ReviewRefusedError, match="is a draft already"):
+        review.reopen(store, record_id, 5, "maria")
+    assert review.allowed_actions(store.get(record_id)) == ["approve", "reject", "edit"]
+
+
+def test_export_keeps_the_approved_version_while_a_newer_draft_waits(
+    runner: CliRunner, clean_environment: Path, tmp_path: Path
+) -> None:
+    [record_id] = stored(clean_environment, "misbehaving-fabricated-quote")
+    store = SQLiteStore(clean_environment)
+    review.approve(store, record_id, 1, "maria", override="the quote is a fair paraphrase of page 1")
+    record, version = store.get_versioned(record_id)
+    approved_claim = record.claim.text
+    record.claim.text = "A newer wording, waiting for review."
+    store.update(record, version, "edited", "joe", "")  # the newer draft
+    result = runner.invoke(app, ["export", str(tmp_path / "public"), "--markdown"])
+    assert result.exit_code == 0 and "1 approved record(s) written" in result.output
+    published = json.loads((tmp_path / "public" / f"{record_id}.json").read_text())
+    assert published["claim"]["text"] == approved_claim and published["status"] == "approved"
+    page = (tmp_path / "public" / f"{record_id}.md").read_text()
+    assert "[FLAG" not in page  # readers get the decision in plain words instead
+    assert "Reviewed and approved by maria" in page and "the quote is a fair paraphrase of page 1" in page
+    review.reopen(store, record_id, 3, "joe")
+    review.reject(store, record_id, 4, "joe", "withdrawn")
+    assert runner.invoke(app, ["export", str(tmp_path / "later")]).exit_code == 0
+    assert not (tmp_path / "later" / f"{record_id}.json").exists()  # a later rejection unpublishes it

@@ -117,3 +117,22 @@ def test_edit_form_validates_rechecks_and_detects_conflicts(site) -> None:  # ty
     record = store.get(faithful)
     assert record.claim.text == "A better sentence." and record.status.value == "draft"
     assert [e.action for e in store.history(faithful)] == ["created", "rejected", "edited"]
+
+
+def test_the_flags_are_summarised_at_the_top_and_link_to_where_they_stand(site) -> None:  # type: ignore[no-untyped-def]
+    client, _, (_, flagged) = site
+    page = client.get(f"/records/{flagged}").text
+    summary = page[page.index('id="flag-summary"') : page.index("</details>")]
+    [anchor] = re.findall(r'href="#(flag-\d+)"', summary)
+    assert "ungrounded_quote" in summary
+    assert re.search(rf'<td id="{anchor}" class="flagged">[^<]*<mark class="flag">\[FLAG ungrounded_quote', page)
+
+
+def test_only_the_allowed_actions_are_offered_and_the_reviewer_is_remembered(site) -> None:  # type: ignore[no-untyped-def]
+    client, store, (faithful, _) = site
+    page = client.get(f"/records/{faithful}").text
+    assert 'id="approve-form"' in page and 'id="reject-form"' in page and 'id="reopen-form"' not in page
+    client.post(f"/records/{faithful}/approve", data={"csrf": csrf(page), "version": "1", "reviewer": "maria"})
+    page = client.get(f"/records/{faithful}").text
+    assert 'id="reopen-form"' in page and 'id="approve-form"' not in page and 'id="reject-form"' not in page
+    assert 'name="reviewer" value="maria"' in page

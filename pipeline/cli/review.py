@@ -18,7 +18,7 @@ from pipeline.cli.app import DbOption, app, err, one_line_errors, open_store, ou
 from pipeline.errors import ClaimsError, InputError, InvalidEditError, StoreError
 from pipeline.files import MAX_JSON_BYTES, read_regular_file, write_json_atomic, write_text_atomic
 from pipeline.models import ReviewStatus
-from pipeline.render import render
+from pipeline.render import Approval, render
 from pipeline.settings import current
 from pipeline.store import SQLiteStore
 
@@ -244,13 +244,23 @@ def export_command(
     if status not in STATUSES:
         raise InputError(f"unknown status {status!r}: choose one of {', '.join(STATUSES)}")
     store = open_store(db, read_only=True)
-    summaries = store.summaries(status=status)
-    for summary in summaries:
-        record = store.get(summary.record_id)  # validated: its id is 12 hex digits, a plain file name
+    written = 0
+    for summary in store.summaries(status=None if status == "approved" else status):
+        # validated on reading: its id is 12 hex digits, a plain file name
+        approval = None
+        if status == "approved":  # the latest approved version, even while a newer draft waits
+            published = store.published(summary.record_id)
+            if published is None:
+                continue
+            record, entry = published
+            approval = Approval(entry.actor, entry.at, entry.note)
+        else:
+            record = store.get(summary.record_id)
         write_json_atomic(_inside(folder, f"{record.record_id}.json"), record.model_dump(mode="json"))
         if markdown:
-            write_text_atomic(_inside(folder, f"{record.record_id}.md"), render(record, "md"))
-    out.print(f"{len(summaries)} {status} record(s) written to {folder}")
+            write_text_atomic(_inside(folder, f"{record.record_id}.md"), render(record, "md", approval))
+        written += 1
+    out.print(f"{written} {status} record(s) written to {folder}")
 
 
 @app.command("serve")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -95,6 +96,7 @@ class Interaction:
     fingerprint: str
     request: dict[str, Any]
     response: dict[str, Any]
+    seconds: float = 0.0  # how long the endpoint took (kept for the figures; replay ignores it)
 
 
 @dataclass
@@ -105,18 +107,25 @@ class RecordingChatModel:
     interactions: list[Interaction] = field(default_factory=list)
 
     def complete(self, request: ChatRequest) -> ChatResponse:
+        started = time.perf_counter()
         try:
             response = self.inner.complete(request)
         except LLMError as exc:
             # Kept so a failed run's recording shows what the server said; replay raises it again.
             self.interactions.append(
-                Interaction(request.stage, request.fingerprint(), request.content(), {"error": str(exc)})
+                Interaction(
+                    request.stage, request.fingerprint(), request.content(), {"error": str(exc)}, _since(started)
+                )
             )
             raise
         self.interactions.append(
-            Interaction(request.stage, request.fingerprint(), request.content(), response.model_dump())
+            Interaction(request.stage, request.fingerprint(), request.content(), response.model_dump(), _since(started))
         )
         return response
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 3)
 
 
 # --------------------------------------------------------------------------- structured calls
@@ -128,6 +137,9 @@ class StageTally:
     cached_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # How each structured answer ended: valid at first try, after a retry of a cut-off answer,
+    # after the repair request, salvaged, or failed (for the figures in bench/models.py).
+    outcomes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -144,6 +156,10 @@ class UsageLog:
         tally.completion_tokens += response.usage.completion_tokens
         if who := response.answered_by():
             self.answered_by[who] = None
+
+    def outcome(self, stage: str, kind: str) -> None:
+        outcomes = self.by_stage.setdefault(stage, StageTally()).outcomes
+        outcomes[kind] = outcomes.get(kind, 0) + 1
 
     def add_cached(self, stage: str) -> None:
         self.by_stage.setdefault(stage, StageTally()).cached_calls += 1
@@ -229,6 +245,7 @@ def ask_structured(llm: LLMContext, call: StageCall) -> Any:
         reading = _read(call, validator, ChatResponse(content=cached, finish_reason="stop"))
         if reading.usable:
             llm.usage.add_cached(call.stage)
+            llm.usage.outcome(call.stage, "cached")
             return reading.parsed
     request, retries, repaired, best = first, 0, False, None
     while True:
@@ -240,6 +257,7 @@ def ask_structured(llm: LLMContext, call: StageCall) -> Any:
         if reading.usable:
             if llm.cache is not None:
                 llm.cache.put(first.fingerprint(), call.stage, response.content or "")
+            llm.usage.outcome(call.stage, "after repair" if repaired else "after retry" if retries else "first try")
             return reading.parsed
         if reading.parsed is not None:
             best = reading
@@ -262,7 +280,9 @@ def _salvage(
     when no answer had the stage's shape, or the stage finds nothing usable in it."""
     flags = call.salvage(best.parsed) if best is not None and call.salvage is not None else []
     if best is None or flags is None:
+        llm.usage.outcome(call.stage, "failed")
         raise StageOutputError(call.stage, problems)
+    llm.usage.outcome(call.stage, "salvaged")
     flags += [
         Flag(
             where=f"{call.stage} answer: {problem.split(':')[0]}",
