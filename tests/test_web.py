@@ -129,7 +129,7 @@ def test_the_flags_are_summarised_at_the_top_and_link_to_where_they_stand(site) 
 
 
 def test_only_the_allowed_actions_are_offered_and_the_reviewer_is_remembered(site) -> None:  # type: ignore[no-untyped-def]
-    client, store, (faithful, _) = site
+    client, _, (faithful, _) = site
     page = client.get(f"/records/{faithful}").text
     assert 'id="approve-form"' in page and 'id="reject-form"' in page and 'id="reopen-form"' not in page
     client.post(f"/records/{faithful}/approve", data={"csrf": csrf(page), "version": "1", "reviewer": "maria"})
