@@ -29,7 +29,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pipeline import __version__
 from pipeline.errors import ClaimsError, ConfigError, InputError, StaleVersionError
 from pipeline.evidence import add_study, match_score
 from pipeline.files import path_exists, require_regular_file, write_json_atomic
@@ -39,7 +38,7 @@ from pipeline.llm.recording import build_recording, save_recording
 from pipeline.models import ClaimRecord, StudyMetadata
 from pipeline.resources import PromptSet, load_prompt_set
 from pipeline.review import stored_sources
-from pipeline.run import RunResult, run_pipeline
+from pipeline.run import RunResult, run_key, run_pipeline
 from pipeline.settings import RunSettings
 from pipeline.settings import current as current_settings
 from pipeline.sources.metadata import DoiCache, DoiSettings, fetch
@@ -159,17 +158,6 @@ class Tally:
 
 
 # --------------------------------------------------------------------------- one paper
-
-
-def run_key(pdf_sha256: str, settings: RunSettings, metadata: StudyMetadata | None, prompts: dict[str, str]) -> str:
-    shape = {
-        "pdf": pdf_sha256,
-        "metadata": metadata.model_dump(mode="json") if metadata else None,
-        "settings": dataclasses.asdict(settings),
-        "prompts": prompts,
-        "pipeline": __version__,
-    }
-    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
 
 
 def recording_name(source: str) -> str:

@@ -7,6 +7,9 @@ the recorded record id and time, which makes the replayed record comparable byte
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -250,3 +253,17 @@ def study_reference(
         metadata_sources=metadata.sources if metadata else [],
         source_file=document.file_name,
     )
+
+
+def run_key(pdf_sha256: str, settings: RunSettings, metadata: StudyMetadata | None, prompts: dict[str, str]) -> str:
+    """What makes two runs the same run: the PDF, its DOI metadata, the settings, the prompts and
+    the pipeline version. The store keeps it with each record: a batch resumes by it, and `claims
+    run` says a paper is already stored instead of storing it twice."""
+    shape = {
+        "pdf": pdf_sha256,
+        "metadata": metadata.model_dump(mode="json") if metadata else None,
+        "settings": dataclasses.asdict(settings),
+        "prompts": prompts,
+        "pipeline": __version__,
+    }
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()

@@ -179,11 +179,23 @@ def test_citations_in_another_spelling_are_the_study_not_foreign(
     assert "0 foreign citations" in result.output
 
 
-def test_a_second_run_takes_its_answers_from_the_cache(runner: CliRunner, live_env) -> None:
-    assert runner.invoke(app, ["run", str(HPYLORI_PDF)]).exit_code == 0
+def test_a_paper_already_stored_is_not_stored_again(runner: CliRunner, live_env, clean_environment: Path) -> None:
+    first = runner.invoke(app, ["run", str(HPYLORI_PDF)])
+    assert first.exit_code == 0
+    record_id = record_id_from(first.output)
     asked = len(live_env.scripts.requests)
     again = runner.invoke(app, ["run", str(HPYLORI_PDF)])
+    assert again.exit_code == 0 and f"already stored as {record_id}" in again.output
+    assert len(live_env.scripts.requests) == asked and stored_count(clean_environment) == 1
+    forced = runner.invoke(app, ["run", str(HPYLORI_PDF), "--force"])
+    assert forced.exit_code == 0 and stored_count(clean_environment) == 2
+
+
+def test_a_forced_second_run_takes_its_answers_from_the_cache(runner: CliRunner, live_env) -> None:
+    assert runner.invoke(app, ["run", str(HPYLORI_PDF)]).exit_code == 0
+    asked = len(live_env.scripts.requests)
+    again = runner.invoke(app, ["run", str(HPYLORI_PDF), "--force"])
     assert again.exit_code == 0 and len(live_env.scripts.requests) == asked
     assert "model calls: 0 (3 answers from the cache)" in again.output
-    fresh = runner.invoke(app, ["run", str(HPYLORI_PDF), "--no-cache"])
+    fresh = runner.invoke(app, ["run", str(HPYLORI_PDF), "--force", "--no-cache"])
     assert fresh.exit_code == 0 and len(live_env.scripts.requests) == 2 * asked

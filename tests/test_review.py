@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import sys
 import threading
@@ -253,3 +254,22 @@ def test_export_keeps_the_approved_version_while_a_newer_draft_waits(
     review.reject(store, record_id, 4, "joe", "withdrawn")
     assert runner.invoke(app, ["export", str(tmp_path / "later")]).exit_code == 0
     assert not (tmp_path / "later" / f"{record_id}.json").exists()  # a later rejection unpublishes it
+
+
+def test_at_80_columns_the_list_shows_every_id_and_show_every_citation(
+    runner: CliRunner, clean_environment: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.cli.app import out
+
+    ids = stored(
+        clean_environment, "huang-2010-hpylori-iron", "datta-2010-dvt-prophylaxis", "misbehaving-fabricated-quote"
+    )
+    monkeypatch.setattr(out, "width", 80)  # as in an 80-column terminal
+    listing = runner.invoke(app, ["review", "list"]).output
+    assert all(record_id in listing for record_id in ids)
+    assert max(len(line) for line in listing.splitlines()) <= 80
+    page = runner.invoke(app, ["show", ids[0]]).output
+    unwrapped = re.sub(r"[\s\x1b]+|\[\d+m", "", page)  # lines joined again: is everything still there?
+    assert (
+        unwrapped.count("(10.1136/pgmj.2009.089987)") == 4 and unwrapped.count("[reportedbythestudy]") == 3
+    )  # all 4 steps

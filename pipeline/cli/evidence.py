@@ -157,11 +157,20 @@ def match_command(
         scored.append((score, claim, why))
     scored.sort(key=lambda item: -item[0])
     table = Table(title=f"claims {document.study_id} may bear on")
-    for column in ("score", "id", "claim", "shared terms"):
-        table.add_column(column, overflow="fold")
+    table.add_column("score", no_wrap=True)
+    table.add_column("id", no_wrap=True, min_width=12)
+    for column in ("claim", "shared terms"):
+        table.add_column(column, overflow="fold", ratio=1)
     for score, claim, why in scored[:limit]:
         shared = "; ".join(f"{part}: {', '.join(words)}" for part, words in why.items() if words) or "none"
-        table.add_row(f"{score:g}", claim.record_id, claim.claim.text, shared)
+        present = {s.reference.study_id for s in claim.studies} | {s.source_sha256 for s in claim.studies}
+        already = document.study_id in present or document.sha256 in present
+        table.add_row(
+            f"{score:g}",
+            claim.record_id,
+            claim.claim.text + (" [already a study of this claim]" if already else ""),
+            shared,
+        )
     out.print(table)
 
 

@@ -106,7 +106,7 @@ def show(
 ) -> None:
     """Show a record's claim page in the terminal."""
     record = _load_record(record_ref, db)
-    out.print(Markdown(render(record, "md")))
+    out.print(Markdown(render(record, "md")), soft_wrap=False)  # wrapped: a cut list item would lose its citations
 
 
 @app.command("render")

@@ -47,13 +47,17 @@ def list_command(
     if status and status not in STATUSES:
         raise InputError(f"unknown status {status!r}: choose one of {', '.join(STATUSES)}")
     rows = open_store(db, read_only=True).summaries(status=status, flagged=flagged)
+    # The id is never cut (it is what every other command takes); the claim and study wrap instead.
     table = Table(show_lines=False)
-    for column in ("id", "claim", "study", "status", "flags", "updated"):
-        table.add_column(column, overflow="fold" if column == "claim" else "ellipsis", no_wrap=column != "claim")
+    table.add_column("id", no_wrap=True, min_width=12)
+    table.add_column("claim", overflow="fold", ratio=3, min_width=12)
+    table.add_column("study", overflow="fold", ratio=1, min_width=8)
+    table.add_column("status", no_wrap=True)
+    table.add_column("flags", no_wrap=True, justify="right")
+    table.add_column("updated", overflow="fold", min_width=10, max_width=16)
     for row in rows:
-        table.add_row(
-            row.record_id, row.claim, row.study, f"{row.status} (v{row.version})", str(row.flags), row.updated_at
-        )
+        updated = row.updated_at[:16].replace("T", " ")
+        table.add_row(row.record_id, row.claim, row.study, f"{row.status} v{row.version}", str(row.flags), updated)
     out.print(table)
     out.print(f"{len(rows)} record(s)")
 
@@ -64,7 +68,7 @@ def show_command(record_id: str = IdArgument, db: Path | None = DbOption) -> Non
     """The claim page, its checks, and its history."""
     store = open_store(db, read_only=True)
     record = store.get(record_id)
-    out.print(Markdown(render(record, "md")))
+    out.print(Markdown(render(record, "md")), soft_wrap=False)  # wrapped: a cut list item would lose its citations
     _print_history(store, record.record_id, diffs=False)
 
 

@@ -37,7 +37,7 @@ from pipeline.llm.recording import (
     build_recording,
     save_recording,
 )
-from pipeline.run import RunResult, run_pipeline
+from pipeline.run import RunResult, run_key, run_pipeline
 from pipeline.settings import current
 from pipeline.sources.metadata import fetch, file_stem
 from pipeline.stages.check import count
@@ -86,6 +86,9 @@ def run(
     model: str = typer.Option(None, "--model", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."),
     record: Path = typer.Option(None, "--record", help="Also keep the whole run as a recording in this folder."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Ask the model again even where a cached answer exists."),
+    force: bool = typer.Option(
+        False, "--force", help="Run and store the paper even if the same run (PDF, settings, prompts) is stored."
+    ),
     db: Path | None = DbOption,
 ) -> None:
     """Run every stage on a study with a live model and save the draft record; print its id.
@@ -104,6 +107,14 @@ def run(
     # A recording must hold every exchange, so a recorded run does not read the cache.
     cache = None if (record or no_cache) else SQLiteResponseCache(current().cache_dir / "responses.db")
     llm = LLMContext(chat, settings, cache=cache)
+    key = run_key(hashlib.sha256(pdf_path.read_bytes()).hexdigest(), settings, metadata, llm.prompts.hashes())
+    if (existing := store.find_run(key)) and not force:
+        out.print(
+            f"already stored as {existing}: the same paper, settings and prompts (claims show {existing}; "
+            "--force runs it again)",
+            markup=False,
+        )
+        return
 
     def keep_recording(result: RunResult | None, failure: str | None) -> None:
         if not (record and isinstance(chat, RecordingChatModel) and (result or chat.interactions)):
@@ -147,7 +158,7 @@ def run(
     finally:
         progress.stop()
     keep_recording(result, None)
-    store.add(result.record, source_pages=result.document.pages)
+    store.add(result.record, run_key=None if existing else key, source_pages=result.document.pages)
     _summary(result)
     out.print(f"record {result.record.record_id} saved as a draft in {store.path}")
 
