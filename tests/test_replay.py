@@ -4,14 +4,16 @@ caught and named (prompt, model, parameters, input, record)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
-from conftest import NITRATE_PDF, RUNS
+from conftest import NITRATE_PDF, RUNS, replayed
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
+from pipeline.render import render
 from pipeline.resources import data_dir
 
 RECORDINGS = sorted(path.name for path in RUNS.iterdir() if (path / "recording.json").exists())
@@ -34,8 +36,20 @@ def test_bundled_recordings_say_what_answered_them() -> None:
     assert len(RECORDINGS) >= 3
     for name in RECORDINGS:
         recording = json.loads((RUNS / name / "recording.json").read_text())
+        if name.startswith("local-"):  # a real model on this machine: the server, its version, the model file
+            assert "llama-cpp-python 0.3.36 server" in recording["made_against"]
+            assert re.search(r"SmolLM2-135M-Instruct\.Q4_1\.gguf .*sha256 [0-9a-f]{64}", recording["made_against"])
+            continue
         assert "scripted local endpoint" in recording["made_against"]
         assert "not a real model" in recording["made_against"]
+
+
+def test_the_local_model_s_poor_answers_are_flagged_and_the_page_renders() -> None:
+    record = replayed("local-smollm2-hpylori")
+    flags = [flag.code for check in record.checks for flag in check.flags]
+    assert flags.count("ungrounded_quote") == 11 and "number_not_found" in flags
+    assert record.provenance.answered_by == ["smollm2-135m-instruct"]
+    assert "Gold Standard Evidence Needed" in render(record, "md") and "<h1>" in render(record, "html")
 
 
 def test_replay_show_prints_the_claim_page(runner: CliRunner) -> None:
