@@ -64,7 +64,20 @@ _MIGRATIONS = [
     """
     ALTER TABLE history ADD COLUMN body TEXT;
     """,
+    # 5: the queue: the first study's title to search and show, and an index for its usual order.
+    """
+    ALTER TABLE records ADD COLUMN title TEXT NOT NULL DEFAULT '';
+    UPDATE records SET title = coalesce(json_extract(body, '$.studies[0].reference.title'), '');
+    CREATE INDEX records_updated ON records(updated_at DESC, id);
+    """,
 ]
+QUEUE_SORTS = {
+    "updated": "updated_at DESC, id",
+    "oldest": "updated_at ASC, id",
+    "flags": "flags DESC, updated_at DESC, id",
+    "status": "status, updated_at DESC, id",
+    "claim": "claim COLLATE NOCASE, id",
+}
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -77,6 +90,7 @@ class StoredSummary:
     study: str
     flags: int
     updated_at: str
+    title: str = ""
 
 
 @dataclass(frozen=True)
@@ -219,8 +233,8 @@ class SQLiteStore:
                 return existing
             try:
                 self._db.execute(
-                    "INSERT INTO records (id, version, status, claim, study, flags, created_at, updated_at, body, run_key)"
-                    " VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO records (id, version, status, claim, study, flags, created_at, updated_at, body, run_key,"
+                    " title) VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.record_id,
                         record.status.value,
@@ -231,6 +245,7 @@ class SQLiteStore:
                         now,
                         record.model_dump_json(),
                         run_key,
+                        study.title if study else "",
                     ),
                 )
             except sqlite3.IntegrityError as exc:
@@ -263,8 +278,8 @@ class SQLiteStore:
             before = _record(record.record_id, body)
             now = _now()
             self._db.execute(
-                "UPDATE records SET version = ?, status = ?, claim = ?, flags = ?, updated_at = ?, updated_by = ?, body = ?"
-                " WHERE id = ?",
+                "UPDATE records SET version = ?, status = ?, claim = ?, flags = ?, updated_at = ?, updated_by = ?, body = ?,"
+                " title = ? WHERE id = ?",
                 (
                     version + 1,
                     record.status.value,
@@ -273,6 +288,7 @@ class SQLiteStore:
                     now,
                     actor,
                     record.model_dump_json(),
+                    record.studies[0].reference.title if record.studies else "",
                     record.record_id,
                 ),
             )
@@ -360,6 +376,42 @@ class SQLiteStore:
         [(body, version)] = self._rows("SELECT body, version FROM records WHERE id = ?", record_id)
         return _record(record_id, body), version
 
+    def queue(
+        self,
+        status: str | None = None,
+        flagged: bool = False,
+        search: str = "",
+        sort: str = "updated",
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[StoredSummary], int]:
+        """One page of the review queue, and how many records match in all. `search` looks in the
+        claim, the study's title, its DOI and the id (case-insensitive, every word must match)."""
+        where, args = [], []
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if flagged:
+            where.append("flags > 0")
+        for word in search.split()[:8]:
+            escaped = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append(
+                "(claim LIKE ? ESCAPE '\\' OR title LIKE ? ESCAPE '\\' OR study LIKE ? ESCAPE '\\'"
+                " OR id LIKE ? ESCAPE '\\')"
+            )
+            args += [escaped] * 4
+        condition = f" WHERE {' AND '.join(where)}" if where else ""
+        [(total,)] = self._rows(f"SELECT count(*) FROM records{condition}", *args)
+        rows = self._rows(
+            "SELECT id, version, status, claim, study, flags, updated_at, title FROM records"
+            + condition
+            + f" ORDER BY {QUEUE_SORTS.get(sort, QUEUE_SORTS['updated'])} LIMIT ? OFFSET ?",
+            *args,
+            limit,
+            offset,
+        )
+        return [StoredSummary(*row) for row in rows], total
+
     def summaries(self, status: str | None = None, flagged: bool = False) -> list[StoredSummary]:
         where, args = [], []
         if status:
@@ -368,7 +420,7 @@ class SQLiteStore:
         if flagged:
             where.append("flags > 0")
         rows = self._rows(
-            "SELECT id, version, status, claim, study, flags, updated_at FROM records"
+            "SELECT id, version, status, claim, study, flags, updated_at, title FROM records"
             + (f" WHERE {' AND '.join(where)}" if where else "")
             + " ORDER BY updated_at DESC, id",
             *args,

@@ -18,6 +18,7 @@ import re
 import secrets
 from importlib import resources
 from typing import Any
+from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
@@ -32,7 +33,7 @@ from pipeline import review
 from pipeline.errors import ClaimsError, InvalidEditError, RecordNotFoundError, StaleVersionError
 from pipeline.models import ClaimType, StepBasis
 from pipeline.render import page_blocks
-from pipeline.store import SQLiteStore, flag_count
+from pipeline.store import QUEUE_SORTS, SQLiteStore, flag_count
 
 CSRF_COOKIE = "claims_csrf"
 REVIEWER_COOKIE = "claims_reviewer"  # the name typed last, filled in on every form until accounts replace it
@@ -131,11 +132,43 @@ def create_app(store: SQLiteStore, allowed_hosts: tuple[str, ...] = LOOPBACK_HOS
             raise _Refused(400, "the form has no valid record version; reload the page") from None
 
     async def queue(request: Request) -> Response:
-        status = request.query_params.get("status") or None
-        flagged = request.query_params.get("flagged") == "1"
-        rows = store.summaries(status=status if status in ("draft", "approved", "rejected") else None, flagged=flagged)
+        query = request.query_params
+        status = query.get("status") if query.get("status") in STATUSES else None
+        flagged = query.get("flagged") == "1"
+        search = query.get("q", "")[:200]
+        sort = str(query.get("sort")) if query.get("sort") in QUEUE_SORTS else "updated"
+        try:
+            page_number = max(1, int(query.get("page", "1")))
+        except ValueError:
+            page_number = 1
+        rows, total = store.queue(status, flagged, search, sort, QUEUE_PAGE, (page_number - 1) * QUEUE_PAGE)
+        pages = max(1, -(-total // QUEUE_PAGE))
+
+        def link(**change: Any) -> str:
+            kept = {
+                "status": status or "",
+                "flagged": "1" if flagged else "",
+                "q": search,
+                "sort": sort,
+                "page": page_number,
+            } | change
+            return "/?" + urlencode({k: v for k, v in kept.items() if v not in ("", None)})
+
         return page(
-            request, "queue.html", rows=rows, status=status, flagged=flagged, statuses=["draft", "approved", "rejected"]
+            request,
+            "queue.html",
+            rows=rows,
+            status=status,
+            flagged=flagged,
+            statuses=list(STATUSES),
+            search=search,
+            sort=sort,
+            sorts=list(QUEUE_SORTS),
+            total=total,
+            page_number=page_number,
+            pages=pages,
+            link=link,
+            when=_when,
         )
 
     def record_page(request: Request, record_id: str, status: int = 200, messages: list | None = None) -> Response:
@@ -278,6 +311,15 @@ def flag_anchors(blocks: list[Any]) -> tuple[list[tuple[str, str]], dict[str, st
         else:
             note(str(b), block.text)
     return summary, anchors
+
+
+QUEUE_PAGE = 50
+STATUSES = ("draft", "approved", "rejected")
+
+
+def _when(stamp: str) -> str:
+    """'2026-11-25T14:02:11+00:00' -> '2026-11-25 14:02 UTC'."""
+    return f"{stamp[:10]} {stamp[11:16]} UTC" if len(stamp) >= 16 else stamp
 
 
 class _Refused(Exception):

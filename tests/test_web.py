@@ -136,3 +136,19 @@ def test_only_the_allowed_actions_are_offered_and_the_reviewer_is_remembered(sit
     page = client.get(f"/records/{faithful}").text
     assert 'id="reopen-form"' in page and 'id="approve-form"' not in page and 'id="reject-form"' not in page
     assert 'name="reviewer" value="maria"' in page
+
+
+def test_the_queue_shows_titles_and_searches_sorts_and_pages(site, clean_environment: Path) -> None:  # type: ignore[no-untyped-def]
+    client, store, (faithful, flagged) = site
+    [dvt] = stored(clean_environment, "datta-2010-dvt-prophylaxis")
+    page = client.get("/").text
+    assert "Complications related to deep venous thrombosis prophylaxis in trauma" in page  # a title, not only a DOI
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", page) and "+00:00" not in page
+    found = client.get("/?q=thrombosis").text
+    assert dvt in found and faithful not in found and flagged not in found
+    assert dvt in client.get("/?q=1752-2897").text  # by DOI
+    by_flags = client.get("/?sort=flags").text
+    assert by_flags.index(flagged) < by_flags.index(faithful)
+    rows, total = store.queue(limit=1, offset=1, sort="claim")
+    assert total == 3 and len(rows) == 1
+    assert "1 record(s)" in client.get("/?q=thrombosis").text
