@@ -246,7 +246,13 @@ def _header(record: ClaimRecord, marks: _Marks) -> list[Block]:
 def _mechanism(record: ClaimRecord, marks: _Marks) -> list[Block]:
     mechanism = record.mechanism
     return [
-        Block("h2", f"Mechanism \u2014 Synthesis from {_plural(len(record.studies), 'study')}"),
+        # one study is not a synthesis: the heading says so only when there is more than one
+        Block(
+            "h2",
+            f"Mechanism \u2014 Synthesis from {_plural(len(record.studies), 'study')}"
+            if len(record.studies) > 1
+            else "Mechanism \u2014 from one study",
+        ),
         Block("h3", "How it works"),
         Block("p", marks.clean(mechanism.plain_language) + marks.at("mechanism.plain_language")),
         Block("h3", "Most probable mechanism"),

@@ -25,6 +25,7 @@ from pipeline.models import ClaimRecord, ReviewStatus
 from pipeline.schema import schema_errors
 from pipeline.sources.pdf import document_from_pages, read_pdf, read_pdf_bytes
 from pipeline.stages.check import Sources, run_checks
+from pipeline.stages.grade import rate_certainty
 from pipeline.store import SQLiteStore, flag_count
 
 
@@ -107,6 +108,10 @@ def edit(
     """Validate the edited record, re-check it against its paper, and save it as a new draft version."""
     current = store.get(record_id)
     edited = parse_edit(edited_json)
+    # The certainty follows from the design and the ratings (GRADE), whatever the edit says of it.
+    edited.certainty.certainty = rate_certainty(
+        edited.certainty.design, edited.certainty.domains, edited.certainty.upgrades
+    )
     if edited.record_id != current.record_id:
         raise InvalidEditError([f"record_id: may not change ({current.record_id} -> {edited.record_id})"])
     if edited.model_dump() == current.model_dump():

@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from pipeline import review
 from pipeline.errors import ClaimsError, InvalidEditError, RecordNotFoundError, StaleVersionError
-from pipeline.models import ClaimType, StepBasis
+from pipeline.models import ClaimType, DomainRating, StepBasis
 from pipeline.render import page_blocks
 from pipeline.store import QUEUE_SORTS, SQLiteStore, flag_count
 
@@ -239,6 +239,7 @@ def create_app(store: SQLiteStore, allowed_hosts: tuple[str, ...] = LOOPBACK_HOS
             messages=messages or [],
             claim_types=[t.value for t in ClaimType],
             bases=[b.value for b in StepBasis],
+            ratings=[r.value for r in DomainRating],
         )
 
     async def edit_form(request: Request) -> Response:
@@ -342,13 +343,28 @@ def apply_form(data: dict[str, Any], form: dict[str, str]) -> str:
             current = node[int(last)] if isinstance(node, list) else node.get(last)
         except (KeyError, IndexError, ValueError, TypeError, AttributeError):
             continue  # not a field of this record: ignored
-        if isinstance(current, int) and not isinstance(current, bool):
-            try:
-                value = int(value)  # type: ignore[assignment]
-            except ValueError:
-                pass  # left as text: validation names the field
+        typed = _typed(current, value)
         if isinstance(node, list):
-            node[int(last)] = value
+            node[int(last)] = typed
         else:
-            node[last] = value
+            node[last] = typed
     return json.dumps(data)
+
+
+def _typed(current: Any, value: str) -> Any:
+    """The form's text as the kind of value the field holds: a number, a list of ids, or nothing
+    (an empty box for an optional number). Text that will not convert is kept, and validation
+    names the field."""
+    text = value.strip()
+    if isinstance(current, list):
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if isinstance(current, str):
+        return value
+    if not text and not isinstance(current, bool):
+        return None
+    for kind in (int, float) if not isinstance(current, float) else (float,):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return value

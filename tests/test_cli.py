@@ -116,9 +116,9 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(
 def test_show_and_render_every_format(runner: CliRunner, live_env) -> None:
     record_id = record_id_from(runner.invoke(app, ["run", str(HPYLORI_PDF)]).output)
     shown = runner.invoke(app, ["show", record_id[:6]])
-    assert shown.exit_code == 0 and "Synthesis from 1 study" in shown.output
+    assert shown.exit_code == 0 and "Mechanism — from one study" in shown.output
     markdown = runner.invoke(app, ["render", record_id, "--format", "md"]).output
-    assert "## Mechanism — Synthesis from 1 study" in markdown
+    assert "## Mechanism — from one study" in markdown
     html = runner.invoke(app, ["render", record_id, "--format", "html"]).output
     assert html.startswith("<!doctype html>") and "<h3>Supporting (1)</h3>" in html
     data = json.loads(runner.invoke(app, ["render", record_id, "--format", "json"]).output)

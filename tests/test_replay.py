@@ -57,7 +57,7 @@ def test_replay_show_prints_the_claim_page(runner: CliRunner) -> None:
     assert result.exit_code == 0
     for part in (
         "# In people with iron deficiency anaemia",
-        "Synthesis from 1 study",
+        "Mechanism — from one study",
         "Most probable mechanism",
         "Supporting (1)",
         "Contradicting (0)",

@@ -42,7 +42,7 @@ def test_list_filters_and_show(runner: CliRunner, clean_environment: Path) -> No
     assert "0 record(s)" in runner.invoke(app, ["review", "list", "--status", "approved"]).output
     assert runner.invoke(app, ["review", "list", "--status", "nope"]).exit_code == 2
     shown = runner.invoke(app, ["review", "show", faithful[:6]])
-    assert "Synthesis from 1 study" in shown.output and "created" in shown.output
+    assert "Mechanism — from one study" in shown.output and "created" in shown.output
 
 
 def test_approve_is_refused_while_flagged_unless_overridden(runner: CliRunner, clean_environment: Path) -> None:

@@ -77,7 +77,7 @@ def test_page_has_every_part_of_the_seed_page() -> None:
     order = [
         "# In healthy adults aged 60 to 75",
         "Original statement:",
-        "## Mechanism — Synthesis from 1 study",
+        "## Mechanism — from one study",
         "### How it works",
         "### Most probable mechanism",
         "In simple terms:",

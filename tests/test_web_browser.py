@@ -80,3 +80,42 @@ def test_stale_edit_shows_the_conflict(browser, clean_environment: Path) -> None
         assert f"record {record_id} was changed by maria" in text and "(version 2); reload and try again" in text
     assert store.get(record_id).claim.text.startswith("Every common way")  # the stale edit saved nothing
     assert [e.action for e in store.history(record_id)] == ["created", "rejected"]
+
+
+def test_a_reviewer_fixes_a_flagged_quote_on_the_page_and_approves(browser, clean_environment: Path) -> None:
+    """The flag summary links to the flag; the edit form carries the finding's quote; once the
+    real sentence is in, the re-check clears the flag and the record is approved without override."""
+    [record_id] = stored(clean_environment, "misbehaving-fabricated-quote")
+    store = SQLiteStore(clean_environment)
+    with ReviewServer(store) as server:
+        page = browser.new_page()
+        page.goto(f"{server.url}/records/{record_id}")
+        summary = page.locator("#flag-summary")
+        assert "ungrounded_quote" in summary.inner_text()
+        anchor = summary.locator("a").first.get_attribute("href")
+        assert page.locator(anchor).is_visible() and "[FLAG ungrounded_quote" in page.locator(anchor).inner_text()
+        page.click("text=Fix a flagged field in the edit form")
+        quote = page.locator("textarea[name='studies.0.findings.1.quote.text']")
+        assert quote.input_value() == "Eradication therapy cured anaemia in all patients within four weeks."
+        quote.fill("the WMD of SF was 10.05 mg/l (95% CI 5.48 to 14.63 mg/l, p<0.00001)")
+        page.fill("#edit-form input[name=reviewer]", "maria")
+        page.click("#edit-form button")
+        page.wait_for_selector("text=Edit saved and re-checked.")
+        assert page.locator("#flag-summary").count() == 0 and "0 flag(s)" in page.inner_text("#review")
+        page.locator("#approve-form button").click()  # the name is remembered; no override needed
+        page.wait_for_selector("text=Record approved.")
+        assert page.locator("#reject-form").count() == 0 and page.locator("#reopen-form").count() == 1
+    assert store.get(record_id).status.value == "approved"
+    assert [e.actor for e in store.history(record_id)[1:]] == ["maria", "maria"]
+
+
+def test_the_queue_search_finds_a_record_by_its_title(browser, clean_environment: Path) -> None:
+    ids = stored(clean_environment, "huang-2010-hpylori-iron", "datta-2010-dvt-prophylaxis")
+    with ReviewServer(SQLiteStore(clean_environment)) as server:
+        page = browser.new_page()
+        page.goto(server.url)
+        page.fill("input[name=q]", "thrombosis prophylaxis")
+        page.click("#queue-form button")
+        page.wait_for_selector("#queue-count")
+        assert page.inner_text("#queue-count").startswith("1 record(s)")
+        assert ids[1] in page.inner_text("table") and ids[0] not in page.inner_text("table")
