@@ -53,7 +53,7 @@ def add_evidence_command(
     source: str = typer.Argument(..., metavar="PDF|DOI", help="The new study."),
     pdf: Path | None = typer.Option(None, "--pdf", help="With a DOI: read this PDF instead of downloading one."),
     reviewer: str = typer.Option(
-        default_reviewer, "--reviewer", help="Who adds it (default: $CLAIMS_REVIEWER or $USER)."
+        default_reviewer, "--reviewer", help="Your name, for the history (default: $CLAIMS_REVIEWER or $USER)."
     ),
     model: str = typer.Option(None, "--model", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."),
     record: Path | None = typer.Option(None, "--record", help="Keep this run as a recording in this folder."),

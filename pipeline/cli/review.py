@@ -33,7 +33,14 @@ VersionOption = typer.Option(None, "--version", help="The version you reviewed (
 
 
 def default_reviewer() -> str:
+    """One rule for every command that records a decision: --reviewer, else $CLAIMS_REVIEWER, else
+    $USER; with none of them, the review rules refuse the action and say to pass --reviewer."""
     return current().reviewer
+
+
+ReviewerOption = typer.Option(
+    default_reviewer, "--reviewer", help="Your name, for the history (default: $CLAIMS_REVIEWER or $USER)."
+)
 
 
 @review_app.command("list")
@@ -103,7 +110,7 @@ def history_command(
 @one_line_errors
 def approve_command(
     record_id: str = IdArgument,
-    reviewer: str = typer.Option(..., "--reviewer", help="Your name, for the history."),
+    reviewer: str = ReviewerOption,
     note: str = typer.Option("", "--note"),
     override: str = typer.Option("", "--override", help="Approve despite flags, for this reason."),
     version: int | None = VersionOption,
@@ -119,7 +126,7 @@ def approve_command(
 @one_line_errors
 def reject_command(
     record_id: str = IdArgument,
-    reviewer: str = typer.Option(..., "--reviewer", help="Your name, for the history."),
+    reviewer: str = ReviewerOption,
     reason: str = typer.Option(..., "--reason", help="Why, for the history."),
     version: int | None = VersionOption,
     db: Path | None = DbOption,
@@ -134,9 +141,7 @@ def reject_command(
 @one_line_errors
 def reopen_command(
     record_id: str = IdArgument,
-    reviewer: str = typer.Option(
-        default_reviewer, "--reviewer", help="Your name (default: $CLAIMS_REVIEWER or $USER)."
-    ),
+    reviewer: str = ReviewerOption,
     note: str = typer.Option("", "--note"),
     version: int | None = VersionOption,
     db: Path | None = DbOption,
@@ -151,9 +156,7 @@ def reopen_command(
 @one_line_errors
 def edit_command(
     record_id: str = IdArgument,
-    reviewer: str = typer.Option(
-        default_reviewer, "--reviewer", help="Your name (default: $CLAIMS_REVIEWER or $USER)."
-    ),
+    reviewer: str = ReviewerOption,
     note: str = typer.Option("", "--note"),
     from_file: Path | None = typer.Option(
         None, "--file", help="Take the edited JSON from this file instead of $EDITOR."
