@@ -14,7 +14,15 @@ from pipeline.cli.app import app
 from pipeline.models import ClaimRecord, StepBasis, StudyDesign
 from pipeline.render import render
 from pipeline.sources.pdf import PypdfExtractor, read_pdf
-from pipeline.stages.check import crosses_no_effect, overstatement_rules, run_checks, supports
+from pipeline.stages.check import (
+    check_citations,
+    check_strength,
+    crosses_no_effect,
+    number_sanity,
+    overstatement_rules,
+    run_checks,
+    supports,
+)
 from pipeline.stages.readability import score
 from pipeline.stages.textmatch import canonical_number, locate, normalise, numbers_in
 
@@ -255,3 +263,65 @@ def test_check_command(runner: CliRunner, tmp_path: Path) -> None:
     alone = runner.invoke(app, ["check", str(loose)])
     assert alone.exit_code == 2 and "pass its source PDF with --pdf" in alone.output
     assert runner.invoke(app, ["check", str(loose), "--pdf", str(HPYLORI_PDF)]).exit_code == 0
+
+
+# --------------------------------------------------------------------------- issue 16: every sentence, numbers that agree
+
+
+OVERSTATED = "This proves and always causes far greater muscle growth in everyone."
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["claim.text", "mechanism.plain_language", "mechanism.summary", "mechanism.steps[0].text", "studies[0].summary"],
+)
+def test_overstated_wording_is_flagged_in_every_field_a_reader_sees(where: str) -> None:
+    record = record_of("huang-2010-hpylori-iron")
+    if where == "claim.text":
+        record.claim.text = OVERSTATED
+    elif where.startswith("mechanism.steps"):
+        record.mechanism.steps[0].text = OVERSTATED
+    elif where.startswith("studies"):
+        record.studies[0].summary = OVERSTATED
+    else:
+        setattr(record.mechanism, where.split(".")[1], OVERSTATED)
+    flags = [(f.where, f.code) for f in check_strength(record).flags]
+    assert flags == [(where, "overstated")]
+
+
+def test_hedged_wording_is_not_overstated() -> None:
+    record = record_of("datta-2010-dvt-prophylaxis")
+    record.mechanism.summary = "Blood thinners can cause bleeding. Rarely, heparin causes a reaction."
+    assert check_strength(record).flags == []
+
+
+def test_numbers_that_cannot_all_be_right_are_flagged() -> None:
+    record = record_of("huang-2010-hpylori-iron")
+    effect = record.studies[0].findings[0].effect
+    assert effect is not None
+    effect.ci_lower, effect.ci_upper = 0.548, 0.408
+    effect.p_value = "1.7"
+    results = run_checks(record, {record.studies[0].reference.study_id: read_pdf(HPYLORI_PDF)})
+    [flag] = [f for c in results for f in c.flags if f.code == "number_inconsistent"]
+    assert flag.where == "studies[0].findings[0].effect"
+    assert (
+        "lower bound 0.548 is above its upper bound 0.408" in flag.message
+        and "p = 1.7 is not a probability" in flag.message
+    )
+
+
+def test_a_direction_that_contradicts_its_interval_is_flagged() -> None:
+    from pipeline.models import Direction
+
+    finding = record_of("huang-2010-hpylori-iron").studies[0].findings[0]
+    finding.direction = Direction.no_significant_difference  # yet 12.88 g/l (6.03 to 19.74) excludes 0
+    assert finding.effect is not None and finding.effect.ci_lower is not None and finding.effect.ci_lower > 0
+    flags = [f.message for f in number_sanity(finding, "x")]
+    assert flags == ["the interval excludes no effect, yet the finding says no significant difference"]
+
+
+def test_the_same_problem_at_the_same_place_is_one_flag() -> None:
+    record = record_of("huang-2010-hpylori-iron")
+    record.mechanism.steps[1].citations = ["10.9999/fake", "10.9999/fake", "10.8888/other"]
+    [flag] = check_citations(record).flags
+    assert flag.where == "mechanism.steps[1].citations" and "(found 3 times)" in flag.message

@@ -37,6 +37,7 @@ from pipeline.models import (
     CheckStatus,
     ClaimRecord,
     Direction,
+    Finding,
     Flag,
     GroundingStatus,
     PlainLanguageRewrite,
@@ -59,6 +60,7 @@ Rewriter = Callable[[str, Readability], str]
 
 
 def _result(name: str, flags: list[Flag], passed: str, flagged: str, **details: Any) -> CheckResult:
+    flags = one_per_place(flags)
     return CheckResult(
         name=name,
         status=CheckStatus.flagged if flags else CheckStatus.passed,
@@ -66,6 +68,21 @@ def _result(name: str, flags: list[Flag], passed: str, flagged: str, **details: 
         flags=flags,
         **details,
     )
+
+
+def one_per_place(flags: list[Flag]) -> list[Flag]:
+    """One flag per field and code: the same problem found again at the same place is counted
+    ('(found 3 times)'), not listed again; different messages there are joined."""
+    merged: dict[tuple[str, str], list[str]] = {}
+    for flag in flags:
+        merged.setdefault((flag.where, flag.code), []).append(flag.message)
+    result = []
+    for (where, code), messages in merged.items():
+        distinct = list(dict.fromkeys(messages))
+        repeats = len(messages) - len(distinct)
+        message = "; ".join(distinct) + (f" (found {len(messages)} times)" if repeats else "")
+        result.append(Flag(where=where, code=code, message=message))
+    return result
 
 
 def schema_check(record: ClaimRecord) -> CheckResult:
@@ -222,12 +239,51 @@ def check_numbers(record: ClaimRecord, sources: Sources) -> CheckResult:
                             where=where, code="number_not_found", message=f"{text} does not appear in the paper's text"
                         )
                     )
+            flags += number_sanity(finding, base)
     return _result(
         "numbers",
         flags,
-        f"all {checked} numbers appear in the paper",
-        f"{{n}} of {checked} numbers not found in the paper",
+        f"all {checked} numbers appear in the paper and agree with each other",
+        f"{{n}} number problem(s) in {checked} numbers",
     )
+
+
+def number_sanity(finding: Finding, base: str) -> list[Flag]:
+    """Numbers that cannot all be right together, whatever the paper says: an estimate outside
+    its interval, an interval upside down, a p-value outside 0-1, a percentage above 100, a
+    sample size that is no count, and a direction that contradicts the interval."""
+    problems = []
+    effect = finding.effect
+    if finding.sample_size is not None and finding.sample_size < 1:
+        problems.append(f"sample size {finding.sample_size} is not a number of people")
+    if effect is not None:
+        low, value, high = effect.ci_lower, effect.value, effect.ci_upper
+        if low is not None and high is not None and low > high:
+            problems.append(f"the interval's lower bound {low:g} is above its upper bound {high:g}")
+        elif value is not None and low is not None and high is not None and not low <= value <= high:
+            problems.append(f"the estimate {value:g} lies outside its interval {low:g} to {high:g}")
+        for number in numbers_of(effect.p_value or ""):
+            if not 0 <= float(number) <= 1:
+                problems.append(f"p = {number} is not a probability")
+        if (
+            effect.unit
+            and "%" in effect.unit
+            and value is not None
+            and abs(value) > 100
+            and "change" not in (effect.measure or "")
+        ):
+            problems.append(f"{value:g}% is more than the whole")
+        if low is not None and high is not None and low <= high:
+            excludes_null = not crosses_no_effect(effect.measure, low, high)
+            null_result = finding.direction is Direction.no_significant_difference
+            if excludes_null and null_result:
+                problems.append("the interval excludes no effect, yet the finding says no significant difference")
+            if not excludes_null and finding.direction in (Direction.increased, Direction.decreased):
+                problems.append(
+                    f"the interval includes no effect, yet the finding says {finding.direction.value} "
+                    "(report it as no significant difference, or check the interval)"
+                )
+    return [Flag(where=f"{base}.effect", code="number_inconsistent", message=p) for p in problems]
 
 
 # --------------------------------------------------------------------------- causal chain
@@ -327,6 +383,13 @@ EFFECT = re.compile(
     r"\b(increase[sd]?|improve[sd]?|raise[sd]?|reduce[sd]?|lower(?:s|ed)?|decrease[sd]?|boost(?:s|ed)?|enhance[sd]?|leads? to|grow(?:s|th)?)\b",
     re.I,
 )
+# A sentence that says "may", "can", "in some patients" or "rarely" does not state a certainty,
+# whatever verb it uses: "blood thinners can cause bleeding" is hedged, "X cures Y" is not.
+HEDGE = re.compile(
+    r"\b(may|might|could|can|possibly|probably|likely|suggests?|appears?|seems?|some|few|rarely|sometimes|often)\b",
+    re.I,
+)
+_SENTENCE = re.compile(r"(?<=[.!?;])\s+")
 NEGATION = re.compile(r"\b(not|no|neither|nor|without|did not|does not|failed to)\b", re.I)
 _RANDOMISED = {StudyDesign.randomised_controlled_trial, StudyDesign.systematic_review_of_rcts}
 
@@ -338,13 +401,18 @@ def crosses_no_effect(measure: str | None, lower: float | None, upper: float | N
     return min(lower, upper) <= null <= max(lower, upper)
 
 
-def overstatement_rules(record: ClaimRecord) -> list[str]:
-    """The rules the claim's wording breaks, given its evidence."""
-    claim = record.claim.text
+def overstatement_rules(record: ClaimRecord, claim: str | None = None, effects: bool = True) -> list[str]:
+    """The rules a text's wording breaks, given the record's evidence (the claim's, by default).
+    `effects`: also hold an effect verb against a primary finding of no significant difference
+    (not for causal steps, which describe how a mechanism would work)."""
+    claim = record.claim.text if claim is None else claim
     findings = [finding for study in record.studies for finding in study.findings]
     rules = []
-    if DEFINITIVE.search(claim):
-        word = DEFINITIVE.search(claim).group(0)  # type: ignore[union-attr]
+    unhedged = [
+        sentence for sentence in _SENTENCE.split(claim) if DEFINITIVE.search(sentence) and not HEDGE.search(sentence)
+    ]
+    if unhedged:
+        word = DEFINITIVE.search(unhedged[0]).group(0)  # type: ignore[union-attr]
         if len(record.studies) == 1:
             rules.append(f"single_study: '{word}' from one study")
         if record.certainty.design not in _RANDOMISED:
@@ -356,7 +424,8 @@ def overstatement_rules(record: ClaimRecord) -> list[str]:
             )
     effect = EFFECT.search(claim)
     if (
-        findings
+        effects
+        and findings
         and findings[0].direction is Direction.no_significant_difference
         and effect
         and not NEGATION.search(claim)
@@ -367,12 +436,29 @@ def overstatement_rules(record: ClaimRecord) -> list[str]:
     return rules
 
 
-def check_strength(record: ClaimRecord) -> CheckResult:
-    flags = [
-        Flag(where="claim.text", code="overstated", message=f"overstated ({rule})")
-        for rule in overstatement_rules(record)
+def reader_sentences(record: ClaimRecord) -> list[tuple[str, str, bool]]:
+    """(where, text, whether effect claims are held to the evidence) for every text a reader sees."""
+    texts = [
+        ("claim.text", record.claim.text, True),
+        ("mechanism.plain_language", record.mechanism.plain_language, True),
+        ("mechanism.summary", record.mechanism.summary, True),
     ]
-    return _result("strength", flags, "the claim's wording fits its evidence", "overstated: {n} rule(s) fired")
+    texts += [(f"mechanism.steps[{k}].text", step.text, False) for k, step in enumerate(record.mechanism.steps)]
+    for i, study in enumerate(record.studies):
+        texts.append((f"studies[{i}].summary", study.summary, True))
+        if study.stance_rationale:
+            texts.append((f"studies[{i}].stance_rationale", study.stance_rationale, False))
+    return texts
+
+
+def check_strength(record: ClaimRecord) -> CheckResult:
+    """The strength rules over every sentence a reader sees, one flag a field naming every rule."""
+    flags = []
+    for where, text, effects in reader_sentences(record):
+        rules = overstatement_rules(record, text, effects)
+        if rules:
+            flags.append(Flag(where=where, code="overstated", message=f"overstated ({'; '.join(rules)})"))
+    return _result("strength", flags, "the wording fits its evidence", "overstated in {n} place(s)")
 
 
 def check_grade(record: ClaimRecord) -> CheckResult:
