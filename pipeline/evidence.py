@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -52,6 +51,7 @@ from pipeline.stages.draft import check_steps, findings_json, salvage_steps
 from pipeline.stages.extract import extract
 from pipeline.stages.grade import design_rank, rate_certainty, starting_certainty, strongest_first
 from pipeline.stages.paper_text import messages_with_paper
+from pipeline.terms import content_words
 
 STANCE_SECTIONS = ("abstract", "results", "discussion", "conclusions")
 
@@ -264,105 +264,8 @@ def _pico_terms(record: ClaimRecord) -> dict[str, str]:
     }
 
 
-_WORD = re.compile(r"[a-z][a-z0-9-]{3,}")
-# Words any paper uses, which say nothing about what it studies (a shared "authors" or "data"
-# made unrelated papers look related).
-_COMMON = set(
-    [
-        "accepted",
-        "access",
-        "after",
-        "also",
-        "among",
-        "analysis",
-        "article",
-        "articles",
-        "associated",
-        "association",
-        "author",
-        "authors",
-        "based",
-        "been",
-        "between",
-        "compared",
-        "comparison",
-        "copyright",
-        "correspondence",
-        "data",
-        "department",
-        "effect",
-        "effects",
-        "figure",
-        "figures",
-        "from",
-        "group",
-        "groups",
-        "have",
-        "however",
-        "include",
-        "includes",
-        "including",
-        "into",
-        "journal",
-        "level",
-        "levels",
-        "licence",
-        "license",
-        "mean",
-        "median",
-        "method",
-        "methods",
-        "number",
-        "open",
-        "page",
-        "pages",
-        "participants",
-        "patients",
-        "published",
-        "received",
-        "report",
-        "reported",
-        "reports",
-        "results",
-        "review",
-        "reviews",
-        "significant",
-        "significantly",
-        "studies",
-        "study",
-        "table",
-        "tables",
-        "than",
-        "that",
-        "their",
-        "these",
-        "this",
-        "those",
-        "time",
-        "times",
-        "total",
-        "trial",
-        "trials",
-        "university",
-        "use",
-        "used",
-        "using",
-        "value",
-        "values",
-        "were",
-        "which",
-        "with",
-        "within",
-        "without",
-        "year",
-        "years",
-    ]
-)
-
-
 def _shared_words(a: str, b: str) -> list[str]:
-    words = lambda text: {w for w in _WORD.findall(text.lower()) if w not in _COMMON}  # noqa: E731
-    return sorted(words(a) & words(b))[:6]
+    return sorted(content_words(a) & content_words(b))[:6]
 
 
 def match_score(record: ClaimRecord, paper_text: str) -> tuple[float, dict[str, list[str]]]:

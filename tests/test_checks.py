@@ -17,6 +17,7 @@ from pipeline.sources.pdf import PypdfExtractor, read_pdf
 from pipeline.stages.check import (
     check_citations,
     check_strength,
+    check_topic,
     crosses_no_effect,
     number_sanity,
     overstatement_rules,
@@ -325,3 +326,13 @@ def test_the_same_problem_at_the_same_place_is_one_flag() -> None:
     record.mechanism.steps[1].citations = ["10.9999/fake", "10.9999/fake", "10.8888/other"]
     [flag] = check_citations(record).flags
     assert flag.where == "mechanism.steps[1].citations" and "(found 3 times)" in flag.message
+
+
+def test_a_claim_about_another_topic_is_flagged_and_a_faithful_one_is_not() -> None:
+    record = record_of("datta-2010-dvt-prophylaxis")
+    assert check_topic(record).flags == []
+    record.claim.text = "Training to failure may be associated with greater muscle growth in adults"
+    [flag] = check_topic(record).flags
+    assert (flag.where, flag.code) == ("claim.text", "claim_off_topic") and "only 0%" in flag.message
+    record.claim.text = "Heparin given to prevent clots after major trauma may cause bleeding in a few patients."
+    assert check_topic(record).flags == []
