@@ -312,11 +312,12 @@ class SQLiteStore:
     def published(self, id_or_prefix: str) -> tuple[ClaimRecord, HistoryEntry] | None:
         """The version readers may see: the latest approved one, even while a newer draft waits,
         with the approval (who, when, the override reason in its note); None when the record was
-        never approved, or its latest decision since was a rejection."""
+        never approved, or since its approval it was rejected, or a recheck found a notice about a
+        study (a retraction, a correction, a concern) that no reviewer has looked at yet."""
         record_id = self.resolve(id_or_prefix)
         rows = self._rows(
             "SELECT version, action, actor, at, note, diff, body FROM history WHERE record_id = ? "
-            "AND action IN ('approved', 'rejected') ORDER BY seq DESC LIMIT 1",
+            "AND action IN ('approved', 'rejected', 'rechecked') ORDER BY seq DESC LIMIT 1",
             record_id,
         )
         if not rows or rows[0][1] != "approved" or rows[0][6] is None:

@@ -273,3 +273,37 @@ def test_at_80_columns_the_list_shows_every_id_and_show_every_citation(
     assert (
         unwrapped.count("(10.1136/pgmj.2009.089987)") == 4 and unwrapped.count("[reportedbythestudy]") == 3
     )  # all 4 steps
+
+
+# --------------------------------------------------------------------------- issue 16: recheck after publication
+
+
+def test_recheck_flags_a_retraction_and_a_correction_and_unpublishes_until_a_reviewer_acts(
+    runner: CliRunner, clean_environment: Path, tmp_path: Path, cassette
+) -> None:
+    corrected, retracted = stored(clean_environment, "huang-2010-hpylori-iron", "siervo-2016-nitrate")
+    store = SQLiteStore(clean_environment)
+    record, version = store.get_versioned(retracted)
+    record.studies[0].reference.doi = "10.1155/2022/8341966"  # a study later retracted (see the cassette)
+    store.update(record, version, "edited", "setup", "")
+    for record_id in (corrected, retracted):
+        review.approve(store, record_id, store.version_of(record_id), "maria")
+    cassette("recheck_notices", mailto=False)
+    result = runner.invoke(app, ["recheck", "--all"])
+    assert result.exit_code == 0, result.output
+    assert "study_retracted: 10.1155/2022/8341966 was retracted (from openalex (is_retracted))" in result.output
+    assert ("study_corrected: 10.1136/pgmj.2009.089987 was corrected on 2011-02-01: notice "
+            "10.1136/pgmj.2009.089987corr1 (from crossref (publisher))") in result.output
+    assert "2 record(s) rechecked; 2 with news" in result.output
+    now = store.get(retracted)
+    assert now.status.value == "draft" and now.studies[0].reference.retracted is True
+    assert store.history(retracted)[-1].action == "rechecked"
+    assert runner.invoke(app, ["export", str(tmp_path / "public")]).exit_code == 0
+    assert not list((tmp_path / "public").glob("*.json"))  # both out of the export until a reviewer acts
+    again = runner.invoke(app, ["recheck", "--all"])
+    assert "0 with news" in again.output  # a notice is reported once
+    review.approve(store, corrected, store.version_of(corrected), "maria", override="the correction changes no finding")
+    runner.invoke(app, ["export", str(tmp_path / "after")])
+    assert [p.stem for p in (tmp_path / "after").glob("*.json")] == [corrected]
+    flags = [f.code for c in store.get(corrected).checks for f in c.flags]
+    assert "study_corrected" in flags  # the notice stays on the record, and on its public page

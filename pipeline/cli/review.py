@@ -14,12 +14,14 @@ from rich.markdown import Markdown
 from rich.table import Table
 
 from pipeline import review
-from pipeline.cli.app import DbOption, app, err, one_line_errors, open_store, out
+from pipeline.cli.app import DbOption, app, doi_tools, err, one_line_errors, open_store, out
 from pipeline.errors import ClaimsError, InputError, InvalidEditError, StoreError
 from pipeline.files import MAX_JSON_BYTES, read_regular_file, write_json_atomic, write_text_atomic
 from pipeline.models import ReviewStatus
+from pipeline.recheck import recheck
 from pipeline.render import Approval, render
 from pipeline.settings import current
+from pipeline.sources.metadata import publication_notices
 from pipeline.store import SQLiteStore
 
 review_app = typer.Typer(
@@ -327,3 +329,29 @@ def _inside(folder: Path, name: str) -> Path:
     if target.parent != folder.resolve():
         raise StoreError(f"refusing to write {name!r} outside {folder}: the store holds a damaged record id")
     return target
+
+
+@app.command("recheck")
+@one_line_errors
+def recheck_command(
+    record_ids: list[str] = typer.Argument(None, metavar="[ID...]", help="Records to recheck (an id prefix will do)."),
+    every: bool = typer.Option(False, "--all", help="Recheck every stored record."),
+    db: Path | None = DbOption,
+) -> None:
+    """Ask Crossref and OpenAlex whether a record's studies were retracted, corrected or given an
+    expression of concern since; a record with news becomes a new draft that says so, and leaves
+    the public export until a reviewer decides. Run it from cron, e.g. weekly: claims recheck --all"""
+    if not record_ids and not every:
+        raise InputError("name the records to recheck, or pass --all")
+    store = open_store(db)
+    client, _, doi_settings = doi_tools(None)
+    ids = [summary.record_id for summary in store.summaries()] if every else [store.resolve(i) for i in record_ids]
+    changed = 0
+    for record_id in ids:
+        found = recheck(store, record_id, lambda doi: publication_notices(doi, client, doi_settings))
+        if found:
+            changed += 1
+            out.print(f"{record_id}: now a draft again (version {store.version_of(record_id)}):", markup=False)
+            for flag in found:
+                out.print(f"  {flag.code}: {flag.message}", markup=False)
+    out.print(f"{len(ids)} record(s) rechecked; {changed} with news about their studies", markup=False)

@@ -241,6 +241,73 @@ def resolve_metadata(doi: str, client: httpx.Client, settings: DoiSettings, note
     return merge(doi, answers)
 
 
+# --------------------------------------------------------------------------- notices after publication
+
+# Crossref update types (the "Update" object of its API format) a reader of a claim must know of.
+NOTICE_KINDS = {
+    "retraction": "retraction",
+    "withdrawal": "retraction",
+    "removal": "retraction",
+    "partial_retraction": "retraction",
+    "expression_of_concern": "expression_of_concern",
+    "correction": "correction",
+    "erratum": "correction",
+    "corrigendum": "correction",
+}
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A retraction, correction or expression of concern about a study, and where it was found."""
+
+    kind: str  # retraction, correction or expression_of_concern
+    notice_doi: str | None
+    date: str | None  # YYYY-MM-DD, as precise as the source
+    source: str  # crossref (updated-by, with its own source: publisher or retraction-watch) or openalex
+
+
+def notices_from_crossref(message: dict[str, Any]) -> list[Notice]:
+    """The `updated-by` updates of a work: each one a notice published about it."""
+    found = []
+    for update in message.get("updated-by", []) or []:
+        kind = NOTICE_KINDS.get(str(update.get("type", "")).lower().replace("-", "_").replace(" ", "_"))
+        if kind is None:
+            continue
+        parts = ((update.get("updated") or {}).get("date-parts") or [[]])[0]
+        date = "-".join(f"{part:02d}" if i else str(part) for i, part in enumerate(parts)) if parts else None
+        origin = update.get("source")
+        found.append(Notice(kind, update.get("DOI"), date, f"crossref ({origin})" if origin else "crossref"))
+    return found
+
+
+def publication_notices(doi: str, client: httpx.Client, settings: DoiSettings) -> list[Notice]:
+    """What Crossref (`updated-by`) and OpenAlex (`is_retracted`) say has happened to a study since
+    it was published, asked afresh (never from the cache). Raises `SourcesUnavailableError` when
+    neither answers, so an outage never reads as 'nothing happened'."""
+    path = quote(doi, safe="/:;()")
+    contact = {"mailto": settings.mailto} if settings.mailto else {}
+    found: list[Notice] = []
+    answered = 0
+    try:
+        body = _get_json(client, CROSSREF_URL.format(doi=path), contact, settings)
+        if body is not None:
+            answered += 1
+            found += notices_from_crossref(body.get("message", body))
+    except _Unavailable:
+        pass
+    try:
+        work = _get_json(client, OPENALEX_URL.format(doi=path), contact, settings)
+        if work is not None:
+            answered += 1
+            if work.get("is_retracted") and not any(n.kind == "retraction" for n in found):
+                found.append(Notice("retraction", None, None, "openalex (is_retracted)"))
+    except _Unavailable:
+        pass
+    if not answered:
+        raise SourcesUnavailableError(f"cannot recheck {doi}: neither Crossref nor OpenAlex answered; try again later")
+    return found
+
+
 def _megabytes(size: int) -> str:
     return f"{size / 1024 / 1024:.3g} MB"
 

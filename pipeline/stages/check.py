@@ -624,6 +624,10 @@ def check_plain_language(record: ClaimRecord, rewrite: Rewriter | None) -> Check
 # --------------------------------------------------------------------------- the model's answers
 
 MODEL_OUTPUT = "model_output"
+PUBLICATION_STATUS = "publication_status"  # notices found after publication (see recheck.py)
+# Results no re-check can redo (they come from the model's answers, or from a registry since):
+# run_checks carries them over as they stand.
+CARRIED = (MODEL_OUTPUT, PUBLICATION_STATUS)
 # Salvage changes that a reviewer need not act on: the record says what was done, as a note.
 _SALVAGE_NOTES = {"stance_id_mapped", "retagged_inferred"}
 
@@ -660,7 +664,7 @@ def with_model_output(checks: list[CheckResult], salvaged: list[Flag]) -> list[C
 
 def run_checks(record: ClaimRecord, sources: Sources, rewrite: Rewriter | None = None) -> list[CheckResult]:
     """Every check afresh; the `model_output` result, which no re-check can redo, is kept."""
-    carried = [c for c in record.checks if c.name == MODEL_OUTPUT]
+    carried = [c for c in record.checks if c.name in CARRIED]
     quotes = check_quotes(record, sources)
     results = [
         quotes,
