@@ -292,8 +292,10 @@ def test_recheck_flags_a_retraction_and_a_correction_and_unpublishes_until_a_rev
     result = runner.invoke(app, ["recheck", "--all"])
     assert result.exit_code == 0, result.output
     assert "study_retracted: 10.1155/2022/8341966 was retracted (from openalex (is_retracted))" in result.output
-    assert ("study_corrected: 10.1136/pgmj.2009.089987 was corrected on 2011-02-01: notice "
-            "10.1136/pgmj.2009.089987corr1 (from crossref (publisher))") in result.output
+    assert (
+        "study_corrected: 10.1136/pgmj.2009.089987 was corrected on 2011-02-01: notice "
+        "10.1136/pgmj.2009.089987corr1 (from crossref (publisher))"
+    ) in result.output
     assert "2 record(s) rechecked; 2 with news" in result.output
     now = store.get(retracted)
     assert now.status.value == "draft" and now.studies[0].reference.retracted is True
