@@ -129,8 +129,8 @@ def add_evidence_command(
 @one_line_errors
 def match_command(
     source: str = typer.Argument(..., metavar="PDF|DOI", help="The new paper."),
-    limit: int = typer.Option(10, "--limit", min=1),
-    refresh: bool = typer.Option(False, "--refresh"),
+    limit: int = typer.Option(10, "--limit", min=1, help="Show at most this many claims, best first."),
+    refresh: bool = typer.Option(False, "--refresh", help="Ignore cached DOI metadata and PDFs."),
     max_pdf_mb: float | None = MaxPdfOption,
     db: Path | None = DbOption,
 ) -> None:

@@ -113,7 +113,7 @@ def history_command(
 def approve_command(
     record_id: str = IdArgument,
     reviewer: str = ReviewerOption,
-    note: str = typer.Option("", "--note"),
+    note: str = typer.Option("", "--note", help="A note for the history (why, what was checked)."),
     override: str = typer.Option("", "--override", help="Approve despite flags, for this reason."),
     version: int | None = VersionOption,
     db: Path | None = DbOption,
@@ -144,7 +144,7 @@ def reject_command(
 def reopen_command(
     record_id: str = IdArgument,
     reviewer: str = ReviewerOption,
-    note: str = typer.Option("", "--note"),
+    note: str = typer.Option("", "--note", help="A note for the history (why, what was checked)."),
     version: int | None = VersionOption,
     db: Path | None = DbOption,
 ) -> None:
@@ -159,7 +159,7 @@ def reopen_command(
 def edit_command(
     record_id: str = IdArgument,
     reviewer: str = ReviewerOption,
-    note: str = typer.Option("", "--note"),
+    note: str = typer.Option("", "--note", help="A note for the history (why, what was checked)."),
     from_file: Path | None = typer.Option(
         None, "--file", help="Take the edited JSON from this file instead of $EDITOR."
     ),
