@@ -111,7 +111,7 @@ def _reference(study: Study) -> str:
         ", ".join(str(p) for p in (ref.journal, ref.year) if p) + ("." if ref.journal or ref.year else ""),
         f"doi:{ref.doi}" if ref.doi else f"No DOI known (study id {ref.study_id})",
         f"\u00b7 Type: {ref.publication_type}" if ref.publication_type else "",
-        f"\u00b7 Licence: {ref.licence}" if ref.licence else "",
+        f"\u00b7 Licence: {licence_name(ref.licence)}" if ref.licence else "",
         f"\u00b7 PDF: {ref.pdf_url}" if ref.pdf_url else "",
         f"\u00b7 Metadata: {', '.join(ref.metadata_sources)}" if ref.metadata_sources else "",
         "\u00b7 RETRACTED" if ref.retracted else "",
@@ -157,12 +157,43 @@ def _step(step: CausalStep, index: int, marks: _Marks) -> str:
 
 
 def _gold(study: GoldStandardStudy) -> str:
+    """One ideal study, as sentences a reader can follow rather than fields run together."""
     return (
-        f"{_capitalised(_label(study.design.value))}: {study.population}; {study.intervention} vs "
-        f"{study.comparator}; outcome {study.outcome}, measured by {study.outcome_measure}; "
-        f"size {study.sample_size}; duration {study.duration}; safeguards: {', '.join(study.safeguards)}. "
-        f"Why: {study.why}"
+        f"A {_label(study.design.value)}. Who: {study.population}. What is compared: {study.intervention}, "
+        f"against {study.comparator}. What is measured: {study.outcome} (by {study.outcome_measure}). "
+        f"How many: {study.sample_size}. For how long: {study.duration}. "
+        + (f"Safeguards: {', '.join(study.safeguards)}. " if study.safeguards else "")
+        + f"What it would settle: {study.why}"
     )
+
+
+_CC = re.compile(r"creativecommons\.org/(licenses|publicdomain)/([a-z-]+)/(\d\.\d)", re.I)
+
+
+def licence_name(licence: str) -> str:
+    """'https://creativecommons.org/licenses/by/4.0/' -> 'CC BY 4.0'; other licences as given."""
+    match = _CC.search(licence)
+    if not match:
+        return licence
+    kind, terms, version = match.groups()
+    return "CC0 " + version if kind.lower() == "publicdomain" else f"CC {terms.upper()} {version}"
+
+
+# What each GRADE word means, for readers who have not met GRADE.
+GRADE_MEANING = {
+    "risk_of_bias": "could the way the studies were run have skewed their results?",
+    "inconsistency": "do the studies disagree with each other?",
+    "indirectness": "do the studies look at other people, treatments or outcomes than the claim?",
+    "imprecision": "are the results too uncertain (few people, wide ranges)?",
+    "publication_bias": "might studies with other results be missing from view?",
+}
+RATING_MEANING = {"not_serious": "no concern", "serious": "a concern", "very_serious": "a large concern"}
+CERTAINTY_MEANING = {
+    "high": "further research is very unlikely to change this",
+    "moderate": "further research may change this",
+    "low": "further research is likely to change this",
+    "very_low": "this is very uncertain",
+}
 
 
 @dataclass(frozen=True)
@@ -316,12 +347,20 @@ def _grade(record: ClaimRecord) -> list[Block]:
         Block(
             "p",
             f"Design: {_label(certainty.design.value)} \u2014 {certainty.design_rationale} "
-            f"Starts at {_label(certainty.starting_certainty.value)}; rated {_label(certainty.certainty.value)}.",
+            f"Starts at {_label(certainty.starting_certainty.value)}; rated {_label(certainty.certainty.value)}: "
+            f"{CERTAINTY_MEANING[certainty.certainty.value]}.",
         ),
         Block(
             "table",
-            header=["Domain", "Rating", "Why"],
-            rows=[[_label(d.domain.value), _label(d.rating.value), d.explanation] for d in certainty.domains]
+            header=["What is rated", "Rating", "Why"],
+            rows=[
+                [
+                    f"{_capitalised(_label(d.domain.value))}: {GRADE_MEANING[d.domain.value]}",
+                    f"{_label(d.rating.value)} ({RATING_MEANING[d.rating.value]})",
+                    d.explanation,
+                ]
+                for d in certainty.domains
+            ]
             + [[f"upgrade: {_label(u.factor.value)}", f"+{u.levels}", u.explanation] for u in certainty.upgrades],
         ),
     ]

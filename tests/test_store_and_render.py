@@ -99,7 +99,21 @@ def test_page_has_every_part_of_the_seed_page() -> None:
 def test_gold_standard_on_the_page_is_strongest_first() -> None:
     page = render(bundled(), "md")
     gold = page[page.index("## Gold Standard Evidence Needed") :]
-    assert gold.index("Systematic review of RCTs") < gold.index("Randomised controlled trial")
+    assert gold.index("A systematic review of RCTs.") < gold.index("A randomised controlled trial.")
+    assert "Who: " in gold and "What it would settle: " in gold  # sentences, not fields run together
+
+
+def test_the_page_explains_grade_and_names_the_licence() -> None:
+    page = render(bundled("siervo-2016-nitrate"), "md")
+    assert "Imprecision: are the results too uncertain (few people, wide ranges)?" in page
+    assert "further research" in page  # what the certainty level means
+    from pipeline.render import licence_name
+
+    assert licence_name("https://creativecommons.org/licenses/by-nc-nd/4.0/") == "CC BY-NC-ND 4.0"
+    assert (
+        licence_name("http://www.elsevier.com/open-access/userlicense/1.0/")
+        == "http://www.elsevier.com/open-access/userlicense/1.0/"
+    )
 
 
 def test_html_escapes_text_from_the_paper() -> None:
