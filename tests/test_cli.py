@@ -199,3 +199,20 @@ def test_a_forced_second_run_takes_its_answers_from_the_cache(runner: CliRunner,
     assert "model calls: 0 (3 answers from the cache)" in again.output
     fresh = runner.invoke(app, ["run", str(HPYLORI_PDF), "--force", "--no-cache"])
     assert fresh.exit_code == 0 and len(live_env.scripts.requests) == 2 * asked
+
+
+def test_help_names_what_an_option_takes_not_python_types() -> None:
+    import os
+    import subprocess
+    import sys
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "120"},
+        check=True,
+    ).stdout
+    lines = {line.split()[1]: line for line in shown.splitlines() if line.startswith("│ --")}
+    assert "<bool>" not in lines["--strict"] and "PATH" in lines["--pdf"] and "N " in lines["--max-pdf-mb"]
+    assert "TEXT" in lines["--model"] and "<str>" not in lines["--model"]
