@@ -414,19 +414,8 @@ class SQLiteStore:
         return [StoredSummary(*row) for row in rows], total
 
     def summaries(self, status: str | None = None, flagged: bool = False) -> list[StoredSummary]:
-        where, args = [], []
-        if status:
-            where.append("status = ?")
-            args.append(status)
-        if flagged:
-            where.append("flags > 0")
-        rows = self._rows(
-            "SELECT id, version, status, claim, study, flags, updated_at, title FROM records"
-            + (f" WHERE {' AND '.join(where)}" if where else "")
-            + " ORDER BY updated_at DESC, id",
-            *args,
-        )
-        return [StoredSummary(*row) for row in rows]
+        """Every record matching, latest change first (the queue without its paging)."""
+        return self.queue(status, flagged, limit=-1)[0]
 
     def history(self, id_or_prefix: str) -> list[HistoryEntry]:
         rows = self._rows(
