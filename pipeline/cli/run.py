@@ -133,6 +133,7 @@ def run(
                 chat.interactions,
                 base_url,
                 failure=failure,
+                details=tuple(live.format_changes),
             ),
             result.record if result else None,
             pdf_copy=pdf_path if pdf_url else None,
@@ -158,6 +159,8 @@ def run(
     finally:
         progress.stop()
     keep_recording(result, None)
+    for change in live.format_changes:
+        err.print(f"note: {change}", markup=False)
     store.add(result.record, run_key=None if existing else key, source_pages=result.document.pages)
     _summary(result)
     out.print(f"record {result.record.record_id} saved as a draft in {store.path}")

@@ -61,6 +61,7 @@ class OpenAIChatModel:
         self._sleep = sleep
         self._timeout_retries = timeout_retries
         self._formats = list(FORMATS) if response_format == "auto" else [response_format]
+        self.format_changes: list[str] = []  # what a run should tell its user, and its recording
         self._send_max_tokens = base_url is not None
 
     @property
@@ -110,7 +111,11 @@ class OpenAIChatModel:
                 refused = isinstance(exc.__cause__, openai.APIStatusError) and _refuses_format(exc.__cause__)
                 if not (refused and len(self._formats) > 1):
                     raise
-                self._formats.pop(0)  # the server does not take that format: the next one, for good
+                refused_format = self._formats.pop(0)  # the server does not take that format: the next one, for good
+                self.format_changes.append(
+                    f"the endpoint refused response_format {refused_format}; answers are constrained as "
+                    f"{self.response_format} instead"
+                )
 
     def _complete(self, request: ChatRequest) -> ChatResponse:
         import openai

@@ -87,7 +87,7 @@ class Recording(BaseModel):
         return RunSettings(**self.settings)
 
 
-def describe_endpoint(interactions: list[Interaction], base_url: str | None) -> str:
+def describe_endpoint(interactions: list[Interaction], base_url: str | None, details: tuple[str, ...] = ()) -> str:
     """Say honestly what answered: the scripted endpoint identifies itself in every response."""
     served = {i.response.get("served_by") for i in interactions}
     if served == {SCRIPTED_ENDPOINT_ID}:
@@ -100,6 +100,7 @@ def describe_endpoint(interactions: list[Interaction], base_url: str | None) -> 
     note = current_settings().endpoint_note  # CLAIMS_ENDPOINT_NOTE: the server, its version, the model file
     return (
         f"the endpoint at {public_url(base_url) or 'the OpenAI default'} (model: {models}; system_fingerprint: {names})"
+        + "".join(f"; {detail}" for detail in details)
         + (f"; {note}" if note else "")
     )
 
@@ -128,10 +129,12 @@ def build_recording(
     interactions: list[Interaction],
     base_url: str | None,
     failure: str | None = None,
+    details: tuple[str, ...] = (),
 ) -> Recording:
+    """`details`: what else the recording should say of the endpoint (an answer format it refused)."""
     return Recording(
         failure=failure,
-        made_against=describe_endpoint(interactions, base_url),
+        made_against=describe_endpoint(interactions, base_url, details),
         created_at=datetime.now(UTC).replace(microsecond=0).isoformat(),
         pipeline_version=__version__,
         input=RecordedInput(
