@@ -36,7 +36,10 @@ def test_a_server_that_refuses_json_schema_gets_json_object_with_the_schema(
     assert all(body["response_format"]["schema"]["type"] == "object" for body in endpoint.scripts.requests)
     # another endpoint than OpenAI's also gets max_tokens (llama-cpp-python reads no other)
     assert all(body["max_tokens"] == body["max_completion_tokens"] for body in endpoint.scripts.requests)
-    assert "note: the endpoint refused response_format json_schema; answers are constrained as json_object" in result.output
+    assert (
+        "note: the endpoint refused response_format json_schema; answers are constrained as json_object"
+        in result.output
+    )
 
 
 def test_the_schema_goes_in_the_prompt_when_the_server_takes_no_response_format() -> None:
