@@ -99,6 +99,9 @@ class BatchDisplay:
         self.console.print(line, markup=False, highlight=False)
 
 
+REPORT_EVERY_SECONDS = 2.0
+
+
 @app.command("batch")
 @one_line_errors
 def batch_command(
@@ -175,11 +178,16 @@ def batch_command(
             chat, store, cache, client, doi_cache, doi_settings, pool.parse, load_prices(), base_url, check=pool.check
         )
         with BatchDisplay(err, tally) as display:
+            last_written = [0.0]
 
             def on_result(result: PaperResult) -> None:
                 done.append(result)
                 display.paper_done(result)
-                write_report(report_path, report(done, settings, started, options), final=False)  # a crash keeps these
+                # The running report, so a crash keeps what was done: at most every few seconds, as
+                # rewriting it after every paper would cost the square of the batch's length.
+                if time.monotonic() - last_written[0] >= REPORT_EVERY_SECONDS:
+                    write_report(report_path, report(done, settings, started, options), final=False)
+                    last_written[0] = time.monotonic()
 
             results = run_batch(sources, settings, tools, options, tally, on_result)
     data = report(results, settings, started, options)
