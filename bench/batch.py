@@ -191,6 +191,9 @@ def main() -> None:
                         "CLAIMS_DB": str(folder / "faults.db"),
                         "CLAIMS_CACHE": str(folder / "faults-cache"),
                         "CLAIMS_TIMEOUT": "2",
+                        # The injected hangs stand for a remote endpoint's: a server on this
+                        # machine gets no timeout retry by default (it would still be computing).
+                        "CLAIMS_TIMEOUT_RETRIES": "2",
                     }
                 )
                 fault_s, faulty, _ = run_batch(listing, env, args.concurrency, folder / "faults.json")
