@@ -199,7 +199,7 @@ def _keep_recording(
     tools: BatchTools,
     options: BatchOptions,
     llm: LLMContext | None,
-    recorded: tuple[Path, Any, str | None] | None,
+    recorded: tuple[Path, str, Any, str | None] | None,
     record: ClaimRecord | None,
     failure: str | None,
 ) -> None:
@@ -207,22 +207,21 @@ def _keep_recording(
     chat = llm.chat if llm is not None else None
     if not (options.record_dir and recorded and isinstance(chat, RecordingChatModel) and (record or chat.interactions)):
         return
-    pdf, metadata, pdf_url = recorded
+    pdf, sha256, metadata, pdf_url = recorded
     target = options.record_dir / recording_name(source)
     recording = build_recording(
         pdf,
         target,
-        hashlib.sha256(pdf.read_bytes()).hexdigest(),
+        sha256,
         metadata,
         pdf_url,
-        pdf_url is not None,
         settings,
         tools.prompts.hashes(),
         chat.interactions,
         tools.base_url,
         failure=failure,
     )
-    save_recording(target, recording, record, pdf_copy=pdf if pdf_url else None)
+    save_recording(target, recording, record, pdf)
 
 
 def process_paper(
@@ -231,11 +230,13 @@ def process_paper(
     result = PaperResult(source=source, status="failed")
     started = time.perf_counter()
     llm: LLMContext | None = None
-    recorded: tuple[Path, Any, str | None] | None = None  # (pdf, metadata, pdf_url), to keep a failed run's recording
+    # (pdf, sha256, metadata, pdf_url), to keep a failed run's recording
+    recorded: tuple[Path, str, Any, str | None] | None = None
     try:
         tally.stage(source, "fetch" if looks_like_doi(source) and not Path(source).exists() else "parse")
         pdf, metadata, pdf_url = _locate(source, tools, options)
-        key = run_key(hashlib.sha256(pdf.read_bytes()).hexdigest(), settings, metadata, tools.prompts.hashes())
+        sha256 = hashlib.sha256(pdf.read_bytes()).hexdigest()
+        key = run_key(sha256, settings, metadata, tools.prompts.hashes())
         if existing := tools.store.find_run(key):  # checked before parsing: a finished batch re-runs in moments
             result.status, result.record_id, result.cost = "already_done", existing, 0.0
             return result
@@ -245,7 +246,7 @@ def process_paper(
         chat = RecordingChatModel(tools.chat) if options.record_dir else tools.chat
         # A recording must hold every exchange, so a recorded paper does not read the cache.
         llm = LLMContext(chat, settings, cache=None if options.record_dir else tools.cache, prompts=tools.prompts)
-        recorded = (pdf, metadata, pdf_url)
+        recorded = (pdf, sha256, metadata, pdf_url)
         run: RunResult = run_pipeline(
             pdf,
             llm,

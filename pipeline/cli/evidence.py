@@ -99,7 +99,6 @@ def add_evidence_command(
             document.sha256,
             metadata,
             pdf_url,
-            pdf_url is not None,
             settings,
             updated.provenance.prompts,
             chat.interactions,
@@ -111,7 +110,7 @@ def add_evidence_command(
             study_id: RecordedSource(file_name=doc.file_name, sha256=doc.sha256, pages=doc.pages)
             for study_id, doc in sources.items()
         }
-        save_recording(record, recording, updated, pdf_copy=pdf_path if pdf_url else None)
+        save_recording(record, recording, updated, pdf_path)
     by_stance = {s: sum(1 for st in updated.studies if st.stance is s) for s in Stance}
     scores = updated.scores
     out.print(f"{document.study_id}: {stance.stance.value.replace('_', ' ')} \u2014 {stance.rationale}", markup=False)

@@ -107,7 +107,8 @@ def run(
     # A recording must hold every exchange, so a recorded run does not read the cache.
     cache = None if (record or no_cache) else SQLiteResponseCache(current().cache_dir / "responses.db")
     llm = LLMContext(chat, settings, cache=cache)
-    key = run_key(hashlib.sha256(pdf_path.read_bytes()).hexdigest(), settings, metadata, llm.prompts.hashes())
+    sha256 = hashlib.sha256(pdf_path.read_bytes()).hexdigest()
+    key = run_key(sha256, settings, metadata, llm.prompts.hashes())
     if (existing := store.find_run(key)) and not force:
         out.print(
             f"already stored as {existing}: the same paper, settings and prompts (claims show {existing}; "
@@ -124,10 +125,9 @@ def run(
             build_recording(
                 pdf_path,
                 record,
-                hashlib.sha256(pdf_path.read_bytes()).hexdigest(),
+                sha256,
                 metadata,
                 pdf_url,
-                pdf_url is not None,
                 settings,
                 llm.prompts.hashes(),
                 chat.interactions,
@@ -136,7 +136,7 @@ def run(
                 details=tuple(live.format_changes),
             ),
             result.record if result else None,
-            pdf_copy=pdf_path if pdf_url else None,
+            pdf_path,
         )
         what = "recording of the failed run" if failure else "recording"
         err.print(f"{what} saved to {record} ({len(chat.interactions)} model exchanges)")

@@ -123,7 +123,6 @@ def build_recording(
     sha256: str,
     metadata: StudyMetadata | None,
     pdf_url: str | None,
-    copy_pdf: bool,
     settings: RunSettings,
     prompts: dict[str, str],
     interactions: list[Interaction],
@@ -131,7 +130,10 @@ def build_recording(
     failure: str | None = None,
     details: tuple[str, ...] = (),
 ) -> Recording:
-    """`details`: what else the recording should say of the endpoint (an answer format it refused)."""
+    """`details`: what else the recording should say of the endpoint (an answer format it refused).
+
+    A downloaded PDF (`pdf_url` set) is kept inside the recording; a local one is pointed at.
+    """
     return Recording(
         failure=failure,
         made_against=describe_endpoint(interactions, base_url, details),
@@ -139,7 +141,7 @@ def build_recording(
         pipeline_version=__version__,
         input=RecordedInput(
             file_name=pdf.name,
-            path=pdf.name if copy_pdf else os.path.relpath(pdf.resolve(), directory.resolve()),
+            path=pdf.name if pdf_url else os.path.relpath(pdf.resolve(), directory.resolve()),
             sha256=sha256,
             metadata=metadata,
             pdf_url=pdf_url,
@@ -150,19 +152,17 @@ def build_recording(
     )
 
 
-def save_recording(
-    directory: Path, recording: Recording, record: ClaimRecord | None, pdf_copy: Path | None = None
-) -> None:
+def save_recording(directory: Path, recording: Recording, record: ClaimRecord | None, pdf: Path) -> None:
     """Write the files into a fresh folder, then swap it in: a reader never sees half a recording.
 
-    `pdf_copy` (a downloaded PDF, whose cache path is no place to point at) is kept inside it.
+    A downloaded `pdf` (whose cache path is no place to point at) is copied inside it.
     A failed run (`record` None) has no record.json.
     """
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
     try:
-        if pdf_copy is not None:
-            shutil.copyfile(pdf_copy, staging / pdf_copy.name)
+        if recording.input.pdf_url:
+            shutil.copyfile(pdf, staging / recording.input.path)
         write_json_atomic(staging / RECORDING_FILE, recording.model_dump(mode="json"))
         if record is not None:
             write_json_atomic(staging / RECORD_FILE, record.model_dump(mode="json"))
