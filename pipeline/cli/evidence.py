@@ -20,7 +20,7 @@ from pipeline.cli.app import (
     pdf_cap,
     run_settings,
 )
-from pipeline.cli.review import default_reviewer
+from pipeline.cli.review import ReviewerOption
 from pipeline.evaluation import EvalResult, evaluate, read_dataset
 from pipeline.evidence import add_study, match_score
 from pipeline.files import require_writable_folder
@@ -52,9 +52,7 @@ def add_evidence_command(
     claim_id: str = typer.Argument(..., metavar="CLAIM_ID", help="The claim record to add the study to."),
     source: str = typer.Argument(..., metavar="PDF|DOI", help="The new study."),
     pdf: Path | None = typer.Option(None, "--pdf", help="With a DOI: read this PDF instead of downloading one."),
-    reviewer: str = typer.Option(
-        default_reviewer, "--reviewer", help="Your name, for the history (default: $CLAIMS_REVIEWER or $USER)."
-    ),
+    reviewer: str = ReviewerOption,
     model: str = typer.Option(None, "--model", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."),
     record: Path | None = typer.Option(None, "--record", help="Keep this run as a recording in this folder."),
     refresh: bool = typer.Option(False, "--refresh", help="Ignore cached DOI metadata and PDFs."),

@@ -43,6 +43,7 @@ def default_reviewer() -> str:
 ReviewerOption = typer.Option(
     default_reviewer, "--reviewer", help="Your name, for the history (default: $CLAIMS_REVIEWER or $USER)."
 )
+NoteOption = typer.Option("", "--note", help="A note for the history (why, what was checked).")
 
 
 @review_app.command("list")
@@ -113,7 +114,7 @@ def history_command(
 def approve_command(
     record_id: str = IdArgument,
     reviewer: str = ReviewerOption,
-    note: str = typer.Option("", "--note", help="A note for the history (why, what was checked)."),
+    note: str = NoteOption,
     override: str = typer.Option("", "--override", help="Approve despite flags, for this reason."),
     version: int | None = VersionOption,
     db: Path | None = DbOption,
@@ -144,7 +145,7 @@ def reject_command(
 def reopen_command(
     record_id: str = IdArgument,
     reviewer: str = ReviewerOption,
-    note: str = typer.Option("", "--note", help="A note for the history (why, what was checked)."),
+    note: str = NoteOption,
     version: int | None = VersionOption,
     db: Path | None = DbOption,
 ) -> None:
@@ -159,7 +160,7 @@ def reopen_command(
 def edit_command(
     record_id: str = IdArgument,
     reviewer: str = ReviewerOption,
-    note: str = typer.Option("", "--note", help="A note for the history (why, what was checked)."),
+    note: str = NoteOption,
     from_file: Path | None = typer.Option(
         None, "--file", help="Take the edited JSON from this file instead of $EDITOR."
     ),
