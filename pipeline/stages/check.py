@@ -52,7 +52,7 @@ from pipeline.sources.pdf import Document
 from pipeline.stages.grade import rate_certainty, starting_certainty
 from pipeline.stages.readability import MAX_GRADE, MAX_WORDS_PER_SENTENCE, Readability, score
 from pipeline.stages.textmatch import locate, numbers_in, numbers_of
-from pipeline.terms import stems
+from pipeline.terms import HEDGES, stems
 
 Rewriter = Callable[[str, Readability], str]
 
@@ -384,12 +384,11 @@ EFFECT = re.compile(
     r"\b(increase[sd]?|improve[sd]?|raise[sd]?|reduce[sd]?|lower(?:s|ed)?|decrease[sd]?|boost(?:s|ed)?|enhance[sd]?|leads? to|grow(?:s|th)?)\b",
     re.I,
 )
-# A sentence that says "may", "can", "in some patients" or "rarely" does not state a certainty,
-# whatever verb it uses: "blood thinners can cause bleeding" is hedged, "X cures Y" is not.
-HEDGE = re.compile(
-    r"\b(may|might|could|can|possibly|probably|likely|suggests?|appears?|seems?|some|few|rarely|sometimes|often)\b",
-    re.I,
-)
+# A hedged sentence states no certainty, whatever verb it uses: "blood thinners can cause
+# bleeding" is hedged, "X cures Y" is not.
+# Beyond the hedge words, a sentence is hedged by "can" and by words that limit how often or to whom.
+_LIMITING = ["can", "seem", "seems", "some", "few", "rarely", "sometimes", "often"]
+HEDGE = re.compile(r"\b(" + "|".join(sorted(HEDGES | set(_LIMITING))) + r")\b", re.I)
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+")
 NEGATION = re.compile(r"\b(not|no|neither|nor|without|did not|does not|failed to)\b", re.I)
 _RANDOMISED = {StudyDesign.randomised_controlled_trial, StudyDesign.systematic_review_of_rcts}
