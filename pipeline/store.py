@@ -113,14 +113,14 @@ def _now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
-def _clock(stamp: str) -> str:
-    """'2026-11-25T14:02:11+00:00' -> '14:02 UTC on 2026-11-25'."""
-    return f"{stamp[11:16]} UTC on {stamp[:10]}" if len(stamp) >= 16 else stamp
+def display_time(stamp: str) -> str:
+    """A stored time as people read it: '2026-11-25T14:02:11+00:00' -> '2026-11-25 14:02 UTC'."""
+    return f"{stamp[:10]} {stamp[11:16]} UTC" if len(stamp) >= 16 else stamp
 
 
 def _stale(record_id: str, version: int, updated_by: str, updated_at: str) -> StaleVersionError:
     return StaleVersionError(
-        f"record {record_id} was changed by {updated_by} at {_clock(updated_at)} (version {version}); reload and try again"
+        f"record {record_id} was changed by {updated_by} at {display_time(updated_at)} (version {version}); reload and try again"
     )
 
 

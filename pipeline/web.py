@@ -33,7 +33,7 @@ from pipeline import review
 from pipeline.errors import ClaimsError, InvalidEditError, RecordNotFoundError, StaleVersionError
 from pipeline.models import ClaimType, DomainRating, StepBasis
 from pipeline.render import page_blocks
-from pipeline.store import QUEUE_SORTS, SQLiteStore, flag_count
+from pipeline.store import QUEUE_SORTS, SQLiteStore, display_time, flag_count
 
 CSRF_COOKIE = "claims_csrf"
 REVIEWER_COOKIE = "claims_reviewer"  # the name typed last, filled in on every form until accounts replace it
@@ -168,7 +168,7 @@ def create_app(store: SQLiteStore, allowed_hosts: tuple[str, ...] = LOOPBACK_HOS
             page_number=page_number,
             pages=pages,
             link=link,
-            when=_when,
+            when=display_time,
         )
 
     def record_page(request: Request, record_id: str, status: int = 200, messages: list | None = None) -> Response:
@@ -316,11 +316,6 @@ def flag_anchors(blocks: list[Any]) -> tuple[list[tuple[str, str]], dict[str, st
 
 QUEUE_PAGE = 50
 STATUSES = ("draft", "approved", "rejected")
-
-
-def _when(stamp: str) -> str:
-    """'2026-11-25T14:02:11+00:00' -> '2026-11-25 14:02 UTC'."""
-    return f"{stamp[:10]} {stamp[11:16]} UTC" if len(stamp) >= 16 else stamp
 
 
 class _Refused(Exception):

@@ -22,7 +22,7 @@ from pipeline.recheck import recheck
 from pipeline.render import Approval, render
 from pipeline.settings import current
 from pipeline.sources.metadata import publication_notices
-from pipeline.store import SQLiteStore
+from pipeline.store import SQLiteStore, display_time
 
 review_app = typer.Typer(
     help="Review drafts: list, show, approve, reject, reopen, edit, history.", no_args_is_help=True
@@ -64,9 +64,9 @@ def list_command(
     table.add_column("study", overflow="fold", ratio=1, min_width=8)
     table.add_column("status", no_wrap=True)
     table.add_column("flags", no_wrap=True, justify="right")
-    table.add_column("updated", overflow="fold", min_width=10, max_width=16)
+    table.add_column("updated", overflow="fold", min_width=10, max_width=20)
     for row in rows:
-        updated = row.updated_at[:16].replace("T", " ")
+        updated = display_time(row.updated_at)
         table.add_row(row.record_id, row.claim, row.study, f"{row.status} v{row.version}", str(row.flags), updated)
     out.print(table)
     out.print(f"{len(rows)} record(s)")
