@@ -20,7 +20,6 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.errors import InputError, RecordSchemaError
-from pipeline.identifiers import canonical_citation
 from pipeline.llm.base import LLMContext, UsageLog
 from pipeline.models import (
     Bibliography,
@@ -178,10 +177,8 @@ def assemble_record(
     record_id: str,
     generated_at: str,
 ) -> ClaimRecord:
-    stances = {canonical_citation(stance.study_id, [document.study_id]): stance for stance in drafted.stances}
-    own = stances.get(document.study_id)
-    for step in drafted.causal_chain:
-        step.citations = [canonical_citation(cited, [document.study_id]) for cited in step.citations]
+    # The draft stage's check already spelled every study id as given.
+    own = next((stance for stance in drafted.stances if stance.study_id == document.study_id), None)
     study = Study(
         reference=study_reference(document, extracted.bibliography, metadata, pdf_url),
         design=certainty.design,
