@@ -19,6 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pipeline.errors import ConfigError
 
@@ -201,8 +202,6 @@ class Settings:
     def local_endpoint(self) -> bool:
         """True when OPENAI_BASE_URL names this machine: a server that keeps computing a request
         whose client has given up, so a timed-out request must not be sent again by default."""
-        from urllib.parse import urlsplit
-
         host = urlsplit(self.base_url).hostname if self.base_url else None
         return host in ("127.0.0.1", "localhost", "::1") or bool(host and host.startswith("127."))
 
