@@ -25,7 +25,7 @@ sys.path[:0] = [str(ROOT)]
 from starlette.testclient import TestClient  # noqa: E402
 
 from pipeline.models import ClaimRecord  # noqa: E402
-from pipeline.store import SQLiteStore  # noqa: E402
+from pipeline.store import Store  # noqa: E402
 from pipeline.web import create_app  # noqa: E402
 
 RUNS = ROOT / "fixtures" / "runs"
@@ -45,7 +45,7 @@ WORDS = [
 ]
 
 
-def fill(store: SQLiteStore, count: int) -> list[str]:
+def fill(store: Store, count: int) -> list[str]:
     bundled = [ClaimRecord.model_validate_json(p.read_text()) for p in sorted(RUNS.glob("*/record.json"))]
     pick = random.Random(1)
     ids = []
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        store = SQLiteStore(Path(folder) / "queue.db")
+        store = Store(Path(folder) / "queue.db")
         started = time.perf_counter()
         ids = fill(store, args.records)
         print(f"{args.records} records stored in {time.perf_counter() - started:.0f} s")

@@ -16,14 +16,14 @@ from test_review import stored  # noqa: E402
 from test_web_browser import CHROMIUM_ARGS  # noqa: E402
 from webserver import ReviewServer  # noqa: E402
 
-from pipeline.store import SQLiteStore  # noqa: E402
+from pipeline.store import Store  # noqa: E402
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         db = Path(scratch) / "claims.db"
         [record_id] = stored(db, "misbehaving-fabricated-quote")
-        with ReviewServer(SQLiteStore(db)) as server, sync_playwright() as driver:
+        with ReviewServer(Store(db)) as server, sync_playwright() as driver:
             browser = driver.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             page.goto(f"{server.url}/records/{record_id}")

@@ -44,7 +44,7 @@ from pipeline.settings import current as current_settings
 from pipeline.sources.metadata import DoiCache, DoiSettings, fetch
 from pipeline.sources.pdf import Document, read_pdf
 from pipeline.stages.check import CheckRunner, Rewriter, Sources, check_record
-from pipeline.store import SQLiteStore
+from pipeline.store import Store
 
 # --------------------------------------------------------------------------- inputs
 
@@ -181,7 +181,7 @@ class BatchTools:
     """The I/O a batch needs, made by the caller (live, or replayed in tests)."""
 
     chat: ChatModel
-    store: SQLiteStore
+    store: Store
     cache: ResponseCache | None
     doi_client: Any
     doi_cache: DoiCache

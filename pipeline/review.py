@@ -26,7 +26,7 @@ from pipeline.schema import schema_errors
 from pipeline.sources.pdf import document_from_pages, read_pdf, read_pdf_bytes
 from pipeline.stages.check import Sources, run_checks
 from pipeline.stages.grade import rate_certainty
-from pipeline.store import SQLiteStore, flag_count
+from pipeline.store import Store, flag_count
 
 
 def _require_reviewer(reviewer: str) -> str:
@@ -68,7 +68,7 @@ def _require_state(record: ClaimRecord, action: str) -> None:
     )
 
 
-def approve(store: SQLiteStore, record_id: str, version: int, reviewer: str, note: str = "", override: str = "") -> int:
+def approve(store: Store, record_id: str, version: int, reviewer: str, note: str = "", override: str = "") -> int:
     store.require_version(record_id, version)
     record = store.get(record_id)
     _require_state(record, "approve")
@@ -84,7 +84,7 @@ def approve(store: SQLiteStore, record_id: str, version: int, reviewer: str, not
     return store.update(record, version, "approved", _require_reviewer(reviewer), text)
 
 
-def reject(store: SQLiteStore, record_id: str, version: int, reviewer: str, reason: str) -> int:
+def reject(store: Store, record_id: str, version: int, reviewer: str, reason: str) -> int:
     store.require_version(record_id, version)
     record = store.get(record_id)
     _require_state(record, "reject")
@@ -94,7 +94,7 @@ def reject(store: SQLiteStore, record_id: str, version: int, reviewer: str, reas
     return store.update(record, version, "rejected", _require_reviewer(reviewer), reason.strip())
 
 
-def reopen(store: SQLiteStore, record_id: str, version: int, reviewer: str, note: str = "") -> int:
+def reopen(store: Store, record_id: str, version: int, reviewer: str, note: str = "") -> int:
     store.require_version(record_id, version)
     record = store.get(record_id)
     _require_state(record, "reopen")
@@ -102,9 +102,7 @@ def reopen(store: SQLiteStore, record_id: str, version: int, reviewer: str, note
     return store.update(record, version, "reopened", _require_reviewer(reviewer), note.strip())
 
 
-def edit(
-    store: SQLiteStore, record_id: str, version: int, edited_json: str, reviewer: str, note: str = ""
-) -> ClaimRecord:
+def edit(store: Store, record_id: str, version: int, edited_json: str, reviewer: str, note: str = "") -> ClaimRecord:
     """Validate the edited record, re-check it against its paper, and save it as a new draft version."""
     current = store.get(record_id)
     edited = parse_edit(edited_json)
@@ -138,7 +136,7 @@ def parse_edit(text: str) -> ClaimRecord:
         raise InvalidEditError([f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]) from exc
 
 
-def stored_sources(store: SQLiteStore, record: ClaimRecord) -> Sources:
+def stored_sources(store: Store, record: ClaimRecord) -> Sources:
     """The texts of the record's studies, as the store keeps them (those it has)."""
     sources: Sources = {}
     for index, study in enumerate(record.studies):
@@ -150,7 +148,7 @@ def stored_sources(store: SQLiteStore, record: ClaimRecord) -> Sources:
     return sources
 
 
-def recheck(store: SQLiteStore, record: ClaimRecord) -> None:
+def recheck(store: Store, record: ClaimRecord) -> None:
     """Run the checks again on an edited record, against the stored text of its papers."""
     sources = stored_sources(store, record)
     missing = [

@@ -75,7 +75,7 @@ VARIABLES: dict[str, str] = {
     "OPENAI_API_KEY": "the API key of the model endpoint (required by the commands that call the model)",
     "OPENAI_BASE_URL": "an OpenAI-compatible endpoint instead of OpenAI's",
     "CLAIMS_MODEL": f"the model, where --model is not given (default {DEFAULT_MODEL})",
-    "CLAIMS_DB": "the record store (default $XDG_DATA_HOME/claims/claims.db)",
+    "CLAIMS_DB": "the record store: a SQLite file (default $XDG_DATA_HOME/claims/claims.db) or postgresql://USER@HOST/DATABASE",
     "CLAIMS_CACHE": "the download and response cache folder (default $XDG_CACHE_HOME/claims)",
     "CLAIMS_PROMPTS": "a folder of edited prompt files to use instead of the shipped ones",
     "CLAIMS_MAILTO": "the contact e-mail sent to Crossref, OpenAlex and Unpaywall",
@@ -142,9 +142,13 @@ class Settings:
         return Path(self._get("HOME") or Path.home())
 
     @property
-    def db_path(self) -> Path:
+    def db(self) -> str:
+        """The record store: a SQLite file, or a postgresql:// URL (a team's shared store)."""
+        value = self._get("CLAIMS_DB")
+        if value and "://" in value:
+            return value
         data_home = Path(self._get("XDG_DATA_HOME") or self.home / ".local" / "share")
-        return self._path("CLAIMS_DB") or data_home / "claims" / "claims.db"
+        return str(self._path("CLAIMS_DB") or data_home / "claims" / "claims.db")
 
     @property
     def cache_dir(self) -> Path:

@@ -1,9 +1,14 @@
-"""Stage 6, store: claim records in a local SQLite database, each change kept in its history.
+"""Stage 6, store: claim records and their history, in SQLite (one file, the default) or in
+PostgreSQL (a team's shared store, `CLAIMS_DB=postgresql://...`).
 
-One file (`CLAIMS_DB`, default `~/.local/share/claims/claims.db`), WAL mode so readers never
-block the writer. A record is validated against the JSON Schema before it is written, inside a
-transaction, so the store never holds half a record. The database carries its schema version
-(`PRAGMA user_version`): an older one is upgraded on open, a newer one is refused.
+The same queries run on both through SQLAlchemy Core, so there is one store and not two SQL
+dialects to keep in step. A record is validated against the JSON Schema before it is written,
+inside a transaction, so the store never holds half a record. The store carries its schema
+version: an older one is upgraded on open, a newer one is refused.
+
+Besides records the store keeps what a team shares: accounts (`users`), the review page's
+signing key (`meta`) and the leases batch workers take on papers (`leases`), so several
+`claims batch` processes over the same inputs pay for each paper once.
 """
 
 from __future__ import annotations
@@ -11,18 +16,114 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import secrets
 import sqlite3
-import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import RecordNotFoundError, StaleVersionError, StoreError
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    inspect,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
+from sqlalchemy.sql import ColumnElement
+
+from pipeline.errors import InputError, RecordNotFoundError, StaleVersionError, StoreError
 from pipeline.models import CheckStatus, ClaimRecord, ReviewStatus
 from pipeline.schema import require_valid
 
-_MIGRATIONS = [
+tables = MetaData()
+records = Table(
+    "records",
+    tables,
+    Column("id", Text, primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("claim", Text, nullable=False),
+    Column("study", Text, nullable=False),
+    Column("flags", Integer, nullable=False),
+    Column("created_at", Text, nullable=False),
+    Column("updated_at", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("run_key", Text),
+    Column("updated_by", Text, nullable=False, server_default="pipeline"),
+    Column("title", Text, nullable=False, server_default=""),
+)
+Index(
+    "records_run_key",
+    records.c.run_key,
+    unique=True,
+    sqlite_where=records.c.run_key.is_not(None),
+    postgresql_where=records.c.run_key.is_not(None),
+)
+Index("records_updated", records.c.updated_at.desc(), records.c.id)
+history = Table(
+    "history",
+    tables,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("record_id", Text, ForeignKey("records.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("at", Text, nullable=False),
+    Column("note", Text, nullable=False),
+    Column("diff", Text, nullable=False, server_default=""),
+    Column("body", Text),  # the body of each approved version, which the public export publishes
+    sqlite_autoincrement=True,
+)
+Index("history_record", history.c.record_id, history.c.seq)
+sources = Table(
+    "sources",
+    tables,
+    Column("sha256", Text, primary_key=True),
+    Column("file_name", Text, nullable=False),
+    Column("pages", Text, nullable=False),
+)
+users = Table(
+    "users",
+    tables,
+    Column("name", Text, primary_key=True),
+    Column("role", Text, nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("disabled", Boolean, nullable=False),
+    Column("created_at", Text, nullable=False),
+)
+leases = Table(
+    "leases",
+    tables,
+    Column("run_key", Text, primary_key=True),
+    Column("holder", Text, nullable=False),
+    Column("expires", Float, nullable=False),  # seconds since the epoch, by the holder's clock
+)
+meta = Table("meta", tables, Column("key", Text, primary_key=True), Column("value", Text, nullable=False))
+
+# How SQLite stores made by earlier releases reach the current schema, one step per release
+# (a new store, SQLite or PostgreSQL, is created whole from the tables above).
+_SQLITE_STEPS = [
     """
     CREATE TABLE records (
         id TEXT PRIMARY KEY,
@@ -71,14 +172,36 @@ _MIGRATIONS = [
     CREATE INDEX records_updated ON records(updated_at DESC, id);
     """,
 ]
-QUEUE_SORTS = {
-    "updated": "updated_at DESC, id",
-    "oldest": "updated_at ASC, id",
-    "flags": "flags DESC, updated_at DESC, id",
-    "status": "status, updated_at DESC, id",
-    "claim": "claim COLLATE NOCASE, id",
+
+
+def _team_tables(conn: Connection) -> None:
+    """6: accounts, the review page's signing key and batch workers' leases."""
+    for table in (users, leases, meta):
+        table.create(conn)
+
+
+_STEPS: list[Callable[[Connection], None]] = [
+    *(lambda conn, script=script: _run_script(conn, script) for script in _SQLITE_STEPS),
+    _team_tables,
+]
+SCHEMA_VERSION = len(_STEPS)
+
+
+def _run_script(conn: Connection, script: str) -> None:
+    for statement in filter(str.strip, script.split(";")):
+        conn.exec_driver_sql(statement)
+
+
+QUEUE_SORTS: dict[str, tuple[ColumnElement[Any], ...]] = {
+    "updated": (records.c.updated_at.desc(), records.c.id),
+    "oldest": (records.c.updated_at.asc(), records.c.id),
+    "flags": (records.c.flags.desc(), records.c.updated_at.desc(), records.c.id),
+    "status": (records.c.status, records.c.updated_at.desc(), records.c.id),
+    "claim": (func.lower(records.c.claim), records.c.id),
 }
-SCHEMA_VERSION = len(_MIGRATIONS)
+_HISTORY_COLUMNS = (history.c.version, history.c.action, history.c.actor, history.c.at, history.c.note, history.c.diff)
+ROLES = ("reviewer", "curator", "admin")
+_MIGRATION_LOCK = 7_245_311  # PostgreSQL advisory lock: two processes opening an old store upgrade it once
 
 
 @dataclass(frozen=True)
@@ -101,6 +224,26 @@ class HistoryEntry:
     at: str
     note: str
     diff: str
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    role: str
+    password_hash: str
+    disabled: bool
+    created_at: str
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    """What a worker found when it asked for a paper: it is `taken` (the worker's to run), or
+    already `stored` (record_id), or `held` by another worker until `expires`."""
+
+    outcome: str
+    record_id: str | None = None
+    holder: str | None = None
+    expires: float | None = None
 
 
 def record_diff_text(before: ClaimRecord, after: ClaimRecord) -> str:
@@ -144,62 +287,186 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
     """Read-only; `immutable` when even the WAL's shared-memory file cannot be made beside it."""
     uri = path.resolve().as_uri()
     try:
-        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
         db.execute("PRAGMA user_version").fetchone()
         return db
     except sqlite3.OperationalError:
-        return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
 
 
 def flag_count(record: ClaimRecord) -> int:
     return sum(len(check.flags) for check in record.checks if check.status is not CheckStatus.passed)
 
 
-class SQLiteStore:
-    """`read_only`: for commands that only read. A store the user may not write (a shared file,
-    a read-only disk) is then opened read-only instead of failing; it must already be current."""
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
-    def __init__(self, path: Path, read_only: bool = False):
-        self.path = path
-        self._lock = threading.RLock()
+
+def is_url(location: str) -> bool:
+    return "://" in location
+
+
+def database_trouble(text: str) -> str:
+    """A database failure in the user's words: a full disk, a damaged file, a locked store."""
+    if "full" in text:
+        return f"the disk holding a database is full ({text}): free some space and run again; nothing was saved"
+    if "malformed" in text or "not a database" in text:
+        return (
+            f"a database file is damaged ({text}): restore the store from a backup, or point CLAIMS_DB "
+            "(or --db) at another file"
+        )
+    if "readonly" in text or "read-only" in text:
+        return f"a database is read-only ({text}): this command writes; check the file's permissions"
+    return f"a database could not be used ({text}); check CLAIMS_DB (or --db) and CLAIMS_CACHE"
+
+
+def _postgres_url(location: str) -> URL:
+    """postgresql://... (or postgres://) through psycopg 3, whatever driver the URL names."""
+    try:
+        url = make_url(location)
+    except ArgumentError:
+        raise InputError(
+            "CLAIMS_DB (or --db) is not a database URL: expected postgresql://USER@HOST/DATABASE or a file"
+        ) from None
+    if url.get_backend_name() not in ("postgresql", "postgres"):
+        raise InputError(
+            f"CLAIMS_DB (or --db) names a {url.get_backend_name()!r} database: give a SQLite file or postgresql://..."
+        )
+    return url.set(drivername="postgresql+psycopg")
+
+
+class Store:
+    """The record store at `location`: a SQLite file, or a postgresql:// URL.
+
+    `read_only`: for commands that only read. A SQLite file the user may not write (a shared
+    file, a read-only disk) is then opened read-only instead of failing; it must already be
+    current."""
+
+    def __init__(self, location: str | Path, read_only: bool = False):
+        location = str(location)
+        self.file: Path | None = None if is_url(location) else Path(location)
+        if self.file is None:
+            url = _postgres_url(location)
+            self.path = url.render_as_string(hide_password=True)  # how messages name the store: never a password
+            self._engine = create_engine(url, pool_pre_ping=True, pool_size=8)
+            self._insert: Any = postgresql.insert
+        else:
+            self.path = str(self.file)
+            self._engine = self._sqlite_engine(self.file, read_only)
+            self._insert = sqlite.insert
         try:
-            if read_only and path.is_file() and not _writable(path):
-                self._db = _open_read_only(path)
-                self._require_current()
+            if read_only and self.file is not None and self.file.is_file() and not _writable(self.file):
+                with self._read() as conn:
+                    self._require_current(conn)
                 return
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # One connection shared by a batch's worker threads, each use under the lock.
-            self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
+            if self.file is not None:
+                self.file.parent.mkdir(parents=True, exist_ok=True)
             self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"{path}: cannot open the record store ({exc}); check the file, or set CLAIMS_DB or --db"
-            ) from exc
+        except StoreError as exc:
+            if isinstance(exc.__cause__, DBAPIError):  # a damaged file, a server that refused
+                raise StoreError(f"{self.path}: {exc}") from None
+            raise
         except OSError as exc:
             raise StoreError(
-                f"{path}: cannot open the record store ({exc.strerror or exc}); "
+                f"{self.path}: cannot open the record store ({exc.strerror or exc}); "
                 "check the folder's permissions, or set CLAIMS_DB or --db to a writable place"
             ) from exc
 
-    def _require_current(self) -> None:
-        current = self._db.execute("PRAGMA user_version").fetchone()[0]
+    @staticmethod
+    def _sqlite_engine(path: Path, read_only: bool) -> Engine:
+        if read_only and path.is_file() and not _writable(path):
+            engine = create_engine("sqlite://", creator=lambda: _open_read_only(path))
+        else:
+            engine = create_engine(URL.create("sqlite", database=str(path)), connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def connect(connection: sqlite3.Connection, _record: object) -> None:
+            # Transactions are begun below, so that a write can take SQLite's lock at its start.
+            connection.isolation_level = None
+            if not read_only:
+                connection.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+            connection.execute("PRAGMA foreign_keys=ON")
+
+        @event.listens_for(engine, "begin")
+        def begin(conn: Connection) -> None:
+            # BEGIN IMMEDIATE: a write waits for the lock before it reads what it will change.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+
+        return engine
+
+    @property
+    def postgres(self) -> bool:
+        return self.file is None
+
+    # ------------------------------------------------------------------ connections
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """A driver's error as the store's own, in the user's words (the CLI prints one line)."""
+        try:
+            yield
+        except IntegrityError:
+            raise
+        except DBAPIError as exc:
+            raise StoreError(database_trouble(str(exc.orig).strip().splitlines()[0])) from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One transaction: all of a change or none of it."""
+        with self._errors(), self._engine.connect() as conn:
+            conn.execution_options(write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._errors(), self._engine.connect() as conn:
+            yield conn
+
+    def _rows(self, statement: Any) -> list[Any]:
+        with self._read() as conn:
+            return list(conn.execute(statement).all())
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # ------------------------------------------------------------------ schema
+
+    def _version(self, conn: Connection) -> int:
+        if not self.postgres:
+            return int(conn.exec_driver_sql("PRAGMA user_version").scalar_one())
+        if not inspect(conn).has_table("meta"):
+            return 0
+        value = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+        return int(value) if value is not None else 0
+
+    def _set_version(self, conn: Connection, version: int) -> None:
+        if not self.postgres:
+            conn.exec_driver_sql(f"PRAGMA user_version = {int(version)}")
+            return
+        conn.execute(delete(meta).where(meta.c.key == "schema_version"))
+        conn.execute(insert(meta).values(key="schema_version", value=str(version)))
+
+    def _require_current(self, conn: Connection) -> None:
+        current = self._version(conn)
         if current != SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path}: the read-only store is version {current}, this claims reads {SCHEMA_VERSION}; "
                 "open it once where it is writable to upgrade it"
             )
 
-    def close(self) -> None:
-        self._db.close()
+    def schema_version(self) -> int:
+        with self._read() as conn:
+            return self._version(conn)
 
     def _migrate(self) -> None:
         """Upgrade step by step, each in its own write transaction; the version is read again once
-        the lock is held, so two processes opening an old database at once upgrade it once."""
+        the lock is held, so two processes opening an old store at once upgrade it once."""
         while True:
-            with self._transaction():
-                current = self._db.execute("PRAGMA user_version").fetchone()[0]
+            with self._write() as conn:
+                if self.postgres:
+                    conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+                current = self._version(conn)
                 if current > SCHEMA_VERSION:
                     raise StoreError(
                         f"{self.path}: the database is version {current}, newer than this claims "
@@ -207,13 +474,18 @@ class SQLiteStore:
                     )
                 if current == SCHEMA_VERSION:
                     return
-                # Statement by statement: executescript() would commit half-way.
-                for statement in filter(str.strip, _MIGRATIONS[current].split(";")):
-                    self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version = {current + 1}")
+                if current == 0 and not inspect(conn).has_table("records"):
+                    tables.create_all(conn)
+                    self._set_version(conn, SCHEMA_VERSION)
+                    continue
+                if self.postgres:
+                    raise StoreError(
+                        f"{self.path}: the database is version {current}, which PostgreSQL stores never had"
+                    )
+                _STEPS[current](conn)
+                self._set_version(conn, current + 1)
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db, self._lock)
+    # ------------------------------------------------------------------ records
 
     def add(
         self,
@@ -224,52 +496,57 @@ class SQLiteStore:
         source_pages: list[str] | None = None,
     ) -> str:
         """Store a new draft (and its source's text); with a run key already stored, return that
-        record's id instead."""
+        record's id instead. A worker's lease on the run key ends with the record."""
         require_valid(record)
         now = _now()
         study = record.studies[0].reference if record.studies else None
-        with self._transaction():
+        try:
+            with self._write() as conn:
+                if run_key is not None and (existing := self._find_run(conn, run_key)):
+                    return existing
+                conn.execute(
+                    insert(records).values(
+                        id=record.record_id,
+                        version=1,
+                        status=record.status.value,
+                        claim=record.claim.text,
+                        study=(study.doi or study.title) if study else "",
+                        flags=flag_count(record),
+                        created_at=now,
+                        updated_at=now,
+                        updated_by=actor,
+                        body=record.model_dump_json(),
+                        run_key=run_key,
+                        title=study.title if study else "",
+                    )
+                )
+                conn.execute(
+                    insert(history).values(
+                        record_id=record.record_id, version=1, action="created", actor=actor, at=now, note=note, diff=""
+                    )
+                )
+                if source_pages is not None:
+                    source = record.provenance.source
+                    self._add_source(conn, source.sha256, source.file_name, source_pages)
+                if run_key is not None:
+                    conn.execute(delete(leases).where(leases.c.run_key == run_key))
+        except IntegrityError as exc:
+            # Another worker stored the same run a moment earlier (PostgreSQL lets both try).
             if run_key is not None and (existing := self.find_run(run_key)):
                 return existing
-            try:
-                self._db.execute(
-                    "INSERT INTO records (id, version, status, claim, study, flags, created_at, updated_at, body, run_key,"
-                    " title) VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        record.record_id,
-                        record.status.value,
-                        record.claim.text,
-                        (study.doi or study.title) if study else "",
-                        flag_count(record),
-                        now,
-                        now,
-                        record.model_dump_json(),
-                        run_key,
-                        study.title if study else "",
-                    ),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise StoreError(f"a record with id {record.record_id} is already stored") from exc
-            self._db.execute(
-                "INSERT INTO history (record_id, version, action, actor, at, note) VALUES (?, 1, 'created', ?, ?, ?)",
-                (record.record_id, actor, now, note),
-            )
-            if source_pages is not None:
-                source = record.provenance.source
-                self._db.execute(
-                    "INSERT OR IGNORE INTO sources VALUES (?, ?, ?)",
-                    (source.sha256, source.file_name, json.dumps(source_pages, ensure_ascii=False)),
-                )
+            raise StoreError(f"a record with id {record.record_id} is already stored") from exc
         return record.record_id
 
     def update(self, record: ClaimRecord, expected_version: int, action: str, actor: str, note: str) -> int:
         """Replace a record with a new version, if it is still at `expected_version`; the change,
         its author, note and diff are appended to the history. Returns the new version."""
         require_valid(record)
-        with self._transaction():
-            row = self._db.execute(
-                "SELECT version, updated_by, updated_at, body FROM records WHERE id = ?", (record.record_id,)
-            ).fetchone()
+        with self._write() as conn:
+            row = conn.execute(
+                select(records.c.version, records.c.updated_by, records.c.updated_at, records.c.body)
+                .where(records.c.id == record.record_id)
+                .with_for_update()  # PostgreSQL: a second writer waits here, then finds the version changed
+            ).first()
             if row is None:
                 raise RecordNotFoundError(f"no record with id {record.record_id!r} in {self.path}")
             version, updated_by, updated_at, body = row
@@ -277,35 +554,31 @@ class SQLiteStore:
                 raise _stale(record.record_id, version, updated_by, updated_at)
             before = _record(record.record_id, body)
             now = _now()
-            self._db.execute(
-                "UPDATE records SET version = ?, status = ?, claim = ?, flags = ?, updated_at = ?, updated_by = ?, body = ?,"
-                " title = ? WHERE id = ?",
-                (
-                    version + 1,
-                    record.status.value,
-                    record.claim.text,
-                    flag_count(record),
-                    now,
-                    actor,
-                    record.model_dump_json(),
-                    record.studies[0].reference.title if record.studies else "",
-                    record.record_id,
-                ),
+            conn.execute(
+                update(records)
+                .where(records.c.id == record.record_id)
+                .values(
+                    version=version + 1,
+                    status=record.status.value,
+                    claim=record.claim.text,
+                    flags=flag_count(record),
+                    updated_at=now,
+                    updated_by=actor,
+                    body=record.model_dump_json(),
+                    title=record.studies[0].reference.title if record.studies else "",
+                )
             )
-            approved_body = record.model_dump_json() if record.status is ReviewStatus.approved else None
-            self._db.execute(
-                "INSERT INTO history (record_id, version, action, actor, at, note, diff, body)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.record_id,
-                    version + 1,
-                    action,
-                    actor,
-                    now,
-                    note,
-                    record_diff_text(before, record),
-                    approved_body,
-                ),
+            conn.execute(
+                insert(history).values(
+                    record_id=record.record_id,
+                    version=version + 1,
+                    action=action,
+                    actor=actor,
+                    at=now,
+                    note=note,
+                    diff=record_diff_text(before, record),
+                    body=record.model_dump_json() if record.status is ReviewStatus.approved else None,
+                )
             )
         return version + 1
 
@@ -316,56 +589,72 @@ class SQLiteStore:
         study (a retraction, a correction, a concern) that no reviewer has looked at yet."""
         record_id = self.resolve(id_or_prefix)
         rows = self._rows(
-            "SELECT version, action, actor, at, note, diff, body FROM history WHERE record_id = ? "
-            "AND action IN ('approved', 'rejected', 'rechecked') ORDER BY seq DESC LIMIT 1",
-            record_id,
+            select(*_HISTORY_COLUMNS, history.c.body)
+            .where(history.c.record_id == record_id, history.c.action.in_(("approved", "rejected", "rechecked")))
+            .order_by(history.c.seq.desc())
+            .limit(1)
         )
         if not rows or rows[0][1] != "approved" or rows[0][6] is None:
             return None
         *entry, body = rows[0]
         return _record(record_id, body), HistoryEntry(*entry)
 
+    def last_change_by(self, id_or_prefix: str, actions: tuple[str, ...]) -> str | None:
+        """Who made the latest of these changes to a record (the four-eyes rule asks who edited it)."""
+        rows = self._rows(
+            select(history.c.actor)
+            .where(history.c.record_id == self.resolve(id_or_prefix), history.c.action.in_(actions))
+            .order_by(history.c.seq.desc())
+            .limit(1)
+        )
+        return rows[0][0] if rows else None
+
     def require_version(self, id_or_prefix: str, expected_version: int) -> None:
         """Refuse, as `update` would, a change meant for another version than the stored one: a
         stale decision is reported as stale before anything else is said about it."""
         record_id = self.resolve(id_or_prefix)
         [(version, updated_by, updated_at)] = self._rows(
-            "SELECT version, updated_by, updated_at FROM records WHERE id = ?", record_id
+            select(records.c.version, records.c.updated_by, records.c.updated_at).where(records.c.id == record_id)
         )
         if version != expected_version:
             raise _stale(record_id, version, updated_by, updated_at)
 
+    def _add_source(self, conn: Connection, sha256: str, file_name: str, pages: list[str]) -> None:
+        conn.execute(
+            self._insert(sources)
+            .values(sha256=sha256, file_name=file_name, pages=json.dumps(pages, ensure_ascii=False))
+            .on_conflict_do_nothing()
+        )
+
     def add_source(self, sha256: str, file_name: str, pages: list[str]) -> None:
-        with self._transaction():
-            self._db.execute(
-                "INSERT OR IGNORE INTO sources VALUES (?, ?, ?)",
-                (sha256, file_name, json.dumps(pages, ensure_ascii=False)),
-            )
+        with self._write() as conn:
+            self._add_source(conn, sha256, file_name, pages)
 
     def version_of(self, id_or_prefix: str) -> int:
-        [(version,)] = self._rows("SELECT version FROM records WHERE id = ?", self.resolve(id_or_prefix))
-        return version
+        [(version,)] = self._rows(select(records.c.version).where(records.c.id == self.resolve(id_or_prefix)))
+        return int(version)
 
     def source_pages(self, sha256: str) -> tuple[str, list[str]] | None:
-        rows = self._rows("SELECT file_name, pages FROM sources WHERE sha256 = ?", sha256)
+        rows = self._rows(select(sources.c.file_name, sources.c.pages).where(sources.c.sha256 == sha256))
         return (rows[0][0], json.loads(rows[0][1])) if rows else None
 
-    def _rows(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+    @staticmethod
+    def _find_run(conn: Connection, run_key: str) -> str | None:
+        return conn.execute(select(records.c.id).where(records.c.run_key == run_key)).scalar()
 
     def find_run(self, run_key: str) -> str | None:
-        rows = self._rows("SELECT id FROM records WHERE run_key = ?", run_key)
-        return rows[0][0] if rows else None
+        with self._read() as conn:
+            return self._find_run(conn, run_key)
 
     def resolve(self, id_or_prefix: str) -> str:
-        escaped = id_or_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        rows = self._rows("SELECT id FROM records WHERE id LIKE ? ESCAPE '\\' LIMIT 2", escaped + "%")
+        rows = self._rows(
+            select(records.c.id).where(records.c.id.like(_escape_like(id_or_prefix) + "%", escape="\\")).limit(2)
+        )
         if not rows or not id_or_prefix:
             raise RecordNotFoundError(f"no record with id {id_or_prefix!r} in {self.path}")
         if len(rows) > 1:
             raise RecordNotFoundError(f"{id_or_prefix!r} matches several records; give more of the id")
-        return rows[0][0]
+        return str(rows[0][0])
 
     def get(self, id_or_prefix: str) -> ClaimRecord:
         return self.get_versioned(id_or_prefix)[0]
@@ -374,7 +663,7 @@ class SQLiteStore:
         """The record and its version from one read. A change made from what was read must name
         this version (`update`), so a writer in between makes it stale instead of being lost."""
         record_id = self.resolve(id_or_prefix)
-        [(body, version)] = self._rows("SELECT body, version FROM records WHERE id = ?", record_id)
+        [(body, version)] = self._rows(select(records.c.body, records.c.version).where(records.c.id == record_id))
         return _record(record_id, body), version
 
     def queue(
@@ -383,62 +672,155 @@ class SQLiteStore:
         flagged: bool = False,
         search: str = "",
         sort: str = "updated",
-        limit: int = 50,
+        limit: int | None = 50,
         offset: int = 0,
     ) -> tuple[list[StoredSummary], int]:
         """One page of the review queue, and how many records match in all. `search` looks in the
         claim, the study's title, its DOI and the id (case-insensitive, every word must match)."""
-        where, args = [], []
+        where: list[ColumnElement[bool]] = []
         if status:
-            where.append("status = ?")
-            args.append(status)
+            where.append(records.c.status == status)
         if flagged:
-            where.append("flags > 0")
+            where.append(records.c.flags > 0)
         for word in search.split()[:8]:
-            escaped = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            where.append(
-                "(claim LIKE ? ESCAPE '\\' OR title LIKE ? ESCAPE '\\' OR study LIKE ? ESCAPE '\\'"
-                " OR id LIKE ? ESCAPE '\\')"
-            )
-            args += [escaped] * 4
-        condition = f" WHERE {' AND '.join(where)}" if where else ""
-        [(total,)] = self._rows(f"SELECT count(*) FROM records{condition}", *args)
+            pattern = f"%{_escape_like(word)}%"
+            columns = (records.c.claim, records.c.title, records.c.study, records.c.id)
+            where.append(or_(*(column.ilike(pattern, escape="\\") for column in columns)))
+        [(total,)] = self._rows(select(func.count()).select_from(records).where(*where))
         rows = self._rows(
-            "SELECT id, version, status, claim, study, flags, updated_at, title FROM records"
-            + condition
-            + f" ORDER BY {QUEUE_SORTS.get(sort, QUEUE_SORTS['updated'])} LIMIT ? OFFSET ?",
-            *args,
-            limit,
-            offset,
+            select(
+                records.c.id,
+                records.c.version,
+                records.c.status,
+                records.c.claim,
+                records.c.study,
+                records.c.flags,
+                records.c.updated_at,
+                records.c.title,
+            )
+            .where(*where)
+            .order_by(*QUEUE_SORTS.get(sort, QUEUE_SORTS["updated"]))
+            .limit(limit)
+            .offset(offset)
         )
-        return [StoredSummary(*row) for row in rows], total
+        return [StoredSummary(*row) for row in rows], int(total)
 
     def summaries(self, status: str | None = None, flagged: bool = False) -> list[StoredSummary]:
         """Every record matching, latest change first (the queue without its paging)."""
-        return self.queue(status, flagged, limit=-1)[0]
+        return self.queue(status, flagged, limit=None)[0]
 
     def history(self, id_or_prefix: str) -> list[HistoryEntry]:
         rows = self._rows(
-            "SELECT version, action, actor, at, note, diff FROM history WHERE record_id = ? ORDER BY seq",
-            self.resolve(id_or_prefix),
+            select(*_HISTORY_COLUMNS).where(history.c.record_id == self.resolve(id_or_prefix)).order_by(history.c.seq)
         )
         return [HistoryEntry(*row) for row in rows]
 
+    # ------------------------------------------------------------------ batch workers
 
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error: all of a change or none of it."""
-
-    def __init__(self, db: sqlite3.Connection, lock: threading.RLock):
-        self._db = db
-        self._lock = lock
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._lock.acquire()
-        self._db.execute("BEGIN IMMEDIATE")
-        return self._db
-
-    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+    def take_lease(self, run_key: str, holder: str, seconds: float) -> LeaseState:
+        """Claim a paper for `seconds` before its first model call, unless it is stored already or
+        another worker's lease on it still runs. One statement decides between racing workers:
+        an insert, or on a conflict an update only where the lease has run out."""
+        now = time.time()
         try:
-            self._db.execute("ROLLBACK" if kind else "COMMIT")
-        finally:
-            self._lock.release()
+            with self._write() as conn:
+                if existing := self._find_run(conn, run_key):
+                    return LeaseState("stored", record_id=existing)
+                conn.execute(
+                    self._insert(leases)
+                    .values(run_key=run_key, holder=holder, expires=now + seconds)
+                    .on_conflict_do_update(
+                        index_elements=[leases.c.run_key],
+                        set_={"holder": holder, "expires": now + seconds},
+                        where=(leases.c.expires < now) | (leases.c.holder == holder),
+                    )
+                )
+                found = conn.execute(
+                    select(leases.c.holder, leases.c.expires).where(leases.c.run_key == run_key)
+                ).first()
+                if existing := self._find_run(conn, run_key):  # stored while this worker waited for the row
+                    return LeaseState("stored", record_id=existing)
+        except IntegrityError:
+            found = None
+        if found is not None and found[0] == holder:
+            return LeaseState("taken", expires=found[1])
+        return LeaseState("held", holder=found[0] if found else None, expires=found[1] if found else None)
+
+    def renew_lease(self, run_key: str, holder: str, seconds: float) -> bool:
+        """Keep a lease while the paper runs; False when it was lost (it ran out and was taken)."""
+        with self._write() as conn:
+            result = conn.execute(
+                update(leases)
+                .where(leases.c.run_key == run_key, leases.c.holder == holder)
+                .values(expires=time.time() + seconds)
+            )
+        return bool(result.rowcount)
+
+    def release_lease(self, run_key: str, holder: str) -> None:
+        """Give a paper back (it failed here; another worker, or a later batch, may try it)."""
+        with self._write() as conn:
+            conn.execute(delete(leases).where(leases.c.run_key == run_key, leases.c.holder == holder))
+
+    # ------------------------------------------------------------------ accounts
+
+    def add_account(self, name: str, role: str, password_hash: str) -> None:
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    insert(users).values(
+                        name=name, role=role, password_hash=password_hash, disabled=False, created_at=_now()
+                    )
+                )
+        except IntegrityError:
+            raise InputError(f"an account named {name!r} exists already") from None
+
+    def account(self, name: str) -> Account | None:
+        rows = self._rows(select(users).where(users.c.name == name))
+        return Account(*rows[0]) if rows else None
+
+    def accounts(self) -> list[Account]:
+        return [Account(*row) for row in self._rows(select(users).order_by(users.c.name))]
+
+    def change_account(self, name: str, **values: Any) -> None:
+        """Set an account's role, password_hash or disabled."""
+        with self._write() as conn:
+            if not conn.execute(update(users).where(users.c.name == name).values(**values)).rowcount:
+                raise InputError(f"no account named {name!r}; `claims user list` shows them")
+
+    def has_accounts(self) -> bool:
+        """Whether the store has any account that may log in: then the review page asks for one."""
+        return bool(self._rows(select(users.c.name).where(users.c.disabled.is_(False)).limit(1)))
+
+    def signing_key(self) -> str:
+        """The key that signs the review page's session cookies, made once and kept in the store,
+        so every server on one store accepts the same sessions and a restart logs no one out."""
+        with self._write() as conn:
+            key = conn.execute(select(meta.c.value).where(meta.c.key == "session_key")).scalar()
+            if key is None:
+                key = secrets.token_urlsafe(48)
+                conn.execute(self._insert(meta).values(key="session_key", value=key).on_conflict_do_nothing())
+                key = conn.execute(select(meta.c.value).where(meta.c.key == "session_key")).scalar_one()
+        return str(key)
+
+    # ------------------------------------------------------------------ copying
+
+    def copy_into(self, target: Store, progress: Callable[[str, int], None] = lambda _t, _n: None) -> dict[str, int]:
+        """Every record, its history, stored sources and accounts into an empty store (a team that
+        started on one SQLite file moves to PostgreSQL), in one transaction: all or nothing."""
+        if target.path == self.path:
+            raise InputError("the source and the target are the same store")
+        if target.summaries() or target.accounts():
+            raise InputError(f"{target.path} already holds records or accounts: copy into an empty store")
+        counts: dict[str, int] = {}
+        with self._read() as source, target._write() as conn:
+            for table in (records, history, sources, users):
+                rows = [dict(row._mapping) for row in source.execute(select(table))]
+                for start in range(0, len(rows), 500):
+                    conn.execute(insert(table), rows[start : start + 500])
+                counts[table.name] = len(rows)
+                progress(table.name, len(rows))
+            if target.postgres and counts["history"]:  # the copied seq values are taken; new ones follow them
+                conn.execute(
+                    text("SELECT setval(pg_get_serial_sequence('history', 'seq'), (SELECT max(seq) FROM history))")
+                )
+        return counts

@@ -33,7 +33,7 @@ from pipeline import review
 from pipeline.errors import ClaimsError, InvalidEditError, RecordNotFoundError, StaleVersionError
 from pipeline.models import ClaimType, DomainRating, StepBasis
 from pipeline.render import page_blocks
-from pipeline.store import QUEUE_SORTS, SQLiteStore, display_time, flag_count
+from pipeline.store import QUEUE_SORTS, Store, display_time, flag_count
 
 CSRF_COOKIE = "claims_csrf"
 REVIEWER_COOKIE = "claims_reviewer"  # the name typed last, filled in on every form until accounts replace it
@@ -91,7 +91,7 @@ def _same_site(url: str, request: Request) -> bool:
     )
 
 
-def create_app(store: SQLiteStore, allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS) -> Starlette:
+def create_app(store: Store, allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS) -> Starlette:
     """`allowed_hosts`: the Host names the app answers (others get 400), loopback by default."""
     templates = _templates()
 

@@ -4,7 +4,10 @@ temporary folder, so no test can read a developer's setup or reach a real endpoi
 from __future__ import annotations
 
 import functools
+import os
 import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,6 +43,41 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     db = tmp_path / "claims.db"
     monkeypatch.setenv("CLAIMS_DB", str(db))
     return db
+
+
+# The store's tests run on SQLite and on PostgreSQL: .ci/run starts a throw-away server and names
+# it here. Without one they skip, except under CI, where a missing server is a failure.
+POSTGRES = os.environ.get("CLAIMS_TEST_POSTGRES", "")
+
+
+def postgres_store() -> Iterator[str]:
+    """A store of its own on the test server: a fresh schema, dropped afterwards."""
+    if not POSTGRES:
+        reason = "no PostgreSQL server: .ci/run starts one, or set CLAIMS_TEST_POSTGRES=postgresql://USER@HOST:PORT/DB"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the PostgreSQL tests to run: {reason}")
+        pytest.skip(reason)
+    import psycopg
+
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as connection:
+        connection.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(POSTGRES, autocommit=True) as connection:
+            connection.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, clean_environment: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The record store (CLAIMS_DB), once a SQLite file and once a PostgreSQL database."""
+    if request.param == "sqlite":
+        yield str(clean_environment)
+        return
+    for url in postgres_store():
+        monkeypatch.setenv("CLAIMS_DB", url)
+        yield url
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from pipeline import review
 from pipeline.cli.app import app
 from pipeline.llm.recording import load_recording, recorded_pdf
 from pipeline.sources.pdf import read_pdf
-from pipeline.store import SQLiteStore
+from pipeline.store import Store
 from pipeline.web import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +78,7 @@ class Scratch:
         return result.exit_code, result.output
 
     def approve(self, record_id: str) -> None:
-        store = SQLiteStore(self.db)
+        store = Store(self.db)
         review.approve(store, record_id, store.version_of(record_id), "probe", override="set up by the probe")
 
     def stored(self, name: str = "misbehaving-fabricated-quote") -> str:
@@ -86,7 +86,7 @@ class Scratch:
         recording, record = load_recording(RUNS / name)
         assert record is not None
         pages = read_pdf(recorded_pdf(RUNS / name, recording)).pages
-        return SQLiteStore(self.db).add(record, source_pages=pages)
+        return Store(self.db).add(record, source_pages=pages)
 
 
 Probe = Callable[[Scratch], Outcome]
@@ -144,13 +144,13 @@ sys.exit(code)
 # --------------------------------------------------------------------------- 1. the review page
 
 
-def _site(scratch: Scratch) -> tuple[Callable[..., TestClient], str, SQLiteStore]:
+def _site(scratch: Scratch) -> tuple[Callable[..., TestClient], str, Store]:
     record_id = scratch.stored()
-    application = create_app(SQLiteStore(scratch.db))
+    application = create_app(Store(scratch.db))
     return (
         (lambda base_url=SITE, **kw: TestClient(application, base_url=base_url, **kw)),
         record_id,
-        SQLiteStore(scratch.db),
+        Store(scratch.db),
     )
 
 
@@ -238,7 +238,7 @@ def not_found_path(scratch: Scratch) -> Outcome:
 
 def _hostile_record(scratch: Scratch) -> str:
     record_id = scratch.stored("huang-2010-hpylori-iron")
-    store = SQLiteStore(scratch.db)
+    store = Store(scratch.db)
     record = store.get(record_id)
     record.claim.text = HOSTILE
     record.mechanism.plain_language = HOSTILE
@@ -284,7 +284,7 @@ def markdown_render(scratch: Scratch) -> Outcome:
 
 
 def _edited_file(scratch: Scratch, record_id: str, claim: str) -> Path:
-    data = SQLiteStore(scratch.db).get(record_id).model_dump(mode="json")
+    data = Store(scratch.db).get(record_id).model_dump(mode="json")
     data["claim"]["text"] = claim
     path = scratch.folder / "edit.json"
     path.write_text(json.dumps(data))
@@ -300,7 +300,7 @@ def stale_file(scratch: Scratch) -> Outcome:
     code, output = scratch.claims(
         "review", "edit", record_id, "--file", str(old), "--version", "1", "--reviewer", "ana"
     )
-    kept = SQLiteStore(scratch.db).get(record_id).claim.text == "Theirs, version 2."
+    kept = Store(scratch.db).get(record_id).claim.text == "Theirs, version 2."
     no_version = scratch.claims("review", "edit", record_id, "--file", str(old), "--reviewer", "ana")
     held = one_line_refusal(code, output, 1).held and kept and no_version[0] == 2
     return Outcome(held, f"exit {code}; claim kept: {kept}; without --version: exit {no_version[0]}")

@@ -22,7 +22,7 @@ from pipeline.retry import RetryPolicy
 from pipeline.run import run_pipeline
 from pipeline.schema import schema_errors
 from pipeline.settings import RunSettings
-from pipeline.store import SQLiteStore
+from pipeline.store import Store
 
 # papers whose scripted answers name the study as its PDF does (the nitrate script names its DOI,
 # which a run from the PDF alone does not know)
@@ -43,7 +43,7 @@ def test_random_answers_within_the_schema_give_a_stored_checked_record(
         use_endpoint(monkeypatch, endpoint)
         result = runner.invoke(app, ["run", str(paper), "--model", "random-within-schema"])
     assert result.exit_code == 0, result.output
-    record = SQLiteStore(clean_environment).get(record_id_from(result.output))
+    record = Store(clean_environment).get(record_id_from(result.output))
     assert schema_errors(record.model_dump(mode="json")) == []
     # nonsense is flagged, never passed: random quotes cannot all be found in the paper
     assert any(check.flags for check in record.checks)
@@ -113,7 +113,7 @@ def test_a_failed_recorded_run_keeps_its_recording_and_replays_as_failed(
     assert recording.failure is not None and recording.failure.startswith("stage draft")
     assert [i["stage"] for i in recording.interactions] == ["extract", "draft", "draft"]
     assert "cannot produce JSON" in recording.interactions[1]["response"]["content"]  # the raw answer, to read
-    assert not SQLiteStore(clean_environment).summaries()  # no half-written record
+    assert not Store(clean_environment).summaries()  # no half-written record
     replayed = runner.invoke(app, ["replay", str(target)])
     assert replayed.exit_code == 0, replayed.output
     assert "failed as recorded" in replayed.output

@@ -22,7 +22,7 @@ from pipeline.cli.app import app
 from pipeline.errors import InputError
 from pipeline.llm.ratelimit import RateLimiter
 from pipeline.resources import data_dir
-from pipeline.store import SQLiteStore
+from pipeline.store import Store
 
 INJECTED = PAPERS / "injected_dvt_review.pdf"
 
@@ -90,7 +90,7 @@ def test_batch_reports_every_paper_and_goes_on_after_failures(
     assert "no such file" in by_source[str(tmp_path / "missing.pdf")]["error"]
     assert "not a DOI" in by_source["10.123"]["error"] or "no such file" in by_source["10.123"]["error"]
     assert report["cost_usd"] > 0 and report["model_calls"] == 6
-    store = SQLiteStore(clean_environment)
+    store = Store(clean_environment)
     assert len(store.summaries()) == 2
     assert "2 succeeded, 0 already done, 3 failed" in result.output
 
@@ -115,7 +115,7 @@ def test_unchanged_rerun_makes_no_model_call_and_an_edited_prompt_reruns_only_it
         assert edited.exit_code == 0, edited.output
         assert stage_names(endpoint)[first:] == ["grade", "grade"]
         assert "2 succeeded" in edited.output and "(4 answers from the cache)" in edited.output
-    assert len(SQLiteStore(clean_environment).summaries()) == 4
+    assert len(Store(clean_environment).summaries()) == 4
 
 
 def test_failures_are_never_cached(runner: CliRunner, batch_env, tmp_path: Path) -> None:
@@ -168,7 +168,7 @@ def test_batch_api_route(runner: CliRunner, batch_env, clean_environment, tmp_pa
         assert len(endpoint.batches.batches) == 3  # extract, draft and grade, each one batch for both papers
     report = json.loads(report_path.read_text())
     assert report["price_discount"] == 0.5 and report["succeeded"] == 2
-    assert len(SQLiteStore(clean_environment).summaries()) == 2
+    assert len(Store(clean_environment).summaries()) == 2
 
 
 def test_batch_api_resumes_a_batch_sent_before_a_crash(tmp_path: Path) -> None:
@@ -274,7 +274,7 @@ def test_kill_9_then_resume_stores_every_record_once(tmp_path: Path) -> None:
         process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if db.exists() and SQLiteStore(db).summaries():
+            if db.exists() and Store(db).summaries():
                 break
             time.sleep(0.1)
         process.send_signal(signal.SIGKILL)  # other papers are half-way through their stages
@@ -283,12 +283,12 @@ def test_kill_9_then_resume_stores_every_record_once(tmp_path: Path) -> None:
         while processes_with_env("CLAIMS_DB", str(db)) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert processes_with_env("CLAIMS_DB", str(db)) == []  # the killed batch's parse processes are gone
-        stored_before = len(SQLiteStore(db).summaries())
+        stored_before = len(Store(db).summaries())
         assert 1 <= stored_before < len(papers)
         endpoint.traits.latency = 0.0  # the latency kept papers in flight at the kill; the resume needs none
         resumed = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    store = SQLiteStore(db)
+    store = Store(db)
     summaries = store.summaries()
     assert len(summaries) == len(papers)
     for summary in summaries:

@@ -12,7 +12,7 @@ from conftest import BAD, DVT_PDF, HPYLORI_PDF, RUNS
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
-from pipeline.store import SQLiteStore
+from pipeline.store import Store
 
 
 def record_id_from(output: str) -> str:
@@ -38,7 +38,7 @@ def test_run_saves_a_draft_and_prints_its_id(runner: CliRunner, live_env, clean_
         in result.output
     )
     record_id = record_id_from(result.output)
-    record = SQLiteStore(clean_environment).get(record_id)
+    record = Store(clean_environment).get(record_id)
     assert record.status.value == "draft"
     assert record.studies[0].reference.doi == "10.1136/pgmj.2009.089987"
     assert record.certainty.certainty.value == "low"
@@ -173,7 +173,7 @@ def test_citations_in_another_spelling_are_the_study_not_foreign(
             draft["stances"][0]["study_id"] = "doi:10.1136/pgmj.2009.089987"
     result = runner.invoke(app, ["run", str(HPYLORI_PDF)])
     assert result.exit_code == 0, result.output
-    record = SQLiteStore(clean_environment).get(record_id_from(result.output))
+    record = Store(clean_environment).get(record_id_from(result.output))
     assert record.mechanism.steps[0].citations == ["10.1136/pgmj.2009.089987"]
     assert record.studies[0].stance.value == "supporting"
     assert "0 foreign citations" in result.output

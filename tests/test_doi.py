@@ -17,7 +17,7 @@ from pipeline.identifiers import normalise_doi
 from pipeline.retry import RetryPolicy
 from pipeline.sources.http import CassetteTransport, make_client, user_agent
 from pipeline.sources.metadata import DoiCache, DoiSettings, fetch, from_crossref, from_openalex, rebuild_abstract
-from pipeline.store import SQLiteStore
+from pipeline.store import Store
 
 CORPUS_LIKE = HTTP / "bodies"
 HP = "10.1136/pgmj.2009.089987"
@@ -204,7 +204,7 @@ def test_run_doi_downloads_and_drafts_with_metadata(runner: CliRunner, cassette,
     assert result.exit_code == 0, result.output
     assert "PDF from https://shura.shu.ac.uk/14003/1/Siervo-DietaryNitrate.pdf" in result.output
     record_id = next(line.split()[1] for line in result.output.splitlines() if line.startswith("record "))
-    ref = SQLiteStore(clean_environment).get(record_id).studies[0].reference
+    ref = Store(clean_environment).get(record_id).studies[0].reference
     assert ref.doi == "10.1016/j.nutres.2016.11.004" and ref.study_id == ref.doi
     assert ref.journal == "Nutrition Research" and ref.licence == "https://www.elsevier.com/tdm/userlicense/1.0/"
     assert ref.publication_type == "journal-article" and ref.pdf_url.endswith("Siervo-DietaryNitrate.pdf")
@@ -224,7 +224,7 @@ def test_run_doi_without_open_access_exits_3_and_writes_nothing(
         .splitlines()[-1]
         .startswith("error: no open-access PDF found for 10.1021/acs.orglett.9b00971")
     )
-    assert SQLiteStore(clean_environment).summaries() == []
+    assert Store(clean_environment).summaries() == []
     assert live_env.scripts.requests == []
 
 

@@ -16,7 +16,7 @@ from pipeline import review
 from pipeline.cli.app import app
 from pipeline.evidence import DESIGN_WEIGHT, evidence_scores, study_weight
 from pipeline.models import ClaimRecord, Stance, StudyDesign
-from pipeline.store import SQLiteStore
+from pipeline.store import Store
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_add_evidence_classifies_resynthesises_and_rechecks(
     )
     assert result.exit_code == 0, result.output
     assert "10.1186/1752-2897-4-1: no clear bearing" in result.output and "synthesis from 2 studies" in result.output
-    store = SQLiteStore(clean_environment)
+    store = Store(clean_environment)
     record = store.get(claim_id)
     assert record.status.value == "draft" and store.version_of(claim_id) == 2
     assert [s.stance for s in record.studies] == [Stance.supporting, Stance.no_clear_bearing]
@@ -68,11 +68,11 @@ def test_adding_the_same_study_twice_changes_nothing(runner: CliRunner, evidence
     [claim_id] = stored(clean_environment, "huang-2010-hpylori-iron")
     again = runner.invoke(app, ["add-evidence", claim_id, str(HPYLORI_PDF), "--model", "scripted-add-evidence"])
     assert again.exit_code == 0 and "is already a study of record" in again.output and "nothing changed" in again.output
-    assert SQLiteStore(clean_environment).version_of(claim_id) == 1 and evidence_env.scripts.requests == []
+    assert Store(clean_environment).version_of(claim_id) == 1 and evidence_env.scripts.requests == []
     first = runner.invoke(app, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-add-evidence"])
     assert first.exit_code == 0
     second = runner.invoke(app, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-add-evidence"])
-    assert "nothing changed" in second.output and SQLiteStore(clean_environment).version_of(claim_id) == 2
+    assert "nothing changed" in second.output and Store(clean_environment).version_of(claim_id) == 2
 
 
 def test_a_stance_under_another_study_id_is_taken_as_the_new_study_s_with_a_note(
@@ -83,7 +83,7 @@ def test_a_stance_under_another_study_id_is_taken_as_the_new_study_s_with_a_note
     [claim_id] = stored(clean_environment, "huang-2010-hpylori-iron")
     result = runner.invoke(app, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-foreign-stance"])
     assert result.exit_code == 0, result.output
-    store = SQLiteStore(clean_environment)
+    store = Store(clean_environment)
     assert store.version_of(claim_id) == 2
     record = store.get(claim_id)
     [note] = [n for c in record.checks if c.name == "model_output" for n in c.notes]
@@ -94,7 +94,7 @@ def test_a_stance_under_another_study_id_is_taken_as_the_new_study_s_with_a_note
 
 def test_the_approved_version_stays_in_the_history(runner: CliRunner, evidence_env, clean_environment: Path) -> None:
     [claim_id] = stored(clean_environment, "huang-2010-hpylori-iron")
-    store = SQLiteStore(clean_environment)
+    store = Store(clean_environment)
     review.approve(store, claim_id, 1, "maria")
     assert (
         runner.invoke(app, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-add-evidence"]).exit_code == 0
@@ -225,5 +225,5 @@ def test_batch_attach_adds_each_paper_to_the_claims_it_matches(
     assert low.exit_code == 0, low.output
     paper = json.loads((tmp_path / "low.json").read_text())["papers"][0]
     assert paper["attached"] == [claim_id] and paper["attach_errors"] == []
-    claim = SQLiteStore(clean_environment).get(claim_id)
+    claim = Store(clean_environment).get(claim_id)
     assert len(claim.studies) == 2 and claim.status.value == "draft"

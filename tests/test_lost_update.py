@@ -3,7 +3,6 @@ writer in between makes the first one's change stale; it is refused, never merge
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,12 +13,12 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.errors import StaleVersionError
-from pipeline.store import SQLiteStore
+from pipeline.store import Store
 
 
-def test_a_change_made_from_an_old_read_is_refused(clean_environment: Path) -> None:
-    [record_id] = stored(clean_environment, "huang-2010-hpylori-iron")
-    first, second = SQLiteStore(clean_environment), SQLiteStore(clean_environment)
+def test_a_change_made_from_an_old_read_is_refused(db: str) -> None:
+    [record_id] = stored(db, "huang-2010-hpylori-iron")
+    first, second = Store(db), Store(db)
     mine, my_version = first.get_versioned(record_id)
     theirs, their_version = second.get_versioned(record_id)
     theirs.claim.text = "The other reviewer's wording."
@@ -33,7 +32,7 @@ def test_a_change_made_from_an_old_read_is_refused(clean_environment: Path) -> N
 class EditsWhileTheModelWorks(Scripts):
     """The scripted endpoint, and a reviewer who edits the claim while its first request is answered."""
 
-    def __init__(self, scripts: Scripts, store: SQLiteStore, record_id: str):
+    def __init__(self, scripts: Scripts, store: Store, record_id: str):
         super().__init__(scripts.scripts)
         self.store, self.record_id, self.edited = store, record_id, False
 
@@ -47,10 +46,10 @@ class EditsWhileTheModelWorks(Scripts):
 
 
 def test_evidence_added_while_a_reviewer_edits_is_refused_not_merged(
-    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, clean_environment: Path
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, db: str
 ) -> None:
-    [claim_id] = stored(clean_environment, "huang-2010-hpylori-iron")
-    store = SQLiteStore(clean_environment)
+    [claim_id] = stored(db, "huang-2010-hpylori-iron")
+    store = Store(db)
     with ScriptedEndpoint(EditsWhileTheModelWorks(load_scripts(), store, claim_id)) as endpoint:
         monkeypatch.setenv("OPENAI_BASE_URL", endpoint.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test")

@@ -19,12 +19,12 @@ from pipeline.errors import ReviewRefusedError, StaleVersionError
 from pipeline.llm.recording import load_recording, recorded_pdf
 from pipeline.models import ClaimRecord
 from pipeline.sources.pdf import read_pdf
-from pipeline.store import SCHEMA_VERSION, SQLiteStore
+from pipeline.store import SCHEMA_VERSION, Store
 
 
-def stored(db: Path, *names: str) -> list[str]:
+def stored(db: str | Path, *names: str) -> list[str]:
     """Bundled records put in the store with their papers' text, as `claims run` leaves them."""
-    store = SQLiteStore(db)
+    store = Store(db)
     ids = []
     for name in names:
         recording, record = load_recording(RUNS / name)
@@ -33,8 +33,8 @@ def stored(db: Path, *names: str) -> list[str]:
     return ids
 
 
-def test_list_filters_and_show(runner: CliRunner, clean_environment: Path) -> None:
-    faithful, flagged = stored(clean_environment, "huang-2010-hpylori-iron", "misbehaving-fabricated-quote")
+def test_list_filters_and_show(runner: CliRunner, db: str) -> None:
+    faithful, flagged = stored(db, "huang-2010-hpylori-iron", "misbehaving-fabricated-quote")
     listing = runner.invoke(app, ["review", "list"])
     assert listing.exit_code == 0 and faithful in listing.output and flagged in listing.output
     only_flagged = runner.invoke(app, ["review", "list", "--flagged"]).output
@@ -45,8 +45,8 @@ def test_list_filters_and_show(runner: CliRunner, clean_environment: Path) -> No
     assert "Mechanism — from one study" in shown.output and "created" in shown.output
 
 
-def test_approve_is_refused_while_flagged_unless_overridden(runner: CliRunner, clean_environment: Path) -> None:
-    [flagged] = stored(clean_environment, "misbehaving-fabricated-quote")
+def test_approve_is_refused_while_flagged_unless_overridden(runner: CliRunner, db: str) -> None:
+    [flagged] = stored(db, "misbehaving-fabricated-quote")
     refused = runner.invoke(app, ["review", "approve", flagged, "--reviewer", "maria"])
     assert refused.exit_code == 1
     assert f"record {flagged} has flags (1 ungrounded quote)" in refused.output and "--override" in refused.output
@@ -54,13 +54,13 @@ def test_approve_is_refused_while_flagged_unless_overridden(runner: CliRunner, c
         app, ["review", "approve", flagged, "--reviewer", "maria", "--override", "quote checked by hand"]
     )
     assert ok.exit_code == 0, ok.output
-    [_created, approved] = SQLiteStore(clean_environment).history(flagged)
+    [_created, approved] = Store(db).history(flagged)
     assert (approved.action, approved.actor, approved.version) == ("approved", "maria", 2)
     assert "override: quote checked by hand" in approved.note and '"status": "approved"' in approved.diff
 
 
-def test_reject_reopen_and_history(runner: CliRunner, clean_environment: Path) -> None:
-    [record_id] = stored(clean_environment, "siervo-2016-nitrate")
+def test_reject_reopen_and_history(runner: CliRunner, db: str) -> None:
+    [record_id] = stored(db, "siervo-2016-nitrate")
     assert runner.invoke(app, ["review", "reject", record_id, "--reviewer", "ana", "--reason", ""]).exit_code == 2
     assert (
         runner.invoke(app, ["review", "reject", record_id, "--reviewer", "ana", "--reason", "wrong outcome"]).exit_code
@@ -72,12 +72,12 @@ def test_reject_reopen_and_history(runner: CliRunner, clean_environment: Path) -
     assert history.exit_code == 0
     for word in ("created", "rejected", "reopened", "wrong outcome"):
         assert word in history.output
-    assert SQLiteStore(clean_environment).get(record_id).status.value == "draft"
+    assert Store(db).get(record_id).status.value == "draft"
 
 
-def test_stale_decision_is_refused_with_who_and_when(clean_environment: Path) -> None:
-    [record_id] = stored(clean_environment, "huang-2010-hpylori-iron")
-    store = SQLiteStore(clean_environment)
+def test_stale_decision_is_refused_with_who_and_when(db: str) -> None:
+    [record_id] = stored(db, "huang-2010-hpylori-iron")
+    store = Store(db)
     review.reject(store, record_id, 1, "maria", "not convinced")
     with pytest.raises(StaleVersionError) as caught:
         review.approve(store, record_id, 1, "joe")
@@ -88,13 +88,13 @@ def test_stale_decision_is_refused_with_who_and_when(clean_environment: Path) ->
     assert [e.action for e in store.history(record_id)] == ["created", "rejected"]
 
 
-def test_two_concurrent_approvals_one_wins_one_is_refused(clean_environment: Path) -> None:
-    [record_id] = stored(clean_environment, "datta-2010-dvt-prophylaxis")
+def test_two_concurrent_approvals_one_wins_one_is_refused(db: str) -> None:
+    [record_id] = stored(db, "datta-2010-dvt-prophylaxis")
     outcomes: list[str] = []
     barrier = threading.Barrier(2)
 
     def approve(name: str) -> None:
-        store = SQLiteStore(clean_environment)  # each reviewer has a connection of their own
+        store = Store(db)  # each reviewer has a connection of their own
         version = store.version_of(record_id)
         barrier.wait()
         try:
@@ -110,14 +110,12 @@ def test_two_concurrent_approvals_one_wins_one_is_refused(clean_environment: Pat
         thread.join()
     assert sorted(o == "approved" for o in outcomes) == [False, True]
     assert "reload and try again" in next(o for o in outcomes if o != "approved")
-    assert [e.action for e in SQLiteStore(clean_environment).history(record_id)] == ["created", "approved"]
+    assert [e.action for e in Store(db).history(record_id)] == ["created", "approved"]
 
 
-def test_edit_from_a_file_is_validated_and_rechecked(
-    runner: CliRunner, clean_environment: Path, tmp_path: Path
-) -> None:
-    [record_id] = stored(clean_environment, "huang-2010-hpylori-iron")
-    store = SQLiteStore(clean_environment)
+def test_edit_from_a_file_is_validated_and_rechecked(runner: CliRunner, db: str, tmp_path: Path) -> None:
+    [record_id] = stored(db, "huang-2010-hpylori-iron")
+    store = Store(db)
     data = store.get(record_id).model_dump(mode="json")
     data["claim"]["original_statement"]["text"] = "A sentence the paper never printed."
     edited = tmp_path / "edited.json"
@@ -146,11 +144,9 @@ def test_edit_from_a_file_is_validated_and_rechecked(
     assert store.history(record_id)[-1].action == "edited"
 
 
-def test_invalid_edit_shows_its_errors_and_saves_nothing(
-    runner: CliRunner, clean_environment: Path, tmp_path: Path
-) -> None:
-    [record_id] = stored(clean_environment, "huang-2010-hpylori-iron")
-    store = SQLiteStore(clean_environment)
+def test_invalid_edit_shows_its_errors_and_saves_nothing(runner: CliRunner, db: str, tmp_path: Path) -> None:
+    [record_id] = stored(db, "huang-2010-hpylori-iron")
+    store = Store(db)
     data = store.get(record_id).model_dump(mode="json")
     data["certainty"]["certainty"] = "certain"
     data["claim"]["original_statement"]["page"] = "one"
@@ -172,10 +168,8 @@ def test_invalid_edit_shows_its_errors_and_saves_nothing(
     assert store.version_of(record_id) == 1 and len(store.history(record_id)) == 1
 
 
-def test_edit_in_the_editor(
-    runner: CliRunner, clean_environment: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    [record_id] = stored(clean_environment, "datta-2010-dvt-prophylaxis")
+def test_edit_in_the_editor(runner: CliRunner, db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    [record_id] = stored(db, "datta-2010-dvt-prophylaxis")
     editor = tmp_path / "editor.py"
     editor.write_text(
         "import json, sys\npath = sys.argv[1]\ndata = json.load(open(path))\n"
@@ -185,12 +179,12 @@ def test_edit_in_the_editor(
     monkeypatch.setenv("EDITOR", f"{sys.executable} {editor}")
     result = runner.invoke(app, ["review", "edit", record_id, "--reviewer", "ana"])
     assert result.exit_code == 0, result.output
-    assert SQLiteStore(clean_environment).get(record_id).claim.text.startswith("Each way of preventing clots")
+    assert Store(db).get(record_id).claim.text.startswith("Each way of preventing clots")
 
 
-def test_export_approved_records_with_stable_names(runner: CliRunner, clean_environment: Path, tmp_path: Path) -> None:
-    approved, _draft = stored(clean_environment, "huang-2010-hpylori-iron", "siervo-2016-nitrate")
-    review.approve(SQLiteStore(clean_environment), approved, 1, "maria")
+def test_export_approved_records_with_stable_names(runner: CliRunner, db: str, tmp_path: Path) -> None:
+    approved, _draft = stored(db, "huang-2010-hpylori-iron", "siervo-2016-nitrate")
+    review.approve(Store(db), approved, 1, "maria")
     target = tmp_path / "public"
     result = runner.invoke(app, ["export", str(target), "--markdown"])
     assert result.exit_code == 0 and "1 approved record(s)" in result.output
@@ -205,21 +199,36 @@ def test_older_database_is_upgraded(tmp_path: Path) -> None:
     from pipeline import store as store_module
 
     with sqlite3.connect(path) as db:  # a version-2 database, as the previous release left it
-        for script in store_module._MIGRATIONS[:2]:
+        for script in store_module._SQLITE_STEPS[:2]:
             for statement in filter(str.strip, script.split(";")):
                 db.execute(statement)
         db.execute("PRAGMA user_version = 2")
-    upgraded = SQLiteStore(path)
-    assert upgraded._rows("PRAGMA user_version")[0][0] == SCHEMA_VERSION
+    upgraded = Store(path)
+    assert upgraded.schema_version() == SCHEMA_VERSION
     assert upgraded.summaries() == []
+    Store(tmp_path / "new.db")  # a new store is made whole from the table definitions
+
+    def schema(db: Path) -> dict[str, object]:
+        with sqlite3.connect(db) as connection:
+            names = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            indexes = sorted(
+                row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+            )
+            # (name, type, not null, default, key); a key is never null whether it says so or not
+            return {
+                name: [(c[1], c[2], c[3] or c[5], c[4], c[5]) for c in connection.execute(f"PRAGMA table_info({name})")]
+                for name in names
+            } | {"indexes": indexes}
+
+    assert schema(path) == schema(tmp_path / "new.db")  # upgraded step by step = made new
 
 
 # --------------------------------------------------------------------------- issue 14: states and publishing
 
 
-def test_only_a_draft_is_decided_and_reopen_changes_a_decision(clean_environment: Path) -> None:
-    [record_id] = stored(clean_environment, "huang-2010-hpylori-iron")
-    store = SQLiteStore(clean_environment)
+def test_only_a_draft_is_decided_and_reopen_changes_a_decision(db: str) -> None:
+    [record_id] = stored(db, "huang-2010-hpylori-iron")
+    store = Store(db)
     review.reject(store, record_id, 1, "maria", "not convinced")
     with pytest.raises(ReviewRefusedError, match="is rejected: only a draft can be approved; reopen it first"):
         review.approve(store, record_id, 2, "joe")
@@ -234,10 +243,10 @@ def test_only_a_draft_is_decided_and_reopen_changes_a_decision(clean_environment
 
 
 def test_export_keeps_the_approved_version_while_a_newer_draft_waits(
-    runner: CliRunner, clean_environment: Path, tmp_path: Path
+    runner: CliRunner, db: str, tmp_path: Path
 ) -> None:
-    [record_id] = stored(clean_environment, "misbehaving-fabricated-quote")
-    store = SQLiteStore(clean_environment)
+    [record_id] = stored(db, "misbehaving-fabricated-quote")
+    store = Store(db)
     review.approve(store, record_id, 1, "maria", override="the quote is a fair paraphrase of page 1")
     record, version = store.get_versioned(record_id)
     approved_claim = record.claim.text
@@ -257,13 +266,11 @@ def test_export_keeps_the_approved_version_while_a_newer_draft_waits(
 
 
 def test_at_80_columns_the_list_shows_every_id_and_show_every_citation(
-    runner: CliRunner, clean_environment: Path, monkeypatch: pytest.MonkeyPatch
+    runner: CliRunner, db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pipeline.cli.app import out
 
-    ids = stored(
-        clean_environment, "huang-2010-hpylori-iron", "datta-2010-dvt-prophylaxis", "misbehaving-fabricated-quote"
-    )
+    ids = stored(db, "huang-2010-hpylori-iron", "datta-2010-dvt-prophylaxis", "misbehaving-fabricated-quote")
     monkeypatch.setattr(out, "width", 80)  # as in an 80-column terminal
     listing = runner.invoke(app, ["review", "list"]).output
     assert all(record_id in listing for record_id in ids)
@@ -279,10 +286,10 @@ def test_at_80_columns_the_list_shows_every_id_and_show_every_citation(
 
 
 def test_recheck_flags_a_retraction_and_a_correction_and_unpublishes_until_a_reviewer_acts(
-    runner: CliRunner, clean_environment: Path, tmp_path: Path, cassette
+    runner: CliRunner, db: str, tmp_path: Path, cassette
 ) -> None:
-    corrected, retracted = stored(clean_environment, "huang-2010-hpylori-iron", "siervo-2016-nitrate")
-    store = SQLiteStore(clean_environment)
+    corrected, retracted = stored(db, "huang-2010-hpylori-iron", "siervo-2016-nitrate")
+    store = Store(db)
     record, version = store.get_versioned(retracted)
     record.studies[0].reference.doi = "10.1155/2022/8341966"  # a study later retracted (see the cassette)
     store.update(record, version, "edited", "setup", "")

@@ -30,7 +30,7 @@ def test_the_readme_configuration_table_names_every_variable_and_no_other() -> N
 
 def test_values_and_their_errors() -> None:
     settings = Settings({"HOME": "/home/ana", "CLAIMS_TIMEOUT": "abc", "CLAIMS_MAX_PDF_MB": "0", "USER": "ana"})
-    assert str(settings.db_path) == "/home/ana/.local/share/claims/claims.db"
+    assert settings.db == "/home/ana/.local/share/claims/claims.db"
     assert settings.reviewer == "ana" and settings.model == "gpt-4o-mini"
     with pytest.raises(ConfigError, match="CLAIMS_TIMEOUT=abc is not a number"):
         settings.timeout

@@ -3,24 +3,21 @@ claim page and escapes everything that came from a PDF."""
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
-
 import pytest
 from conftest import RUNS
 
 from pipeline.errors import RecordNotFoundError, RecordSchemaError, StoreError
 from pipeline.models import ClaimRecord
 from pipeline.render import render
-from pipeline.store import SCHEMA_VERSION, SQLiteStore
+from pipeline.store import SCHEMA_VERSION, Store
 
 
 def bundled(name: str = "huang-2010-hpylori-iron") -> ClaimRecord:
     return ClaimRecord.model_validate_json((RUNS / name / "record.json").read_text())
 
 
-def test_add_get_by_prefix_and_history(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "s.db")
+def test_add_get_by_prefix_and_history(db: str) -> None:
+    store = Store(db)
     record = bundled()
     store.add(record)
     assert store.get(record.record_id[:5]) == record
@@ -30,8 +27,8 @@ def test_add_get_by_prefix_and_history(tmp_path: Path) -> None:
     assert (entry.version, entry.action, entry.actor) == (1, "created", "pipeline")
 
 
-def test_duplicate_id_is_refused(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "s.db")
+def test_duplicate_id_is_refused(db: str) -> None:
+    store = Store(db)
     store.add(bundled())
     with pytest.raises(StoreError, match="already stored"):
         store.add(bundled())
@@ -39,8 +36,8 @@ def test_duplicate_id_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_invalid_record_is_never_written(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "s.db")
+def test_invalid_record_is_never_written(db: str) -> None:
+    store = Store(db)
     record = bundled()
     record.studies[0].findings[0].quote.page = "seven"  # type: ignore[assignment]
     with pytest.raises(RecordSchemaError):
@@ -48,8 +45,8 @@ def test_invalid_record_is_never_written(tmp_path: Path) -> None:
     assert store.summaries() == []
 
 
-def test_ambiguous_and_unknown_ids(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "s.db")
+def test_ambiguous_and_unknown_ids(db: str) -> None:
+    store = Store(db)
     for name, record_id in (("huang-2010-hpylori-iron", "abc111111111"), ("siervo-2016-nitrate", "abc222222222")):
         record = bundled(name)
         record.record_id = record_id
@@ -63,13 +60,12 @@ def test_ambiguous_and_unknown_ids(tmp_path: Path) -> None:
     assert store.get("abc2").record_id == "abc222222222"
 
 
-def test_newer_database_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    SQLiteStore(path).close()
-    with sqlite3.connect(path) as connection:
-        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+def test_newer_database_is_refused(db: str) -> None:
+    store = Store(db)
+    with store._write() as connection:  # as a later release of claims would leave it
+        store._set_version(connection, SCHEMA_VERSION + 1)
     with pytest.raises(StoreError, match="newer than this claims"):
-        SQLiteStore(path)
+        Store(db)
 
 
 def test_page_has_every_part_of_the_seed_page() -> None:

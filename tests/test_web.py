@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 from test_review import stored
 
 from pipeline import review
-from pipeline.store import SQLiteStore
+from pipeline.store import Store
 from pipeline.web import create_app
 
 SITE = "http://127.0.0.1:8000"
@@ -21,9 +20,9 @@ def csrf(html: str) -> str:
 
 
 @pytest.fixture
-def site(clean_environment: Path):
-    ids = stored(clean_environment, "huang-2010-hpylori-iron", "misbehaving-fabricated-quote")
-    store = SQLiteStore(clean_environment)
+def site(db: str):
+    ids = stored(db, "huang-2010-hpylori-iron", "misbehaving-fabricated-quote")
+    store = Store(db)
     # as a browser sends a form: to the loopback address, with the page's origin
     client = TestClient(create_app(store), base_url=SITE, headers={"Origin": SITE})
     return client, store, ids
@@ -77,7 +76,7 @@ def test_flagged_record_needs_an_override(site) -> None:  # type: ignore[no-unty
     assert ok.status_code == 200 and store.get(flagged).status.value == "approved"
 
 
-def test_everything_from_a_paper_is_escaped(site, clean_environment: Path) -> None:  # type: ignore[no-untyped-def]
+def test_everything_from_a_paper_is_escaped(site, db: str) -> None:  # type: ignore[no-untyped-def]
     client, store, (faithful, _) = site
     record = store.get(faithful)
     record.claim.text = '<script>alert("x")</script>'
@@ -138,9 +137,9 @@ def test_only_the_allowed_actions_are_offered_and_the_reviewer_is_remembered(sit
     assert 'name="reviewer" value="maria"' in page
 
 
-def test_the_queue_shows_titles_and_searches_sorts_and_pages(site, clean_environment: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_queue_shows_titles_and_searches_sorts_and_pages(site, db: str) -> None:  # type: ignore[no-untyped-def]
     client, store, (faithful, flagged) = site
-    [dvt] = stored(clean_environment, "datta-2010-dvt-prophylaxis")
+    [dvt] = stored(db, "datta-2010-dvt-prophylaxis")
     page = client.get("/").text
     assert "Complications related to deep venous thrombosis prophylaxis in trauma" in page  # a title, not only a DOI
     assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", page) and "+00:00" not in page

@@ -15,7 +15,7 @@ from test_review import stored
 from webserver import ReviewServer
 
 from pipeline import review
-from pipeline.store import SQLiteStore
+from pipeline.store import Store
 
 CHROMIUM = os.environ.get("CLAIMS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: pip install playwright")
@@ -46,7 +46,7 @@ def browser():
 
 def test_reviewer_approves_a_record_from_the_queue(browser, clean_environment: Path, tmp_path: Path) -> None:
     [record_id] = stored(clean_environment, "huang-2010-hpylori-iron")
-    store = SQLiteStore(clean_environment)
+    store = Store(clean_environment)
     with ReviewServer(store) as server:
         page = browser.new_page()
         page.goto(server.url)
@@ -67,7 +67,7 @@ def test_reviewer_approves_a_record_from_the_queue(browser, clean_environment: P
 
 def test_stale_edit_shows_the_conflict(browser, clean_environment: Path) -> None:
     [record_id] = stored(clean_environment, "datta-2010-dvt-prophylaxis")
-    store = SQLiteStore(clean_environment)
+    store = Store(clean_environment)
     with ReviewServer(store) as server:
         page = browser.new_page()
         page.goto(f"{server.url}/records/{record_id}/edit")
@@ -86,7 +86,7 @@ def test_a_reviewer_fixes_a_flagged_quote_on_the_page_and_approves(browser, clea
     """The flag summary links to the flag; the edit form carries the finding's quote; once the
     real sentence is in, the re-check clears the flag and the record is approved without override."""
     [record_id] = stored(clean_environment, "misbehaving-fabricated-quote")
-    store = SQLiteStore(clean_environment)
+    store = Store(clean_environment)
     with ReviewServer(store) as server:
         page = browser.new_page()
         page.goto(f"{server.url}/records/{record_id}")
@@ -111,7 +111,7 @@ def test_a_reviewer_fixes_a_flagged_quote_on_the_page_and_approves(browser, clea
 
 def test_the_queue_search_finds_a_record_by_its_title(browser, clean_environment: Path) -> None:
     ids = stored(clean_environment, "huang-2010-hpylori-iron", "datta-2010-dvt-prophylaxis")
-    with ReviewServer(SQLiteStore(clean_environment)) as server:
+    with ReviewServer(Store(clean_environment)) as server:
         page = browser.new_page()
         page.goto(server.url)
         page.fill("input[name=q]", "thrombosis prophylaxis")

@@ -9,12 +9,12 @@ from typing import Any
 
 import uvicorn
 
-from pipeline.store import SQLiteStore
+from pipeline.store import Store
 from pipeline.web import create_app
 
 
 class ReviewServer:
-    def __init__(self, store: SQLiteStore):
+    def __init__(self, store: Store):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]

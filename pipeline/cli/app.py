@@ -30,7 +30,7 @@ from pipeline.run import STAGES
 from pipeline.settings import RunSettings, Settings, current, use
 from pipeline.sources.http import make_client
 from pipeline.sources.metadata import DoiCache, DoiSettings, Fetched, fetch
-from pipeline.store import SQLiteStore
+from pipeline.store import Store, database_trouble
 
 
 def one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
@@ -46,8 +46,8 @@ def one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
             raise typer.Exit(exc.exit_code) from None
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
-        except sqlite3.DatabaseError as exc:
-            err.print(f"error: {_database_trouble(exc)}", markup=False)
+        except sqlite3.DatabaseError as exc:  # the response cache's
+            err.print(f"error: {database_trouble(str(exc))}", markup=False)
             raise typer.Exit(1) from None
         except OSError as exc:
             err.print(f"error: {_file_trouble(exc)}", markup=False)
@@ -61,21 +61,6 @@ def one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
             raise typer.Exit(70) from None
 
     return guarded
-
-
-def _database_trouble(exc: sqlite3.DatabaseError) -> str:
-    """A database failure in the user's words: a full disk, a damaged file, a locked store."""
-    text = str(exc)
-    if "full" in text:
-        return f"the disk holding a database is full ({text}): free some space and run again; nothing was saved"
-    if "malformed" in text or "not a database" in text:
-        return (
-            f"a database file is damaged ({text}): restore the store from a backup, or point CLAIMS_DB "
-            "(or --db) at another file"
-        )
-    if "readonly" in text or "read-only" in text:
-        return f"a database is read-only ({text}): this command writes; check the file's permissions"
-    return f"a database could not be used ({text}); check CLAIMS_DB (or --db) and CLAIMS_CACHE"
 
 
 def _file_trouble(exc: OSError) -> str:
@@ -104,7 +89,10 @@ if not out.is_terminal:
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 DbOption = typer.Option(
-    None, "--db", help="Record store (SQLite). Default: $CLAIMS_DB or ~/.local/share/claims/claims.db"
+    None,
+    "--db",
+    metavar="FILE|URL",
+    help="Record store: a SQLite file or postgresql://USER@HOST/DB. Default: $CLAIMS_DB or ~/.local/share/claims/claims.db",
 )
 
 
@@ -130,9 +118,9 @@ class StageProgress:
             self._status.stop()
 
 
-def open_store(db: Path | None, read_only: bool = False) -> SQLiteStore:
+def open_store(db: str | None, read_only: bool = False) -> Store:
     """`read_only` for commands that only read: they work on a store the user may not write."""
-    return SQLiteStore(db or current().db_path, read_only=read_only)
+    return Store(db or current().db, read_only=read_only)
 
 
 def run_settings(model: str | None, live: OpenAIChatModel) -> RunSettings:

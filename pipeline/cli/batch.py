@@ -129,7 +129,7 @@ def batch_command(
     ),
     max_pdf_mb: float | None = MaxPdfOption,
     not_a_study_ok: bool = NotAStudyOption,
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Process many papers: concurrent, resumable, cached, with live progress and cost.
 
@@ -148,7 +148,8 @@ def batch_command(
         require_writable_folder(record, "recordings")
     chat: ChatModel = live
     if via == "batch-api":
-        state = store.path.with_suffix(".batches.db")
+        # Beside a SQLite store; a shared (PostgreSQL) store's batches are this machine's to resume.
+        state = store.file.with_suffix(".batches.db") if store.file else current().cache_dir / "batches.db"
         chat = BatchApiChatModel(live, state, expected_waiting=len(sources), poll_seconds=current().batch_poll_seconds)
     if rpm or tpm:
         chat = RateLimitedChatModel(chat, RateLimiter(rpm, tpm))

@@ -58,7 +58,7 @@ def add_evidence_command(
     refresh: bool = typer.Option(False, "--refresh", help="Ignore cached DOI metadata and PDFs."),
     max_pdf_mb: float | None = MaxPdfOption,
     not_a_study_ok: bool = NotAStudyOption,
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Add a study to a claim: its stance, a new synthesis, the checks; a new draft version.
 
@@ -129,7 +129,7 @@ def match_command(
     limit: int = typer.Option(10, "--limit", min=1, help="Show at most this many claims, best first."),
     refresh: bool = typer.Option(False, "--refresh", help="Ignore cached DOI metadata and PDFs."),
     max_pdf_mb: float | None = MaxPdfOption,
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """List the stored claims a paper bears on, best first, with the terms they share.
 

@@ -81,7 +81,7 @@ def _replay_one(directory: Path, pdf_override: Path | None, show: bool) -> None:
     )
 
 
-def _load_record(ref: str, db: Path | None) -> ClaimRecord:
+def _load_record(ref: str, db: str | None) -> ClaimRecord:
     """A record id (or unique prefix) from the store, or a record JSON file."""
     path = Path(ref)
     if ref.endswith(".json") and path.is_file():
@@ -102,7 +102,7 @@ def show(
     record_ref: str = typer.Argument(
         ..., metavar="ID", help="Record id (a unique prefix will do) or a record.json file."
     ),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Show a record's claim page in the terminal."""
     record = _load_record(record_ref, db)
@@ -117,7 +117,7 @@ def render_command(
     ),
     fmt: str = typer.Option("md", "--format", "-f", help="md, html or json."),
     output: Path = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Render a record's claim page as Markdown, HTML or JSON."""
     if fmt not in FORMATS:

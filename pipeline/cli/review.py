@@ -22,7 +22,7 @@ from pipeline.recheck import recheck
 from pipeline.render import Approval, render
 from pipeline.settings import current
 from pipeline.sources.metadata import publication_notices
-from pipeline.store import SQLiteStore, display_time
+from pipeline.store import Store, display_time
 
 review_app = typer.Typer(
     help="Review drafts: list, show, approve, reject, reopen, edit, history.", no_args_is_help=True
@@ -51,7 +51,7 @@ NoteOption = typer.Option("", "--note", help="A note for the history (why, what 
 def list_command(
     status: str | None = typer.Option(None, "--status", help="draft, approved or rejected."),
     flagged: bool = typer.Option(False, "--flagged", help="Only records with flags."),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """A table of records: id, claim, study, status, flags, updated."""
     if status and status not in STATUSES:
@@ -74,7 +74,7 @@ def list_command(
 
 @review_app.command("show")
 @one_line_errors
-def show_command(record_id: str = IdArgument, db: Path | None = DbOption) -> None:
+def show_command(record_id: str = IdArgument, db: str | None = DbOption) -> None:
     """The claim page, its checks, and its history."""
     store = open_store(db, read_only=True)
     record = store.get(record_id)
@@ -82,7 +82,7 @@ def show_command(record_id: str = IdArgument, db: Path | None = DbOption) -> Non
     _print_history(store, record.record_id, diffs=False)
 
 
-def _print_history(store: SQLiteStore, record_id: str, diffs: bool) -> None:
+def _print_history(store: Store, record_id: str, diffs: bool) -> None:
     table = Table(title=f"history of {record_id}")
     for column in ("version", "action", "by", "at", "note"):
         table.add_column(column, overflow="fold")
@@ -102,7 +102,7 @@ def _print_history(store: SQLiteStore, record_id: str, diffs: bool) -> None:
 def history_command(
     record_id: str = IdArgument,
     diffs: bool = typer.Option(True, "--diffs/--no-diffs", help="Show what each change changed."),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Every change to a record: who, when, the note, and the diff."""
     store = open_store(db, read_only=True)
@@ -117,7 +117,7 @@ def approve_command(
     note: str = NoteOption,
     override: str = typer.Option("", "--override", help="Approve despite flags, for this reason."),
     version: int | None = VersionOption,
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Approve a draft. Refused while it has flags, unless --override "reason"."""
     store = open_store(db)
@@ -132,7 +132,7 @@ def reject_command(
     reviewer: str = ReviewerOption,
     reason: str = typer.Option(..., "--reason", help="Why, for the history."),
     version: int | None = VersionOption,
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Reject a draft, with a reason."""
     store = open_store(db)
@@ -147,7 +147,7 @@ def reopen_command(
     reviewer: str = ReviewerOption,
     note: str = NoteOption,
     version: int | None = VersionOption,
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Put an approved or rejected record back to draft."""
     store = open_store(db)
@@ -167,7 +167,7 @@ def edit_command(
     version: int | None = typer.Option(
         None, "--version", help="With --file: the version the file was taken from (claims review show prints it)."
     ),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Edit a record's JSON in $EDITOR; on save it is validated and re-checked, or nothing is saved.
 
@@ -196,7 +196,7 @@ def _edit_text(path: Path) -> str:
 
 
 def _save_edit(
-    store: SQLiteStore, record_id: str, version: int, text: str, reviewer: str, note: str, kept: Path | None
+    store: Store, record_id: str, version: int, text: str, reviewer: str, note: str, kept: Path | None
 ) -> None:
     """Save, or say why not; an editor's file is deleted only once its edit is saved."""
     keep = (
@@ -248,7 +248,7 @@ def export_command(
     folder: Path = typer.Argument(..., metavar="DIR", help="Where to write the files."),
     status: str = typer.Option("approved", "--status", help="Which records: approved (default), draft or rejected."),
     markdown: bool = typer.Option(False, "--markdown", help="Also write each claim page as Markdown."),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """One schema-valid JSON file per record (RECORD_ID.json, stable names), for publishing."""
     if status not in STATUSES:
@@ -283,7 +283,7 @@ def serve_command(
     allow_host: list[str] = typer.Option(
         [], "--allow-host", help="Another host name the page may be reached by (e.g. behind a proxy); repeatable."
     ),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """The review web page: a queue, record pages, approve / reject / edit, history.
 
@@ -337,7 +337,7 @@ def _inside(folder: Path, name: str) -> Path:
 def recheck_command(
     record_ids: list[str] = typer.Argument(None, metavar="[ID...]", help="Records to recheck (an id prefix will do)."),
     every: bool = typer.Option(False, "--all", help="Recheck every stored record."),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Ask Crossref and OpenAlex whether a record's studies were retracted, corrected or given an
     expression of concern since; a record with news becomes a new draft that says so, and leaves

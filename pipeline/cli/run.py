@@ -89,7 +89,7 @@ def run(
     force: bool = typer.Option(
         False, "--force", help="Run and store the paper even if the same run (PDF, settings, prompts) is stored."
     ),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
 ) -> None:
     """Run every stage on a study with a live model and save the draft record; print its id.
 
