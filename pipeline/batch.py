@@ -18,6 +18,8 @@ import json
 import multiprocessing
 import os
 import re
+import secrets
+import socket
 import sys
 import threading
 import time
@@ -44,7 +46,7 @@ from pipeline.settings import current as current_settings
 from pipeline.sources.metadata import DoiCache, DoiSettings, fetch
 from pipeline.sources.pdf import Document, read_pdf
 from pipeline.stages.check import CheckRunner, Rewriter, Sources, check_record
-from pipeline.store import Store
+from pipeline.store import LeaseState, Store
 
 # --------------------------------------------------------------------------- inputs
 
@@ -99,8 +101,9 @@ def load_prices() -> dict[str, Price]:
 @dataclass
 class PaperResult:
     source: str
-    status: str  # "done", "already_done", "failed", "not_started"
+    status: str  # "done", "already_done", "failed", "not_started"; "held" only until the other worker ends
     record_id: str | None = None
+    stored_by_other_worker: bool = False  # already_done because a batch sharing the inputs stored it meanwhile
     error: str | None = None
     calls: int = 0
     cached_calls: int = 0
@@ -174,6 +177,7 @@ class BatchOptions:
     discount: float = 1.0  # 0.5 through the Batch API
     attach_threshold: float | None = None  # --attach: add each paper to the claims it matches this well
     not_a_study_ok: bool = False  # draft documents that do not look like research papers
+    lease_seconds: float = 120.0  # a paper's lease, renewed while it runs; a dead worker's runs out
 
 
 @dataclass
@@ -191,6 +195,71 @@ class BatchTools:
     base_url: str | None = None
     prompts: PromptSet = field(default_factory=load_prompt_set)  # read once a batch
     check: CheckRunner = check_record
+    worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}")
+    leases: LeaseKeeper | None = None  # set by run_batch
+
+
+def _dead_here(holder: str) -> bool:
+    """Whether a lease holder ("host:pid:tag") is a process of this machine that has ended."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+class LeaseKeeper:
+    """Renews the leases this worker holds, in a thread of its own, so a paper that takes longer
+    than a lease stays this worker's; when the process dies the renewals stop and the leases run
+    out, and another worker takes those papers."""
+
+    def __init__(self, store: Store, holder: str, seconds: float):
+        self._store, self._holder, self._seconds = store, holder, seconds
+        self._keys: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, daemon=True, name="lease-keeper")
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def take(self, key: str) -> LeaseState:
+        state = self._store.take_lease(key, self._holder, self._seconds)
+        if state.outcome == "held" and state.holder and _dead_here(state.holder):
+            # a batch on this machine that was killed: its papers need not wait for the leases to run out
+            state = self._store.take_lease(key, self._holder, self._seconds, replacing=state.holder)
+        if state.outcome == "taken":
+            with self._lock:
+                self._keys.add(key)
+        return state
+
+    def done(self, key: str, stored: bool) -> None:
+        """The paper is stored (the store ended the lease with it) or failed (given back)."""
+        with self._lock:
+            self._keys.discard(key)
+        if not stored:
+            self._store.release_lease(key, self._holder)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self._seconds / 4):
+            with self._lock:
+                keys = list(self._keys)
+            for key in keys:
+                try:
+                    self._store.renew_lease(key, self._holder, self._seconds)
+                except ClaimsError:  # the store is briefly unreachable: the next round tries again
+                    pass
 
 
 def _keep_recording(
@@ -232,6 +301,7 @@ def process_paper(
     llm: LLMContext | None = None
     # (pdf, sha256, metadata, pdf_url), to keep a failed run's recording
     recorded: tuple[Path, str, Any, str | None] | None = None
+    leased: str | None = None  # the run key this worker holds a lease on
     try:
         tally.stage(source, "fetch" if looks_like_doi(source) and not Path(source).exists() else "parse")
         pdf, metadata, pdf_url = _locate(source, tools, options)
@@ -240,6 +310,15 @@ def process_paper(
         if existing := tools.store.find_run(key):  # checked before parsing: a finished batch re-runs in moments
             result.status, result.record_id, result.cost = "already_done", existing, 0.0
             return result
+        if tools.leases is not None:  # before the first model call: batches sharing the inputs pay once
+            lease = tools.leases.take(key)
+            if lease.outcome != "taken":
+                result.status, result.record_id, result.cost = (
+                    ("already_done", lease.record_id, 0.0) if lease.outcome == "stored" else ("held", None, 0.0)
+                )
+                result.stored_by_other_worker = lease.outcome == "stored"
+                return result
+            leased = key
         tally.stage(source, "parse")
         document = tools.parse(pdf)
         result.seconds["parse"] = round(time.perf_counter() - started, 3)
@@ -272,6 +351,8 @@ def process_paper(
     except Exception as exc:
         result.error = f"internal error: {type(exc).__name__}: {exc}"
     finally:
+        if leased is not None and tools.leases is not None:
+            tools.leases.done(leased, stored=result.record_id is not None)
         result.seconds["total"] = round(time.perf_counter() - started, 3)
         if llm is not None:  # a failed paper's calls cost money too
             _count(result, llm, settings, tools, options)
@@ -404,6 +485,9 @@ class ParsePool:
             self._pool.shutdown(cancel_futures=True)
 
 
+HELD_POLL_SECONDS = 2.0
+
+
 def run_batch(
     sources: list[str],
     settings: RunSettings,
@@ -418,20 +502,38 @@ def run_batch(
     # whose request slot has opened, should not wait behind another paper's checks.
     sys.setswitchinterval(0.001)
 
+    held: list[tuple[int, str]] = []
+
     def work(index: int, source: str) -> None:
         if stop.is_set():
             results[index] = PaperResult(source=source, status="not_started", error="stopped by --fail-fast", cost=None)
             return
         result = process_paper(source, settings, tools, options, tally)
+        if result.status == "held":  # another worker is on it: come back to it once the rest is done
+            with lock:
+                held.append((index, source))
+            tally.stage(source, None)
+            return
         results[index] = result
         tally.finish(result)
         on_result(result)
         if result.status == "failed" and options.fail_fast:
             stop.set()
 
-    with ThreadPoolExecutor(max_workers=max(1, options.concurrency), thread_name_prefix="paper") as pool:
-        for future in [pool.submit(work, index, source) for index, source in enumerate(sources)]:
-            future.result()
+    lock = threading.Lock()
+    with (
+        LeaseKeeper(tools.store, tools.worker, options.lease_seconds) as tools.leases,
+        ThreadPoolExecutor(max_workers=max(1, options.concurrency), thread_name_prefix="paper") as pool,
+    ):
+        pending = list(enumerate(sources))
+        while pending:
+            for future in [pool.submit(work, index, source) for index, source in pending]:
+                future.result()
+            with lock:
+                pending, held[:] = list(held), []
+            if pending:  # stored by the other worker by now, or its lease ran out (it died) and is taken here
+                time.sleep(min(HELD_POLL_SECONDS, options.lease_seconds / 4))
+    tools.leases = None
     return [results[index] for index in range(len(sources))]
 
 
@@ -444,6 +546,7 @@ def report(results: list[PaperResult], settings: RunSettings, started: str, opti
         "inputs": len(results),
         "succeeded": sum(r.status == "done" for r in results),
         "already_done": sum(r.status == "already_done" for r in results),
+        "stored_by_other_workers": sum(r.stored_by_other_worker for r in results),
         "failed": sum(r.status == "failed" for r in results),
         "not_started": sum(r.status == "not_started" for r in results),
         "model_calls": sum(r.calls for r in results),

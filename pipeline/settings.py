@@ -84,6 +84,7 @@ VARIABLES: dict[str, str] = {
     "CLAIMS_REVIEWER": "the default reviewer name (default $USER)",
     "CLAIMS_PRICES": "a JSON price table instead of the shipped one",
     "CLAIMS_BATCH_POLL_SECONDS": "how often --via batch-api asks whether a batch has ended (default 30)",
+    "CLAIMS_LEASE_SECONDS": "how long a batch worker's claim on a paper lasts unless renewed, e.g. after a crash (default 120)",
     "CLAIMS_HTTP_CASSETTE": "answer metadata and PDF requests from a cassette file (tests, offline demos)",
     "CLAIMS_DEBUG": "show the traceback of an unexpected internal error",
     "CLAIMS_RESPONSE_FORMAT": "how answers are constrained: auto, json_schema, json_object or prompt (default auto)",
@@ -182,6 +183,10 @@ class Settings:
     @property
     def batch_poll_seconds(self) -> float:
         return self._positive("CLAIMS_BATCH_POLL_SECONDS", 30)
+
+    @property
+    def lease_seconds(self) -> float:
+        return self._positive("CLAIMS_LEASE_SECONDS", 120)
 
     @property
     def http_cassette(self) -> Path | None:

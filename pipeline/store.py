@@ -717,10 +717,11 @@ class Store:
 
     # ------------------------------------------------------------------ batch workers
 
-    def take_lease(self, run_key: str, holder: str, seconds: float) -> LeaseState:
+    def take_lease(self, run_key: str, holder: str, seconds: float, replacing: str | None = None) -> LeaseState:
         """Claim a paper for `seconds` before its first model call, unless it is stored already or
-        another worker's lease on it still runs. One statement decides between racing workers:
-        an insert, or on a conflict an update only where the lease has run out."""
+        another worker's lease on it still runs (`replacing`: a worker known to be dead). One
+        statement decides between racing workers: an insert, or on a conflict an update only
+        where the lease has run out."""
         now = time.time()
         try:
             with self._write() as conn:
@@ -732,7 +733,7 @@ class Store:
                     .on_conflict_do_update(
                         index_elements=[leases.c.run_key],
                         set_={"holder": holder, "expires": now + seconds},
-                        where=(leases.c.expires < now) | (leases.c.holder == holder),
+                        where=(leases.c.expires < now) | leases.c.holder.in_({holder, replacing or holder}),
                     )
                 )
                 found = conn.execute(

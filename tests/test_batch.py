@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -295,3 +296,69 @@ def test_kill_9_then_resume_stores_every_record_once(tmp_path: Path) -> None:
         store.get(summary.record_id)  # complete and valid (the store validates against the schema on read)
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["already_done"] == stored_before and report["succeeded"] == len(papers) - stored_before
+
+
+# --------------------------------------------------------------------------- issue 15: workers sharing a batch
+
+
+def _batch_process(listing: Path, env: dict[str, str], report: Path) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "pipeline", "batch", str(listing), "-j", "2", "--report", str(report)]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_three_batches_over_the_same_papers_pay_for_each_paper_once(tmp_path: Path, db: str) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from batch import make_inputs  # the benchmark's distinct copies of the bundled papers
+
+    listing = write_list(tmp_path, *map(str, make_inputs(tmp_path, 8)))
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test", "PYTHONPATH": str(ROOT)}
+    with ScriptedEndpoint(load_scripts(), latency=0.05) as endpoint:
+        env["OPENAI_BASE_URL"] = endpoint.base_url
+        # one batch alone, on a store of its own: what the papers cost
+        alone = {**env, "CLAIMS_DB": str(tmp_path / "alone.db"), "CLAIMS_CACHE": str(tmp_path / "cache-alone")}
+        solo = _batch_process(listing, alone, tmp_path / "alone.json")
+        assert solo.wait(timeout=120) == 0, solo.stdout.read() if solo.stdout else ""
+        # three at once on the shared store, each with a cache of its own (as on three machines)
+        workers = [
+            _batch_process(
+                listing, {**env, "CLAIMS_DB": db, "CLAIMS_CACHE": str(tmp_path / f"cache-{n}")}, tmp_path / f"w{n}.json"
+            )
+            for n in range(3)
+        ]
+        for worker in workers:
+            assert worker.wait(timeout=180) == 0, worker.stdout.read() if worker.stdout else ""
+    solo_calls = json.loads((tmp_path / "alone.json").read_text())["model_calls"]
+    reports = [json.loads((tmp_path / f"w{n}.json").read_text()) for n in range(3)]
+    shared_calls = sum(r["model_calls"] for r in reports)
+    assert solo_calls > 0 and shared_calls <= 1.1 * solo_calls, (solo_calls, [r["model_calls"] for r in reports])
+    assert sum(r["succeeded"] for r in reports) == 8  # each paper drafted by one worker
+    assert all(r["succeeded"] + r["already_done"] == 8 for r in reports)  # and every worker accounts for all
+    assert len(Store(db).summaries()) == 8
+
+
+def test_a_dead_workers_paper_is_taken_once_its_lease_runs_out(
+    runner: CliRunner, batch_env, db: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    listing = write_list(tmp_path, str(HPYLORI_PDF))
+    monkeypatch.setenv("CLAIMS_LEASE_SECONDS", "2")
+    with ScriptedEndpoint(load_scripts()) as endpoint:
+        batch_env(endpoint)
+        scratch = tmp_path / "scratch.db"  # a first run, only to learn the paper's run key
+        monkeypatch.setenv("CLAIMS_DB", str(scratch))
+        assert runner.invoke(app, ["batch", str(listing), "--report", str(tmp_path / "a.json")]).exit_code == 0
+        with sqlite3.connect(scratch) as connection:
+            [(key,)] = connection.execute("SELECT run_key FROM records").fetchall()
+        # on the shared store, a worker on another machine took the paper and then died
+        shared = Store(db)
+        assert shared.take_lease(key, "elsewhere:4242:dead", 1.5).outcome == "taken"
+        assert shared.take_lease(key, "elsewhere:4343:alive", 60).outcome == "held"
+        monkeypatch.setenv("CLAIMS_DB", db)
+        started = time.monotonic()
+        result = runner.invoke(app, ["batch", str(listing), "--report", str(tmp_path / "b.json")])
+        waited = time.monotonic() - started
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert report["succeeded"] == 1
+    assert waited >= 1.0  # it waited for the dead worker's lease instead of running beside it
+    assert len(shared.summaries()) == 1
+    assert shared.take_lease(key, "elsewhere:4343:alive", 60).outcome == "stored"

@@ -167,6 +167,7 @@ def batch_command(
         discount=0.5 if via == "batch-api" else 1.0,
         attach_threshold=attach_threshold if attach else None,
         not_a_study_ok=not_a_study_ok,
+        lease_seconds=current().lease_seconds,
     )
     started = datetime.now(UTC).replace(microsecond=0).isoformat()
     tally = Tally(total=len(sources))
