@@ -68,10 +68,25 @@ def _require_state(record: ClaimRecord, action: str) -> None:
     )
 
 
-def approve(store: Store, record_id: str, version: int, reviewer: str, note: str = "", override: str = "") -> int:
+def approve(
+    store: Store,
+    record_id: str,
+    version: int,
+    reviewer: str,
+    note: str = "",
+    override: str = "",
+    second_reviewer: bool = False,
+) -> int:
+    """`second_reviewer`: the four-eyes rule; whoever made the record's latest edit (or added its
+    latest evidence) may not approve it."""
     store.require_version(record_id, version)
     record = store.get(record_id)
     _require_state(record, "approve")
+    if second_reviewer and store.last_change_by(record_id, ("edited", "evidence added")) == reviewer.strip():
+        raise ReviewRefusedError(
+            f"{reviewer.strip()} made the latest change to record {record.record_id}: another reviewer must "
+            "approve it (the second-reviewer rule)"
+        )
     if flag_count(record) and not override.strip():
         raise ReviewRefusedError(
             f"record {record.record_id} has flags ({flag_summary(record)}); resolve them, or approve with "

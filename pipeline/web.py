@@ -4,6 +4,12 @@ Pages: the queue (filter by status and flags), a record laid out like the claim 
 flagged items highlighted and the review forms, an edit form over the record's fields, and the
 history with each change's diff. Every decision goes through `review.py`, like the CLI's.
 
+Accounts: on a store that has any (`claims user add`), every page needs a login and every
+decision is recorded under the logged-in account; the session is a signed, HttpOnly,
+SameSite=Strict cookie (Secure over TLS) that a password reset or a disabled account ends.
+Failed logins are limited per account and per address. Behind a single-sign-on proxy the
+account may instead come from a header the proxy sets (`proxy_user_header`, only when asked).
+
 Safety: Jinja2 escapes every value (a PDF can carry `<script>`); forms carry a per-browser
 token that must match a SameSite=Strict cookie. The app answers only the host names it serves
 (loopback names by default), so a page on a foreign name that resolves to 127.0.0.1 (DNS
@@ -14,12 +20,14 @@ of it. Every response carries a strict Content-Security-Policy (no script at all
 from __future__ import annotations
 
 import json
+import math
 import re
 import secrets
 from importlib import resources
 from typing import Any
 from urllib.parse import urlencode
 
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 from starlette.applications import Starlette
@@ -30,13 +38,16 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from pipeline import review
+from pipeline.accounts import LoginLimiter, check_password, may, session_stamp
 from pipeline.errors import ClaimsError, InvalidEditError, RecordNotFoundError, StaleVersionError
 from pipeline.models import ClaimType, DomainRating, StepBasis
 from pipeline.render import page_blocks
-from pipeline.store import QUEUE_SORTS, Store, display_time, flag_count
+from pipeline.store import QUEUE_SORTS, Account, Store, display_time, flag_count
 
 CSRF_COOKIE = "claims_csrf"
-REVIEWER_COOKIE = "claims_reviewer"  # the name typed last, filled in on every form until accounts replace it
+REVIEWER_COOKIE = "claims_reviewer"  # on a store without accounts: the name typed last, filled in on every form
+SESSION_COOKIE = "claims_session"
+SESSION_SECONDS = 12 * 3600  # a working day; then log in again
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 SECURITY_HEADERS = {
     # The pages run no script; styles are the inline sheet of base.html.
@@ -91,9 +102,38 @@ def _same_site(url: str, request: Request) -> bool:
     )
 
 
-def create_app(store: Store, allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS) -> Starlette:
-    """`allowed_hosts`: the Host names the app answers (others get 400), loopback by default."""
+def create_app(
+    store: Store,
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS,
+    require_second_reviewer: bool = False,
+    proxy_user_header: str | None = None,
+    login_limiter: LoginLimiter | None = None,
+) -> Starlette:
+    """`allowed_hosts`: the Host names the app answers (others get 400), loopback by default.
+    `require_second_reviewer`: whoever last edited a record may not approve it.
+    `proxy_user_header`: trust this header, set by an authenticating proxy, to name the account."""
     templates = _templates()
+    limiter = login_limiter or LoginLimiter()
+    signer: list[URLSafeTimedSerializer] = []  # made on first use, from the key kept in the store
+
+    def sessions() -> URLSafeTimedSerializer:
+        if not signer:
+            signer.append(URLSafeTimedSerializer(store.signing_key(), salt="claims-session"))
+        return signer[0]
+
+    def signed_in(request: Request) -> Account | None:
+        """The logged-in account, or None; a disabled account or a changed password ends a session."""
+        if proxy_user_header:
+            account = store.account(request.headers.get(proxy_user_header, "").strip())
+            return account if account is not None and not account.disabled else None
+        try:
+            session = sessions().loads(request.cookies.get(SESSION_COOKIE, ""), max_age=SESSION_SECONDS)
+        except BadSignature:
+            return None
+        account = store.account(str(session.get("name", "")))
+        if account is None or account.disabled or session.get("stamp") != session_stamp(account):
+            return None
+        return account
 
     def page(request: Request, name: str, http_status: int = 200, **context: Any) -> HTMLResponse:
         token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
@@ -101,9 +141,10 @@ def create_app(store: Store, allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS) ->
         if request.query_params.get("done"):
             messages.append(("ok", request.query_params["done"]))
         reviewer = request.cookies.get(REVIEWER_COOKIE, "")
+        context.setdefault("user", request.scope.get("claims.user"))
         html = templates.get_template(name).render(csrf=token, messages=messages, reviewer=reviewer, **context)
         response = HTMLResponse(html, status_code=http_status)
-        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict")
+        response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict", secure=_tls(request))
         return response
 
     def remember(response: Response, form: dict[str, str]) -> Response:
@@ -124,6 +165,81 @@ def create_app(store: Store, allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS) ->
         elif not referer or not _same_site(referer, request):
             raise _Refused(403, "request refused: the browser sent neither an Origin nor a Referer of this site")
         return form
+
+    def guarded(handler: Any) -> Any:
+        """On a store with accounts, the handler runs for a logged-in account only (it is in the
+        request's scope for the page and the decision); a visitor is sent to log in."""
+
+        async def endpoint(request: Request) -> Response:
+            if store.has_accounts():
+                account = signed_in(request)
+                if account is None and proxy_user_header:
+                    return PlainTextResponse(
+                        f"no enabled account is named by the {proxy_user_header} header: ask an admin", status_code=401
+                    )
+                if account is None:
+                    if request.method != "GET":
+                        return PlainTextResponse("log in first: your session has ended", status_code=401)
+                    wanted = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                    return RedirectResponse("/login?" + urlencode({"next": wanted}), status_code=303)
+                request.scope["claims.user"] = account
+            response: Response = await handler(request)
+            return response
+
+        return endpoint
+
+    def actor(request: Request, form: dict[str, str], action: str) -> str:
+        """Who a change is recorded under: the logged-in account (if its role allows the action),
+        else, on a store without accounts, the name typed in the form."""
+        account: Account | None = request.scope.get("claims.user")
+        if account is None:
+            return form.get("reviewer", "")
+        if not may(account, action):
+            raise _Refused(403, f"{account.name} is a {account.role}, who may not {action}")
+        return account.name
+
+    async def login_form(request: Request) -> Response:
+        if not store.has_accounts() or proxy_user_header:
+            return RedirectResponse("/", status_code=303)
+        return page(request, "login.html", next=_local(request.query_params.get("next", "/")), account_name="")
+
+    async def login(request: Request) -> Response:
+        if not store.has_accounts() or proxy_user_header:
+            return RedirectResponse("/", status_code=303)
+        try:
+            form = await form_of(request)
+        except _Refused as exc:
+            return page(request, "login.html", exc.status, messages=[("error", exc.message)], next="/", account_name="")
+        name, target = form.get("name", "").strip()[:100], _local(form.get("next", "/"))
+        keys = (f"name:{name.lower()}", f"address:{request.client.host if request.client else ''}")
+        if wait := limiter.wait_seconds(*keys):
+            message = f"too many failed logins: try again in {math.ceil(wait / 60)} minute(s)"
+            return page(request, "login.html", 429, messages=[("error", message)], next=target, account_name=name)
+        account = store.account(name)
+        if account is None or not check_password(account, form.get("password", "")):
+            limiter.failed(*keys)
+            message = "wrong account name or password"
+            return page(request, "login.html", 401, messages=[("error", message)], next=target, account_name=name)
+        limiter.succeeded(keys[0])
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            sessions().dumps({"name": account.name, "stamp": session_stamp(account)}),
+            max_age=SESSION_SECONDS,
+            httponly=True,
+            samesite="strict",
+            secure=_tls(request),
+        )
+        return response
+
+    async def logout(request: Request) -> Response:
+        try:
+            await form_of(request)
+        except _Refused as exc:
+            return PlainTextResponse(exc.message, status_code=exc.status)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict", secure=_tls(request))
+        return response
 
     def version_of(form: dict[str, str]) -> int:
         try:
@@ -197,15 +313,23 @@ def create_app(store: Store, allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS) ->
         try:
             form = await form_of(request)
             version = version_of(form)
-            reviewer = form.get("reviewer", "")
+            if action not in ("approve", "reject", "reopen"):
+                return PlainTextResponse("unknown action", status_code=404)
+            reviewer = actor(request, form, action)
             if action == "approve":
-                review.approve(store, record_id, version, reviewer, form.get("note", ""), form.get("override", ""))
+                review.approve(
+                    store,
+                    record_id,
+                    version,
+                    reviewer,
+                    form.get("note", ""),
+                    form.get("override", ""),
+                    second_reviewer=require_second_reviewer,
+                )
             elif action == "reject":
                 review.reject(store, record_id, version, reviewer, form.get("reason", ""))
-            elif action == "reopen":
-                review.reopen(store, record_id, version, reviewer, form.get("note", ""))
             else:
-                return PlainTextResponse("unknown action", status_code=404)
+                review.reopen(store, record_id, version, reviewer, form.get("note", ""))
         except _Refused as exc:
             return record_page(request, record_id, exc.status, [("error", exc.message)])
         except StaleVersionError as exc:
@@ -250,13 +374,14 @@ def create_app(store: Store, allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS) ->
         try:
             form = await form_of(request)
             version = version_of(form)
+            editor = actor(request, form, "edit")
         except _Refused as exc:
             return edit_page(request, record_id, status=exc.status, messages=[("error", exc.message)])
         # Applied to the stored record; saved only if that is still the version the form was loaded
         # at (the store refuses anything else as stale, with who changed it and when).
         edited = apply_form(store.get(record_id).model_dump(mode="json"), form)
         try:
-            review.edit(store, record_id, version, edited, form.get("reviewer", ""), form.get("note", ""))
+            review.edit(store, record_id, version, edited, editor, form.get("note", ""))
         except InvalidEditError as exc:
             return edit_page(request, record_id, version, 400, problems=exc.problems)
         except StaleVersionError as exc:
@@ -277,16 +402,29 @@ def create_app(store: Store, allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS) ->
 
     return Starlette(
         routes=[
-            Route("/", queue),
-            Route("/records/{record_id}", show),
-            Route("/records/{record_id}/history", history),
-            Route("/records/{record_id}/edit", edit_form, methods=["GET"]),
-            Route("/records/{record_id}/edit", edit_save, methods=["POST"]),
-            Route("/records/{record_id}/{action}", decide, methods=["POST"]),
+            Route("/login", login_form, methods=["GET"]),
+            Route("/login", login, methods=["POST"]),
+            Route("/logout", logout, methods=["POST"]),
+            Route("/", guarded(queue)),
+            Route("/records/{record_id}", guarded(show)),
+            Route("/records/{record_id}/history", guarded(history)),
+            Route("/records/{record_id}/edit", guarded(edit_form), methods=["GET"]),
+            Route("/records/{record_id}/edit", guarded(edit_save), methods=["POST"]),
+            Route("/records/{record_id}/{action}", guarded(decide), methods=["POST"]),
         ],
         exception_handlers={RecordNotFoundError: not_found},
         middleware=[Middleware(_SecurityHeaders), Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))],
     )
+
+
+def _tls(request: Request) -> bool:
+    """Served over TLS (directly, or behind a proxy uvicorn trusts to say so): cookies get Secure."""
+    return request.url.scheme == "https"
+
+
+def _local(target: str) -> str:
+    """Where to go after logging in: a path on this site only, never another site."""
+    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
 
 
 def flag_anchors(blocks: list[Any]) -> tuple[list[tuple[str, str]], dict[str, str]]:

@@ -8,6 +8,7 @@ from pipeline.cli import batch  # noqa: F401
 from pipeline.cli import review  # noqa: F401
 from pipeline.cli import evidence  # noqa: F401
 from pipeline.cli import records  # noqa: F401
+from pipeline.cli import team  # noqa: F401
 from typing import Any
 
 import typer

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from pipeline.accounts import attributed
 from pipeline.cli.app import (
     DbOption,
     MaxPdfOption,
@@ -64,6 +65,7 @@ def add_evidence_command(
 
     An approved version stays in the history until the new one is approved."""
     store = open_store(db)
+    reviewer = attributed(store, reviewer, "add-evidence")
     claim, version = store.get_versioned(claim_id)
     if record:
         require_writable_folder(record.resolve().parent, "recording")

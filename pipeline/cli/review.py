@@ -14,6 +14,7 @@ from rich.markdown import Markdown
 from rich.table import Table
 
 from pipeline import review
+from pipeline.accounts import attributed
 from pipeline.cli.app import DbOption, app, doi_tools, err, one_line_errors, open_store, out
 from pipeline.errors import ClaimsError, InputError, InvalidEditError, StoreError
 from pipeline.files import MAX_JSON_BYTES, read_regular_file, write_json_atomic, write_text_atomic
@@ -121,6 +122,7 @@ def approve_command(
 ) -> None:
     """Approve a draft. Refused while it has flags, unless --override "reason"."""
     store = open_store(db)
+    reviewer = attributed(store, reviewer, "approve")
     new = review.approve(store, record_id, version or store.version_of(record_id), reviewer, note, override)
     out.print(f"record {store.resolve(record_id)} approved by {reviewer} (version {new})")
 
@@ -136,6 +138,7 @@ def reject_command(
 ) -> None:
     """Reject a draft, with a reason."""
     store = open_store(db)
+    reviewer = attributed(store, reviewer, "reject")
     new = review.reject(store, record_id, version or store.version_of(record_id), reviewer, reason)
     out.print(f"record {store.resolve(record_id)} rejected by {reviewer} (version {new})")
 
@@ -151,6 +154,7 @@ def reopen_command(
 ) -> None:
     """Put an approved or rejected record back to draft."""
     store = open_store(db)
+    reviewer = attributed(store, reviewer, "reopen")
     new = review.reopen(store, record_id, version or store.version_of(record_id), reviewer, note)
     out.print(f"record {store.resolve(record_id)} reopened by {reviewer} (version {new})")
 
@@ -175,6 +179,7 @@ def edit_command(
     someone else's change is refused instead of silently undoing it. In the editor, a refused or
     invalid edit is kept in its file, whose path is printed, so nothing typed is lost."""
     store = open_store(db)
+    reviewer = attributed(store, reviewer, "edit")
     record, base = store.get_versioned(record_id)
     if from_file is not None:
         if version is None:
@@ -283,26 +288,55 @@ def serve_command(
     allow_host: list[str] = typer.Option(
         [], "--allow-host", help="Another host name the page may be reached by (e.g. behind a proxy); repeatable."
     ),
+    require_second_reviewer: bool = typer.Option(
+        False, "--require-second-reviewer", help="Whoever made a record's latest edit may not approve it (four eyes)."
+    ),
+    trust_proxy_user_header: str | None = typer.Option(
+        None,
+        "--trust-proxy-user-header",
+        metavar="HEADER",
+        help="Take the account from this header, set by an authenticating reverse proxy (single sign-on).",
+    ),
     db: str | None = DbOption,
 ) -> None:
     """The review web page: a queue, record pages, approve / reject / edit, history.
 
-    It answers only requests addressed to loopback names, the bound address and --allow-host
-    names, so a web page elsewhere cannot reach it through a name that resolves here."""
+    On a store without accounts it serves loopback only and has no login; once an account exists
+    (claims user add) everyone logs in, and it may bind other addresses. It answers only requests
+    addressed to loopback names, the bound address and --allow-host names."""
     import uvicorn
 
     from pipeline.web import LOOPBACK_HOSTS, create_app
 
     if not 1 <= port <= 65535:
         raise InputError(f"--port {port} is not a port number: give one from 1 to 65535")
-    if host not in LOOPBACK_HOSTS:
-        err.print(f"warning: binding {host}: anyone who can reach this address can review records (there is no login)")
-    listener = _listen(host, port)
     store = open_store(db)
+    accounts = store.has_accounts()
+    if host not in LOOPBACK_HOSTS and not accounts:
+        raise InputError(
+            f"--host {host} would let anyone who reaches it review records: the store has no accounts, so the page "
+            "has no login. Add one first (claims user add NAME --role admin), or serve on 127.0.0.1"
+        )
+    if trust_proxy_user_header:
+        if not accounts:
+            raise InputError(
+                "--trust-proxy-user-header names accounts, and this store has none: claims user add NAME ..."
+            )
+        if host not in LOOPBACK_HOSTS:
+            raise InputError(
+                f"--trust-proxy-user-header with --host {host}: anyone reaching {host} directly could send the header; "
+                "bind 127.0.0.1 and let only the proxy reach it"
+            )
+    listener = _listen(host, port)
     hosts = tuple(dict.fromkeys([*LOOPBACK_HOSTS, host, *allow_host]))
-    out.print(f"review page on http://{host}:{port}/ (store {store.path}); Ctrl-C to stop")
-    config = uvicorn.Config(create_app(store, hosts), log_level="warning")
-    uvicorn.Server(config).run(sockets=[listener])
+    login = (
+        f"accounts from the {trust_proxy_user_header} header"
+        if trust_proxy_user_header
+        else ("login required" if accounts else "no accounts, no login")
+    )
+    out.print(f"review page on http://{host}:{port}/ (store {store.path}; {login}); Ctrl-C to stop")
+    application = create_app(store, hosts, require_second_reviewer, trust_proxy_user_header)
+    uvicorn.Server(uvicorn.Config(application, log_level="warning")).run(sockets=[listener])
 
 
 def _listen(host: str, port: int) -> socket.socket:
