@@ -26,8 +26,8 @@ from pipeline.store import ROLES, Account, Store
 # What each role may do; each role may do what the one before it may.
 PERMISSIONS = {
     "reviewer": frozenset({"approve", "reject", "reopen", "edit"}),
-    "curator": frozenset({"approve", "reject", "reopen", "edit", "add-evidence"}),
-    "admin": frozenset({"approve", "reject", "reopen", "edit", "add-evidence", "manage-users"}),
+    "curator": frozenset({"approve", "reject", "reopen", "edit", "add-evidence", "run"}),
+    "admin": frozenset({"approve", "reject", "reopen", "edit", "add-evidence", "run", "manage-users"}),
 }
 MIN_PASSWORD = 10
 _hasher = PasswordHasher()
@@ -70,19 +70,25 @@ def may(account: Account, action: str) -> bool:
 
 def attributed(store: Store, actor: str, action: str) -> str:
     """The name a command-line change is recorded under: any name on a store without accounts;
-    on one with accounts, an enabled account whose role allows the action."""
+    on one with accounts, an enabled account whose role allows the action ("run": starting
+    `claims run` or `claims batch`, as $CLAIMS_REVIEWER or $USER)."""
     actor = actor.strip()
     if not actor or not store.has_accounts():
         return actor
     account = store.account(actor)
     if account is None or account.disabled:
+        how = "set CLAIMS_REVIEWER to" if action == "run" else "pass --reviewer with"
         raise ReviewRefusedError(
-            f"{actor!r} is not an enabled account of this store: pass --reviewer with your account name "
-            "(claims user list shows them)"
+            f"{actor!r} is not an enabled account of this store: {how} your account name (claims user list shows them)"
         )
     if not may(account, action):
         raise ReviewRefusedError(f"{actor} is a {account.role}: a {account.role} may not {action.replace('-', ' ')}")
     return actor
+
+
+def drafted_note(started_by: str) -> str:
+    """The history note of a new draft: who started the run, where that is known."""
+    return f"drafted by the pipeline, run started by {started_by}" if started_by else "drafted by the pipeline"
 
 
 class LoginLimiter:

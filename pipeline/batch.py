@@ -31,6 +31,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pipeline.accounts import drafted_note
 from pipeline.errors import ClaimsError, ConfigError, InputError, StaleVersionError
 from pipeline.evidence import add_study, match_score
 from pipeline.files import path_exists, require_regular_file, write_json_atomic
@@ -178,6 +179,7 @@ class BatchOptions:
     attach_threshold: float | None = None  # --attach: add each paper to the claims it matches this well
     not_a_study_ok: bool = False  # draft documents that do not look like research papers
     lease_seconds: float = 120.0  # a paper's lease, renewed while it runs; a dead worker's runs out
+    started_by: str = ""  # who started the batch, for each new draft's history
 
 
 @dataclass
@@ -338,7 +340,9 @@ def process_paper(
         )
         result.seconds.update(run.seconds)
         _keep_recording(source, settings, tools, options, llm, recorded, run.record, None)
-        result.record_id = tools.store.add(run.record, run_key=key, source_pages=run.document.pages)
+        result.record_id = tools.store.add(
+            run.record, note=drafted_note(options.started_by), run_key=key, source_pages=run.document.pages
+        )
         result.status = "done"
         if options.attach_threshold is not None:
             tally.stage(source, "attach")

@@ -206,3 +206,23 @@ def test_a_sqlite_store_is_copied_into_postgresql_whole(runner: CliRunner, tmp_p
         assert again.exit_code == 2 and "copy into an empty store" in again.output
         migrated = runner.invoke(app, ["db", "migrate", "--db", target])
         assert migrated.exit_code == 0 and "schema version" in migrated.output
+
+
+def test_only_a_curator_starts_runs_on_a_store_with_accounts(  # type: ignore[no-untyped-def]
+    runner: CliRunner, db: str, live_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import HPYLORI_PDF
+
+    add_user(runner, "alice", "reviewer")
+    add_user(runner, "bob", "curator")
+    monkeypatch.setenv("CLAIMS_REVIEWER", "alice")
+    refused = runner.invoke(app, ["run", str(HPYLORI_PDF)])
+    assert refused.exit_code != 0 and "alice is a reviewer: a reviewer may not run" in refused.output
+    assert live_env.scripts.requests == []  # refused before any model call
+    assert Store(db).summaries() == []
+    monkeypatch.setenv("CLAIMS_REVIEWER", "bob")
+    result = runner.invoke(app, ["run", str(HPYLORI_PDF)])
+    assert result.exit_code == 0, result.output
+    [summary] = Store(db).summaries()
+    [created] = Store(db).history(summary.record_id)
+    assert created.note == "drafted by the pipeline, run started by bob"

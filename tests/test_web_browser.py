@@ -119,3 +119,35 @@ def test_the_queue_search_finds_a_record_by_its_title(browser, clean_environment
         page.wait_for_selector("#queue-count")
         assert page.inner_text("#queue-count").startswith("1 record(s)")
         assert ids[1] in page.inner_text("table") and ids[0] not in page.inner_text("table")
+
+
+def test_a_team_member_logs_in_approves_and_logs_out(browser, db: str, tmp_path: Path) -> None:
+    """Issue 15 in a real browser: the login's SameSite=Strict session survives the redirect, the
+    decision carries the account, and logging out ends it (SQLite and PostgreSQL stores)."""
+    from pipeline.accounts import hash_password
+
+    [record_id] = stored(db, "huang-2010-hpylori-iron")
+    store = Store(db)
+    store.add_account("maria", "reviewer", hash_password("correct horse battery"))
+    with ReviewServer(store) as server:
+        page = browser.new_page()
+        page.goto(f"{server.url}/records/{record_id}")
+        assert page.url.startswith(f"{server.url}/login")  # sent to log in first
+        page.fill("input[name=name]", "maria")
+        page.fill("input[name=password]", "wrong password here")
+        page.click("#login-form button")
+        assert "wrong account name or password" in page.inner_text("[role=alert]")
+        page.fill("input[name=password]", "correct horse battery")
+        page.click("#login-form button")
+        page.wait_for_selector("#approve-form")
+        assert page.url == f"{server.url}/records/{record_id}"  # back where the reviewer was going
+        assert "maria (reviewer)" in page.inner_text("#account")
+        assert page.locator("#approve-form input[name=reviewer]").count() == 0  # no name to type
+        page.locator("#approve-form input[name=note]").fill("checked")
+        page.locator("#approve-form button").click()
+        page.wait_for_selector("text=Record approved.")
+        page.click("#account button")  # log out
+        page.wait_for_selector("#login-form")
+        page.goto(server.url)
+        assert page.url.startswith(f"{server.url}/login")
+    assert (store.history(record_id)[-1].action, store.history(record_id)[-1].actor) == ("approved", "maria")

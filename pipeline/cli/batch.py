@@ -13,6 +13,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from pipeline.accounts import attributed
 from pipeline.batch import (
     BatchOptions,
     BatchTools,
@@ -142,6 +143,7 @@ def batch_command(
     live = OpenAIChatModel.from_settings(current())
     settings, base_url = run_settings(model, live), current().base_url
     store = open_store(db)
+    started_by = attributed(store, current().reviewer, "run")
     # Where the results go is tried now, not after every model call has been paid for.
     require_writable_folder(report_path.resolve().parent, "report")
     if record:
@@ -168,6 +170,7 @@ def batch_command(
         attach_threshold=attach_threshold if attach else None,
         not_a_study_ok=not_a_study_ok,
         lease_seconds=current().lease_seconds,
+        started_by=started_by,
     )
     started = datetime.now(UTC).replace(microsecond=0).isoformat()
     tally = Tally(total=len(sources))

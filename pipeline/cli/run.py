@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from pipeline.accounts import attributed, drafted_note
 from pipeline.cli.app import (
     DbOption,
     MaxPdfOption,
@@ -100,6 +101,7 @@ def run(
     settings, base_url = run_settings(model, live), current().base_url
     chat = RecordingChatModel(live) if record else live
     store = open_store(db)
+    started_by = attributed(store, current().reviewer, "run")
     if record:
         require_writable_folder(record.resolve().parent, "recording")
     pdf_path, metadata, pdf_url = locate_study(source, pdf, refresh, max_pdf_mb)
@@ -161,7 +163,12 @@ def run(
     keep_recording(result, None)
     for change in live.format_changes:
         err.print(f"note: {change}", markup=False)
-    store.add(result.record, run_key=None if existing else key, source_pages=result.document.pages)
+    store.add(
+        result.record,
+        note=drafted_note(started_by),
+        run_key=None if existing else key,
+        source_pages=result.document.pages,
+    )
     _summary(result)
     out.print(f"record {result.record.record_id} saved as a draft in {store.path}")
 
