@@ -307,7 +307,8 @@ def process_paper(
     try:
         tally.stage(source, "fetch" if looks_like_doi(source) and not Path(source).exists() else "parse")
         pdf, metadata, pdf_url = _locate(source, tools, options)
-        sha256 = hashlib.sha256(pdf.read_bytes()).hexdigest()
+        pdf_bytes = pdf.read_bytes()
+        sha256 = hashlib.sha256(pdf_bytes).hexdigest()
         key = run_key(sha256, settings, metadata, tools.prompts.hashes())
         if existing := tools.store.find_run(key):  # checked before parsing: a finished batch re-runs in moments
             result.status, result.record_id, result.cost = "already_done", existing, 0.0
@@ -341,7 +342,11 @@ def process_paper(
         result.seconds.update(run.seconds)
         _keep_recording(source, settings, tools, options, llm, recorded, run.record, None)
         result.record_id = tools.store.add(
-            run.record, note=drafted_note(options.started_by), run_key=key, source_pages=run.document.pages
+            run.record,
+            note=drafted_note(options.started_by),
+            run_key=key,
+            source_pages=run.document.pages,
+            pdf=pdf_bytes,
         )
         result.status = "done"
         if options.attach_threshold is not None:

@@ -14,6 +14,7 @@ signing key (`meta`) and the leases batch workers take on papers (`leases`), so 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import os
 import secrets
@@ -33,6 +34,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Table,
     Text,
@@ -120,6 +122,9 @@ leases = Table(
     Column("expires", Float, nullable=False),  # seconds since the epoch, by the holder's clock
 )
 meta = Table("meta", tables, Column("key", Text, primary_key=True), Column("value", Text, nullable=False))
+# Each paper's PDF once, by its sha256, however many records cite it: the review page shows a
+# quote on the page it stands on. Records stored before version 7 have none until it is added.
+pdfs = Table("pdfs", tables, Column("sha256", Text, primary_key=True), Column("data", LargeBinary, nullable=False))
 
 # How SQLite stores made by earlier releases reach the current schema, one step per release
 # (a new store, SQLite or PostgreSQL, is created whole from the tables above).
@@ -180,9 +185,15 @@ def _team_tables(conn: Connection) -> None:
         table.create(conn)
 
 
+def _pdf_table(conn: Connection) -> None:
+    """7: the papers' PDFs, content-addressed."""
+    pdfs.create(conn)
+
+
 _STEPS: list[Callable[[Connection], None]] = [
     *(lambda conn, script=script: _run_script(conn, script) for script in _SQLITE_STEPS),
     _team_tables,
+    _pdf_table,
 ]
 SCHEMA_VERSION = len(_STEPS)
 
@@ -292,6 +303,11 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
         return db
     except sqlite3.OperationalError:
         return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
+
+
+def _cited_pdfs(record: ClaimRecord) -> set[str]:
+    """The sha256 of every PDF a record's studies come from."""
+    return {record.provenance.source.sha256} | {s.source_sha256 for s in record.studies if s.source_sha256}
 
 
 def flag_count(record: ClaimRecord) -> int:
@@ -494,9 +510,10 @@ class Store:
         note: str = "drafted by the pipeline",
         run_key: str | None = None,
         source_pages: list[str] | None = None,
+        pdf: bytes | None = None,
     ) -> str:
-        """Store a new draft (and its source's text); with a run key already stored, return that
-        record's id instead. A worker's lease on the run key ends with the record."""
+        """Store a new draft (and its source's text and PDF); with a run key already stored, return
+        that record's id instead. A worker's lease on the run key ends with the record."""
         require_valid(record)
         now = _now()
         study = record.studies[0].reference if record.studies else None
@@ -528,6 +545,8 @@ class Store:
                 if source_pages is not None:
                     source = record.provenance.source
                     self._add_source(conn, source.sha256, source.file_name, source_pages)
+                if pdf is not None:
+                    self._add_pdf(conn, record.provenance.source.sha256, pdf)
                 if run_key is not None:
                     conn.execute(delete(leases).where(leases.c.run_key == run_key))
         except IntegrityError as exc:
@@ -626,9 +645,31 @@ class Store:
             .on_conflict_do_nothing()
         )
 
-    def add_source(self, sha256: str, file_name: str, pages: list[str]) -> None:
+    def add_source(self, sha256: str, file_name: str, pages: list[str], pdf: bytes | None = None) -> None:
         with self._write() as conn:
             self._add_source(conn, sha256, file_name, pages)
+            if pdf is not None:
+                self._add_pdf(conn, sha256, pdf)
+
+    def _add_pdf(self, conn: Connection, sha256: str, data: bytes) -> None:
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise StoreError(f"the PDF given for {sha256[:12]} has another sha256: not stored")
+        conn.execute(self._insert(pdfs).values(sha256=sha256, data=data).on_conflict_do_nothing())
+
+    def add_pdf(self, data: bytes) -> list[str]:
+        """Keep a PDF that records cite (one stored before PDFs were kept); the records it is for."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        cited = [
+            summary.record_id for summary in self.summaries() if sha256 in _cited_pdfs(self.get(summary.record_id))
+        ]
+        if cited:
+            with self._write() as conn:
+                self._add_pdf(conn, sha256, data)
+        return cited
+
+    def pdf(self, sha256: str) -> bytes | None:
+        rows = self._rows(select(pdfs.c.data).where(pdfs.c.sha256 == sha256))
+        return bytes(rows[0][0]) if rows else None
 
     def version_of(self, id_or_prefix: str) -> int:
         [(version,)] = self._rows(select(records.c.version).where(records.c.id == self.resolve(id_or_prefix)))
@@ -814,12 +855,13 @@ class Store:
             raise InputError(f"{target.path} already holds records or accounts: copy into an empty store")
         counts: dict[str, int] = {}
         with self._read() as source, target._write() as conn:
-            for table in (records, history, sources, users):
-                rows = [dict(row._mapping) for row in source.execute(select(table))]
-                for start in range(0, len(rows), 500):
-                    conn.execute(insert(table), rows[start : start + 500])
-                counts[table.name] = len(rows)
-                progress(table.name, len(rows))
+            for table in (records, history, sources, users, pdfs):
+                counts[table.name] = 0
+                # streamed in small parts: the PDFs alone may be more than memory holds at once
+                for part in source.execution_options(yield_per=100).execute(select(table)).partitions():
+                    conn.execute(insert(table), [dict(row._mapping) for row in part])
+                    counts[table.name] += len(part)
+                progress(table.name, counts[table.name])
             if target.postgres and counts["history"]:  # the copied seq values are taken; new ones follow them
                 conn.execute(
                     text("SELECT setval(pg_get_serial_sequence('history', 'seq'), (SELECT max(seq) FROM history))")

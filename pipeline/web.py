@@ -19,10 +19,12 @@ of it. Every response carries a strict Content-Security-Policy (no script at all
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
 import secrets
+from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
 from urllib.parse import urlencode
@@ -31,13 +33,14 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from pipeline import review
+from pipeline import pages, review
 from pipeline.accounts import LoginLimiter, check_password, may, session_stamp
 from pipeline.errors import ClaimsError, InvalidEditError, RecordNotFoundError, StaleVersionError
 from pipeline.models import ClaimType, DomainRating, StepBasis
@@ -287,10 +290,22 @@ def create_app(
             when=display_time,
         )
 
+    page_cache = pages.PageCache()
+
+    def highlights_of(record: Any) -> list[pages.Highlight]:
+        texts: dict[str, list[str]] = {}
+        for study in record.studies:
+            stored = store.source_pages(pages.pdf_of(record, study.reference.study_id))
+            if stored is not None:
+                texts[study.reference.study_id] = stored[1]
+        return pages.highlights(record, texts)
+
     def record_page(request: Request, record_id: str, status: int = 200, messages: list | None = None) -> Response:
         record, version = store.get_versioned(record_id)
         blocks = page_blocks(record)
         summary, anchors = flag_anchors(blocks)
+        marks = highlights_of(record)
+        missing_pdf = any(store.pdf(pages.pdf_of(record, mark.study_id)) is None for mark in marks)
         return page(
             request,
             "record.html",
@@ -303,7 +318,48 @@ def create_app(
             allowed=review.allowed_actions(record),
             flags=flag_count(record),
             messages=messages or [],
+            marks=marks,
+            missing_pdf=missing_pdf,
         )
+
+    async def quote_page(request: Request) -> Response:
+        """One quote (or nearest passage, or nearest number) on its page, highlighted."""
+        record = store.get(request.path_params["record_id"])
+        marks = highlights_of(record)
+        number = request.path_params["number"]
+        if not 0 <= number < len(marks):
+            return PlainTextResponse("no such quote on this record: go back to the record", status_code=404)
+        mark = marks[number]
+        sha256 = pages.pdf_of(record, mark.study_id)
+        data, text = store.pdf(sha256), store.source_pages(sha256)
+        boxes: list[pages.Box] = []
+        if data is not None and text is not None:
+            paper = await run_in_threadpool(page_cache.paper, sha256, data)
+            boxes = await run_in_threadpool(paper.boxes, mark.page, text[1][mark.page - 1], mark.start, mark.end)
+        return page(
+            request,
+            "quote.html",
+            record=record,
+            mark=mark,
+            boxes=boxes,
+            sha256=sha256,
+            has_pdf=data is not None,
+            previous=number - 1 if number > 0 else None,
+            next=number + 1 if number + 1 < len(marks) else None,
+        )
+
+    async def page_image(request: Request) -> Response:
+        """A page of a stored paper as a PNG, rendered once and cached."""
+        sha256, number = request.path_params["sha256"], request.path_params["page"]
+        data = store.pdf(sha256)
+        if data is None:
+            return PlainTextResponse("no such paper in the store", status_code=404)
+        try:
+            paper = await run_in_threadpool(page_cache.paper, sha256, data)
+            image = await run_in_threadpool(page_cache.image, sha256, paper, number)
+        except ClaimsError as exc:
+            return PlainTextResponse(str(exc), status_code=404)
+        return Response(image, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
 
     async def show(request: Request) -> Response:
         return record_page(request, request.path_params["record_id"])
@@ -396,6 +452,11 @@ def create_app(
         record_id = store.resolve(request.path_params["record_id"])
         return page(request, "history.html", record_id=record_id, entries=store.history(record_id))
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        page_cache.close()
+
     async def not_found(request: Request, exc: Exception) -> Response:
         # the store's own message names its file; a web page has no business showing paths
         return PlainTextResponse("no such record: check the id, or go back to the queue at /", status_code=404)
@@ -408,11 +469,14 @@ def create_app(
             Route("/", guarded(queue)),
             Route("/records/{record_id}", guarded(show)),
             Route("/records/{record_id}/history", guarded(history)),
+            Route("/records/{record_id}/quotes/{number:int}", guarded(quote_page)),
+            Route("/papers/{sha256:str}/pages/{page:int}.png", guarded(page_image)),
             Route("/records/{record_id}/edit", guarded(edit_form), methods=["GET"]),
             Route("/records/{record_id}/edit", guarded(edit_save), methods=["POST"]),
             Route("/records/{record_id}/{action}", guarded(decide), methods=["POST"]),
         ],
         exception_handlers={RecordNotFoundError: not_found},
+        lifespan=lifespan,
         middleware=[Middleware(_SecurityHeaders), Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))],
     )
 

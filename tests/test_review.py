@@ -28,8 +28,8 @@ def stored(db: str | Path, *names: str) -> list[str]:
     ids = []
     for name in names:
         recording, record = load_recording(RUNS / name)
-        pages = read_pdf(recorded_pdf(RUNS / name, recording)).pages
-        ids.append(store.add(record, source_pages=pages))
+        pdf = recorded_pdf(RUNS / name, recording)
+        ids.append(store.add(record, source_pages=read_pdf(pdf).pages, pdf=pdf.read_bytes()))
     return ids
 
 

@@ -84,7 +84,7 @@ def add_evidence_command(
         updated, stance = add_study(
             claim, document, sources, llm, metadata=metadata, pdf_url=pdf_url, rewrite=model_rewriter(llm)
         )
-    store.add_source(document.sha256, document.file_name, document.pages)
+    store.add_source(document.sha256, document.file_name, document.pages, pdf=pdf_path.read_bytes())
     new_version = store.update(
         updated,
         version,

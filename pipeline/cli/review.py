@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import re
 import shlex
 import socket
 import subprocess
@@ -13,12 +14,19 @@ import typer
 from rich.markdown import Markdown
 from rich.table import Table
 
-from pipeline import review
+from pipeline import pages, review
 from pipeline.accounts import attributed
 from pipeline.cli.app import DbOption, app, doi_tools, err, one_line_errors, open_store, out
 from pipeline.errors import ClaimsError, InputError, InvalidEditError, StoreError
-from pipeline.files import MAX_JSON_BYTES, read_regular_file, write_json_atomic, write_text_atomic
-from pipeline.models import ReviewStatus
+from pipeline.files import (
+    MAX_JSON_BYTES,
+    read_regular_file,
+    require_writable_folder,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
+from pipeline.models import ClaimRecord, ReviewStatus
 from pipeline.recheck import recheck
 from pipeline.render import Approval, render
 from pipeline.settings import current
@@ -75,12 +83,61 @@ def list_command(
 
 @review_app.command("show")
 @one_line_errors
-def show_command(record_id: str = IdArgument, db: str | None = DbOption) -> None:
-    """The claim page, its checks, and its history."""
+def show_command(
+    record_id: str = IdArgument,
+    pages_dir: Path | None = typer.Option(
+        None, "--pages", metavar="DIR", help="Also write each quote's page, the quote highlighted, as PNG files here."
+    ),
+    db: str | None = DbOption,
+) -> None:
+    """The claim page, its checks, and its history; with --pages, each quote on its page."""
     store = open_store(db, read_only=True)
     record = store.get(record_id)
+    if pages_dir is not None:
+        require_writable_folder(pages_dir, "pages")
     out.print(Markdown(render(record, "md")), soft_wrap=False)  # wrapped: a cut list item would lose its citations
     _print_history(store, record.record_id, diffs=False)
+    if pages_dir is not None:
+        _write_pages(store, record, pages_dir)
+
+
+def _write_pages(store: Store, record: ClaimRecord, folder: Path) -> None:
+    """One PNG per quote (and per unfound number's nearest number): its page, highlighted."""
+    texts = {
+        s.reference.study_id: stored[1]
+        for s in record.studies
+        if (stored := store.source_pages(pages.pdf_of(record, s.reference.study_id))) is not None
+    }
+    marks = pages.highlights(record, texts)
+    written, missing = 0, set()
+    papers: dict[str, pages.Paper] = {}
+    for mark in marks:
+        sha256 = pages.pdf_of(record, mark.study_id)
+        data = store.pdf(sha256)
+        text = texts.get(mark.study_id) if mark.study_id else next(iter(texts.values()), None)
+        if data is None or text is None:
+            missing.add(sha256[:12])
+            continue
+        paper = papers.get(sha256) or papers.setdefault(sha256, pages.Paper(data))
+        boxes = paper.boxes(mark.page, text[mark.page - 1], mark.start, mark.end)
+        image = pages.with_highlights(paper.render(mark.page), boxes, pages.COLOURS[mark.kind])
+        name = f"{mark.index:02d}-{re.sub(r'[^A-Za-z0-9]+', '_', mark.where).strip('_')}-page{mark.page}.png"
+        write_bytes_atomic(folder / name, pages.png(image))
+        out.print(
+            f"{folder / name}: {mark.kind} on page {mark.page}"
+            + (f" (similarity {mark.similarity})" if mark.kind != "quote" else ""),
+            markup=False,
+        )
+        written += 1
+    for paper in papers.values():
+        paper.close()
+    if missing:
+        err.print(
+            f"note: the PDF of {', '.join(sorted(missing))} is not in the store (the record was stored before PDFs "
+            "were kept): add it with claims db add-pdf PAPER.pdf",
+            markup=False,
+        )
+    out.print(f"{written} page image(s) written to {folder}", markup=False)
 
 
 def _print_history(store: Store, record_id: str, diffs: bool) -> None:

@@ -109,7 +109,8 @@ def run(
     # A recording must hold every exchange, so a recorded run does not read the cache.
     cache = None if (record or no_cache) else SQLiteResponseCache(current().cache_dir / "responses.db")
     llm = LLMContext(chat, settings, cache=cache)
-    sha256 = hashlib.sha256(pdf_path.read_bytes()).hexdigest()
+    pdf_bytes = pdf_path.read_bytes()
+    sha256 = hashlib.sha256(pdf_bytes).hexdigest()
     key = run_key(sha256, settings, metadata, llm.prompts.hashes())
     if (existing := store.find_run(key)) and not force:
         out.print(
@@ -168,6 +169,7 @@ def run(
         note=drafted_note(started_by),
         run_key=None if existing else key,
         source_pages=result.document.pages,
+        pdf=pdf_bytes,
     )
     _summary(result)
     out.print(f"record {result.record.record_id} saved as a draft in {store.path}")

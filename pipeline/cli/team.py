@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -10,6 +12,8 @@ from rich.table import Table
 from pipeline.accounts import hash_password, require_role
 from pipeline.cli.app import DbOption, app, err, one_line_errors, open_store, out
 from pipeline.errors import InputError
+from pipeline.files import read_regular_file
+from pipeline.settings import current
 from pipeline.store import ROLES, SCHEMA_VERSION, Store, display_time
 
 user_app = typer.Typer(help="Accounts for the review page and the history: add, list, disable, reset a password.")
@@ -125,12 +129,33 @@ def db_copy(
         ..., metavar="DST", help="An empty store to copy into, e.g. postgresql://claims@db/claims."
     ),
 ) -> None:
-    """Copy every record, its history, the stored paper text and the accounts into an empty store,
+    """Copy every record, its history, the stored paper text and PDFs and the accounts into an empty store,
     all in one transaction: a team that started on one laptop moves to a shared server."""
     origin = Store(source, read_only=True)
     counts = origin.copy_into(Store(target), progress=lambda table, n: err.print(f"{table}: {n} row(s)", markup=False))
     out.print(
-        f"copied {counts['records']} record(s), {counts['history']} history entries, {counts['sources']} paper text(s) "
-        f"and {counts['users']} account(s) into {Store(target).path}",
+        f"copied {counts['records']} record(s), {counts['history']} history entries, {counts['sources']} paper text(s), "
+        f"{counts['pdfs']} PDF(s) and {counts['users']} account(s) into {Store(target).path}",
         markup=False,
     )
+
+
+@db_app.command("add-pdf")
+@one_line_errors
+def db_add_pdf(
+    files: list[Path] = typer.Argument(..., metavar="PDF...", help="Papers' PDFs."),
+    db: str | None = DbOption,
+) -> None:
+    """Keep papers' PDFs in the store for records made before PDFs were kept, so the review page
+    can show their quotes on the page. A PDF no record cites is not kept."""
+    store = open_store(db)
+    for path in files:
+        data = read_regular_file(path, int(current().max_pdf_megabytes * 1024 * 1024), "PDF", "CLAIMS_MAX_PDF_MB")
+        cited = store.add_pdf(data)
+        if cited:
+            out.print(f"{path}: kept, for {', '.join(cited)}", markup=False)
+        else:
+            err.print(
+                f"{path}: no stored record cites this PDF (sha256 {hashlib.sha256(data).hexdigest()[:12]}); not kept",
+                markup=False,
+            )

@@ -1,0 +1,316 @@
+"""A paper's pages as images, with a quote's place on them: what a reviewer checks a quote against.
+
+The checks locate each quote by character offsets in the page text as stored (PDFium's text,
+cleaned: line ends, hyphens at line breaks, margin line numbers, masked e-mail addresses). To
+draw it, those offsets are mapped back to PDFium's own characters by aligning the stored text
+with PDFium's text of the page (difflib: the clean-up only drops or swaps a few characters, so
+the two align in long runs), and each character's box is asked of PDFium. A ligature ("fi" as
+one glyph) gives its letters one shared box, so it is highlighted whole; the boxes of one line
+are merged into one rectangle, a quote that crosses a line break gets one per line.
+
+PDFium is not thread-safe: every call into it here holds one lock. Rendered pages are cached
+(by paper, page and width), so a page is rendered once however often it is shown.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import pypdfium2 as pdfium
+
+from pipeline.errors import InputError
+from pipeline.models import ClaimRecord, GroundingStatus, QuoteLocation
+from pipeline.stages.textmatch import canonical_number, numbers_of
+
+PAGE_WIDTH = 1000  # pixels: a page image fills a review page's column, and its text stays readable
+_PDFIUM = threading.Lock()
+_NUMBER = re.compile(r"(?<![\w.])[-−–]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\d])")
+
+
+@dataclass(frozen=True)
+class Box:
+    """A rectangle on a page, as fractions of the page's width and height from its top left
+    corner, so that it fits the page image at any size."""
+
+    left: float
+    top: float
+    width: float
+    height: float
+
+
+@dataclass(frozen=True)
+class Highlight:
+    """One thing a reviewer may want to see on its page: a quote (grounded, or the nearest
+    passage to an ungrounded one) or a number the checks could not find (its nearest number)."""
+
+    index: int
+    where: str
+    kind: str  # "quote", "nearest passage" or "nearest number"
+    text: str  # what the record says
+    page: int
+    start: int
+    end: int
+    found: str  # the page's text at start:end
+    similarity: float | None = None
+    study_id: str | None = None
+
+    @property
+    def grounded(self) -> bool:
+        return self.kind == "quote"
+
+
+def _field(record: ClaimRecord, where: str) -> Any:
+    """The value at a record path such as 'studies[0].findings[2].quote'."""
+    node: Any = record.model_dump(mode="json")
+    for name, index in re.findall(r"([A-Za-z_]+)|\[(\d+)\]", where):
+        try:
+            node = node[int(index)] if index else node[name]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def quote_highlights(record: ClaimRecord) -> list[Highlight]:
+    """Every quote the checks located, in the record's order: where it is on its page, or for a
+    quote that is not in the paper, where its nearest passage is."""
+    found: list[Highlight] = []
+    for check in record.checks:
+        for location in check.quotes:
+            if location.page is None or location.start is None or location.end is None:
+                continue
+            found.append(_quote_highlight(record, location, len(found)))
+    return found
+
+
+def _quote_highlight(record: ClaimRecord, location: QuoteLocation, index: int) -> Highlight:
+    value = _field(record, location.where)
+    text = value.get("text", "") if isinstance(value, dict) else str(value or "")
+    grounded = location.status is not GroundingStatus.ungrounded
+    assert location.page is not None and location.start is not None and location.end is not None
+    return Highlight(
+        index=index,
+        where=location.where,
+        kind="quote" if grounded else "nearest passage",
+        text=text,
+        page=location.page,
+        start=location.start,
+        end=location.end,
+        found=location.near_match or "",
+        similarity=location.similarity,
+        study_id=location.study_id,
+    )
+
+
+def number_highlights(record: ClaimRecord, pages_of: dict[str, list[str]], first_index: int) -> list[Highlight]:
+    """For each number flagged `number_not_found`: the number nearest to it in its study's text
+    (by relative difference), and where it stands, so a reviewer sees what the paper does say."""
+    found: list[Highlight] = []
+    for check in record.checks:
+        for flag in check.flags:
+            if flag.code != "number_not_found":
+                continue
+            stated = _field(record, flag.where)
+            wanted = numbers_of(str(stated)) if stated is not None else []
+            study = re.match(r"studies\[(\d+)\]", flag.where)
+            if not wanted or study is None or int(study.group(1)) >= len(record.studies):
+                continue
+            study_id = record.studies[int(study.group(1))].reference.study_id
+            nearest = _nearest_number(wanted[0], pages_of.get(study_id, []))
+            if nearest is None:
+                continue
+            page, start, end, similarity = nearest
+            found.append(
+                Highlight(
+                    index=first_index + len(found),
+                    where=flag.where,
+                    kind="nearest number",
+                    text=str(stated),
+                    page=page,
+                    start=start,
+                    end=end,
+                    found=pages_of[study_id][page - 1][start:end],
+                    similarity=similarity,
+                    study_id=study_id,
+                )
+            )
+    return found
+
+
+def _nearest_number(wanted: str, pages: list[str]) -> tuple[int, int, int, float] | None:
+    try:
+        target = Decimal(wanted)
+    except InvalidOperation:
+        return None
+    best: tuple[Decimal, int, int, int] | None = None
+    for number, text in enumerate(pages, start=1):
+        for match in _NUMBER.finditer(text):
+            canonical = canonical_number(match.group())
+            if canonical is None:
+                continue
+            distance = abs(Decimal(canonical) - target) / max(abs(target), Decimal("0.001"))
+            if best is None or distance < best[0]:
+                best = (distance, number, match.start(), match.end())
+    if best is None:
+        return None
+    distance, page, start, end = best
+    return page, start, end, round(max(0.0, 100.0 * (1 - float(distance))), 1)
+
+
+def pdf_of(record: ClaimRecord, study_id: str | None) -> str:
+    """The sha256 of the PDF a study of the record comes from (the record's own for its first)."""
+    for index, study in enumerate(record.studies):
+        if study.reference.study_id == study_id:
+            return study.source_sha256 or (record.provenance.source.sha256 if index == 0 else "")
+    return record.provenance.source.sha256
+
+
+def highlights(record: ClaimRecord, pages_of: dict[str, list[str]]) -> list[Highlight]:
+    """Every quote's place, then every unfound number's nearest number, numbered in that order."""
+    quotes = quote_highlights(record)
+    return quotes + number_highlights(record, pages_of, len(quotes))
+
+
+# --------------------------------------------------------------------------- PDFium
+
+
+def align(pdfium_text: str, stored_text: str) -> list[int | None]:
+    """For each character of the stored page text, the index of the PDFium character it came
+    from (None for one the clean-up made, such as a '-' for PDFium's soft hyphen)."""
+    mapping: list[int | None] = [None] * len(stored_text)
+    matcher = difflib.SequenceMatcher(None, pdfium_text, stored_text, autojunk=False)
+    for raw_start, stored_start, size in matcher.get_matching_blocks():
+        for offset in range(size):
+            mapping[stored_start + offset] = raw_start + offset
+    return mapping
+
+
+class Paper:
+    """One paper's PDF, opened once: its pages' sizes, images and character boxes."""
+
+    def __init__(self, data: bytes, name: str = "the paper"):
+        with _PDFIUM:
+            try:
+                self._document = pdfium.PdfDocument(data)
+            except pdfium.PdfiumError as exc:
+                raise InputError(f"{name}: the stored PDF cannot be opened ({exc})") from None
+            self.page_count = len(self._document)
+
+    def _page(self, number: int) -> Any:
+        if not 1 <= number <= self.page_count:
+            raise InputError(f"page {number} is not in the paper (it has {self.page_count})")
+        return self._document[number - 1]
+
+    def boxes(self, number: int, stored_text: str, start: int, end: int) -> list[Box]:
+        """The rectangles, one per line, that the stored text's start:end covers on the page."""
+        with _PDFIUM:
+            page = self._page(number)
+            textpage = page.get_textpage()
+            try:
+                raw = textpage.get_text_range()
+                mapping = align(raw, stored_text)
+                left, bottom, right, top = page.get_cropbox()
+                width, height = right - left, top - bottom
+                lines: list[list[float]] = []  # [x0, y0, x1, y1] in PDF points, y upward
+                for index in mapping[max(0, start) : max(0, end)]:
+                    if index is None or index >= textpage.count_chars() or raw[index].isspace():
+                        continue
+                    x0, y0, x1, y1 = textpage.get_charbox(index)
+                    if x1 <= x0 or y1 <= y0:
+                        continue
+                    line = lines[-1] if lines else None
+                    if line and min(line[3], y1) - max(line[1], y0) > 0.5 * min(line[3] - line[1], y1 - y0):
+                        line[:] = [min(line[0], x0), min(line[1], y0), max(line[2], x1), max(line[3], y1)]
+                    else:
+                        lines.append([x0, y0, x1, y1])
+            finally:
+                textpage.close()
+                page.close()
+        return [
+            Box((x0 - left) / width, (top - y1) / height, (x1 - x0) / width, (y1 - y0) / height)
+            for x0, y0, x1, y1 in lines
+        ]
+
+    def render(self, number: int, width: int = PAGE_WIDTH) -> Any:
+        """The page as a Pillow image `width` pixels wide."""
+        with _PDFIUM:
+            page = self._page(number)
+            try:
+                scale = width / page.get_width()
+                return page.render(scale=scale).to_pil().convert("RGB")
+            finally:
+                page.close()
+
+    def close(self) -> None:
+        with _PDFIUM:
+            self._document.close()
+
+
+def png(image: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)  # speed over size: a page is shown, not archived
+    return buffer.getvalue()
+
+
+def with_highlights(image: Any, boxes: list[Box], colour: tuple[int, int, int]) -> Any:
+    """The image with the boxes drawn on it, translucent, for a PNG file (the web page lays its
+    boxes over the image instead, where the browser can measure them)."""
+    from PIL import Image, ImageDraw
+
+    overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    w, h = image.size
+    for box in boxes:
+        shape = (box.left * w - 2, box.top * h - 2, (box.left + box.width) * w + 2, (box.top + box.height) * h + 2)
+        draw.rectangle(shape, fill=(*colour, 90), outline=(*colour, 255), width=2)
+    return Image.alpha_composite(image.convert("RGBA"), overlay).convert("RGB")
+
+
+COLOURS = {"quote": (255, 200, 0), "nearest passage": (230, 90, 30), "nearest number": (60, 120, 230)}
+
+
+class PageCache:
+    """Opened papers and rendered page images, the least recently used dropped first."""
+
+    def __init__(self, papers: int = 8, images: int = 64):
+        self._papers: OrderedDict[str, Paper] = OrderedDict()
+        self._images: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
+        self._limits = (papers, images)
+        self._lock = threading.Lock()
+
+    def paper(self, sha256: str, data: bytes) -> Paper:
+        with self._lock:
+            if sha256 in self._papers:
+                self._papers.move_to_end(sha256)
+                return self._papers[sha256]
+        opened = Paper(data)
+        with self._lock:
+            self._papers[sha256] = opened
+            while len(self._papers) > self._limits[0]:
+                self._papers.popitem(last=False)  # closed when the last page being drawn from it is done
+        return opened
+
+    def close(self) -> None:
+        with self._lock:
+            while self._papers:
+                self._papers.popitem()[1].close()
+            self._images.clear()
+
+    def image(self, sha256: str, paper: Paper, number: int, width: int = PAGE_WIDTH) -> bytes:
+        key = (sha256, number, width)
+        with self._lock:
+            if key in self._images:
+                self._images.move_to_end(key)
+                return self._images[key]
+        made = png(paper.render(number, width))
+        with self._lock:
+            self._images[key] = made
+            while len(self._images) > self._limits[1]:
+                self._images.popitem(last=False)
+        return made
