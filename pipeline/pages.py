@@ -3,8 +3,8 @@
 The checks locate each quote by character offsets in the page text as stored (PDFium's text,
 cleaned: line ends, hyphens at line breaks, margin line numbers, masked e-mail addresses). To
 draw it, those offsets are mapped back to PDFium's own characters by aligning the stored text
-with PDFium's text of the page (difflib: the clean-up only drops or swaps a few characters, so
-the two align in long runs), and each character's box is asked of PDFium. A ligature ("fi" as
+with PDFium's text of the page (in one pass: the clean-up only drops or swaps a few characters),
+and each character's box is asked of PDFium. A ligature ("fi" as
 one glyph) gives its letters one shared box, so it is highlighted whole; the boxes of one line
 are merged into one rectangle, a quote that crosses a line break gets one per line.
 
@@ -14,7 +14,6 @@ PDFium is not thread-safe: every call into it here holds one lock. Rendered page
 
 from __future__ import annotations
 
-import difflib
 import io
 import re
 import threading
@@ -182,13 +181,32 @@ def highlights(record: ClaimRecord, pages_of: dict[str, list[str]]) -> list[High
 
 def align(pdfium_text: str, stored_text: str) -> list[int | None]:
     """For each character of the stored page text, the index of the PDFium character it came
-    from (None for one the clean-up made, such as a '-' for PDFium's soft hyphen)."""
+    from (None for one the clean-up made, such as '[e-mail]' for an address).
+
+    One pass: the clean-up drops the CR of PDFium's CR LF, writes its soft hyphen as '-', and
+    drops or replaces a few runs (margin line numbers, e-mail addresses); past such a run the
+    two texts are brought back in step at the next place where the stored text's next dozen
+    characters stand in PDFium's."""
     mapping: list[int | None] = [None] * len(stored_text)
-    matcher = difflib.SequenceMatcher(None, pdfium_text, stored_text, autojunk=False)
-    for raw_start, stored_start, size in matcher.get_matching_blocks():
-        for offset in range(size):
-            mapping[stored_start + offset] = raw_start + offset
+    raw, i, j = pdfium_text, 0, 0
+    while i < len(raw) and j < len(stored_text):
+        if raw[i] == stored_text[j] or (raw[i] == "\ufffe" and stored_text[j] == "-"):
+            mapping[j] = i
+            i, j = i + 1, j + 1
+        elif raw[i] == "\r":
+            i += 1
+        else:
+            anchor = stored_text[j : j + _ANCHOR]
+            found = raw.find(anchor, i, i + _RESYNC_WINDOW + len(anchor))
+            if found >= 0:
+                i = found
+            else:
+                j += 1  # a character the clean-up wrote: it has no box of its own
     return mapping
+
+
+_ANCHOR = 12
+_RESYNC_WINDOW = 400
 
 
 class Paper:

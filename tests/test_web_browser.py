@@ -151,3 +151,66 @@ def test_a_team_member_logs_in_approves_and_logs_out(browser, db: str, tmp_path:
         page.goto(server.url)
         assert page.url.startswith(f"{server.url}/login")
     assert (store.history(record_id)[-1].action, store.history(record_id)[-1].actor) == ("approved", "maria")
+
+
+def _char_centres(pdf: Path, page: int, phrase: str, image: dict[str, float]) -> list[tuple[float, float]]:
+    """Where PDFium's own boxes for a phrase's characters (found by PDFium's search) fall on the
+    page image as the browser laid it out, in CSS pixels."""
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(str(pdf))
+    textpage = document[page - 1].get_textpage()
+    found = textpage.search(phrase, match_case=True).get_next()
+    assert found is not None, phrase
+    left, bottom, right, top = document[page - 1].get_cropbox()
+    centres = []
+    for index in range(found[0], found[0] + found[1]):
+        x0, y0, x1, y1 = textpage.get_charbox(index)
+        if x1 > x0 and y1 > y0:
+            centres.append(
+                (
+                    image["x"] + ((x0 + x1) / 2 - left) / (right - left) * image["width"],
+                    image["y"] + (top - (y0 + y1) / 2) / (top - bottom) * image["height"],
+                )
+            )
+    return centres
+
+
+@pytest.mark.parametrize(
+    ("quote", "lines"),
+    [
+        # crosses a line break, and a hyphenated one ("esti-" / "mates")
+        (4, ["lower than the pooled esti", "mates for adult individuals of 15.11 g/l"]),
+        # "deficiency" is set with an "fi" ligature: one glyph, one box for two letters
+        (6, ["It suggests an association between H", "pylori and iron deficiency"]),
+    ],
+)
+def test_the_highlight_covers_the_quote_on_the_rendered_page(browser, db: str, quote: int, lines: list[str]) -> None:
+    """Issue 17: the boxes the page lays over the rendered page cover the quote's words where
+    PDFium itself says they stand, line by line, and nothing else."""
+    from conftest import RUNS
+
+    from pipeline.llm.recording import load_recording, recorded_pdf
+
+    [record_id] = stored(db, "huang-2010-hpylori-iron")
+    recording, _ = load_recording(RUNS / "huang-2010-hpylori-iron")
+    pdf = recorded_pdf(RUNS / "huang-2010-hpylori-iron", recording)
+    with ReviewServer(Store(db)) as server:
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(f"{server.url}/records/{record_id}")
+        page.click("#quotes-on-pages summary")
+        page.click(f"a[href='/records/{record_id}/quotes/{quote}']")
+        page.wait_for_load_state("load")  # the page image included (the page's CSP allows no script to ask)
+        image = page.locator("#page-image").bounding_box()
+        boxes = [page.locator(".hl.quote").nth(n).bounding_box() for n in range(page.locator(".hl.quote").count())]
+        page_number = int(page.text_content("h1").split("page")[-1])
+    assert image is not None and image["width"] > 600 and len(boxes) == len(lines)
+    for line, box in zip(lines, boxes, strict=True):
+        centres = _char_centres(pdf, page_number, line, image)
+        assert centres
+        inside = [
+            box["x"] <= x <= box["x"] + box["width"] and box["y"] <= y <= box["y"] + box["height"] for x, y in centres
+        ]
+        assert all(inside), f"{line!r}: {inside.count(False)} of {len(inside)} characters outside the highlight"
+        # and the box is the line's height, not a block of the page
+        assert box["height"] < 3 * (max(y for _, y in centres) - min(y for _, y in centres) + 12)
