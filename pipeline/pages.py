@@ -183,25 +183,26 @@ def align(pdfium_text: str, stored_text: str) -> list[int | None]:
     """For each character of the stored page text, the index of the PDFium character it came
     from (None for one the clean-up made, such as '[e-mail]' for an address).
 
-    One pass: the clean-up drops the CR of PDFium's CR LF, writes its soft hyphen as '-', and
-    drops or replaces a few runs (margin line numbers, e-mail addresses); past such a run the
-    two texts are brought back in step at the next place where the stored text's next dozen
-    characters stand in PDFium's."""
+    One pass. PDFium's text is first put as the clean-up puts it (its CR LF as LF, its soft
+    hyphen as '-'), remembering where each character came from; the clean-up also drops or
+    replaces a few runs (margin line numbers, e-mail addresses), and past such a run the two
+    texts are brought back in step where the stored text's next dozen characters stand."""
+    kept = [i for i, char in enumerate(pdfium_text) if not (char == "\r" and pdfium_text[i + 1 : i + 2] == "\n")]
+    raw = "".join(pdfium_text[i] for i in kept).replace("\ufffe", "-")
     mapping: list[int | None] = [None] * len(stored_text)
-    raw, i, j = pdfium_text, 0, 0
+    i = j = 0
+    in_step = True
     while i < len(raw) and j < len(stored_text):
-        if raw[i] == stored_text[j] or (raw[i] == "\ufffe" and stored_text[j] == "-"):
-            mapping[j] = i
+        if in_step and raw[i] == stored_text[j]:
+            mapping[j] = kept[i]
             i, j = i + 1, j + 1
-        elif raw[i] == "\r":
-            i += 1
+            continue
+        anchor = stored_text[j : j + _ANCHOR]
+        found = raw.find(anchor, i, i + _RESYNC_WINDOW + len(anchor))
+        if found >= 0:
+            i, in_step = found, True
         else:
-            anchor = stored_text[j : j + _ANCHOR]
-            found = raw.find(anchor, i, i + _RESYNC_WINDOW + len(anchor))
-            if found >= 0:
-                i = found
-            else:
-                j += 1  # a character the clean-up wrote: it has no box of its own
+            j, in_step = j + 1, False  # a character the clean-up wrote: it has no box of its own
     return mapping
 
 
