@@ -1,5 +1,5 @@
-"""Make docs/record-page.png: the review page of a bundled record with a flagged quote, in
-headless Chromium. Run from the repository: .venv/bin/python docs/make_screenshot.py"""
+"""Make docs/record-page.png: the review page of a bundled record with a flagged quote, and
+docs/quote-on-page.png: a quote of it highlighted on the paper's page, in headless Chromium. Run from the repository: .venv/bin/python docs/make_screenshot.py"""
 
 from __future__ import annotations
 
@@ -30,8 +30,15 @@ def main() -> None:
             page.screenshot(path=str(ROOT / "docs" / "record-page.png"), full_page=False)
             page.locator("text=Findings:").scroll_into_view_if_needed()
             page.screenshot(path=str(ROOT / "docs" / "record-page-findings.png"), full_page=False)
+            # a quote across a hyphenated line break (page 4, which shows no one's e-mail address)
+            page.goto(f"{server.url}/records/{record_id}/quotes/4")
+            page.wait_for_load_state("load")
+            mark = page.locator(".hl").last.bounding_box()
+            assert mark is not None
+            clip = {"x": 0, "y": mark["y"] - 330, "width": 1200, "height": 420}
+            page.screenshot(path=str(ROOT / "docs" / "quote-on-page.png"), full_page=True, clip=clip)
             browser.close()
-    print("wrote docs/record-page.png and docs/record-page-findings.png")
+    print("wrote docs/record-page.png, docs/record-page-findings.png and docs/quote-on-page.png")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,55 @@
+"""Quote pages: how long the first render of a page takes (PDFium to a PNG), and a quote's boxes.
+
+    python bench/pages.py [--width 1000]
+
+For every page of the bundled papers (fixtures/papers), from a cold cache: open the paper,
+render the page at the review page's width and encode the PNG (what the first visit to a quote
+on that page costs; later visits are served from the cache), and map the whole page's text back
+to PDFium's character boxes (the most a quote can cost). Prints p50, p95 and the worst, in ms
+(target: the first render under 300 ms p95).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT)]
+
+from pipeline import pages  # noqa: E402
+from pipeline.sources.pdf import read_pdf  # noqa: E402
+
+
+def summary(name: str, times: list[float]) -> str:
+    ordered = sorted(times)
+    p95 = statistics.quantiles(ordered, n=100)[94] if len(ordered) > 1 else ordered[0]
+    return f"{name}: p50 {statistics.median(ordered):.0f} ms, p95 {p95:.0f} ms, worst {ordered[-1]:.0f} ms over {len(ordered)} pages"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=int, default=pages.PAGE_WIDTH)
+    args = parser.parse_args()
+    renders, boxes = [], []
+    for pdf in sorted((ROOT / "fixtures" / "papers").glob("*.pdf")):
+        data, texts = pdf.read_bytes(), read_pdf(pdf).pages
+        for number in range(1, len(texts) + 1):
+            started = time.perf_counter()
+            cache = pages.PageCache()  # cold: nothing opened, nothing rendered
+            paper = cache.paper(pdf.name, data)
+            cache.image(pdf.name, paper, number, args.width)
+            renders.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            paper.boxes(number, texts[number - 1], 0, len(texts[number - 1]))
+            boxes.append((time.perf_counter() - started) * 1000)
+            cache.close()
+    print(summary(f"first render of a page at {args.width} px (open, render, PNG)", renders))
+    print(summary("boxes of a whole page's text", boxes))
+
+
+if __name__ == "__main__":
+    main()
