@@ -193,13 +193,15 @@ def test_a_sqlite_store_is_copied_into_postgresql_whole(runner: CliRunner, tmp_p
         copied = runner.invoke(app, ["db", "copy", alone, target])
         assert copied.exit_code == 0, copied.output
         assert re.search(
-            r"copied 2 record\(s\), 3 history entries, 1 paper text\(s\) and 1 account\(s\)", copied.output
+            r"copied 2 record\(s\), 3 history entries, 1 paper text\(s\), 1 PDF\(s\) and 1 account\(s\)", copied.output
         )
         assert "postgresql" in copied.output
         shared = Store(target)
         assert shared.get(faithful) == Store(alone).get(faithful)
         assert shared.history(faithful) == Store(alone).history(faithful)
         assert shared.published(faithful) is not None and shared.account("maria") is not None
+        sha256 = shared.get(faithful).provenance.source.sha256
+        assert shared.pdf(sha256) == Store(alone).pdf(sha256) is not None
         review.reject(shared, flagged, 1, "maria", "a quote is not in the paper")  # new history after the copied rows
         assert [e.action for e in shared.history(flagged)] == ["created", "rejected"]
         again = runner.invoke(app, ["db", "copy", alone, target])
