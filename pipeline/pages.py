@@ -4,7 +4,8 @@ The checks locate each quote by character offsets in the page text as stored (PD
 cleaned: line ends, hyphens at line breaks, margin line numbers, masked e-mail addresses). To
 draw it, those offsets are mapped back to PDFium's own characters by aligning the stored text
 with PDFium's text of the page (in one pass: the clean-up only drops or swaps a few characters),
-and each character's box is asked of PDFium. A ligature ("fi" as
+and each character's box is asked of PDFium (by character index: PDFium's text of a page leaves
+some characters out, so it is not the text the boxes are indexed by). A ligature ("fi" as
 one glyph) gives its letters one shared box, so it is highlighted whole; the boxes of one line
 are merged into one rectangle, a quote that crosses a line break gets one per line.
 
@@ -23,6 +24,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
 
 from pipeline.errors import InputError
 from pipeline.models import ClaimRecord, GroundingStatus, QuoteLocation
@@ -186,7 +188,7 @@ def align(pdfium_text: str, stored_text: str) -> list[int | None]:
     One pass. PDFium's text is first put as the clean-up puts it (its CR LF as LF, its soft
     hyphen as '-'), remembering where each character came from; the clean-up also drops or
     replaces a few runs (margin line numbers, e-mail addresses), and past such a run the two
-    texts are brought back in step where the stored text's next dozen characters stand."""
+    texts are brought back in step where the stored text's next characters stand."""
     kept = [i for i, char in enumerate(pdfium_text) if not (char == "\r" and pdfium_text[i + 1 : i + 2] == "\n")]
     raw = "".join(pdfium_text[i] for i in kept).replace("\ufffe", "-")
     mapping: list[int | None] = [None] * len(stored_text)
@@ -197,8 +199,12 @@ def align(pdfium_text: str, stored_text: str) -> list[int | None]:
             mapping[j] = kept[i]
             i, j = i + 1, j + 1
             continue
-        anchor = stored_text[j : j + _ANCHOR]
-        found = raw.find(anchor, i, i + _RESYNC_WINDOW + len(anchor))
+        found = -1
+        for size, window in _ANCHORS:  # a long anchor far ahead, else a short one close by
+            anchor = stored_text[j : j + size]
+            found = raw.find(anchor, i, i + window + len(anchor))
+            if found >= 0:
+                break
         if found >= 0:
             i, in_step = found, True
         else:
@@ -206,8 +212,32 @@ def align(pdfium_text: str, stored_text: str) -> list[int | None]:
     return mapping
 
 
-_ANCHOR = 12
-_RESYNC_WINDOW = 400
+# (characters, how far ahead): margin line numbers every line leave short runs in step, where
+# only a short anchor close by finds the way back
+_ANCHORS = ((12, 400), (5, 12))
+
+
+def _characters(textpage: Any) -> tuple[str, list[int]]:
+    """PDFium's characters of a page, and for each the character index its box goes by. Its
+    text (get_text_range) is not that: it leaves out some characters (marks PDFium gives the
+    code 2), so past one of them its positions and the boxes' indices part. Code 2 at a line
+    end is the soft hyphen the text writes as U+FFFE, and is written so here; a character
+    beyond the first 65,536 (a mathematical 𝑁) comes as two halves, joined here into one."""
+    codes = [pdfium_c.FPDFText_GetUnicode(textpage, i) for i in range(textpage.count_chars())]
+    text: list[str] = []
+    indices: list[int] = []
+    i = 0
+    while i < len(codes):
+        code = codes[i]
+        low = codes[i + 1] if i + 1 < len(codes) else 0
+        pair = 0xD800 <= code < 0xDC00 and 0xDC00 <= low < 0xE000
+        if pair:
+            text.append(chr(0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)))
+        else:
+            text.append("\ufffe" if code == 2 else chr(code) if code < 0x110000 else "\ufffd")
+        indices.append(i)
+        i += 2 if pair else 1
+    return "".join(text), indices
 
 
 class Paper:
@@ -232,15 +262,15 @@ class Paper:
             page = self._page(number)
             textpage = page.get_textpage()
             try:
-                raw = textpage.get_text_range()
+                raw, char_index = _characters(textpage)
                 mapping = align(raw, stored_text)
                 left, bottom, right, top = page.get_cropbox()
                 width, height = right - left, top - bottom
                 lines: list[list[float]] = []  # [x0, y0, x1, y1] in PDF points, y upward
                 for index in mapping[max(0, start) : max(0, end)]:
-                    if index is None or index >= textpage.count_chars() or raw[index].isspace():
+                    if index is None or raw[index].isspace():
                         continue
-                    x0, y0, x1, y1 = textpage.get_charbox(index)
+                    x0, y0, x1, y1 = textpage.get_charbox(char_index[index])
                     if x1 <= x0 or y1 <= y0:
                         continue
                     line = lines[-1] if lines else None

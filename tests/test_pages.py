@@ -5,6 +5,7 @@ nearest number, and records stored before PDFs were kept."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sqlite3
 from pathlib import Path
@@ -177,3 +178,41 @@ def test_offsets_in_the_cleaned_text_map_back_to_pdfiums_characters() -> None:
         assert [raw[mapping[start + k]] for k in range(len(word))] == list(word)  # type: ignore[index]
     assert raw[mapping[stored.index("-\nment")]] == "\ufffe"  # type: ignore[index]  # the soft hyphen's own box
     assert all(mapping[stored.index("[e-mail]") + k] is None for k in range(len("[e-mail]")))
+
+
+def test_every_grounded_quote_of_every_bundled_record_is_highlighted_where_pdfium_finds_it() -> None:
+    checked = 0
+    for folder in sorted(p for p in RUNS.iterdir() if (p / "record.json").exists()):
+        recording, record = load_recording(folder)
+        pdf = recorded_pdf(folder, recording)
+        texts = read_pdf(pdf).pages
+        paper = pages.Paper(pdf.read_bytes())
+        document = pdfium.PdfDocument(str(pdf))
+        sha256 = hashlib.sha256(pdf.read_bytes()).hexdigest()
+        for quote in pages.quote_highlights(record):
+            if not quote.grounded or pages.pdf_of(record, quote.study_id) != sha256:
+                continue  # an added study's quote: its PDF is not this recording's
+            text = texts[quote.page - 1]
+            boxes = paper.boxes(quote.page, text, quote.start, quote.end)
+            # the quote's longest line, as PDFium's own search finds it (at any of its occurrences)
+            # lines, words split at a line end, and no symbol the text layer spells otherwise (𝑁𝑂3, −)
+            segments = re.split(r"\n|(?<=\w)-(?=\w)|[^\x20-\x7e]", text[quote.start : quote.end])
+            line = max(segments, key=len).strip()
+            searcher = document[quote.page - 1].get_textpage().search(line, match_case=True)
+            best = 0.0
+            while (found := searcher.get_next()) is not None:
+                textpage = document[quote.page - 1].get_textpage()
+                left, bottom, right, top = document[quote.page - 1].get_cropbox()
+                centres = [
+                    (((x0 + x1) / 2 - left) / (right - left), (top - (y0 + y1) / 2) / (top - bottom))
+                    for x0, y0, x1, y1 in (textpage.get_charbox(i) for i in range(found[0], found[0] + found[1]))
+                    if x1 > x0 and y1 > y0
+                ]
+                inside = sum(
+                    any(b.left <= x <= b.left + b.width and b.top <= y <= b.top + b.height for b in boxes)
+                    for x, y in centres
+                )
+                best = max(best, inside / len(centres))
+            assert best == 1.0, (folder.name, quote.where, line)
+            checked += 1
+    assert checked > 100
