@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -452,7 +452,9 @@ def _exit_with(batch_pid: int) -> None:
 class ParsePool:
     """PDFs parsed in worker processes, so a batch's parsing uses every core. The processes (and
     the model client, which takes as long to load) start with the first paper that needs them:
-    a batch whose papers are all done already starts neither."""
+    a batch whose papers are all done already starts neither. Until the processes are up (about
+    half a second), papers are parsed here, one at a time, so the first request leaves as soon
+    as the first paper is read."""
 
     def __init__(
         self, warm: Callable[[], Any] = lambda: None, workers: int | None = None, max_pdf_bytes: int | None = None
@@ -461,7 +463,9 @@ class ParsePool:
         self._max_pdf_bytes = max_pdf_bytes
         self._workers = workers or os.cpu_count() or 2
         self._pool: ProcessPoolExecutor | None = None
+        self._ready: Future[Any] | None = None
         self._lock = threading.Lock()
+        self._here = threading.Lock()  # PDFium is not thread-safe: one paper at a time in this process
 
     def parse(self, pdf: Path) -> Document:
         with self._lock:
@@ -471,7 +475,12 @@ class ParsePool:
                 self._pool = ProcessPoolExecutor(
                     max_workers=self._workers, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),)
                 )
+                self._ready = self._pool.submit(os.getpid)
                 threading.Thread(target=self._warm, daemon=True).start()
+        assert self._ready is not None
+        if not self._ready.done():
+            with self._here:
+                return read_pdf(pdf, None, self._max_pdf_bytes)
         return self._pool.submit(read_pdf, pdf, None, self._max_pdf_bytes).result()
 
     def check(self, record: ClaimRecord, sources: Sources, rewrite: Rewriter | None) -> ClaimRecord:
@@ -491,7 +500,8 @@ class ParsePool:
 
     def __exit__(self, *exc: Any) -> None:
         if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+            # not waited for: idle workers end on their own once the batch's pipe closes
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 HELD_POLL_SECONDS = 2.0
@@ -568,5 +578,29 @@ def report(results: list[PaperResult], settings: RunSettings, started: str, opti
     }
 
 
-def write_report(path: Path, data: dict[str, Any], final: bool = True) -> None:
-    write_json_atomic(path, data, durable=final)
+class ProgressLog:
+    """Each finished paper as one JSON line appended to a file beside the report, so a batch that
+    is killed leaves what it did, at a cost that does not grow with the batch (the report itself is
+    written once, at the end or on Ctrl-C)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._file: Any = None
+
+    def __enter__(self) -> ProgressLog:
+        self._file = self.path.open("a", encoding="utf-8")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._file.close()
+
+    def add(self, result: PaperResult) -> None:
+        line = json.dumps(dataclasses.asdict(result), ensure_ascii=False) + "\n"
+        with self._lock:
+            self._file.write(line)
+            self._file.flush()
+
+
+def write_report(path: Path, data: dict[str, Any]) -> None:
+    write_json_atomic(path, data)

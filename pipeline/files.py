@@ -89,13 +89,12 @@ def read_json_file(path: Path) -> Any:
         raise InputError(f"{path}: the JSON is nested too deeply to be a record") from None
 
 
-def write_text_atomic(path: Path, text: str, durable: bool = True) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"), durable)
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def write_bytes_atomic(path: Path, data: bytes, durable: bool = True) -> None:
-    """Whole or not at all. `durable=False` skips the fsync, for files rewritten every few seconds
-    (a batch's running report) where the last version is enough after a crash."""
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Whole or not at all, and on disk (fsync) before it replaces the old file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -103,13 +102,12 @@ def write_bytes_atomic(path: Path, data: bytes, durable: bool = True) -> None:
             os.fchmod(stream.fileno(), _FILE_MODE)
             stream.write(data)
             stream.flush()
-            if durable:
-                os.fsync(stream.fileno())
+            os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
 
 
-def write_json_atomic(path: Path, data: Any, durable: bool = True) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", durable)
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")

@@ -286,6 +286,9 @@ def test_kill_9_then_resume_stores_every_record_once(tmp_path: Path) -> None:
         assert processes_with_env("CLAIMS_DB", str(db)) == []  # the killed batch's parse processes are gone
         stored_before = len(Store(db).summaries())
         assert 1 <= stored_before < len(papers)
+        # what the killed batch had finished, one JSON line a paper, each a stored record
+        progress = [json.loads(line) for line in (tmp_path / "r.json.progress.jsonl").read_text().splitlines()]
+        assert progress and {p["record_id"] for p in progress} <= {s.record_id for s in Store(db).summaries()}
         endpoint.traits.latency = 0.0  # the latency kept papers in flight at the kill; the resume needs none
         resumed = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -296,6 +299,7 @@ def test_kill_9_then_resume_stores_every_record_once(tmp_path: Path) -> None:
         store.get(summary.record_id)  # complete and valid (the store validates against the schema on read)
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["already_done"] == stored_before and report["succeeded"] == len(papers) - stored_before
+    assert not (tmp_path / "r.json.progress.jsonl").exists()  # the finished report holds it all
 
 
 # --------------------------------------------------------------------------- issue 15: workers sharing a batch

@@ -19,6 +19,7 @@ from pipeline.batch import (
     BatchTools,
     PaperResult,
     ParsePool,
+    ProgressLog,
     Tally,
     load_prices,
     read_inputs,
@@ -100,9 +101,6 @@ class BatchDisplay:
         self.console.print(line, markup=False, highlight=False)
 
 
-REPORT_EVERY_SECONDS = 2.0
-
-
 @app.command("batch")
 @one_line_errors
 def batch_command(
@@ -178,25 +176,30 @@ def batch_command(
         f"{len(sources)} papers, {concurrency} model requests at a time, model {settings.model} via {via}; report: {report_path}"
     )
     done: list[PaperResult] = []
-    with ParsePool(warm=lambda: live.client, max_pdf_bytes=doi_settings.max_pdf_bytes) as pool:
+    progress_path = report_path.with_name(report_path.name + ".progress.jsonl")
+    with (
+        ParsePool(warm=lambda: live.client, max_pdf_bytes=doi_settings.max_pdf_bytes) as pool,
+        ProgressLog(progress_path) as progress,
+    ):
         tools = BatchTools(
             chat, store, cache, client, doi_cache, doi_settings, pool.parse, load_prices(), base_url, check=pool.check
         )
         with BatchDisplay(err, tally) as display:
-            last_written = [0.0]
 
             def on_result(result: PaperResult) -> None:
                 done.append(result)
                 display.paper_done(result)
-                # The running report, so a crash keeps what was done: at most every few seconds, as
-                # rewriting it after every paper would cost the square of the batch's length.
-                if time.monotonic() - last_written[0] >= REPORT_EVERY_SECONDS:
-                    write_report(report_path, report(done, settings, started, options), final=False)
-                    last_written[0] = time.monotonic()
+                progress.add(result)  # one line a paper, appended: the same cost at paper 10 and 10,000
 
-            results = run_batch(sources, settings, tools, options, tally, on_result)
+            try:
+                results = run_batch(sources, settings, tools, options, tally, on_result)
+            except KeyboardInterrupt:
+                write_report(report_path, report(list(done), settings, started, options))
+                err.print(f"interrupted: {len(done)} of {len(sources)} papers reported in {report_path}", markup=False)
+                raise
     data = report(results, settings, started, options)
     write_report(report_path, data)
+    progress_path.unlink(missing_ok=True)  # the report holds it all now
     _summary_table(results, data)
     if data["failed"] or data["not_started"]:
         raise typer.Exit(1)
