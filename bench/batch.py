@@ -168,6 +168,7 @@ def scale(scripts: Scripts, sizes: list[int]) -> None:
         print("papers  latency  -j  wall s  ideal s  wall / ideal  first request after  last answer before end")
         for latency in (0.2, 2.0):
             for concurrency in (4, 16):
+                scripts.timeline.clear()
                 with ScriptedEndpoint(scripts, latency=latency) as endpoint:
                     name = f"l{latency}-j{concurrency}"
                     started = time.monotonic()

@@ -23,7 +23,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +34,7 @@ from typing import Any
 from pipeline.accounts import drafted_note
 from pipeline.errors import ClaimsError, ConfigError, InputError, StaleVersionError
 from pipeline.evidence import add_study, match_score
-from pipeline.files import path_exists, require_regular_file, write_json_atomic
+from pipeline.files import path_exists, require_regular_file, write_text_atomic
 from pipeline.identifiers import looks_like_doi, normalise_doi
 from pipeline.llm.base import ChatModel, LLMContext, RecordingChatModel, ResponseCache
 from pipeline.llm.recording import build_recording, save_recording
@@ -208,11 +208,11 @@ def _dead_here(holder: str) -> bool:
     if host != socket.gethostname() or not pid.isdigit():
         return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return True
-    except PermissionError:  # alive, another user's
-        return False
+    except PermissionError:
+        pass  # it exists, and is another user's
     return False
 
 
@@ -540,14 +540,27 @@ def run_batch(
             stop.set()
 
     lock = threading.Lock()
+    workers = max(1, options.concurrency)
+
+    def drain(queue: Iterator[tuple[int, str]]) -> None:
+        while True:
+            with lock:
+                item = next(queue, None)
+            if item is None:
+                return
+            work(*item)
+
     with (
         LeaseKeeper(tools.store, tools.worker, options.lease_seconds) as tools.leases,
-        ThreadPoolExecutor(max_workers=max(1, options.concurrency), thread_name_prefix="paper") as pool,
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="paper") as pool,
     ):
         pending = list(enumerate(sources))
         while pending:
-            for future in [pool.submit(work, index, source) for index, source in pending]:
-                future.result()
+            # each worker thread takes the next paper when it is free: no task object a paper,
+            # so the batch's memory does not grow with its length
+            queue = iter(pending)
+            for thread in [pool.submit(drain, queue) for _ in range(min(workers, len(pending)))]:
+                thread.result()
             with lock:
                 pending, held[:] = list(held), []
             if pending:  # stored by the other worker by now, or its lease ran out (it died) and is taken here
@@ -557,6 +570,7 @@ def run_batch(
 
 
 def report(results: list[PaperResult], settings: RunSettings, started: str, options: BatchOptions) -> dict[str, Any]:
+    """The report's totals; `write_report` adds every paper."""
     costs = [r.cost for r in results]
     return {
         "started": started,
@@ -574,7 +588,6 @@ def report(results: list[PaperResult], settings: RunSettings, started: str, opti
         "completion_tokens": sum(r.completion_tokens for r in results),
         "cost_usd": round(sum(c for c in costs if c is not None), 6) if None not in costs else None,
         "price_discount": options.discount,
-        "papers": [dataclasses.asdict(r) for r in results],
     }
 
 
@@ -602,5 +615,14 @@ class ProgressLog:
             self._file.flush()
 
 
-def write_report(path: Path, data: dict[str, Any]) -> None:
-    write_json_atomic(path, data)
+def write_report(path: Path, totals: dict[str, Any], results: list[PaperResult]) -> None:
+    """The totals and then every paper, one JSON object a line, written as it goes (not built as
+    one string first: at 5,000 papers that would be the batch's largest object)."""
+
+    def parts() -> Iterator[str]:
+        yield json.dumps(totals, indent=2, ensure_ascii=False)[:-2] + ',\n  "papers": ['
+        for n, result in enumerate(results):
+            yield ("," if n else "") + "\n    " + json.dumps(dataclasses.asdict(result), ensure_ascii=False)
+        yield "\n  ]\n}\n"
+
+    write_text_atomic(path, parts())

@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -89,18 +90,22 @@ def read_json_file(path: Path) -> Any:
         raise InputError(f"{path}: the JSON is nested too deeply to be a record") from None
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
+def write_text_atomic(path: Path, text: str | Iterable[str]) -> None:
+    """UTF-8 text, whole or not at all; `text` may come in parts, written as they come."""
+    write_bytes_atomic(
+        path, [text.encode("utf-8")] if isinstance(text, str) else (part.encode("utf-8") for part in text)
+    )
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: Path, data: bytes | Iterable[bytes]) -> None:
     """Whole or not at all, and on disk (fsync) before it replaces the old file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(handle, "wb") as stream:
             os.fchmod(stream.fileno(), _FILE_MODE)
-            stream.write(data)
+            for part in [data] if isinstance(data, bytes) else data:
+                stream.write(part)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)

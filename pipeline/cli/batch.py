@@ -194,25 +194,35 @@ def batch_command(
             try:
                 results = run_batch(sources, settings, tools, options, tally, on_result)
             except KeyboardInterrupt:
-                write_report(report_path, report(list(done), settings, started, options))
+                finished = list(done)
+                write_report(report_path, report(finished, settings, started, options), finished)
                 err.print(f"interrupted: {len(done)} of {len(sources)} papers reported in {report_path}", markup=False)
                 raise
     data = report(results, settings, started, options)
-    write_report(report_path, data)
+    write_report(report_path, data, results)
     progress_path.unlink(missing_ok=True)  # the report holds it all now
-    _summary_table(results, data)
+    _summary_table(results, data, report_path)
     if data["failed"] or data["not_started"]:
         raise typer.Exit(1)
 
 
-def _summary_table(results: list[PaperResult], data: dict[str, Any]) -> None:
+SUMMARY_ROWS = 50  # a longer batch's table lists its failures only; the report has every paper
+
+
+def _summary_table(results: list[PaperResult], data: dict[str, Any], report_path: Path) -> None:
+    shown = results if len(results) <= SUMMARY_ROWS else [r for r in results if r.status != "done"][:SUMMARY_ROWS]
+    if len(shown) < len(results):
+        out.print(
+            f"{len(results)} papers: the table lists {len(shown)} that did not succeed now (every paper is in {report_path})",
+            markup=False,
+        )
     table = Table(title="batch summary", show_lines=False)
     table.add_column("paper", no_wrap=True, overflow="ellipsis", max_width=36)
     table.add_column("status", no_wrap=True)
     table.add_column("record / error", overflow="fold")
     for column in ("calls", "tokens", "cost", "seconds"):
         table.add_column(column, justify="right", no_wrap=True)
-    for r in results:
+    for r in shown:
         table.add_row(
             r.source if r.source.startswith("10.") else Path(r.source).name,
             r.status,
