@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import typer
@@ -119,6 +120,10 @@ def run(
             markup=False,
         )
         return
+    # The stages are a chain (draft writes the claim from extract's findings, grade rates that
+    # claim), so no two model calls of one paper can overlap; what can is loading the model
+    # client (importing openai takes about 0.35 s) while the PDF is parsed.
+    threading.Thread(target=lambda: live.client, daemon=True, name="load-client").start()
 
     def keep_recording(result: RunResult | None, failure: str | None) -> None:
         if not (record and isinstance(chat, RecordingChatModel) and (result or chat.interactions)):
