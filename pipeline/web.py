@@ -219,7 +219,9 @@ def create_app(
             message = f"too many failed logins: try again in {math.ceil(wait / 60)} minute(s)"
             return page(request, "login.html", 429, messages=[("error", message)], next=target, account_name=name)
         account = store.account(name)
-        if account is None or not check_password(account, form.get("password", "")):
+        # the password is checked (a hash computed) even for an unknown name: the answer's timing
+        # must not tell which names exist
+        if not check_password(account, form.get("password", "")) or account is None:
             limiter.failed(*keys)
             message = "wrong account name or password"
             return page(request, "login.html", 401, messages=[("error", message)], next=target, account_name=name)
