@@ -11,10 +11,9 @@ import tempfile
 from pathlib import Path
 
 import typer
-from rich.markdown import Markdown
 from rich.table import Table
 
-from pipeline import pages, review
+from pipeline import review
 from pipeline.accounts import attributed
 from pipeline.cli.app import DbOption, app, doi_tools, err, one_line_errors, open_store, out
 from pipeline.errors import ClaimsError, InputError, InvalidEditError, StoreError
@@ -95,6 +94,8 @@ def show_command(
     record = store.get(record_id)
     if pages_dir is not None:
         require_writable_folder(pages_dir, "pages")
+    from rich.markdown import Markdown  # here: markdown-it is needed by this command only
+
     out.print(Markdown(render(record, "md")), soft_wrap=False)  # wrapped: a cut list item would lose its citations
     _print_history(store, record.record_id, diffs=False)
     if pages_dir is not None:
@@ -103,6 +104,8 @@ def show_command(
 
 def _write_pages(store: Store, record: ClaimRecord, folder: Path) -> None:
     """One PNG per quote (and per unfound number's nearest number): its page, highlighted."""
+    from pipeline import pages  # here: PDFium and Pillow are needed by --pages only
+
     texts = {
         s.reference.study_id: stored[1]
         for s in record.studies
