@@ -857,8 +857,9 @@ class Store:
         with self._read() as source, target._write() as conn:
             for table in (records, history, sources, users, pdfs):
                 counts[table.name] = 0
-                # streamed in small parts: the PDFs alone may be more than memory holds at once
-                for part in source.execution_options(yield_per=100).execute(select(table)).partitions():
+                # streamed in parts, a few PDFs at a time: they alone may be more than memory holds
+                rows = 4 if table is pdfs else 500
+                for part in source.execution_options(yield_per=rows).execute(select(table)).partitions():
                     conn.execute(insert(table), [dict(row._mapping) for row in part])
                     counts[table.name] += len(part)
                 progress(table.name, counts[table.name])
