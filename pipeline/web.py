@@ -24,7 +24,7 @@ import json
 import math
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from importlib import resources
 from typing import Any
 from urllib.parse import urlencode
@@ -322,6 +322,7 @@ def create_app(
             messages=messages or [],
             marks=marks,
             missing_pdf=missing_pdf,
+            quote_links=quote_places(blocks, marks, record),
         )
 
     async def quote_page(request: Request) -> Response:
@@ -493,29 +494,50 @@ def _local(target: str) -> str:
     return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
 
 
-def flag_anchors(blocks: list[Any]) -> tuple[list[tuple[str, str]], dict[str, str]]:
-    """Each flagged place on the page, in page order: (anchor, its [FLAG ...] text) for the summary
-    at the top, and the anchor of each place, keyed 'block', 'block.item' or 'block.row.cell'."""
-    summary: list[tuple[str, str]] = []
-    anchors: dict[str, str] = {}
-
-    def note(key: str, text: str) -> None:
-        found = [part for part in _FLAG.split(text) if _FLAG.fullmatch(part)]
-        if found:
-            anchors[key] = f"flag-{len(summary) + 1}"
-            summary.append((anchors[key], " ".join(found)))
-
+def _places(blocks: list[Any]) -> Iterator[tuple[str, str]]:
+    """Every place on the page that holds text, in page order, keyed 'block', 'block.item' or
+    'block.row.cell', with its text."""
     for b, block in enumerate(blocks):
         if block.kind == "table":
             for r, row in enumerate(block.rows):
                 for c, cell in enumerate(row):
-                    note(f"{b}.{r}.{c}", cell)
+                    yield f"{b}.{r}.{c}", cell
         elif block.items:
             for i, item in enumerate(block.items):
-                note(f"{b}.{i}", item)
+                yield f"{b}.{i}", item
         else:
-            note(str(b), block.text)
+            yield str(b), block.text
+
+
+def flag_anchors(blocks: list[Any]) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Each flagged place on the page, in page order: (anchor, its [FLAG ...] text) for the summary
+    at the top, and the anchor of each place."""
+    summary: list[tuple[str, str]] = []
+    anchors: dict[str, str] = {}
+    for key, text in _places(blocks):
+        found = [part for part in _FLAG.split(text) if _FLAG.fullmatch(part)]
+        if found:
+            anchors[key] = f"flag-{len(summary) + 1}"
+            summary.append((anchors[key], " ".join(found)))
     return summary, anchors
+
+
+def quote_places(blocks: list[Any], marks: list[pages.Highlight], record: Any) -> dict[str, list[pages.Highlight]]:
+    """Where on the page each located quote belongs, so that its "show on page" link stands
+    beside it: a causal step's at the step (the page shows the step, not its quote), any other
+    at the first place that shows the quote's opening."""
+    places = [(key, " ".join(text.split())) for key, text in _places(blocks)]
+    found: dict[str, list[pages.Highlight]] = {}
+    for mark in marks:
+        if mark.kind == "nearest number":
+            continue  # a number stands in many places; the list at the top links it
+        step = re.fullmatch(r"mechanism\.steps\[(\d+)\]\.quote", mark.where)
+        shown = record.mechanism.steps[int(step.group(1))].text if step else mark.text
+        opening = " ".join(shown.split())[:60]
+        key = next((key for key, text in places if len(opening) >= 12 and opening in text), None)
+        if key is not None:
+            found.setdefault(key, []).append(mark)
+    return found
 
 
 QUEUE_PAGE = 50
