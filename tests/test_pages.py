@@ -94,7 +94,9 @@ def test_the_review_page_links_each_quote_to_its_page(db: str) -> None:
     links = re.findall(rf'href="(/records/{record_id}/quotes/\d+)">show on page', page.text)
     assert len(links) == 9 * 2  # the claim's statement, 5 findings, 3 causal steps: in the list and beside each
     body = page.text[page.text.index("<article>") :]
-    beside = re.findall(rf'<li[^>]*>([^<]*)(?:<[^a][^>]*>[^<]*)*<a class="show-on-page" href="/records/{record_id}/quotes/6">', body)
+    beside = re.findall(
+        rf'<li[^>]*>([^<]*)(?:<[^a][^>]*>[^<]*)*<a class="show-on-page" href="/records/{record_id}/quotes/6">', body
+    )
     assert beside and beside[0].startswith("H pylori infection")  # a causal step's link stands at the step
     quote = client.get(links[6])
     assert "It suggests an association between H" in quote.text and "highlighted in" in quote.text
