@@ -204,6 +204,9 @@ def test_a_sqlite_store_is_copied_into_postgresql_whole(runner: CliRunner, tmp_p
         assert shared.pdf(sha256) == Store(alone).pdf(sha256) is not None
         review.reject(shared, flagged, 1, "maria", "a quote is not in the paper")  # new history after the copied rows
         assert [e.action for e in shared.history(flagged)] == ["created", "rejected"]
+        missing = runner.invoke(app, ["db", "copy", str(tmp_path / "typo.db"), target])
+        assert missing.exit_code == 2 and "no such store file" in missing.output
+        assert not (tmp_path / "typo.db").exists()  # not made empty by the attempt
         again = runner.invoke(app, ["db", "copy", alone, target])
         assert again.exit_code == 2 and "copy into an empty store" in again.output
         migrated = runner.invoke(app, ["db", "migrate", "--db", target])

@@ -14,7 +14,7 @@ from pipeline.cli.app import DbOption, app, err, one_line_errors, open_store, ou
 from pipeline.errors import InputError
 from pipeline.files import read_regular_file
 from pipeline.settings import current
-from pipeline.store import ROLES, SCHEMA_VERSION, Store, display_time
+from pipeline.store import ROLES, SCHEMA_VERSION, Store, display_time, is_url
 
 user_app = typer.Typer(help="Accounts for the review page and the history: add, list, disable, reset a password.")
 db_app = typer.Typer(help="The record store: upgrade it, or copy it into another (SQLite to PostgreSQL).")
@@ -131,6 +131,8 @@ def db_copy(
 ) -> None:
     """Copy every record, its history, the stored paper text and PDFs and the accounts into an empty store,
     all in one transaction: a team that started on one laptop moves to a shared server."""
+    if not is_url(source) and not Path(source).is_file():
+        raise InputError(f"{source}: no such store file; give the SQLite file (or the URL) to copy from")
     origin = Store(source, read_only=True)
     counts = origin.copy_into(Store(target), progress=lambda table, n: err.print(f"{table}: {n} row(s)", markup=False))
     out.print(
