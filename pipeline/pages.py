@@ -62,10 +62,6 @@ class Highlight:
     similarity: float | None = None
     study_id: str | None = None
 
-    @property
-    def grounded(self) -> bool:
-        return self.kind == "quote"
-
 
 def _field(record: ClaimRecord, where: str) -> Any:
     """The value at a record path such as 'studies[0].findings[2].quote'."""
