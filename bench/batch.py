@@ -149,7 +149,7 @@ def scale(scripts: Scripts, sizes: list[int]) -> None:
     """How a batch grows: overhead per paper and memory by size, then wall / ideal by latency."""
     with tempfile.TemporaryDirectory(prefix="claims-scale-") as scratch:
         folder = Path(scratch)
-        inputs = make_inputs(folder, max(sizes))
+        inputs = make_inputs(folder, max(*sizes, 60))
         print("papers  latency  -j  wall s  ms/paper  peak RSS MB  calls")
         with ScriptedEndpoint(scripts, latency=0.0) as endpoint:
             for size in sizes:

@@ -178,7 +178,7 @@ def batch_command(
     done: list[PaperResult] = []
     progress_path = report_path.with_name(report_path.name + ".progress.jsonl")
     with (
-        ParsePool(warm=lambda: live.client, max_pdf_bytes=doi_settings.max_pdf_bytes) as pool,
+        ParsePool(warm=live.warm, max_pdf_bytes=doi_settings.max_pdf_bytes) as pool,
         ProgressLog(progress_path) as progress,
     ):
         tools = BatchTools(

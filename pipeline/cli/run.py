@@ -123,7 +123,7 @@ def run(
     # The stages are a chain (draft writes the claim from extract's findings, grade rates that
     # claim), so no two model calls of one paper can overlap; what can is loading the model
     # client (importing openai takes about 0.35 s) while the PDF is parsed.
-    threading.Thread(target=lambda: live.client, daemon=True, name="load-client").start()
+    threading.Thread(target=live.warm, daemon=True, name="load-client").start()
 
     def keep_recording(result: RunResult | None, failure: str | None) -> None:
         if not (record and isinstance(chat, RecordingChatModel) and (result or chat.interactions)):

@@ -2,10 +2,15 @@
 JSON-schema structured outputs and bounded tenacity retries on 429 / 5xx / timeouts (honouring
 Retry-After). The openai package is imported on first use: a resumed batch whose papers are all
 done never pays for it.
+
+Chat requests run on one event loop, in a thread of its own, through the SDK's async client:
+a batch's papers wait for their answers in their own threads, while every request in flight is
+one coroutine on that loop, not a thread blocked in a socket.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -56,6 +61,8 @@ class OpenAIChatModel:
             raise ConfigError("OPENAI_API_KEY is not set: export it (and OPENAI_BASE_URL for another endpoint)")
         self._api_key, self._base_url, self._timeout = api_key, base_url, timeout
         self._client_instance: Any = None
+        self._async_client: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._client_lock = threading.Lock()
         self._retry = retry
         self._sleep = sleep
@@ -71,7 +78,7 @@ class OpenAIChatModel:
 
     @property
     def client(self) -> Any:
-        """The openai client, made on first use: importing openai takes longer than a resumed batch."""
+        """The synchronous openai client (the Batch API's file and batch calls), made on first use."""
         with self._client_lock:
             if self._client_instance is None:
                 import openai
@@ -81,6 +88,24 @@ class OpenAIChatModel:
                     api_key=self._api_key, base_url=self._base_url, timeout=self._timeout, max_retries=0
                 )
             return self._client_instance
+
+    def warm(self) -> None:
+        """Load the openai package and start the request loop before the first request needs them."""
+        self._requests()
+
+    def _requests(self) -> tuple[Any, asyncio.AbstractEventLoop]:
+        """The async client and the event loop every chat request runs on, made on first use."""
+        with self._client_lock:
+            if self._loop is None:
+                import openai
+
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, daemon=True, name="model-requests").start()
+                self._async_client = openai.AsyncOpenAI(
+                    api_key=self._api_key, base_url=self._base_url, timeout=self._timeout, max_retries=0
+                )
+                self._loop = loop
+            return self._async_client, self._loop
 
     def context_window(self) -> int | None:
         """The model's context window in tokens where the server says: vLLM's `/v1/models`
@@ -175,7 +200,8 @@ class OpenAIChatModel:
         body = chat_body(request, self.response_format)
         if self._send_max_tokens and "max_completion_tokens" in body:
             body["max_tokens"] = body["max_completion_tokens"]
-        return self.client.chat.completions.create(**body)
+        client, loop = self._requests()
+        return asyncio.run_coroutine_threadsafe(client.chat.completions.create(**body), loop).result()
 
 
 FORMATS = ("json_schema", "json_object", "prompt")
