@@ -19,8 +19,9 @@ import io
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import pypdfium2 as pdfium
@@ -28,11 +29,10 @@ import pypdfium2.raw as pdfium_c
 
 from pipeline.errors import InputError
 from pipeline.models import ClaimRecord, GroundingStatus, QuoteLocation
-from pipeline.stages.textmatch import canonical_number, numbers_of
+from pipeline.stages.textmatch import number_spans, numbers_of
 
 PAGE_WIDTH = 1000  # pixels: a page image fills a review page's column, and its text stays readable
 _PDFIUM = threading.Lock()
-_NUMBER = re.compile(r"(?<![\w.])[-−–]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\d])")
 
 
 @dataclass(frozen=True)
@@ -141,19 +141,13 @@ def number_highlights(record: ClaimRecord, pages_of: dict[str, list[str]], first
 
 
 def _nearest_number(wanted: str, pages: list[str]) -> tuple[int, int, int, float] | None:
-    try:
-        target = Decimal(wanted)
-    except InvalidOperation:
-        return None
+    target = Decimal(wanted)
     best: tuple[Decimal, int, int, int] | None = None
     for number, text in enumerate(pages, start=1):
-        for match in _NUMBER.finditer(text):
-            canonical = canonical_number(match.group())
-            if canonical is None:
-                continue
+        for start, end, canonical in number_spans(text):
             distance = abs(Decimal(canonical) - target) / max(abs(target), Decimal("0.001"))
             if best is None or distance < best[0]:
-                best = (distance, number, match.start(), match.end())
+                best = (distance, number, start, end)
     if best is None:
         return None
     distance, page, start, end = best
@@ -329,11 +323,15 @@ class PageCache:
         self._limits = (papers, images)
         self._lock = threading.Lock()
 
-    def paper(self, sha256: str, data: bytes) -> Paper:
+    def paper(self, sha256: str, load: Callable[[], bytes | None]) -> Paper | None:
+        """The paper, opened from `load()` only when it is not open already (None: no such PDF)."""
         with self._lock:
             if sha256 in self._papers:
                 self._papers.move_to_end(sha256)
                 return self._papers[sha256]
+        data = load()
+        if data is None:
+            return None
         opened = Paper(data)
         with self._lock:
             self._papers[sha256] = opened

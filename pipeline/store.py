@@ -305,11 +305,6 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
         return sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
 
 
-def _cited_pdfs(record: ClaimRecord) -> set[str]:
-    """The sha256 of every PDF a record's studies come from."""
-    return {record.provenance.source.sha256} | {s.source_sha256 for s in record.studies if s.source_sha256}
-
-
 def flag_count(record: ClaimRecord) -> int:
     return sum(len(check.flags) for check in record.checks if check.status is not CheckStatus.passed)
 
@@ -361,6 +356,8 @@ class Store:
     def __init__(self, location: str | Path, read_only: bool = False):
         location = str(location)
         self.file: Path | None = None if is_url(location) else Path(location)
+        # a SQLite file this user may not write, opened only to read: it must already be current
+        frozen = read_only and self.file is not None and self.file.is_file() and not _writable(self.file)
         if self.file is None:
             url = _postgres_url(location)
             self.path = url.render_as_string(hide_password=True)  # how messages name the store: never a password
@@ -368,10 +365,10 @@ class Store:
             self._insert: Any = postgresql.insert
         else:
             self.path = str(self.file)
-            self._engine = self._sqlite_engine(self.file, read_only)
+            self._engine = self._sqlite_engine(self.file, frozen)
             self._insert = sqlite.insert
         try:
-            if read_only and self.file is not None and self.file.is_file() and not _writable(self.file):
+            if frozen:
                 with self._read() as conn:
                     self._require_current(conn)
                 return
@@ -390,7 +387,7 @@ class Store:
 
     @staticmethod
     def _sqlite_engine(path: Path, read_only: bool) -> Engine:
-        if read_only and path.is_file() and not _writable(path):
+        if read_only:
             engine = create_engine("sqlite://", creator=lambda: _open_read_only(path))
         else:
             engine = create_engine(URL.create("sqlite", database=str(path)), connect_args={"timeout": 30})
@@ -659,13 +656,15 @@ class Store:
     def add_pdf(self, data: bytes) -> list[str]:
         """Keep a PDF that records cite (one stored before PDFs were kept); the records it is for."""
         sha256 = hashlib.sha256(data).hexdigest()
-        cited = [
-            summary.record_id for summary in self.summaries() if sha256 in _cited_pdfs(self.get(summary.record_id))
-        ]
+        # a record names its studies' PDFs by sha256 in its body (provenance, source_sha256)
+        cited = [str(row[0]) for row in self._rows(select(records.c.id).where(records.c.body.contains(sha256)))]
         if cited:
             with self._write() as conn:
                 self._add_pdf(conn, sha256, data)
         return cited
+
+    def has_pdf(self, sha256: str) -> bool:
+        return bool(self._rows(select(pdfs.c.sha256).where(pdfs.c.sha256 == sha256)))
 
     def pdf(self, sha256: str) -> bytes | None:
         rows = self._rows(select(pdfs.c.data).where(pdfs.c.sha256 == sha256))
@@ -851,7 +850,7 @@ class Store:
         started on one SQLite file moves to PostgreSQL), in one transaction: all or nothing."""
         if target.path == self.path:
             raise InputError("the source and the target are the same store")
-        if target.summaries() or target.accounts():
+        if target.queue(limit=1)[1] or target.accounts():
             raise InputError(f"{target.path} already holds records or accounts: copy into an empty store")
         counts: dict[str, int] = {}
         with self._read() as source, target._write() as conn:

@@ -263,7 +263,7 @@ def create_app(
         except ValueError:
             page_number = 1
         rows, total = store.queue(status, flagged, search, sort, QUEUE_PAGE, (page_number - 1) * QUEUE_PAGE)
-        pages = max(1, -(-total // QUEUE_PAGE))
+        page_count = max(1, -(-total // QUEUE_PAGE))
 
         def link(**change: Any) -> str:
             kept = {
@@ -287,7 +287,7 @@ def create_app(
             sorts=list(QUEUE_SORTS),
             total=total,
             page_number=page_number,
-            pages=pages,
+            pages=page_count,
             link=link,
             when=display_time,
         )
@@ -307,7 +307,7 @@ def create_app(
         blocks = page_blocks(record)
         summary, anchors = flag_anchors(blocks)
         marks = highlights_of(record)
-        missing_pdf = any(store.pdf(pages.pdf_of(record, mark.study_id)) is None for mark in marks)
+        missing_pdf = not all(map(store.has_pdf, {pages.pdf_of(record, mark.study_id) for mark in marks}))
         return page(
             request,
             "record.html",
@@ -334,10 +334,10 @@ def create_app(
             return PlainTextResponse("no such quote on this record: go back to the record", status_code=404)
         mark = marks[number]
         sha256 = pages.pdf_of(record, mark.study_id)
-        data, text = store.pdf(sha256), store.source_pages(sha256)
+        text = store.source_pages(sha256)
+        paper = await run_in_threadpool(page_cache.paper, sha256, lambda: store.pdf(sha256))
         boxes: list[pages.Box] = []
-        if data is not None and text is not None:
-            paper = await run_in_threadpool(page_cache.paper, sha256, data)
+        if paper is not None and text is not None:
             boxes = await run_in_threadpool(paper.boxes, mark.page, text[1][mark.page - 1], mark.start, mark.end)
         return page(
             request,
@@ -346,7 +346,7 @@ def create_app(
             mark=mark,
             boxes=boxes,
             sha256=sha256,
-            has_pdf=data is not None,
+            has_pdf=paper is not None,
             previous=number - 1 if number > 0 else None,
             next=number + 1 if number + 1 < len(marks) else None,
         )
@@ -354,11 +354,10 @@ def create_app(
     async def page_image(request: Request) -> Response:
         """A page of a stored paper as a PNG, rendered once and cached."""
         sha256, number = request.path_params["sha256"], request.path_params["page"]
-        data = store.pdf(sha256)
-        if data is None:
-            return PlainTextResponse("no such paper in the store", status_code=404)
         try:
-            paper = await run_in_threadpool(page_cache.paper, sha256, data)
+            paper = await run_in_threadpool(page_cache.paper, sha256, lambda: store.pdf(sha256))
+            if paper is None:
+                return PlainTextResponse("no such paper in the store", status_code=404)
             image = await run_in_threadpool(page_cache.image, sha256, paper, number)
         except ClaimsError as exc:
             return PlainTextResponse(str(exc), status_code=404)

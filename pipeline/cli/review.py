@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import re
 import shlex
 import socket
@@ -113,15 +114,14 @@ def _write_pages(store: Store, record: ClaimRecord, folder: Path) -> None:
     }
     marks = pages.highlights(record, texts)
     written, missing = 0, set()
-    papers: dict[str, pages.Paper] = {}
+    papers = pages.PageCache()
     for mark in marks:
         sha256 = pages.pdf_of(record, mark.study_id)
-        data = store.pdf(sha256)
+        paper = papers.paper(sha256, functools.partial(store.pdf, sha256))
         text = texts.get(mark.study_id) if mark.study_id else next(iter(texts.values()), None)
-        if data is None or text is None:
+        if paper is None or text is None:
             missing.add(sha256[:12])
             continue
-        paper = papers.get(sha256) or papers.setdefault(sha256, pages.Paper(data))
         boxes = paper.boxes(mark.page, text[mark.page - 1], mark.start, mark.end)
         image = pages.with_highlights(paper.render(mark.page), boxes, pages.COLOURS[mark.kind])
         name = f"{mark.index:02d}-{re.sub(r'[^A-Za-z0-9]+', '_', mark.where).strip('_')}-page{mark.page}.png"
@@ -132,8 +132,7 @@ def _write_pages(store: Store, record: ClaimRecord, folder: Path) -> None:
             markup=False,
         )
         written += 1
-    for paper in papers.values():
-        paper.close()
+    papers.close()
     if missing:
         err.print(
             f"note: the PDF of {', '.join(sorted(missing))} is not in the store (the record was stored before PDFs "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import cache, lru_cache
@@ -143,6 +144,15 @@ def numbers_in(text: str) -> set[str]:
             found.add(canonical)
             found.add(canonical.lstrip("-"))
     return found
+
+
+def number_spans(text: str) -> Iterator[tuple[int, int, str]]:
+    """Every number the text states, as (start, end) in the text as given and its canonical form."""
+    folded, origin = normalise(text)
+    for match in _NUMBER.finditer(folded):
+        canonical = canonical_number(match.group())
+        if canonical is not None:
+            yield origin[match.start()], origin[match.end() - 1] + 1, canonical
 
 
 def numbers_of(value: str) -> list[str]:
