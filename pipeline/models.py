@@ -495,3 +495,11 @@ class ClaimRecord(_Model):
     scores: EvidenceScores | None = None
     checks: list[CheckResult]
     provenance: Provenance
+
+    def pdf_sha256(self, study_id: str | None) -> str | None:
+        """The sha256 of the PDF a study was read from: its own, or for the record's first study
+        the record's source; None for a study whose PDF is not known."""
+        for index, study in enumerate(self.studies):
+            if study.reference.study_id == study_id:
+                return study.source_sha256 or (self.provenance.source.sha256 if index == 0 else None)
+        return None

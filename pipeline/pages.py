@@ -28,7 +28,9 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 
 from pipeline.errors import InputError
-from pipeline.models import ClaimRecord, GroundingStatus, QuoteLocation
+from pipeline.models import ClaimRecord, GroundingStatus
+from pipeline.sources.pdf import Document
+from pipeline.stages.check import Sources
 from pipeline.stages.textmatch import number_spans, numbers_of
 
 PAGE_WIDTH = 1000  # pixels: a page image fills a review page's column, and its text stays readable
@@ -63,9 +65,9 @@ class Highlight:
     study_id: str | None = None
 
 
-def _field(record: ClaimRecord, where: str) -> Any:
-    """The value at a record path such as 'studies[0].findings[2].quote'."""
-    node: Any = record.model_dump(mode="json")
+def _field(data: Any, where: str) -> Any:
+    """The value at a record path such as 'studies[0].findings[2].quote', in the record's JSON."""
+    node = data
     for name, index in re.findall(r"([A-Za-z_]+)|\[(\d+)\]", where):
         try:
             node = node[int(index)] if index else node[name]
@@ -77,43 +79,40 @@ def _field(record: ClaimRecord, where: str) -> Any:
 def quote_highlights(record: ClaimRecord) -> list[Highlight]:
     """Every quote the checks located, in the record's order: where it is on its page, or for a
     quote that is not in the paper, where its nearest passage is."""
+    data = record.model_dump(mode="json")
     found: list[Highlight] = []
     for check in record.checks:
         for location in check.quotes:
             if location.page is None or location.start is None or location.end is None:
                 continue
-            found.append(_quote_highlight(record, location, len(found)))
+            value = _field(data, location.where)
+            found.append(
+                Highlight(
+                    index=len(found),
+                    where=location.where,
+                    kind="quote" if location.status is not GroundingStatus.ungrounded else "nearest passage",
+                    text=value.get("text", "") if isinstance(value, dict) else str(value or ""),
+                    page=location.page,
+                    start=location.start,
+                    end=location.end,
+                    found=location.near_match or "",
+                    similarity=location.similarity,
+                    study_id=location.study_id,
+                )
+            )
     return found
-
-
-def _quote_highlight(record: ClaimRecord, location: QuoteLocation, index: int) -> Highlight:
-    value = _field(record, location.where)
-    text = value.get("text", "") if isinstance(value, dict) else str(value or "")
-    grounded = location.status is not GroundingStatus.ungrounded
-    assert location.page is not None and location.start is not None and location.end is not None
-    return Highlight(
-        index=index,
-        where=location.where,
-        kind="quote" if grounded else "nearest passage",
-        text=text,
-        page=location.page,
-        start=location.start,
-        end=location.end,
-        found=location.near_match or "",
-        similarity=location.similarity,
-        study_id=location.study_id,
-    )
 
 
 def number_highlights(record: ClaimRecord, pages_of: dict[str, list[str]], first_index: int) -> list[Highlight]:
     """For each number flagged `number_not_found`: the number nearest to it in its study's text
     (by relative difference), and where it stands, so a reviewer sees what the paper does say."""
+    data = record.model_dump(mode="json")
     found: list[Highlight] = []
     for check in record.checks:
         for flag in check.flags:
             if flag.code != "number_not_found":
                 continue
-            stated = _field(record, flag.where)
+            stated = _field(data, flag.where)
             wanted = numbers_of(str(stated)) if stated is not None else []
             study = re.match(r"studies\[(\d+)\]", flag.where)
             if not wanted or study is None or int(study.group(1)) >= len(record.studies):
@@ -154,12 +153,11 @@ def _nearest_number(wanted: str, pages: list[str]) -> tuple[int, int, int, float
     return page, start, end, round(max(0.0, 100.0 * (1 - float(distance))), 1)
 
 
-def pdf_of(record: ClaimRecord, study_id: str | None) -> str:
-    """The sha256 of the PDF a study of the record comes from (the record's own for its first)."""
-    for index, study in enumerate(record.studies):
-        if study.reference.study_id == study_id:
-            return study.source_sha256 or (record.provenance.source.sha256 if index == 0 else "")
-    return record.provenance.source.sha256
+def document_of(record: ClaimRecord, sources: Sources, study_id: str | None) -> Document | None:
+    """The stored text (and sha256) of the study a highlight belongs to; the record's first study
+    when the checks did not say which."""
+    first = record.studies[0].reference.study_id if record.studies else ""
+    return sources.get(study_id or first)
 
 
 def highlights(record: ClaimRecord, pages_of: dict[str, list[str]]) -> list[Highlight]:

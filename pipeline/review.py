@@ -154,12 +154,12 @@ def parse_edit(text: str) -> ClaimRecord:
 def stored_sources(store: Store, record: ClaimRecord) -> Sources:
     """The texts of the record's studies, as the store keeps them (those it has)."""
     sources: Sources = {}
-    for index, study in enumerate(record.studies):
-        sha = study.source_sha256 or (record.provenance.source.sha256 if index == 0 else None)
+    for study in record.studies:
+        sha = record.pdf_sha256(study.reference.study_id)
         stored = store.source_pages(sha) if sha else None
-        if stored is not None:
+        if sha and stored is not None:
             file_name, pages = stored
-            sources[study.reference.study_id] = document_from_pages(file_name, sha, pages, study.reference.doi)  # type: ignore[arg-type]
+            sources[study.reference.study_id] = document_from_pages(file_name, sha, pages, study.reference.doi)
     return sources
 
 

@@ -294,20 +294,16 @@ def create_app(
 
     page_cache = pages.PageCache()
 
-    def highlights_of(record: Any) -> list[pages.Highlight]:
-        texts: dict[str, list[str]] = {}
-        for study in record.studies:
-            stored = store.source_pages(pages.pdf_of(record, study.reference.study_id))
-            if stored is not None:
-                texts[study.reference.study_id] = stored[1]
-        return pages.highlights(record, texts)
+    def highlights_of(record: Any) -> tuple[list[pages.Highlight], pages.Sources]:
+        sources = review.stored_sources(store, record)
+        return pages.highlights(record, {study: document.pages for study, document in sources.items()}), sources
 
     def record_page(request: Request, record_id: str, status: int = 200, messages: list | None = None) -> Response:
         record, version = store.get_versioned(record_id)
         blocks = page_blocks(record)
         summary, anchors = flag_anchors(blocks)
-        marks = highlights_of(record)
-        missing_pdf = not all(map(store.has_pdf, {pages.pdf_of(record, mark.study_id) for mark in marks}))
+        marks, sources = highlights_of(record)
+        missing_pdf = not all(store.has_pdf(document.sha256) for document in sources.values())
         return page(
             request,
             "record.html",
@@ -328,17 +324,17 @@ def create_app(
     async def quote_page(request: Request) -> Response:
         """One quote (or nearest passage, or nearest number) on its page, highlighted."""
         record = store.get(request.path_params["record_id"])
-        marks = highlights_of(record)
+        marks, sources = highlights_of(record)
         number = request.path_params["number"]
         if not 0 <= number < len(marks):
             return PlainTextResponse("no such quote on this record: go back to the record", status_code=404)
         mark = marks[number]
-        sha256 = pages.pdf_of(record, mark.study_id)
-        text = store.source_pages(sha256)
+        document = pages.document_of(record, sources, mark.study_id)
+        sha256 = document.sha256 if document else ""
         paper = await run_in_threadpool(page_cache.paper, sha256, lambda: store.pdf(sha256))
         boxes: list[pages.Box] = []
-        if paper is not None and text is not None:
-            boxes = await run_in_threadpool(paper.boxes, mark.page, text[1][mark.page - 1], mark.start, mark.end)
+        if paper is not None and document is not None:
+            boxes = await run_in_threadpool(paper.boxes, mark.page, document.pages[mark.page - 1], mark.start, mark.end)
         return page(
             request,
             "quote.html",

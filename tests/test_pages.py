@@ -195,7 +195,7 @@ def test_every_grounded_quote_of_every_bundled_record_is_highlighted_where_pdfiu
         document = pdfium.PdfDocument(str(pdf))
         sha256 = hashlib.sha256(pdf.read_bytes()).hexdigest()
         for quote in pages.quote_highlights(record):
-            if quote.kind != "quote" or pages.pdf_of(record, quote.study_id) != sha256:
+            if quote.kind != "quote" or record.pdf_sha256(quote.study_id) != sha256:
                 continue  # an added study's quote: its PDF is not this recording's
             text = texts[quote.page - 1]
             boxes = paper.boxes(quote.page, text, quote.start, quote.end)

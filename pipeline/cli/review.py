@@ -107,22 +107,17 @@ def _write_pages(store: Store, record: ClaimRecord, folder: Path) -> None:
     """One PNG per quote (and per unfound number's nearest number): its page, highlighted."""
     from pipeline import pages  # here: PDFium and Pillow are needed by --pages only
 
-    texts = {
-        s.reference.study_id: stored[1]
-        for s in record.studies
-        if (stored := store.source_pages(pages.pdf_of(record, s.reference.study_id))) is not None
-    }
-    marks = pages.highlights(record, texts)
+    sources = review.stored_sources(store, record)
+    marks = pages.highlights(record, {study: document.pages for study, document in sources.items()})
     written, missing = 0, set()
     papers = pages.PageCache()
     for mark in marks:
-        sha256 = pages.pdf_of(record, mark.study_id)
-        paper = papers.paper(sha256, functools.partial(store.pdf, sha256))
-        text = texts.get(mark.study_id) if mark.study_id else next(iter(texts.values()), None)
-        if paper is None or text is None:
-            missing.add(sha256[:12])
+        document = pages.document_of(record, sources, mark.study_id)
+        paper = papers.paper(document.sha256, functools.partial(store.pdf, document.sha256)) if document else None
+        if paper is None or document is None:
+            missing.add(mark.study_id or "the paper")
             continue
-        boxes = paper.boxes(mark.page, text[mark.page - 1], mark.start, mark.end)
+        boxes = paper.boxes(mark.page, document.pages[mark.page - 1], mark.start, mark.end)
         image = pages.with_highlights(paper.render(mark.page), boxes, pages.COLOURS[mark.kind])
         name = f"{mark.index:02d}-{re.sub(r'[^A-Za-z0-9]+', '_', mark.where).strip('_')}-page{mark.page}.png"
         write_bytes_atomic(folder / name, pages.png(image))
