@@ -3,6 +3,7 @@ temporary folder, so no test can read a developer's setup or reach a real endpoi
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -50,6 +51,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 POSTGRES = os.environ.get("CLAIMS_TEST_POSTGRES", "")
 
 
+@contextlib.contextmanager
 def postgres_store() -> Iterator[str]:
     """A store of its own on the test server: a fresh schema, dropped afterwards."""
     if not POSTGRES:
@@ -75,7 +77,7 @@ def db(request: pytest.FixtureRequest, clean_environment: Path, monkeypatch: pyt
     if request.param == "sqlite":
         yield str(clean_environment)
         return
-    for url in postgres_store():
+    with postgres_store() as url:
         monkeypatch.setenv("CLAIMS_DB", url)
         yield url
 

@@ -189,7 +189,7 @@ def test_a_sqlite_store_is_copied_into_postgresql_whole(runner: CliRunner, tmp_p
     [faithful, flagged] = stored(alone, "huang-2010-hpylori-iron", "misbehaving-fabricated-quote")
     review.approve(Store(alone), faithful, 1, "maria", "checked")
     Store(alone).add_account("maria", "admin", hash_password(PASSWORD))
-    for target in postgres_store():
+    with postgres_store() as target:
         copied = runner.invoke(app, ["db", "copy", alone, target])
         assert copied.exit_code == 0, copied.output
         assert re.search(
