@@ -36,7 +36,7 @@ from pipeline.errors import ClaimsError, ConfigError, InputError, StaleVersionEr
 from pipeline.evidence import add_study, match_score
 from pipeline.files import path_exists, require_regular_file, write_text_atomic
 from pipeline.identifiers import looks_like_doi, normalise_doi
-from pipeline.llm.base import ChatModel, LLMContext, RecordingChatModel, ResponseCache
+from pipeline.llm.base import ChatModel, LLMContext, RecordingChatModel, ResponseCache, request_priority
 from pipeline.llm.recording import build_recording, save_recording
 from pipeline.models import ClaimRecord, StudyMetadata
 from pipeline.resources import PromptSet, load_prompt_set
@@ -452,9 +452,8 @@ def _exit_with(batch_pid: int) -> None:
 class ParsePool:
     """PDFs parsed in worker processes, so a batch's parsing uses every core. The processes (and
     the model client, which takes as long to load) start with the first paper that needs them:
-    a batch whose papers are all done already starts neither. Until the processes are up (about
-    half a second), papers are parsed here, one at a time, so the first request leaves as soon
-    as the first paper is read."""
+    a batch whose papers are all done already starts neither. Until the processes are up, one
+    paper at a time is parsed here, so the first request leaves as soon as the first paper is read."""
 
     def __init__(
         self, warm: Callable[[], Any] = lambda: None, workers: int | None = None, max_pdf_bytes: int | None = None
@@ -478,9 +477,13 @@ class ParsePool:
                 self._ready = self._pool.submit(os.getpid)
                 threading.Thread(target=self._warm, daemon=True).start()
         assert self._ready is not None
-        if not self._ready.done():
-            with self._here:
+        # One paper at a time here, and only until the processes are up: the others queue for
+        # them, rather than hold the interpreter while the model client loads for the first request.
+        if not self._ready.done() and self._here.acquire(blocking=False):
+            try:
                 return read_pdf(pdf, None, self._max_pdf_bytes)
+            finally:
+                self._here.release()
         return self._pool.submit(read_pdf, pdf, None, self._max_pdf_bytes).result()
 
     def check(self, record: ClaimRecord, sources: Sources, rewrite: Rewriter | None) -> ClaimRecord:
@@ -527,6 +530,7 @@ def run_batch(
         if stop.is_set():
             results[index] = PaperResult(source=source, status="not_started", error="stopped by --fail-fast", cost=None)
             return
+        request_priority.set(index)  # this thread's requests, until its next paper
         result = process_paper(source, settings, tools, options, tally)
         if result.status == "held":  # another worker is on it: come back to it once the rest is done
             with lock:

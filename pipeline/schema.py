@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import json
 import sys
-from functools import cache
 from typing import Any
 
 from pipeline.errors import RecordSchemaError
 from pipeline.files import write_text_atomic
+from pipeline.memo import computed_once
 from pipeline.models import STAGE_RULES, ClaimRecord
 from pipeline.resources import record_schema_path
 
 
-@cache
+@computed_once
 def _validator() -> Any:
     from jsonschema import Draft202012Validator
 

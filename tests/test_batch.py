@@ -3,6 +3,7 @@ and the Batch API route, all against the scripted endpoint on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -10,18 +11,23 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from conftest import BAD, DVT_PDF, HPYLORI_PDF, HTTP, PAPERS, ROOT, load_scripts
-from scripted_endpoint import Faults, ScriptedEndpoint
+from scripted_endpoint import Faults, ScriptedEndpoint, Scripts
 from typer.testing import CliRunner
 
-from pipeline.batch import read_inputs
+from pipeline.batch import PaperResult, read_inputs
 from pipeline.cli.app import app
+from pipeline.cli.batch import _summary_table
 from pipeline.errors import InputError
-from pipeline.llm.ratelimit import RateLimiter
+from pipeline.llm.base import ChatRequest, request_priority
+from pipeline.llm.openai import OpenAIChatModel
+from pipeline.llm.ratelimit import RateLimiter, RequestSlots
+from pipeline.memo import computed_once
 from pipeline.resources import data_dir
 from pipeline.store import Store
 
@@ -229,6 +235,99 @@ def test_rate_limiter_waits_for_the_window() -> None:
     tokens.acquire(80)
     tokens.acquire(80)
     assert slept[-1] == 60.0
+
+
+def test_requests_in_flight_keep_to_j_and_a_freed_slot_goes_to_the_earliest_paper() -> None:
+    """`-j 2`: never more than two requests at the server; the papers waiting for a slot are
+    served in batch order (0, 1, 2, 3), not in the order they started waiting (3, 2, 1, 0)."""
+    scripts = Scripts([{"name": "t", "match": "PAPER", "answers": {"answer": [{"ok": True}] * 6}}])
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}},
+        "required": ["ok"],
+        "additionalProperties": False,
+    }
+    with ScriptedEndpoint(scripts, latency=0.4) as endpoint:
+        model = OpenAIChatModel("sk-test", endpoint.base_url, timeout=10, max_in_flight=2)
+        model.warm()
+
+        def paper(place: int) -> None:
+            request_priority.set(place)
+            messages = [{"role": "user", "content": f"PAPER {place}"}]
+            model.complete(
+                ChatRequest(
+                    stage="answer",
+                    model="m",
+                    messages=messages,
+                    output_schema={"name": "answer", "schema": schema},
+                    params={},
+                )
+            )
+
+        threads = [threading.Thread(target=paper, args=(place,)) for place in (5, 4, 3, 2, 1, 0)]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.04)  # 5 and 4 take the slots; 3, 2, 1, 0 queue in that order
+        for thread in threads:
+            thread.join()
+    served = [request["messages"][-1]["content"] for request in scripts.requests]
+    assert served[2:] == ["PAPER 0", "PAPER 1", "PAPER 2", "PAPER 3"]
+    arrivals = sorted(scripts.timeline)
+    overlapping = max(sum(1 for start, end in arrivals if start <= at < end) for at, _ in arrivals)
+    assert overlapping == 2
+
+
+def test_a_request_cancelled_while_waiting_does_not_keep_a_slot() -> None:
+    async def scenario() -> list[str]:
+        slots, order = RequestSlots(1), []
+
+        async def use(name: str, priority: int, hold: float) -> None:
+            async with slots.slot(priority):
+                order.append(name)
+                await asyncio.sleep(hold)
+
+        first = asyncio.create_task(use("first", 5, 0.05))
+        await asyncio.sleep(0.01)
+        cancelled = asyncio.create_task(use("cancelled", 0, 0))
+        later = asyncio.create_task(use("later", 9, 0))
+        await asyncio.sleep(0.01)
+        cancelled.cancel()
+        await asyncio.gather(first, later, return_exceptions=True)
+        return order
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 5)) == ["first", "later"]
+
+
+def test_a_value_many_threads_ask_for_at_once_is_computed_once() -> None:
+    made: list[int] = []
+
+    @computed_once
+    def slow(key: str) -> str:
+        made.append(1)
+        time.sleep(0.05)
+        return key.upper()
+
+    answers: list[str] = []
+    threads = [threading.Thread(target=lambda: answers.append(slow("schema"))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == ["SCHEMA"] * 8
+    assert len(made) == 1
+
+
+def test_a_long_batch_whose_papers_are_all_stored_prints_no_table_of_them(capsys: pytest.CaptureFixture[str]) -> None:
+    results = [PaperResult(source=f"p{n}.pdf", status="already_done", record_id=f"r{n}") for n in range(51)]
+    totals = {"cost_usd": 0.0, "succeeded": 0, "already_done": 51, "failed": 0, "not_started": 0}
+    _summary_table(
+        results,
+        {**totals, "model_calls": 0, "cached_calls": 0, "prompt_tokens": 0, "completion_tokens": 0},
+        Path("r.json"),
+    )
+    shown = capsys.readouterr().out
+    assert "51 papers, every one stored (each is in r.json)" in shown
+    assert "p0.pdf" not in shown and "batch summary" not in shown
 
 
 def processes_with_env(name: str, value: str) -> list[int]:

@@ -1,7 +1,7 @@
 """The import graph: layers point downward only, and there is no cycle (issue 12).
 
 Layers, lowest first; a module may import from its own layer and those below it only:
-  core      models errors identifiers schema files settings resources retry terms
+  core      models errors identifiers schema files settings resources retry terms memo
   sources   pipeline.sources.*          (PDF text, DOI metadata, HTTP)
   llm       pipeline.llm.*              (the model seam and what wraps it)
   stages    pipeline.stages.*           (extract, draft, grade, check)
@@ -20,7 +20,19 @@ from pathlib import Path
 from conftest import ROOT
 
 PACKAGE = ROOT / "pipeline"
-CORE = {"models", "errors", "identifiers", "schema", "files", "settings", "resources", "retry", "terms", "__init__"}
+CORE = {
+    "models",
+    "errors",
+    "identifiers",
+    "schema",
+    "files",
+    "settings",
+    "resources",
+    "retry",
+    "terms",
+    "memo",
+    "__init__",
+}
 LAYERS = ["core", "sources", "llm", "stages", "services", "cli"]
 READ_SIDE = {"pipeline.store", "pipeline.render", "pipeline.web"}
 

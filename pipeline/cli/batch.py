@@ -45,7 +45,7 @@ from pipeline.llm.base import ChatModel
 from pipeline.llm.batch_api import BatchApiChatModel
 from pipeline.llm.cache import SQLiteResponseCache
 from pipeline.llm.openai import OpenAIChatModel
-from pipeline.llm.ratelimit import InFlightLimitedChatModel, RateLimitedChatModel, RateLimiter
+from pipeline.llm.ratelimit import RateLimitedChatModel, RateLimiter
 from pipeline.settings import current
 
 VIAS = ("chat", "batch-api")
@@ -138,7 +138,7 @@ def batch_command(
     if via not in VIAS:
         raise InputError(f"unknown --via {via!r}: choose chat or batch-api")
     sources = read_inputs(inputs)
-    live = OpenAIChatModel.from_settings(current())
+    live = OpenAIChatModel.from_settings(current(), max_in_flight=concurrency if via == "chat" else None)
     settings, base_url = run_settings(model, live), current().base_url
     store = open_store(db)
     started_by = attributed(store, current().reviewer, "run")
@@ -153,8 +153,6 @@ def batch_command(
         chat = BatchApiChatModel(live, state, expected_waiting=len(sources), poll_seconds=current().batch_poll_seconds)
     if rpm or tpm:
         chat = RateLimitedChatModel(chat, RateLimiter(rpm, tpm))
-    if via == "chat":
-        chat = InFlightLimitedChatModel(chat, concurrency)
     cache = SQLiteResponseCache(current().cache_dir / "responses.db")
     client, doi_cache, doi_settings = doi_tools(max_pdf_mb)
     options = BatchOptions(
@@ -210,29 +208,36 @@ SUMMARY_ROWS = 50  # a longer batch's table lists its failures only; the report 
 
 
 def _summary_table(results: list[PaperResult], data: dict[str, Any], report_path: Path) -> None:
-    shown = results if len(results) <= SUMMARY_ROWS else [r for r in results if r.status != "done"][:SUMMARY_ROWS]
+    shown = (
+        results
+        if len(results) <= SUMMARY_ROWS
+        else [r for r in results if r.status not in ("done", "already_done")][:SUMMARY_ROWS]
+    )
     if len(shown) < len(results):
         out.print(
-            f"{len(results)} papers: the table lists {len(shown)} that did not succeed now (every paper is in {report_path})",
+            f"{len(results)} papers: the table lists {len(shown)} that did not succeed (every paper is in {report_path})"
+            if shown
+            else f"{len(results)} papers, every one stored (each is in {report_path})",
             markup=False,
         )
-    table = Table(title="batch summary", show_lines=False)
-    table.add_column("paper", no_wrap=True, overflow="ellipsis", max_width=36)
-    table.add_column("status", no_wrap=True)
-    table.add_column("record / error", overflow="fold")
-    for column in ("calls", "tokens", "cost", "seconds"):
-        table.add_column(column, justify="right", no_wrap=True)
-    for r in shown:
-        table.add_row(
-            r.source if r.source.startswith("10.") else Path(r.source).name,
-            r.status,
-            r.record_id or (r.error or ""),
-            f"{r.calls}" + (f" (+{r.cached_calls} cached)" if r.cached_calls else ""),
-            f"{r.prompt_tokens + r.completion_tokens:,}",
-            "?" if r.cost is None else f"${r.cost:.4f}",
-            f"{r.seconds.get('total', 0):.1f}",
-        )
-    out.print(table)
+    if shown:
+        table = Table(title="batch summary", show_lines=False)
+        table.add_column("paper", no_wrap=True, overflow="ellipsis", max_width=36)
+        table.add_column("status", no_wrap=True)
+        table.add_column("record / error", overflow="fold")
+        for column in ("calls", "tokens", "cost", "seconds"):
+            table.add_column(column, justify="right", no_wrap=True)
+        for r in shown:
+            table.add_row(
+                r.source if r.source.startswith("10.") else Path(r.source).name,
+                r.status,
+                r.record_id or (r.error or ""),
+                f"{r.calls}" + (f" (+{r.cached_calls} cached)" if r.cached_calls else ""),
+                f"{r.prompt_tokens + r.completion_tokens:,}",
+                "?" if r.cost is None else f"${r.cost:.4f}",
+                f"{r.seconds.get('total', 0):.1f}",
+            )
+        out.print(table)
     cost = "unknown (a model has no price in the table)" if data["cost_usd"] is None else f"${data['cost_usd']:.4f}"
     out.print(
         f"{data['succeeded']} succeeded, {data['already_done']} already done, {data['failed']} failed"

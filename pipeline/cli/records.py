@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.markdown import Markdown
 
 from pipeline.cli.app import DbOption, app, err, one_line_errors, open_store, out
 from pipeline.errors import ClaimsError, InputError, ReplayError
@@ -106,6 +105,8 @@ def show(
 ) -> None:
     """Show a record's claim page in the terminal."""
     record = _load_record(record_ref, db)
+    from rich.markdown import Markdown  # here: markdown-it is needed by this command only
+
     out.print(Markdown(render(record, "md")), soft_wrap=False)  # wrapped: a cut list item would lose its citations
 
 

@@ -3,7 +3,7 @@
 Implementations: `OpenAIChatModel` (`llm/openai.py`) talks to any OpenAI-compatible endpoint;
 `RecordingChatModel` (here) wraps another one and keeps every request and response;
 `ReplayChatModel` (`llm/recording.py`) answers from a recording, matched on request content;
-the Batch API, rate limits and the in-flight limit wrap one in turn.
+the Batch API and rate limits wrap one in turn.
 
 `ask_structured` sits on top: it sends one stage's request with the schema built for it, reads
 the answer as real servers write it (prose or a code fence around the JSON, raw control
@@ -24,6 +24,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -36,6 +37,10 @@ from pipeline.models import Flag
 from pipeline.resources import PromptSet, load_prompt_set
 
 T = TypeVar("T", bound=BaseModel)
+
+# Whose requests go first when requests wait for a slot: a batch sets its paper's place in the
+# batch, so the papers it opened first finish first instead of all of them finishing together.
+request_priority: ContextVar[int] = ContextVar("claims_request_priority", default=0)
 
 
 class Usage(BaseModel):

@@ -5,7 +5,9 @@ done never pays for it.
 
 Chat requests run on one event loop, in a thread of its own, through the SDK's async client:
 a batch's papers wait for their answers in their own threads, while every request in flight is
-one coroutine on that loop, not a thread blocked in a socket.
+one coroutine on that loop, not a thread blocked in a socket. The limit on requests in flight
+(`claims batch -j`) is kept on that loop too: when an answer arrives, the next waiting request
+leaves at once, with no thread to wake on the way.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline.errors import ConfigError, LLMError, LLMUnavailableError
-from pipeline.llm.base import ChatRequest, ChatResponse, Usage
+from pipeline.llm.base import ChatRequest, ChatResponse, Usage, request_priority
+from pipeline.llm.ratelimit import RequestSlots
 from pipeline.retry import RetryError, RetryPolicy, call_with_retries
 from pipeline.settings import Settings
+from pipeline.sources.http import tls_context
 
 
 class OpenAIChatModel:
@@ -36,15 +40,17 @@ class OpenAIChatModel:
     """
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> OpenAIChatModel:
+    def from_settings(cls, settings: Settings, max_in_flight: int | None = None) -> OpenAIChatModel:
         """The endpoint the user configured (OPENAI_BASE_URL, OPENAI_API_KEY, CLAIMS_TIMEOUT,
-        CLAIMS_TIMEOUT_RETRIES, CLAIMS_RESPONSE_FORMAT)."""
+        CLAIMS_TIMEOUT_RETRIES, CLAIMS_RESPONSE_FORMAT), with at most `max_in_flight` chat
+        requests at once."""
         return cls(
             api_key=settings.api_key,
             base_url=settings.base_url,
             timeout=settings.timeout,
             timeout_retries=settings.timeout_retries,
             response_format=settings.response_format,
+            max_in_flight=max_in_flight,
         )
 
     def __init__(
@@ -56,6 +62,7 @@ class OpenAIChatModel:
         sleep: Callable[[float], None] = time.sleep,
         timeout_retries: int = 2,
         response_format: str = "auto",
+        max_in_flight: int | None = None,
     ):
         if not api_key:
             raise ConfigError("OPENAI_API_KEY is not set: export it (and OPENAI_BASE_URL for another endpoint)")
@@ -63,6 +70,8 @@ class OpenAIChatModel:
         self._client_instance: Any = None
         self._async_client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._max_in_flight = max_in_flight
+        self._slots: RequestSlots | None = None
         self._client_lock = threading.Lock()
         self._retry = retry
         self._sleep = sleep
@@ -104,6 +113,8 @@ class OpenAIChatModel:
                 self._async_client = openai.AsyncOpenAI(
                     api_key=self._api_key, base_url=self._base_url, timeout=self._timeout, max_retries=0
                 )
+                if self._max_in_flight is not None:
+                    self._slots = RequestSlots(self._max_in_flight)  # used on the loop only
                 self._loop = loop
             return self._async_client, self._loop
 
@@ -116,14 +127,15 @@ class OpenAIChatModel:
 
         root = self._base_url.rstrip("/").removesuffix("/v1")
         headers = {"Authorization": f"Bearer {self._api_key}"}
-        for url, find in ((f"{root}/v1/models", _max_model_len), (f"{root}/props", _n_ctx)):
-            try:
-                answer = httpx.get(url, headers=headers, timeout=10)
-                found = find(answer.json()) if answer.status_code == 200 else None
-            except (httpx.HTTPError, ValueError):
-                found = None
-            if found:
-                return found
+        with httpx.Client(headers=headers, timeout=10, verify=tls_context()) as http:
+            for url, find in ((f"{root}/v1/models", _max_model_len), (f"{root}/props", _n_ctx)):
+                try:
+                    answer = http.get(url)
+                    found = find(answer.json()) if answer.status_code == 200 else None
+                except (httpx.HTTPError, ValueError):
+                    found = None
+                if found:
+                    return found
         return None
 
     def complete(self, request: ChatRequest) -> ChatResponse:
@@ -201,7 +213,16 @@ class OpenAIChatModel:
         if self._send_max_tokens and "max_completion_tokens" in body:
             body["max_tokens"] = body["max_completion_tokens"]
         client, loop = self._requests()
-        return asyncio.run_coroutine_threadsafe(client.chat.completions.create(**body), loop).result()
+        send = self._send(client, body, request_priority.get())  # read here: the loop's thread has its own context
+        return asyncio.run_coroutine_threadsafe(send, loop).result()
+
+    async def _send(self, client: Any, body: dict[str, Any], priority: int) -> Any:
+        """One attempt, in a request slot where there is a limit. A retry waits for its Retry-After
+        outside any slot, so other papers' requests use it meanwhile."""
+        if self._slots is None:
+            return await client.chat.completions.create(**body)
+        async with self._slots.slot(priority):
+            return await client.chat.completions.create(**body)
 
 
 FORMATS = ("json_schema", "json_object", "prompt")

@@ -1,5 +1,5 @@
-"""Client-side limits shared by all of a batch's workers: requests in flight (`--concurrency`),
-requests and tokens a minute (`--rpm`, `--tpm`).
+"""Client-side limits shared by all of a batch's workers: requests and tokens a minute (`--rpm`,
+`--tpm`). The limit on requests in flight (`-j`) is the model client's own, on its event loop.
 
 A sliding minute: a request waits until fewer than `rpm` requests, and fewer than `tpm` tokens,
 were sent in the last 60 seconds. A request's tokens are estimated as OpenAI's own limiter
@@ -9,11 +9,15 @@ completion tokens it allows.
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import itertools
 import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from pipeline.llm.base import ChatModel, ChatRequest, ChatResponse
@@ -60,19 +64,44 @@ class RateLimitedChatModel:
         return self.inner.complete(request)
 
 
-@dataclass
-class InFlightLimitedChatModel:
-    """At most `limit` requests in flight at once, however many papers are being worked on: a
-    batch keeps more papers open than that, so one paper's parsing and checking never leaves a
-    request slot idle."""
+class RequestSlots:
+    """At most `limit` requests in flight, kept on the event loop the requests run on (so an
+    answer's arrival starts the next request with no thread to wake). A freed slot goes to the
+    waiting request with the lowest priority number, then the longest waiting: a batch numbers
+    its papers, so the papers it opened first finish first and the ones behind them wait parsed
+    and ready, instead of every open paper finishing at once and leaving the slots idle while
+    they are all checked and stored."""
 
-    inner: ChatModel
-    limit: int
-    _slots: threading.BoundedSemaphore = field(init=False)
+    def __init__(self, limit: int):
+        self._free = limit
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrival = itertools.count()
 
-    def __post_init__(self) -> None:
-        self._slots = threading.BoundedSemaphore(self.limit)
+    @asynccontextmanager
+    async def slot(self, priority: int) -> AsyncIterator[None]:
+        await self._acquire(priority)
+        try:
+            yield
+        finally:
+            self._release()
 
-    def complete(self, request: ChatRequest) -> ChatResponse:
-        with self._slots:
-            return self.inner.complete(request)
+    async def _acquire(self, priority: int) -> None:
+        if self._free and not self._waiting:
+            self._free -= 1
+            return
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (priority, next(self._arrival), granted))
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():  # given the slot, cancelled before using it
+                self._release()
+            raise
+
+    def _release(self) -> None:
+        while self._waiting:
+            _, _, granted = heapq.heappop(self._waiting)
+            if not granted.done():  # a cancelled waiter's future is done already
+                granted.set_result(None)
+                return
+        self._free += 1

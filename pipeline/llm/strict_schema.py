@@ -16,11 +16,11 @@ are used: `enum`, `minItems`, `maxItems`, `minimum`, `maximum`, `exclusiveMinimu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from pydantic import BaseModel
 
+from pipeline.memo import computed_once
 from pipeline.models import STAGE_RULES
 
 _DROPPED_KEYWORDS = {"default", "title"}
@@ -34,7 +34,7 @@ class RequestFacts:
     pages: int | None = None
 
 
-@cache
+@computed_once
 def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
     """Built once per model class, stage rules still unresolved; callers must not change it."""
     return _make_strict(model.model_json_schema())
