@@ -20,7 +20,9 @@ from pipeline.resources import record_schema_path
 
 
 @computed_once
-def _validator() -> Any:
+def record_validator() -> Any:
+    """The record schema's validator, built once (about 80 ms): a batch builds it while its first
+    requests are out."""
     from jsonschema import Draft202012Validator
 
     schema = json.loads(record_schema_path().read_text())
@@ -30,7 +32,7 @@ def _validator() -> Any:
 
 def schema_errors(data: Any) -> list[str]:
     """Every way `data` breaks schemas/claim_record.schema.json, as 'path: message' lines."""
-    errors = sorted(_validator().iter_errors(data), key=lambda error: list(error.path))
+    errors = sorted(record_validator().iter_errors(data), key=lambda error: list(error.path))
     return [f"{'/'.join(str(p) for p in error.path) or '(root)'}: {error.message}" for error in errors]
 
 

@@ -46,6 +46,7 @@ from pipeline.llm.batch_api import BatchApiChatModel
 from pipeline.llm.cache import SQLiteResponseCache
 from pipeline.llm.openai import OpenAIChatModel
 from pipeline.llm.ratelimit import RateLimitedChatModel, RateLimiter
+from pipeline.schema import record_validator
 from pipeline.settings import current
 
 VIAS = ("chat", "batch-api")
@@ -175,8 +176,16 @@ def batch_command(
     )
     done: list[PaperResult] = []
     progress_path = report_path.with_name(report_path.name + ".progress.jsonl")
+
+    def warm() -> None:
+        """Loaded while the first paper is parsed: the model client, which the first request
+        waits for; then the record validator, which the first store would otherwise build while
+        other papers' requests wait for the interpreter."""
+        live.warm()
+        record_validator()
+
     with (
-        ParsePool(warm=live.warm, max_pdf_bytes=doi_settings.max_pdf_bytes) as pool,
+        ParsePool(warm=warm, max_pdf_bytes=doi_settings.max_pdf_bytes) as pool,
         ProgressLog(progress_path) as progress,
     ):
         tools = BatchTools(
