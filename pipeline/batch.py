@@ -434,9 +434,16 @@ def _count(
 # --------------------------------------------------------------------------- the batch
 
 
-def _exit_with(batch_pid: int) -> None:
-    """In each parse process: exit once the batch is gone. A batch killed with kill -9 cannot shut
-    its pool down, and the processes would otherwise wait for work for ever."""
+PARSE_NICENESS = 10  # the parse processes' niceness, above the batch's own
+
+
+def _start_worker(batch_pid: int) -> None:
+    """In each parse process: yield the processor to the batch's own process, whose model
+    requests are what the batch waits for (on 2 cores, two parse processes and the batch would
+    otherwise share them evenly, and the first request would leave 0.3 s later); and exit once
+    the batch is gone: a batch killed with kill -9 cannot shut its pool down, and the processes
+    would otherwise wait for work for ever."""
+    os.nice(PARSE_NICENESS)
 
     def watch() -> None:
         while True:
@@ -472,7 +479,7 @@ class ParsePool:
                 # forkserver: forking a process whose threads hold locks can hang.
                 context = multiprocessing.get_context("forkserver")
                 self._pool = ProcessPoolExecutor(
-                    max_workers=self._workers, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),)
+                    max_workers=self._workers, mp_context=context, initializer=_start_worker, initargs=(os.getpid(),)
                 )
                 self._ready = self._pool.submit(os.getpid)
                 threading.Thread(target=self._warm, daemon=True).start()
