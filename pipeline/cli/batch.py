@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -178,11 +179,11 @@ def batch_command(
     progress_path = report_path.with_name(report_path.name + ".progress.jsonl")
 
     def warm() -> None:
-        """Loaded while the first paper is parsed: the model client, which the first request
-        waits for; then the record validator, which the first store would otherwise build while
-        other papers' requests wait for the interpreter."""
+        """Loaded when the first paper needs the model: the client, which the first request waits
+        for; then, while the first requests are out, the record validator, which the first store
+        would otherwise build while other papers' requests wait for the interpreter."""
         live.warm()
-        record_validator()
+        threading.Thread(target=record_validator, daemon=True, name="record-validator").start()
 
     with (
         ParsePool(warm=warm, max_pdf_bytes=doi_settings.max_pdf_bytes) as pool,
