@@ -41,7 +41,7 @@ from pipeline.llm.recording import build_recording, save_recording
 from pipeline.models import ClaimRecord, StudyMetadata
 from pipeline.resources import PromptSet, load_prompt_set
 from pipeline.review import stored_sources
-from pipeline.run import RunResult, run_key, run_pipeline
+from pipeline.run import STAGES, RunResult, run_key, run_pipeline
 from pipeline.settings import RunSettings
 from pipeline.settings import current as current_settings
 from pipeline.sources.metadata import DoiCache, DoiSettings, fetch
@@ -295,8 +295,16 @@ def _keep_recording(
     save_recording(target, recording, record, pdf)
 
 
+def stage_priority(stage: str, place: int) -> tuple[int, int]:
+    """A request's claim on a free slot: the stage with the most stages after it first (extract,
+    then draft, then grade: the longest remaining chain first, which keeps every slot busy up to
+    the batch's last round, where finishing each paper before the next would leave the last few
+    papers' chains running alone), then the paper the batch opened first."""
+    return (STAGES.index(stage) if stage in STAGES else len(STAGES), place)
+
+
 def process_paper(
-    source: str, settings: RunSettings, tools: BatchTools, options: BatchOptions, tally: Tally
+    source: str, settings: RunSettings, tools: BatchTools, options: BatchOptions, tally: Tally, place: int = 0
 ) -> PaperResult:
     result = PaperResult(source=source, status="failed")
     started = time.perf_counter()
@@ -337,7 +345,9 @@ def process_paper(
             pdf_url=pdf_url,
             check_runner=tools.check,
             not_a_study_ok=options.not_a_study_ok,
-            progress=lambda stage, event, detail: tally.stage(source, stage) if event == "start" else None,
+            progress=lambda stage, event, detail: (
+                _stage_started(source, stage, place, tally) if event == "start" else None
+            ),
         )
         result.seconds.update(run.seconds)
         _keep_recording(source, settings, tools, options, llm, recorded, run.record, None)
@@ -350,7 +360,7 @@ def process_paper(
         )
         result.status = "done"
         if options.attach_threshold is not None:
-            tally.stage(source, "attach")
+            _stage_started(source, "attach", place, tally)
             result.attached, result.attach_errors = attach_to_matches(
                 run.document, result.record_id, llm, tools, options.attach_threshold
             )
@@ -366,6 +376,11 @@ def process_paper(
         if llm is not None:  # a failed paper's calls cost money too
             _count(result, llm, settings, tools, options)
     return result
+
+
+def _stage_started(source: str, stage: str, place: int, tally: Tally) -> None:
+    tally.stage(source, stage)
+    request_priority.set(stage_priority(stage, place))  # this thread's requests, until the next stage
 
 
 def attach_to_matches(
@@ -540,8 +555,7 @@ def run_batch(
         if stop.is_set():
             results[index] = PaperResult(source=source, status="not_started", error="stopped by --fail-fast", cost=None)
             return
-        request_priority.set(index)  # this thread's requests, until its next paper
-        result = process_paper(source, settings, tools, options, tally)
+        result = process_paper(source, settings, tools, options, tally, place=index)
         if result.status == "held":  # another worker is on it: come back to it once the rest is done
             with lock:
                 held.append((index, source))

@@ -20,7 +20,7 @@ from conftest import BAD, DVT_PDF, HPYLORI_PDF, HTTP, PAPERS, ROOT, load_scripts
 from scripted_endpoint import Faults, ScriptedEndpoint, Scripts
 from typer.testing import CliRunner
 
-from pipeline.batch import PaperResult, read_inputs
+from pipeline.batch import PaperResult, read_inputs, stage_priority
 from pipeline.cli.app import app
 from pipeline.cli.batch import _summary_table
 from pipeline.errors import InputError
@@ -237,10 +237,11 @@ def test_rate_limiter_waits_for_the_window() -> None:
     assert slept[-1] == 60.0
 
 
-def test_requests_in_flight_keep_to_j_and_a_freed_slot_goes_to_the_earliest_paper() -> None:
-    """`-j 2`: never more than two requests at the server; the papers waiting for a slot are
-    served in batch order (0, 1, 2, 3), not in the order they started waiting (3, 2, 1, 0)."""
-    scripts = Scripts([{"name": "t", "match": "PAPER", "answers": {"answer": [{"ok": True}] * 6}}])
+def test_requests_in_flight_keep_to_j_and_a_freed_slot_goes_to_the_longest_chain_left() -> None:
+    """`-j 2`: never more than two requests at the server. The requests waiting for a slot are
+    served extract before draft before grade (the most stages left first), and among the same
+    stage the paper the batch opened first, whatever order they started waiting in."""
+    scripts = Scripts([{"name": "t", "match": "PAPER", "answers": {"answer": [{"ok": True}] * 7}}])
     schema = {
         "type": "object",
         "properties": {"ok": {"type": "boolean"}},
@@ -251,9 +252,9 @@ def test_requests_in_flight_keep_to_j_and_a_freed_slot_goes_to_the_earliest_pape
         model = OpenAIChatModel("sk-test", endpoint.base_url, timeout=10, max_in_flight=2)
         model.warm()
 
-        def paper(place: int) -> None:
-            request_priority.set(place)
-            messages = [{"role": "user", "content": f"PAPER {place}"}]
+        def paper(stage: str, place: int) -> None:
+            request_priority.set(stage_priority(stage, place))
+            messages = [{"role": "user", "content": f"PAPER {place} {stage}"}]
             model.complete(
                 ChatRequest(
                     stage="answer",
@@ -264,14 +265,23 @@ def test_requests_in_flight_keep_to_j_and_a_freed_slot_goes_to_the_earliest_pape
                 )
             )
 
-        threads = [threading.Thread(target=paper, args=(place,)) for place in (5, 4, 3, 2, 1, 0)]
+        waiting = [
+            ("extract", 6),
+            ("extract", 5),
+            ("grade", 0),
+            ("draft", 1),
+            ("extract", 3),
+            ("extract", 2),
+            ("grade", 4),
+        ]
+        threads = [threading.Thread(target=paper, args=pair) for pair in waiting]
         for thread in threads:
             thread.start()
-            time.sleep(0.04)  # 5 and 4 take the slots; 3, 2, 1, 0 queue in that order
+            time.sleep(0.04)  # the first two take the slots; the others queue in this order
         for thread in threads:
             thread.join()
     served = [request["messages"][-1]["content"] for request in scripts.requests]
-    assert served[2:] == ["PAPER 0", "PAPER 1", "PAPER 2", "PAPER 3"]
+    assert served[2:] == ["PAPER 2 extract", "PAPER 3 extract", "PAPER 1 draft", "PAPER 0 grade", "PAPER 4 grade"]
     arrivals = sorted(scripts.timeline)
     overlapping = max(sum(1 for start, end in arrivals if start <= at < end) for at, _ in arrivals)
     assert overlapping == 2

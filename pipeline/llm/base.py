@@ -38,9 +38,9 @@ from pipeline.resources import PromptSet, load_prompt_set
 
 T = TypeVar("T", bound=BaseModel)
 
-# Whose requests go first when requests wait for a slot: a batch sets its paper's place in the
-# batch, so the papers it opened first finish first instead of all of them finishing together.
-request_priority: ContextVar[int] = ContextVar("claims_request_priority", default=0)
+# Which waiting request a freed request slot goes to, lowest first: a batch sets (the stage's
+# place in the chain, the paper's place in the batch) as each stage starts.
+request_priority: ContextVar[tuple[int, ...]] = ContextVar("claims_request_priority", default=(0,))
 
 
 class Usage(BaseModel):

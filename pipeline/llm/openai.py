@@ -216,7 +216,7 @@ class OpenAIChatModel:
         send = self._send(client, body, request_priority.get())  # read here: the loop's thread has its own context
         return asyncio.run_coroutine_threadsafe(send, loop).result()
 
-    async def _send(self, client: Any, body: dict[str, Any], priority: int) -> Any:
+    async def _send(self, client: Any, body: dict[str, Any], priority: tuple[int, ...]) -> Any:
         """One attempt, in a request slot where there is a limit. A retry waits for its Retry-After
         outside any slot, so other papers' requests use it meanwhile."""
         if self._slots is None:

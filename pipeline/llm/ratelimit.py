@@ -67,25 +67,22 @@ class RateLimitedChatModel:
 class RequestSlots:
     """At most `limit` requests in flight, kept on the event loop the requests run on (so an
     answer's arrival starts the next request with no thread to wake). A freed slot goes to the
-    waiting request with the lowest priority number, then the longest waiting: a batch numbers
-    its papers, so the papers it opened first finish first and the ones behind them wait parsed
-    and ready, instead of every open paper finishing at once and leaving the slots idle while
-    they are all checked and stored."""
+    waiting request with the lowest priority, then to the one waiting longest."""
 
     def __init__(self, limit: int):
         self._free = limit
-        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiting: list[tuple[tuple[int, ...], int, asyncio.Future[None]]] = []
         self._arrival = itertools.count()
 
     @asynccontextmanager
-    async def slot(self, priority: int) -> AsyncIterator[None]:
+    async def slot(self, priority: tuple[int, ...]) -> AsyncIterator[None]:
         await self._acquire(priority)
         try:
             yield
         finally:
             self._release()
 
-    async def _acquire(self, priority: int) -> None:
+    async def _acquire(self, priority: tuple[int, ...]) -> None:
         if self._free and not self._waiting:
             self._free -= 1
             return
