@@ -26,15 +26,17 @@ import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from jsonschema import Draft202012Validator
 from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from pipeline.errors import LLMError, LLMRefusalError, StageOutputError
 from pipeline.llm.strict_schema import RequestFacts, request_schema
 from pipeline.models import Flag
 from pipeline.resources import PromptSet, load_prompt_set
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -240,6 +242,8 @@ def ask_structured(llm: LLMContext, call: StageCall) -> Any:
 
     A cached answer is used when it is still valid; only a valid answer is cached (under the
     first request's fingerprint), never a failure or a salvaged one."""
+    from jsonschema import Draft202012Validator  # here: a batch whose papers are all stored never loads it
+
     schema = {"name": call.stage, "schema": request_schema(call.output, call.facts)}
     validator = Draft202012Validator(schema["schema"])
     params = llm.settings.params()
