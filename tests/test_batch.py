@@ -248,7 +248,7 @@ def test_requests_in_flight_keep_to_j_and_a_freed_slot_goes_to_the_longest_chain
         "required": ["ok"],
         "additionalProperties": False,
     }
-    with ScriptedEndpoint(scripts, latency=0.4) as endpoint:
+    with ScriptedEndpoint(scripts, latency=0.8) as endpoint:
         model = OpenAIChatModel("sk-test", endpoint.base_url, timeout=10, max_in_flight=2)
         model.warm()
 
@@ -275,13 +275,15 @@ def test_requests_in_flight_keep_to_j_and_a_freed_slot_goes_to_the_longest_chain
             ("grade", 4),
         ]
         threads = [threading.Thread(target=paper, args=pair) for pair in waiting]
-        for thread in threads:
+        for number, thread in enumerate(threads):
             thread.start()
-            time.sleep(0.04)  # the first two take the slots; the others queue in this order
+            time.sleep(0.2 if number == 1 else 0.02)  # the first two take the slots; the others queue in this order
         for thread in threads:
             thread.join()
     served = [request["messages"][-1]["content"] for request in scripts.requests]
-    assert served[2:] == ["PAPER 2 extract", "PAPER 3 extract", "PAPER 1 draft", "PAPER 0 grade", "PAPER 4 grade"]
+    # two slots: the requests of one round reach the server together, in either order
+    rounds = [set(served[at : at + 2]) for at in range(0, len(served), 2)]
+    assert rounds[1:] == [{"PAPER 2 extract", "PAPER 3 extract"}, {"PAPER 1 draft", "PAPER 0 grade"}, {"PAPER 4 grade"}]
     arrivals = sorted(scripts.timeline)
     overlapping = max(sum(1 for start, end in arrivals if start <= at < end) for at, _ in arrivals)
     assert overlapping == 2
