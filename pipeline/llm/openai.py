@@ -93,8 +93,13 @@ class OpenAIChatModel:
                 import openai
 
                 # The SDK's own retries are off: tenacity owns them, so they are bounded in one place.
+                # The process's TLS context: the SDK's default client loads the CA bundle again.
                 self._client_instance = openai.OpenAI(
-                    api_key=self._api_key, base_url=self._base_url, timeout=self._timeout, max_retries=0
+                    api_key=self._api_key,
+                    base_url=self._base_url,
+                    timeout=self._timeout,
+                    max_retries=0,
+                    http_client=openai.DefaultHttpxClient(verify=tls_context()),
                 )
             return self._client_instance
 
@@ -111,7 +116,11 @@ class OpenAIChatModel:
                 loop = asyncio.new_event_loop()
                 threading.Thread(target=loop.run_forever, daemon=True, name="model-requests").start()
                 self._async_client = openai.AsyncOpenAI(
-                    api_key=self._api_key, base_url=self._base_url, timeout=self._timeout, max_retries=0
+                    api_key=self._api_key,
+                    base_url=self._base_url,
+                    timeout=self._timeout,
+                    max_retries=0,
+                    http_client=openai.DefaultAsyncHttpxClient(verify=tls_context()),
                 )
                 if self._max_in_flight is not None:
                     self._slots = RequestSlots(self._max_in_flight)  # used on the loop only
