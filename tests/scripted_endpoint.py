@@ -12,6 +12,7 @@ rewrite) a list of answers served in turn; the last one repeats. An answer is ei
     {"$raw": "text", "$finish_reason": "length"}      ... cut off at the token limit
     {"$status": 429, "$headers": {"Retry-After": "1"}} an HTTP error instead of an answer
     {"$refusal": "text"}                              a refusal
+    {"$body": {...} or "text"}                        this whole response body, with HTTP 200 (text as a web page)
 With `--random-within-schema SEED` it answers every request with JSON picked at random (seeded)
 within the schema the request sent, and nothing the schema does not say: what a constrained
 decoder with no understanding would write. Strings are random words or a random stretch of the
@@ -162,6 +163,14 @@ class RandomWithinSchema:
         return " ".join(pick.choice(self.WORDS) for _ in range(pick.randint(0, 12)))
 
 
+def _content_of(payload: Any) -> str | None:
+    """A chat completion's reply text; None for any other body (a scripted `$body`)."""
+    try:
+        return payload["choices"][0]["message"]["content"]
+    except (TypeError, KeyError, IndexError):
+        return None
+
+
 def completion(
     model: str, content: str | None, refusal: str | None, prompt_chars: int, finish_reason: str = "stop"
 ) -> dict[str, Any]:
@@ -258,7 +267,7 @@ def make_handler(
     faults = faults or Faults()
     batches = batches or BatchStore()
 
-    def answer_chat(body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def answer_chat(body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
         answer = scripts.next_answer(body)
         if "$status" in answer:
             return (
@@ -266,6 +275,8 @@ def make_handler(
                 {"error": {"message": answer.get("$error", "scripted fault")}},
                 answer.get("$headers", {}),
             )
+        if "$body" in answer:
+            return 200, answer["$body"], {}
         prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
         if "$refusal" in answer:
             return 200, completion(body["model"], None, answer["$refusal"], prompt_chars), {}
@@ -281,10 +292,11 @@ def make_handler(
         def log_message(self, *args: Any) -> None:  # quiet
             pass
 
-        def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-            data = json.dumps(payload).encode()
+        def _send(self, status: int, payload: dict[str, Any] | str, headers: dict[str, str] | None = None) -> None:
+            text = isinstance(payload, str)
+            data = payload.encode() if text else json.dumps(payload).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", "text/html" if text else "application/json")
             self.send_header("Content-Length", str(len(data)))
             for key, value in (headers or {}).items():
                 self.send_header(key, value)
@@ -356,7 +368,7 @@ def make_handler(
             if fault == "timeout":
                 time.sleep(faults.hang_seconds)
             status, payload, headers = answer_chat(body)
-            if fault == "truncated" and status == 200 and payload["choices"][0]["message"]["content"]:
+            if fault == "truncated" and status == 200 and _content_of(payload):
                 # as a server cut off at its token limit: half the answer, finish_reason "length"
                 content = payload["choices"][0]["message"]["content"]
                 payload["choices"][0]["message"]["content"] = content[: len(content) // 2]

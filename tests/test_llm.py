@@ -4,11 +4,12 @@ and the strict schema OpenAI requires."""
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
-from scripted_endpoint import ScriptedEndpoint, Scripts
+from scripted_endpoint import ScriptedEndpoint, Scripts, completion
 
 from pipeline.errors import ConfigError, LLMError, LLMRefusalError, LLMUnavailableError, StageOutputError
 from pipeline.llm.base import LLMContext, StageCall, UsageLog, ask_structured
@@ -208,6 +209,80 @@ def test_raw_newlines_in_strings_and_prose_around_the_json_are_accepted() -> Non
         result = ask_structured(context(client(server), UsageLog()), call())
     assert result.verdict == "line one\nline two\tend"
     assert len(server.scripts.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # a reasoning model on a server with no reasoning parser: its thoughts stay in the answer
+        '<think>\nThey want {"score": 1}? No: {"verdict" must come first.\n</think>\n\n{GOOD}',
+        # a chat template that opens the tag in the prompt: only its end is in the answer
+        'I should give {"score": 1} at most.</think>{GOOD}',
+        # thinking aloud with no tags: a fragment of the answer, then the answer
+        'A sketch: {"score": 1}. Final answer:\n```json\n{GOOD}\n```',
+    ],
+)
+def test_a_reasoning_model_s_thoughts_before_the_json_are_passed_over(answer: str) -> None:
+    with serve({"$raw": answer.replace("{GOOD}", json.dumps(GOOD))}) as server:
+        assert ask_structured(context(client(server), UsageLog()), call()) == Answer(**GOOD)
+    assert len(server.scripts.requests) == 1
+
+
+def test_thoughts_that_never_end_are_not_taken_for_the_answer() -> None:
+    unfinished = {"$raw": '<think>Maybe {"verdict": "x", "score": 1, "note": null}, or'}
+    with serve(unfinished, GOOD) as server:
+        assert ask_structured(context(client(server), UsageLog()), call()) == Answer(**GOOD)
+    assert "holds no JSON object" in server.scripts.requests[1]["messages"][-1]["content"]
+
+
+def test_what_servers_write_beside_the_reply_does_not_break_the_run() -> None:
+    """Content as a list of parts, null token counts, a number as the fingerprint, no model."""
+    body = completion("m", None, None, 0)
+    body["choices"][0]["message"]["content"] = [{"type": "text", "text": json.dumps(GOOD)}]
+    body.update(usage={"prompt_tokens": None, "completion_tokens": None}, system_fingerprint=7)
+    del body["model"]
+    with serve({"$body": body}) as server:
+        usage = UsageLog()
+        assert ask_structured(context(client(server), usage), call()) == Answer(**GOOD)
+    assert (usage.by_stage["answer"].calls, usage.by_stage["answer"].prompt_tokens) == (1, 0)
+
+
+def test_an_error_or_no_reply_with_http_200_is_sent_again_then_reported() -> None:
+    error = {"$body": {"error": {"message": "model overloaded", "type": "server_error"}}}
+    with serve(error, {"$body": {"choices": []}}, GOOD) as server:
+        assert ask_structured(context(client(server), UsageLog()), call()) == Answer(**GOOD)
+    assert len(server.scripts.requests) == 3
+    with (
+        serve(error) as server,
+        pytest.raises(LLMUnavailableError, match="kept failing after 4 attempts .*held no reply: model overloaded"),
+    ):
+        ask_structured(context(client(server), UsageLog()), call())
+
+
+def test_a_web_page_instead_of_the_api_names_the_setting_to_fix() -> None:
+    with (
+        serve({"$body": "<html><body>Welcome to Open WebUI</body></html>"}) as server,
+        pytest.raises(ConfigError, match="web page or text.*Welcome to Open WebUI.*OPENAI_BASE_URL .* /v1"),
+    ):
+        ask_structured(context(client(server), UsageLog()), call())
+    assert len(server.scripts.requests) == 1
+
+
+def test_an_endpoint_that_is_not_there_is_named_as_unreachable() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        chat = OpenAIChatModel("sk-test", f"http://127.0.0.1:{port}/v1", retry=RetryPolicy(attempts=2), sleep=[].append)
+        with pytest.raises(
+            LLMUnavailableError, match="could not reach the endpoint in 2 attempts .*OPENAI_BASE_URL running"
+        ):
+            ask_structured(context(chat, UsageLog()), call())
+
+
+def test_an_unknown_model_quotes_the_server_and_names_both_settings() -> None:
+    missing = {"$status": 404, "$error": "The model `m` does not exist."}
+    with serve(missing) as server, pytest.raises(ConfigError, match="does not exist.*--model .*OPENAI_BASE_URL"):
+        ask_structured(context(client(server), UsageLog()), call())
 
 
 def test_an_answer_cut_off_at_the_token_limit_is_retried_not_repaired() -> None:

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -353,7 +354,7 @@ def _read(call: StageCall, validator: Draft202012Validator, response: ChatRespon
         return _Reading(problems=["the answer was empty"], cut_off=response.finish_reason == "length")
     cut_off = response.finish_reason == "length"
     try:
-        data = json_object_in(response.content)
+        data = json_object_in(response.content, call.output.model_fields)
     except NoJSONObject as exc:
         return _Reading(problems=[f"(top level): {exc}"], cut_off=cut_off or exc.cut_off)
     try:
@@ -397,25 +398,50 @@ class NoJSONObject(ValueError):
         self.cut_off = cut_off
 
 
-def json_object_in(content: str) -> Any:
-    """The first JSON object in an answer: bare, in a Markdown code fence, or after some prose."""
+def json_object_in(content: str, keys: Collection[str] = ()) -> Any:
+    """The JSON object in an answer: bare, in a Markdown code fence, after some prose, or after a
+    reasoning model's thoughts (`<think>...</think>`, which servers without a reasoning parser
+    leave in the answer). Of several objects, the one holding most of the schema's `keys`: a
+    model thinking aloud may sketch a fragment of its answer before giving it."""
+    content = _without_reasoning(content)
+    found: list[dict[str, Any]] = []
     first_error: json.JSONDecodeError | None = None
     start = content.find("{")
     for _ in range(_MAX_STARTS):
         if start < 0:
             break
         try:
-            data, _end = _DECODER.raw_decode(content, start)
+            data, end = _DECODER.raw_decode(content, start)
             if isinstance(data, dict):
-                return data
+                found.append(data)
+                start = content.find("{", end)
+                continue
         except json.JSONDecodeError as exc:
             if _stops_short(exc, content):  # an inner '{' would only give a fragment of it
+                if found:
+                    break
                 raise NoJSONObject(f"Invalid JSON: {exc}", cut_off=True) from None
             first_error = first_error or exc
         start = content.find("{", start + 1)
+    if found:
+        return max(found, key=lambda data: len(data.keys() & set(keys)))  # the first of equals
     if first_error is None:
         raise NoJSONObject("the answer holds no JSON object", cut_off=False)
     raise NoJSONObject(f"Invalid JSON: {first_error}", cut_off=False)
+
+
+_THOUGHTS_END = re.compile(r"</(?:think|thinking|reasoning)>", re.IGNORECASE)
+_THOUGHTS_START = re.compile(r"<(?:think|thinking|reasoning)>", re.IGNORECASE)
+
+
+def _without_reasoning(content: str) -> str:
+    """The answer after the model's thoughts. Some chat templates open the `<think>` tag in the
+    prompt, so only its end is in the answer; thoughts that never end hold no answer."""
+    ends = list(_THOUGHTS_END.finditer(content))
+    if ends:
+        return content[ends[-1].end() :]
+    opened = _THOUGHTS_START.search(content)
+    return content[: opened.start()] if opened else content
 
 
 def _stops_short(error: json.JSONDecodeError, content: str) -> bool:

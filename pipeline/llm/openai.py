@@ -175,7 +175,7 @@ class OpenAIChatModel:
                 return timeouts <= self._timeout_retries
             if isinstance(exc, openai.APIStatusError):
                 return (exc.status_code == 429 or exc.status_code >= 500) and not _refuses_format(exc)
-            return isinstance(exc, openai.APIConnectionError)
+            return isinstance(exc, openai.APIConnectionError | _NoChoices)
 
         def headers_of(exc: BaseException) -> Any:
             return getattr(getattr(exc, "response", None), "headers", None)
@@ -186,6 +186,11 @@ class OpenAIChatModel:
             )
         except RetryError as exc:
             last = exc.last_attempt.exception()
+            if isinstance(last, openai.APIConnectionError):
+                raise LLMUnavailableError(
+                    f"stage {request.stage}: could not reach the endpoint in {exc.last_attempt.attempt_number} attempts "
+                    f"({_cause_of(last)}): is the server at OPENAI_BASE_URL running, and is that its address?"
+                ) from last
             raise LLMUnavailableError(
                 f"stage {request.stage}: the endpoint kept failing after {exc.last_attempt.attempt_number} attempts "
                 f"({_describe(last)})"
@@ -200,22 +205,14 @@ class OpenAIChatModel:
         except openai.AuthenticationError as exc:
             raise ConfigError("the endpoint refused the API key (401): check OPENAI_API_KEY") from exc
         except openai.NotFoundError as exc:
-            raise ConfigError(f"the endpoint does not know model '{request.model}' or the route (404)") from exc
+            said = _server_message(exc)
+            raise ConfigError(
+                f"the endpoint does not know model '{request.model}' or the route (404{': ' + said if said else ''}): "
+                "check --model (or CLAIMS_MODEL) and OPENAI_BASE_URL, which usually ends in /v1"
+            ) from exc
         except openai.APIStatusError as exc:
             raise LLMError(f"stage {request.stage}: the endpoint answered {_describe(exc)}") from exc
-        choice = completion.choices[0]
-        usage = completion.usage
-        return ChatResponse(
-            content=choice.message.content,
-            refusal=getattr(choice.message, "refusal", None),
-            finish_reason=choice.finish_reason,
-            usage=Usage(
-                prompt_tokens=usage.prompt_tokens if usage else 0,
-                completion_tokens=usage.completion_tokens if usage else 0,
-            ),
-            served_by=completion.system_fingerprint,
-            model=completion.model,
-        )
+        return _response_of(completion)
 
     def _create(self, request: ChatRequest) -> Any:
         body = chat_body(request, self.response_format)
@@ -223,7 +220,7 @@ class OpenAIChatModel:
             body["max_tokens"] = body["max_completion_tokens"]
         client, loop = self._requests()
         send = self._send(client, body, request_priority.get())  # read here: the loop's thread has its own context
-        return asyncio.run_coroutine_threadsafe(send, loop).result()
+        return _a_completion(asyncio.run_coroutine_threadsafe(send, loop).result(), request.stage)
 
     async def _send(self, client: Any, body: dict[str, Any], priority: tuple[int, ...]) -> Any:
         """One attempt, in a request slot where there is a limit. A retry waits for its Retry-After
@@ -293,12 +290,77 @@ def response_from_completion(body: dict[str, Any]) -> ChatResponse:
     )
 
 
+class _NoChoices(LLMError):
+    """HTTP 200 whose body is an error, or a completion with no choices: what some servers and
+    proxies answer when overloaded, so the request is sent again like a 5xx."""
+
+
+def _a_completion(completion: Any, stage: str) -> Any:
+    """The SDK's answer if it is a chat completion. The SDK hands back the body as text when it
+    is not JSON, and builds a completion with no choices from an error object; either would
+    otherwise surface as an internal error far from its cause."""
+    if isinstance(completion, str):
+        start = " ".join(completion.split())[:80]
+        raise ConfigError(
+            f"the endpoint (OPENAI_BASE_URL) answered a chat request with a web page or text, not the API's JSON "
+            f"({start!r}): set OPENAI_BASE_URL to the API's address, which usually ends in /v1"
+        )
+    if not getattr(completion, "choices", None) or getattr(completion.choices[0], "message", None) is None:
+        error = (getattr(completion, "model_extra", None) or {}).get("error")
+        said = error.get("message") if isinstance(error, dict) else error
+        raise _NoChoices(
+            f"stage {stage}: the endpoint's answer held no reply"
+            + (f": {' '.join(str(said).split())[:300]}" if said else "")
+        )
+    return completion
+
+
+def _response_of(completion: Any) -> ChatResponse:
+    """What a run keeps of a completion, read as leniently as servers write it. The SDK does not
+    check an answer's types, and servers differ: a list of content parts for a text reply, null
+    token counts, a number as the fingerprint."""
+    choice = completion.choices[0]
+    usage = completion.usage
+    return ChatResponse(
+        content=_text_of(choice.message.content),
+        refusal=_string(getattr(choice.message, "refusal", None)),
+        finish_reason=_string(choice.finish_reason),
+        usage=Usage(prompt_tokens=_count(usage, "prompt_tokens"), completion_tokens=_count(usage, "completion_tokens")),
+        served_by=_string(completion.system_fingerprint),
+        model=_string(completion.model),
+    )
+
+
+def _text_of(content: Any) -> str | None:
+    """The reply's text: a string, or the text parts of a list of content parts."""
+    if isinstance(content, list):
+        return "".join(str(part.get("text") or "") for part in content if isinstance(part, dict))
+    return _string(content)
+
+
+def _string(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _count(usage: Any, name: str) -> int:
+    value = usage.get(name) if isinstance(usage, dict) else getattr(usage, name, None)
+    return int(value) if isinstance(value, int | float) else 0
+
+
 def _describe(exc: BaseException | None) -> str:
     """The status and the server's own words (e.g. 'maximum context length is 8192 tokens')."""
+    if isinstance(exc, _NoChoices):
+        return str(exc).split(": ", 1)[1]
     status = getattr(exc, "status_code", None)
     name = type(exc).__name__
     said = _server_message(exc)
     return (f"HTTP {status} {name}" if status else name) + (f": {said}" if said else "")
+
+
+def _cause_of(exc: BaseException) -> str:
+    """What lies under a connection error: 'Connection refused', a name that does not resolve."""
+    cause = exc.__cause__ or exc.__context__
+    return " ".join(str(cause or exc).split())[:200] or type(cause or exc).__name__
 
 
 def _server_message(exc: BaseException | None) -> str:
