@@ -34,8 +34,8 @@ from typing import Any
 from pipeline.accounts import drafted_note
 from pipeline.errors import ClaimsError, ConfigError, InputError, StaleVersionError
 from pipeline.evidence import add_study, match_score
-from pipeline.files import path_exists, require_regular_file, write_text_atomic
-from pipeline.identifiers import looks_like_doi, normalise_doi
+from pipeline.files import require_regular_file, write_text_atomic
+from pipeline.identifiers import looks_like_doi, normalise_doi, paper_source
 from pipeline.llm.base import ChatModel, LLMContext, RecordingChatModel, ResponseCache, request_priority
 from pipeline.llm.recording import build_recording, save_recording
 from pipeline.models import ClaimRecord, StudyMetadata
@@ -423,15 +423,12 @@ def attach_to_matches(
 
 
 def _locate(source: str, tools: BatchTools, options: BatchOptions) -> tuple[Path, StudyMetadata | None, str | None]:
-    path = Path(source)
-    if path_exists(path):
+    path, doi = paper_source(source)
+    if path is not None:
         require_regular_file(path, tools.doi_settings.max_pdf_bytes, "PDF", "--max-pdf-mb (or CLAIMS_MAX_PDF_MB)")
         return path, None, None
-    if not looks_like_doi(source):
-        raise InputError(f"{source}: no such file, and not a DOI")
-    fetched = fetch(
-        normalise_doi(source), tools.doi_client, tools.doi_cache, tools.doi_settings, refresh=options.refresh
-    )
+    assert doi is not None
+    fetched = fetch(doi, tools.doi_client, tools.doi_cache, tools.doi_settings, refresh=options.refresh)
     assert fetched.pdf is not None
     return fetched.pdf, fetched.metadata, fetched.pdf_url
 

@@ -8,9 +8,11 @@ Pure functions over strings and records, used by ingest (a paper's own DOI), the
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from pipeline.errors import InputError
+from pipeline.files import path_exists
 from pipeline.models import ClaimRecord
 
 DOI_PATTERN = re.compile(r"\b10\.\d{4,9}/[^\s\"<>]+", re.IGNORECASE)
@@ -59,6 +61,23 @@ def canonical_citation(cited: str, study_ids: list[str]) -> str:
 def looks_like_doi(text: str) -> bool:
     lowered = text.strip().lower()
     return lowered.startswith("10.") or lowered.startswith(_DOI_PREFIXES) or "doi.org/" in lowered
+
+
+def paper_source(text: str) -> tuple[Path | None, str | None]:
+    """What the user named as a paper (`claims run`, a batch's line): a file that exists, or a
+    DOI, normalised. Anything else is an input error that says what is accepted."""
+    path = Path(text)
+    if path_exists(path):
+        return path, None
+    if looks_like_doi(text):
+        return None, normalise_doi(text)
+    if urlsplit(text).scheme in ("http", "https"):
+        raise InputError(
+            f"{text}: a web address is not read; give the paper's DOI, or download the PDF and give the file"
+        )
+    if text.lower().endswith(".pdf"):
+        raise InputError(f"{text}: no such file")
+    raise InputError(f"'{text}' is neither a PDF file nor a DOI (expected 10.NNNN/suffix)")
 
 
 def reader_texts(record: ClaimRecord) -> list[tuple[str, str]]:

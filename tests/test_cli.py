@@ -113,6 +113,13 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(
     assert live_env.scripts.requests == []  # refused before any model call
 
 
+def test_a_web_address_is_refused_with_what_to_give_instead(runner: CliRunner, live_env) -> None:
+    result = runner.invoke(app, ["run", "https://example.org/paper.pdf"])
+    assert result.exit_code == 2
+    assert "a web address is not read; give the paper's DOI, or download the PDF" in result.output
+    assert live_env.scripts.requests == []
+
+
 def test_show_and_render_every_format(runner: CliRunner, live_env) -> None:
     record_id = record_id_from(runner.invoke(app, ["run", str(HPYLORI_PDF)]).output)
     shown = runner.invoke(app, ["show", record_id[:6]])

@@ -19,11 +19,8 @@ from rich.console import Console
 
 from pipeline import __version__
 from pipeline.errors import ClaimsError, InputError
-from pipeline.files import (
-    path_exists,
-    require_regular_file,
-)
-from pipeline.identifiers import looks_like_doi, normalise_doi
+from pipeline.files import require_regular_file
+from pipeline.identifiers import paper_source
 from pipeline.llm.openai import OpenAIChatModel
 from pipeline.models import StudyMetadata
 from pipeline.run import STAGES
@@ -142,18 +139,6 @@ def doi_tools(max_pdf_mb: float | None) -> tuple[Any, DoiCache, DoiSettings]:
     return make_client(mailto), DoiCache(current().cache_dir / "doi"), settings
 
 
-def _source(text: str) -> tuple[Path | None, str | None]:
-    """A PDF path or a DOI, from what the user typed."""
-    path = Path(text)
-    if path_exists(path):
-        return path, None
-    if looks_like_doi(text):
-        return None, normalise_doi(text)
-    if text.lower().endswith(".pdf"):
-        raise InputError(f"{text}: no such file")
-    raise InputError(f"'{text}' is neither a PDF file nor a DOI (expected 10.NNNN/suffix)")
-
-
 NotAStudyOption = typer.Option(
     False, "--not-a-study-ok", help="Draft a document that does not look like a research paper (notes, slides, a book)."
 )
@@ -184,7 +169,7 @@ def locate_study(
     source: str, pdf: Path | None, refresh: bool, max_pdf_mb: float | None
 ) -> tuple[Path, StudyMetadata | None, str | None]:
     """The study's PDF, and for a DOI its metadata and where the PDF came from (fetched, or --pdf)."""
-    pdf_path, doi = _source(source)
+    pdf_path, doi = paper_source(source)
     if pdf_path is not None and pdf is not None:
         raise InputError("--pdf goes with a DOI: give either a PDF, or a DOI and --pdf FILE")
     for local in (pdf_path, pdf):  # before any download or model call: a FIFO or /dev/zero ends here
