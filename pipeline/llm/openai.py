@@ -220,7 +220,7 @@ class OpenAIChatModel:
             body["max_tokens"] = body["max_completion_tokens"]
         client, loop = self._requests()
         send = self._send(client, body, request_priority.get())  # read here: the loop's thread has its own context
-        return _a_completion(asyncio.run_coroutine_threadsafe(send, loop).result(), request.stage)
+        return _a_completion(asyncio.run_coroutine_threadsafe(send, loop).result())
 
     async def _send(self, client: Any, body: dict[str, Any], priority: tuple[int, ...]) -> Any:
         """One attempt, in a request slot where there is a limit. A retry waits for its Retry-After
@@ -292,10 +292,11 @@ def response_from_completion(body: dict[str, Any]) -> ChatResponse:
 
 class _NoChoices(LLMError):
     """HTTP 200 whose body is an error, or a completion with no choices: what some servers and
-    proxies answer when overloaded, so the request is sent again like a 5xx."""
+    proxies answer when overloaded, so the request is sent again like a 5xx (and reported, with
+    its stage, only when every attempt got one)."""
 
 
-def _a_completion(completion: Any, stage: str) -> Any:
+def _a_completion(completion: Any) -> Any:
     """The SDK's answer if it is a chat completion. The SDK hands back the body as text when it
     is not JSON, and builds a completion with no choices from an error object; either would
     otherwise surface as an internal error far from its cause."""
@@ -309,8 +310,7 @@ def _a_completion(completion: Any, stage: str) -> Any:
         error = (getattr(completion, "model_extra", None) or {}).get("error")
         said = error.get("message") if isinstance(error, dict) else error
         raise _NoChoices(
-            f"stage {stage}: the endpoint's answer held no reply"
-            + (f": {' '.join(str(said).split())[:300]}" if said else "")
+            "the endpoint's answer held no reply" + (f": {' '.join(str(said).split())[:300]}" if said else "")
         )
     return completion
 
@@ -350,7 +350,7 @@ def _count(usage: Any, name: str) -> int:
 def _describe(exc: BaseException | None) -> str:
     """The status and the server's own words (e.g. 'maximum context length is 8192 tokens')."""
     if isinstance(exc, _NoChoices):
-        return str(exc).split(": ", 1)[1]
+        return str(exc)
     status = getattr(exc, "status_code", None)
     name = type(exc).__name__
     said = _server_message(exc)
