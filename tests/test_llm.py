@@ -259,6 +259,37 @@ def test_an_error_or_no_reply_with_http_200_is_sent_again_then_reported() -> Non
         ask_structured(context(client(server), UsageLog()), call())
 
 
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"error": {"message": "model overloaded"}}, "the endpoint's answer held no reply: model overloaded"),
+        ("not a completion", "an answer could not be read"),  # before, the collecting thread died: a hang
+    ],
+)
+def test_a_batch_api_answer_with_no_reply_fails_its_request_with_the_reason(tmp_path, body, reason) -> None:  # type: ignore[no-untyped-def]
+    import openai
+
+    from pipeline.llm.base import ChatRequest
+    from pipeline.llm.batch_api import BatchApiChatModel
+
+    request = ChatRequest(
+        stage="answer",
+        model="m",
+        output_schema={"name": "answer", "schema": {"type": "object"}},
+        messages=[{"role": "user", "content": "PAPER text"}],
+        params=RunSettings().params(),
+    )
+    with serve({"$body": body}) as server:
+        batches = BatchApiChatModel(
+            openai.OpenAI(api_key="x", base_url=server.base_url),
+            tmp_path / "batches.db",
+            expected_waiting=1,
+            poll_seconds=0.01,
+        )
+        with pytest.raises(LLMUnavailableError, match=f"batch batch-1: {reason}"):
+            batches.complete(request)
+
+
 def test_a_web_page_instead_of_the_api_names_the_setting_to_fix() -> None:
     with (
         serve({"$body": "<html><body>Welcome to Open WebUI</body></html>"}) as server,

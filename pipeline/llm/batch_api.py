@@ -111,9 +111,10 @@ class BatchApiChatModel:
                     input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
                 )
             )
-        except LLMError as exc:
+        except Exception as exc:  # this thread's end: its waiters must hear of any failure, not hang
+            failure = exc if isinstance(exc, LLMError) else LLMUnavailableError(f"the batch was not sent ({exc!r})")
             for _, future in batch:
-                future.set_exception(exc)
+                future.set_exception(failure)
             return
         with self._lock:
             for request, future in batch:
@@ -137,8 +138,12 @@ class BatchApiChatModel:
                     for line in filter(None, text.splitlines()):
                         item = json.loads(line)
                         answers[item["custom_id"]] = item
-        except LLMError as exc:
-            failure = exc
+        except Exception as exc:  # this thread's end: its waiters must hear of any failure, not hang
+            failure = (
+                exc
+                if isinstance(exc, LLMError)
+                else LLMUnavailableError(f"batch {batch_id}: its results could not be read ({exc!r})")
+            )
             self._answer_all(batch_id, lambda _: failure)
             return
         self._answer_all(batch_id, lambda fingerprint: _outcome(answers.get(fingerprint), status.status, batch_id))
@@ -151,7 +156,10 @@ class BatchApiChatModel:
             self._state.execute("DELETE FROM sent WHERE batch_id = ?", (batch_id,))
             waiting = {f: self._waiters.pop(f, []) for f in fingerprints}
         for fingerprint, futures in waiting.items():
-            result = outcome(fingerprint)
+            try:
+                result = outcome(fingerprint)
+            except Exception as exc:  # a malformed line fails its request; the others still get theirs
+                result = LLMUnavailableError(f"batch {batch_id}: an answer could not be read ({exc!r})")
             for future in futures:
                 if isinstance(result, BaseException):
                     future.set_exception(result)
@@ -189,4 +197,7 @@ def _outcome(item: dict[str, Any] | None, status: str, batch_id: str) -> ChatRes
     if item.get("error") or response.get("status_code", 200) >= 400:
         detail = item.get("error") or response.get("body", {}).get("error") or response.get("status_code")
         return LLMUnavailableError(f"batch {batch_id}: the request failed ({detail})")
-    return response_from_completion(response["body"])
+    try:
+        return response_from_completion(response.get("body") or {})
+    except LLMError as exc:
+        return LLMUnavailableError(f"batch {batch_id}: {exc}")

@@ -212,7 +212,7 @@ class OpenAIChatModel:
             ) from exc
         except openai.APIStatusError as exc:
             raise LLMError(f"stage {request.stage}: the endpoint answered {_describe(exc)}") from exc
-        return _response_of(completion)
+        return response_from_completion(completion)
 
     def _create(self, request: ChatRequest) -> Any:
         body = chat_body(request, self.response_format)
@@ -220,7 +220,7 @@ class OpenAIChatModel:
             body["max_tokens"] = body["max_completion_tokens"]
         client, loop = self._requests()
         send = self._send(client, body, request_priority.get())  # read here: the loop's thread has its own context
-        return _a_completion(asyncio.run_coroutine_threadsafe(send, loop).result())
+        return _completion_body(asyncio.run_coroutine_threadsafe(send, loop).result())
 
     async def _send(self, client: Any, body: dict[str, Any], priority: tuple[int, ...]) -> Any:
         """One attempt, in a request slot where there is a limit. A retry waits for its Retry-After
@@ -276,58 +276,53 @@ def chat_body(request: ChatRequest, response_format: str = "json_schema") -> dic
     return body
 
 
-def response_from_completion(body: dict[str, Any]) -> ChatResponse:
-    """A ChatResponse from a chat completion as JSON (what the Batch API's output file holds)."""
-    choice = body["choices"][0]
-    usage = body.get("usage") or {}
-    return ChatResponse(
-        content=choice["message"].get("content"),
-        refusal=choice["message"].get("refusal"),
-        finish_reason=choice.get("finish_reason"),
-        usage=Usage(prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0)),
-        served_by=body.get("system_fingerprint"),
-        model=body.get("model"),
-    )
-
-
 class _NoChoices(LLMError):
     """HTTP 200 whose body is an error, or a completion with no choices: what some servers and
     proxies answer when overloaded, so the request is sent again like a 5xx (and reported, with
     its stage, only when every attempt got one)."""
 
 
-def _a_completion(completion: Any) -> Any:
-    """The SDK's answer if it is a chat completion. The SDK hands back the body as text when it
-    is not JSON, and builds a completion with no choices from an error object; either would
-    otherwise surface as an internal error far from its cause."""
-    if isinstance(completion, str):
-        start = " ".join(completion.split())[:80]
+def _completion_body(answer: Any) -> dict[str, Any]:
+    """The SDK's answer as the JSON the server sent, once it is known to be a chat completion.
+    The SDK hands back a body that is not JSON as text, and builds a completion with no choices
+    from an error object without complaint; either would otherwise surface as an internal error
+    far from its cause."""
+    if isinstance(answer, str):
+        start = " ".join(answer.split())[:80]
         raise ConfigError(
             f"the endpoint (OPENAI_BASE_URL) answered a chat request with a web page or text, not the API's JSON "
             f"({start!r}): set OPENAI_BASE_URL to the API's address, which usually ends in /v1"
         )
-    if not getattr(completion, "choices", None) or getattr(completion.choices[0], "message", None) is None:
-        error = (getattr(completion, "model_extra", None) or {}).get("error")
+    body: dict[str, Any] = answer.model_dump(warnings=False, exclude_unset=True)  # as sent: the SDK checks no type
+    _require_reply(body)
+    return body
+
+
+def _require_reply(body: dict[str, Any]) -> None:
+    choices = body.get("choices")
+    if not (isinstance(choices, list) and choices and isinstance(choices[0], dict) and choices[0].get("message")):
+        error = body.get("error")
         said = error.get("message") if isinstance(error, dict) else error
         raise _NoChoices(
             "the endpoint's answer held no reply" + (f": {' '.join(str(said).split())[:300]}" if said else "")
         )
-    return completion
 
 
-def _response_of(completion: Any) -> ChatResponse:
-    """What a run keeps of a completion, read as leniently as servers write it. The SDK does not
-    check an answer's types, and servers differ: a list of content parts for a text reply, null
-    token counts, a number as the fingerprint."""
-    choice = completion.choices[0]
-    usage = completion.usage
+def response_from_completion(body: dict[str, Any]) -> ChatResponse:
+    """What a run keeps of a chat completion as JSON (the live answer, or a line of the Batch
+    API's output file), read as leniently as servers write it: a list of content parts for a
+    text reply, null token counts, a number as the fingerprint."""
+    _require_reply(body)
+    choice = body["choices"][0]
+    message = choice["message"]
+    usage = body.get("usage")
     return ChatResponse(
-        content=_text_of(choice.message.content),
-        refusal=_string(getattr(choice.message, "refusal", None)),
-        finish_reason=_string(choice.finish_reason),
+        content=_text_of(message.get("content")),
+        refusal=_string(message.get("refusal")),
+        finish_reason=_string(choice.get("finish_reason")),
         usage=Usage(prompt_tokens=_count(usage, "prompt_tokens"), completion_tokens=_count(usage, "completion_tokens")),
-        served_by=_string(completion.system_fingerprint),
-        model=_string(completion.model),
+        served_by=_string(body.get("system_fingerprint")),
+        model=_string(body.get("model")),
     )
 
 
@@ -343,7 +338,7 @@ def _string(value: Any) -> str | None:
 
 
 def _count(usage: Any, name: str) -> int:
-    value = usage.get(name) if isinstance(usage, dict) else getattr(usage, name, None)
+    value = usage.get(name) if isinstance(usage, dict) else None
     return int(value) if isinstance(value, int | float) else 0
 
 
