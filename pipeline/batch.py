@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.accounts import drafted_note
-from pipeline.errors import ClaimsError, ConfigError, InputError, StaleVersionError
+from pipeline.errors import ClaimsError, ConfigError, EndpointRefusedError, InputError, StaleVersionError
 from pipeline.evidence import add_study, match_score
 from pipeline.files import require_regular_file, write_text_atomic
 from pipeline.identifiers import looks_like_doi, normalise_doi, paper_source
@@ -114,6 +114,7 @@ class PaperResult:
     seconds: dict[str, float] = field(default_factory=dict)
     attached: list[str] = field(default_factory=list)  # claims the paper was added to (--attach)
     attach_errors: list[str] = field(default_factory=list)
+    stopped_batch: bool = False  # its error was the endpoint refusing every request: no paper after it started
 
 
 @dataclass
@@ -366,6 +367,7 @@ def process_paper(
             )
     except ClaimsError as exc:
         result.error = str(exc)
+        result.stopped_batch = isinstance(exc, EndpointRefusedError)
         _keep_recording(source, settings, tools, options, llm, recorded, None, result.error)
     except Exception as exc:
         result.error = f"internal error: {type(exc).__name__}: {exc}"
@@ -548,9 +550,11 @@ def run_batch(
 
     held: list[tuple[int, str]] = []
 
+    stopped_by: list[str] = []  # why the batch stopped starting papers: --fail-fast, or the endpoint's refusal
+
     def work(index: int, source: str) -> None:
         if stop.is_set():
-            results[index] = PaperResult(source=source, status="not_started", error="stopped by --fail-fast", cost=None)
+            results[index] = PaperResult(source=source, status="not_started", error=stopped_by[0])
             return
         result = process_paper(source, settings, tools, options, tally, place=index)
         if result.status == "held":  # another worker is on it: come back to it once the rest is done
@@ -561,7 +565,12 @@ def run_batch(
         results[index] = result
         tally.finish(result)
         on_result(result)
-        if result.status == "failed" and options.fail_fast:
+        if result.status == "failed" and (options.fail_fast or result.stopped_batch):
+            with lock:
+                if not stopped_by:
+                    stopped_by.append(
+                        f"not started: {result.error}" if result.stopped_batch else "stopped by --fail-fast"
+                    )
             stop.set()
 
     lock = threading.Lock()

@@ -61,6 +61,11 @@ class ConfigError(ClaimsError):
     exit_code = 2
 
 
+class EndpointRefusedError(ConfigError):
+    """The model endpoint refuses every request as configured (the key, the model, the address):
+    a batch stops at the first, rather than fail each of its papers the same way."""
+
+
 class SourcesUnavailableError(ClaimsError):
     pass
 

@@ -149,6 +149,27 @@ def test_fail_fast_stops_starting_papers(runner: CliRunner, batch_env, tmp_path:
     assert statuses[0] == "failed" and statuses[-1] == "not_started"
 
 
+def test_an_endpoint_that_refuses_the_model_stops_the_batch_at_once(
+    runner: CliRunner, batch_env, tmp_path: Path
+) -> None:
+    missing = {"$status": 404, "$error": "The model `no-such-model` does not exist."}
+    scripts = Scripts([{"name": "refuses", "model": "no-such-model", "answers": {"extract": [missing]}}])
+    listing = write_list(tmp_path, *[str(p) for p in (HPYLORI_PDF, DVT_PDF, INJECTED)] * 3)
+    with ScriptedEndpoint(scripts) as endpoint:
+        report_path = batch_env(endpoint)
+        result = runner.invoke(app, ["batch", str(listing), "-j", "1", "--model", "no-such-model"])
+        requests = len(endpoint.scripts.requests)
+    assert result.exit_code == 2
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: the endpoint does not know model 'no-such-model'") and "does not exist" in last
+    assert "the batch stopped (6 papers not started): run the same command again" in last
+    report = json.loads(report_path.read_text())
+    assert (report["failed"], report["not_started"]) == (3, 6)
+    assert requests == 3  # the papers already open when the first refusal came; none after
+    assert report["papers"][-1]["error"].startswith("not started: the endpoint does not know model")
+    assert report["papers"][-1]["cost"] == 0.0  # made no call
+
+
 def test_injected_faults_never_lose_a_paper(
     runner: CliRunner, batch_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.errors import ConfigError, LLMError, LLMUnavailableError
+from pipeline.errors import ConfigError, EndpointRefusedError, LLMError, LLMUnavailableError
 from pipeline.llm.base import ChatRequest, ChatResponse, Usage, request_priority
 from pipeline.llm.ratelimit import RequestSlots
 from pipeline.retry import RetryError, RetryPolicy, call_with_retries
@@ -203,10 +203,15 @@ class OpenAIChatModel:
                 "it was sent, so it is not sent again unless CLAIMS_TIMEOUT_RETRIES says so)"
             ) from exc
         except openai.AuthenticationError as exc:
-            raise ConfigError("the endpoint refused the API key (401): check OPENAI_API_KEY") from exc
+            raise EndpointRefusedError("the endpoint refused the API key (401): check OPENAI_API_KEY") from exc
+        except openai.PermissionDeniedError as exc:
+            raise EndpointRefusedError(
+                f"the endpoint refused access (403: {_server_message(exc) or 'permission denied'}): check that the "
+                f"key may use model '{request.model}'"
+            ) from exc
         except openai.NotFoundError as exc:
             said = _server_message(exc)
-            raise ConfigError(
+            raise EndpointRefusedError(
                 f"the endpoint does not know model '{request.model}' or the route (404{': ' + said if said else ''}): "
                 "check --model (or CLAIMS_MODEL) and OPENAI_BASE_URL, which usually ends in /v1"
             ) from exc
@@ -289,7 +294,7 @@ def _completion_body(answer: Any) -> dict[str, Any]:
     far from its cause."""
     if isinstance(answer, str):
         start = " ".join(answer.split())[:80]
-        raise ConfigError(
+        raise EndpointRefusedError(
             f"the endpoint (OPENAI_BASE_URL) answered a chat request with a web page or text, not the API's JSON "
             f"({start!r}): set OPENAI_BASE_URL to the API's address, which usually ends in /v1"
         )
