@@ -219,7 +219,7 @@ class OpenAIChatModel:
             raise LLMError(f"stage {request.stage}: the endpoint answered {_describe(exc)}") from exc
         return response_from_completion(completion)
 
-    def _create(self, request: ChatRequest) -> Any:
+    def _create(self, request: ChatRequest) -> dict[str, Any]:
         body = chat_body(request, self.response_format)
         if self._send_max_tokens and "max_completion_tokens" in body:
             body["max_tokens"] = body["max_completion_tokens"]
