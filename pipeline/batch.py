@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import os
 import re
 import secrets
@@ -24,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -45,8 +44,8 @@ from pipeline.run import STAGES, RunResult, run_key, run_pipeline
 from pipeline.settings import RunSettings
 from pipeline.settings import current as current_settings
 from pipeline.sources.metadata import DoiCache, DoiSettings, fetch
-from pipeline.sources.pdf import Document, read_pdf
-from pipeline.stages.check import CheckRunner, Rewriter, Sources, check_record
+from pipeline.sources.pdf import Document
+from pipeline.stages.check import CheckRunner, check_record
 from pipeline.store import LeaseState, Store
 
 # --------------------------------------------------------------------------- inputs
@@ -446,89 +445,6 @@ def _count(
 
 
 # --------------------------------------------------------------------------- the batch
-
-
-PARSE_NICENESS = 10  # the parse processes' niceness, above the batch's own
-
-
-def _start_worker(batch_pid: int) -> None:
-    """In each parse process: yield the processor to the batch's own process, whose model
-    requests are what the batch waits for (on 2 cores, two parse processes and the batch would
-    otherwise share them evenly, and the first request would leave 0.3 s later); and exit once
-    the batch is gone: a batch killed with kill -9 cannot shut its pool down, and the processes
-    would otherwise wait for work for ever."""
-    os.nice(PARSE_NICENESS)
-
-    def watch() -> None:
-        while True:
-            time.sleep(1)
-            try:
-                os.kill(batch_pid, 0)
-            except OSError:
-                os._exit(0)
-
-    threading.Thread(target=watch, daemon=True, name="exit-with-batch").start()
-
-
-class ParsePool:
-    """PDFs parsed in worker processes, so a batch's parsing uses every core. The processes (and
-    the model client, `warm`) start with the first paper that needs them: a batch whose papers
-    are all done already starts neither. Until the processes are up, one paper at a time is
-    parsed here, so the first request leaves as soon as the first paper is read."""
-
-    def __init__(
-        self, warm: Callable[[], Any] = lambda: None, workers: int | None = None, max_pdf_bytes: int | None = None
-    ):
-        self._warm = warm
-        self._max_pdf_bytes = max_pdf_bytes
-        self._workers = workers or os.cpu_count() or 2
-        self._pool: ProcessPoolExecutor | None = None
-        self._ready: Future[Any] | None = None
-        self._lock = threading.Lock()
-        self._here = threading.Lock()  # PDFium is not thread-safe: one paper at a time in this process
-
-    def parse(self, pdf: Path) -> Document:
-        with self._lock:
-            if self._pool is None:
-                # forkserver: forking a process whose threads hold locks can hang.
-                context = multiprocessing.get_context("forkserver")
-                self._pool = ProcessPoolExecutor(
-                    max_workers=self._workers, mp_context=context, initializer=_start_worker, initargs=(os.getpid(),)
-                )
-                self._ready = self._pool.submit(os.getpid)
-                # Here, while the processes start on the other cores: the first request needs
-                # it, and the other papers wait for it instead of slowing it down (in a thread
-                # of its own it took 0.6-1.1 s, not 0.35 s, beside a batch's busy threads).
-                self._warm()
-        assert self._ready is not None
-        # One paper at a time here, and only until the processes are up: the others queue for
-        # them, rather than hold the interpreter while the model client loads for the first request.
-        if not self._ready.done() and self._here.acquire(blocking=False):
-            try:
-                return read_pdf(pdf, None, self._max_pdf_bytes)
-            finally:
-                self._here.release()
-        return self._pool.submit(read_pdf, pdf, None, self._max_pdf_bytes).result()
-
-    def check(self, record: ClaimRecord, sources: Sources, rewrite: Rewriter | None) -> ClaimRecord:
-        """The checks, in a worker process too: they are the CPU-heavy part of a paper, and in the
-        batch's own process they would hold up other papers' model requests. A record whose plain
-        language needs the model's rewrite is checked again here, where the model is."""
-        if self._pool is None:
-            return check_record(record, sources, rewrite)
-        checked = self._pool.submit(check_record, record, sources, None).result()
-        plain = next(c for c in checked.checks if c.name == "plain_language")
-        if plain.flags and rewrite is not None:
-            return check_record(record, sources, rewrite)
-        return checked
-
-    def __enter__(self) -> ParsePool:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._pool is not None:
-            # not waited for: idle workers end on their own once the batch's pipe closes
-            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 HELD_POLL_SECONDS = 2.0

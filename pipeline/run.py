@@ -40,7 +40,7 @@ from pipeline.models import (
 )
 from pipeline.settings import RunSettings
 from pipeline.sources.metadata import metadata_mismatches
-from pipeline.sources.pdf import Document, TextExtractor, read_pdf
+from pipeline.sources.pdf import Document, read_pdf
 from pipeline.stages.check import CheckRunner, check_record, count, model_rewriter, with_model_output
 from pipeline.stages.draft import draft
 from pipeline.stages.extract import extract
@@ -72,8 +72,7 @@ def run_pipeline(
     strict: bool = False,
     record_id: str | None = None,
     generated_at: str | None = None,
-    extractor: TextExtractor | None = None,
-    max_pdf_bytes: int | None = None,
+    read: Callable[[Path], Document] = read_pdf,
     not_a_study_ok: bool = False,
     progress: Progress = _quiet,
     check_runner: CheckRunner = check_record,
@@ -91,7 +90,7 @@ def run_pipeline(
 
     document = stage(
         "ingest",
-        lambda: document or read_pdf(pdf, extractor, max_pdf_bytes),
+        lambda: document or read(pdf),
         lambda d: (
             f"{len(d.pages)} pages, sections: {', '.join(d.sections_found())}"
             + (f", {len(d.problems)} page(s) skipped" if d.problems else "")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 
 def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
@@ -31,6 +33,28 @@ def make_pdf(pages: list[str], metadata: dict[str, str] | None = None) -> bytes:
         entries = " ".join(f"/{key} ({_escape(value)})" for key, value in metadata.items())
         all_objects.append(f"<< {entries} >>".encode("latin-1", "replace"))
         info = f" /Info {len(all_objects)} 0 R"
+    return _write(all_objects, info)
+
+
+def make_bomb_pdf(decompressed_bytes: int) -> bytes:
+    """One page whose drawing instructions are `decompressed_bytes` long but compress to a few
+    hundred KB (a decompression bomb): what a hostile or broken file can do to a PDF reader."""
+    line = b"BT /F1 10 Tf 72 700 Td (Results of the trial were as follows) Tj ET\n"
+    stream = zlib.compress(line * (decompressed_bytes // len(line)), 6)
+    page = b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 842] /Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>"
+    return _write(
+        [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            page,
+            b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        ],
+        "",
+    )
+
+
+def _write(all_objects: list[bytes], info: str) -> bytes:
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for number, body in enumerate(all_objects, start=1):

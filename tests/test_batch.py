@@ -13,10 +13,12 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from conftest import BAD, DVT_PDF, HPYLORI_PDF, HTTP, PAPERS, ROOT, load_scripts
+from pdfmaker import make_bomb_pdf
 from scripted_endpoint import Faults, ScriptedEndpoint, Scripts
 from typer.testing import CliRunner
 
@@ -28,6 +30,7 @@ from pipeline.llm.base import ChatRequest, request_priority
 from pipeline.llm.openai import OpenAIChatModel
 from pipeline.llm.ratelimit import RateLimiter, RequestSlots
 from pipeline.memo import computed_once
+from pipeline.pool import ParsePool
 from pipeline.resources import data_dir
 from pipeline.store import Store
 
@@ -238,6 +241,33 @@ def test_batch_api_resumes_a_batch_sent_before_a_crash(tmp_path: Path) -> None:
         answer = resumed.complete(request)
         assert json.loads(answer.content)["bibliography"]["year"] == 2010
         assert len(endpoint.batches.batches) == 1  # nothing was sent twice
+
+
+def test_a_pdf_that_kills_its_parse_process_fails_alone(tmp_path: Path) -> None:
+    """A decompression bomb overruns the parse processes' memory cap: its paper fails with one
+    line, and the papers queued behind it in the dead process's pool are read again, not failed."""
+    bomb = tmp_path / "bomb.pdf"
+    bomb.write_bytes(make_bomb_pdf(100 << 20))  # 100 MB of drawing instructions: about 1.4 GB to read
+    with ParsePool(workers=1, memory_bytes=1 << 30) as pool:
+        assert pool.parse(HPYLORI_PDF).pages  # the first, in this process while the other starts
+        with ThreadPoolExecutor(3) as threads:
+            blown = threads.submit(_parsed, pool, bomb)
+            time.sleep(0.3)  # the bomb takes over a second to reach the cap; these queue behind it
+            queued = [threads.submit(_parsed, pool, pdf) for pdf in (DVT_PDF, INJECTED)]
+            outcomes = [blown.result(), *(q.result() for q in queued)]
+    assert outcomes == [
+        "bomb.pdf: reading it crashed the PDF reader or took more than 1024 MB of memory (a damaged or hostile "
+        "file): get another copy of the paper",
+        "parsed",
+        "parsed",
+    ]
+
+
+def _parsed(pool: ParsePool, pdf: Path) -> str:
+    try:
+        return "parsed" if pool.parse(pdf).pages else "no pages"
+    except InputError as exc:
+        return str(exc)
 
 
 def test_rate_limiter_waits_for_the_window() -> None:

@@ -1,7 +1,7 @@
 """The import graph: layers point downward only, and there is no cycle (issue 12).
 
 Layers, lowest first; a module may import from its own layer and those below it only:
-  core      models errors identifiers schema files settings resources retry terms memo
+  core      models errors identifiers schema files settings resources retry terms memo worker
   sources   pipeline.sources.*          (PDF text, DOI metadata, HTTP)
   llm       pipeline.llm.*              (the model seam and what wraps it)
   stages    pipeline.stages.*           (extract, draft, grade, check)
@@ -31,6 +31,7 @@ CORE = {
     "retry",
     "terms",
     "memo",
+    "worker",
     "__init__",
 }
 LAYERS = ["core", "sources", "llm", "stages", "services", "cli"]

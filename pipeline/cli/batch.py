@@ -19,7 +19,6 @@ from pipeline.batch import (
     BatchOptions,
     BatchTools,
     PaperResult,
-    ParsePool,
     ProgressLog,
     Tally,
     load_prices,
@@ -47,6 +46,7 @@ from pipeline.llm.batch_api import BatchApiChatModel
 from pipeline.llm.cache import SQLiteResponseCache
 from pipeline.llm.openai import OpenAIChatModel
 from pipeline.llm.ratelimit import RateLimitedChatModel, RateLimiter
+from pipeline.pool import ParsePool
 from pipeline.schema import record_validator
 from pipeline.settings import current
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import threading
 from pathlib import Path
 
 import typer
@@ -39,6 +38,7 @@ from pipeline.llm.recording import (
     build_recording,
     save_recording,
 )
+from pipeline.pool import ParsePool
 from pipeline.run import RunResult, run_key, run_pipeline
 from pipeline.settings import current
 from pipeline.sources.metadata import fetch, file_stem
@@ -122,8 +122,9 @@ def run(
         return
     # The stages are a chain (draft writes the claim from extract's findings, grade rates that
     # claim), so no two model calls of one paper can overlap; what can is loading the model
-    # client (importing openai takes about 0.35 s) while the PDF is parsed.
-    threading.Thread(target=live.warm, daemon=True, name="load-client").start()
+    # client (importing openai takes about 0.35 s) while the PDF is parsed, in a process of its
+    # own with a memory cap, as a batch's are (a hostile PDF ends that process, not this one).
+    parsing = ParsePool(warm=live.warm, workers=1, max_pdf_bytes=pdf_cap(max_pdf_mb))
 
     def keep_recording(result: RunResult | None, failure: str | None) -> None:
         if not (record and isinstance(chat, RecordingChatModel) and (result or chat.interactions)):
@@ -150,16 +151,17 @@ def run(
         err.print(f"{what} saved to {record} ({len(chat.interactions)} model exchanges)")
 
     try:
-        result = run_pipeline(
-            pdf_path,
-            llm,
-            metadata=metadata,
-            pdf_url=pdf_url,
-            strict=strict,
-            max_pdf_bytes=pdf_cap(max_pdf_mb),
-            not_a_study_ok=not_a_study_ok,
-            progress=progress,
-        )
+        with parsing:
+            result = run_pipeline(
+                pdf_path,
+                llm,
+                metadata=metadata,
+                pdf_url=pdf_url,
+                strict=strict,
+                read=parsing.parse,
+                not_a_study_ok=not_a_study_ok,
+                progress=progress,
+            )
     except ClaimsError as exc:
         progress.stop()
         keep_recording(None, str(exc))
