@@ -104,3 +104,10 @@ class ParsePool:
         if self._pool is not None:
             # not waited for: idle workers end on their own once the batch's pipe closes
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def read_alone(pdf: Path, max_pdf_bytes: int | None = None) -> Document:
+    """One PDF read in a capped process of its own, as a batch reads each (`claims match`,
+    `claims add-evidence`)."""
+    with ParsePool(workers=1, max_pdf_bytes=max_pdf_bytes) as reader:
+        return reader.parse(pdf)

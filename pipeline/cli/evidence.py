@@ -29,10 +29,11 @@ from pipeline.llm.base import LLMContext, RecordingChatModel
 from pipeline.llm.openai import OpenAIChatModel
 from pipeline.llm.recording import RecordedSource, build_recording, save_eval_recording, save_recording
 from pipeline.models import Stance, StudyMetadata
+from pipeline.pool import read_alone
 from pipeline.review import stored_sources
 from pipeline.run import require_a_study
 from pipeline.settings import current
-from pipeline.sources.pdf import Document, read_pdf
+from pipeline.sources.pdf import Document
 from pipeline.stages.check import count, model_rewriter
 
 
@@ -41,7 +42,7 @@ def _study_document(
 ) -> tuple[Path, Document, StudyMetadata | None, str | None]:
     """The new study's document, with its DOI metadata when given a DOI."""
     pdf_path, metadata, pdf_url = locate_study(source, pdf, refresh, max_pdf_mb)
-    document = read_pdf(pdf_path, max_bytes=pdf_cap(max_pdf_mb))
+    document = read_alone(pdf_path, pdf_cap(max_pdf_mb))
     if metadata is not None:
         document.doi = metadata.doi
     return pdf_path, document, metadata, pdf_url
