@@ -68,6 +68,16 @@ def _require_state(record: ClaimRecord, action: str) -> None:
     )
 
 
+def _at_version(store: Store, record_id: str, version: int) -> ClaimRecord:
+    """The record, if it is still at `version`: read with its version in one read, so that a
+    decision someone made meanwhile is reported as that (who, when: reload), never judged by the
+    state it left ("only a draft can be approved")."""
+    record, current = store.get_versioned(record_id)
+    if current != version:
+        store.require_version(record_id, version)  # versions only grow: this says who changed it
+    return record
+
+
 def approve(
     store: Store,
     record_id: str,
@@ -79,8 +89,7 @@ def approve(
 ) -> int:
     """`second_reviewer`: the four-eyes rule; whoever made the record's latest edit (or added its
     latest evidence) may not approve it."""
-    store.require_version(record_id, version)
-    record = store.get(record_id)
+    record = _at_version(store, record_id, version)
     _require_state(record, "approve")
     if second_reviewer and store.last_change_by(record_id, ("edited", "evidence added")) == reviewer.strip():
         raise ReviewRefusedError(
@@ -100,8 +109,7 @@ def approve(
 
 
 def reject(store: Store, record_id: str, version: int, reviewer: str, reason: str) -> int:
-    store.require_version(record_id, version)
-    record = store.get(record_id)
+    record = _at_version(store, record_id, version)
     _require_state(record, "reject")
     if not reason.strip():
         raise InputError("a reason is required to reject (--reason TEXT)")
@@ -110,8 +118,7 @@ def reject(store: Store, record_id: str, version: int, reviewer: str, reason: st
 
 
 def reopen(store: Store, record_id: str, version: int, reviewer: str, note: str = "") -> int:
-    store.require_version(record_id, version)
-    record = store.get(record_id)
+    record = _at_version(store, record_id, version)
     _require_state(record, "reopen")
     record.status = ReviewStatus.draft
     return store.update(record, version, "reopened", _require_reviewer(reviewer), note.strip())
