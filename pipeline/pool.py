@@ -1,4 +1,5 @@
-"""`ParsePool`: where a batch (and `claims run`) reads PDFs and checks records."""
+"""`ParsePool`: where PDFs are read (`claims run`, `batch`, `match`, `add-evidence`) and a
+batch's records are checked: in worker processes with a memory cap, never in the command's own."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ def start_worker(batch_pid: int, memory_bytes: int) -> None:
     a batch killed with kill -9 cannot shut its pool down, and the workers would otherwise wait
     for work for ever."""
     os.nice(PARSE_NICENESS)
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    _cap_memory(memory_bytes)
 
     def watch() -> None:
         while True:
@@ -37,3 +37,14 @@ def start_worker(batch_pid: int, memory_bytes: int) -> None:
                 os._exit(0)
 
     threading.Thread(target=watch, daemon=True, name="exit-with-batch").start()
+
+
+def _cap_memory(memory_bytes: int) -> None:
+    """The soft limit only, and never above the hard one: a lower limit set by the machine
+    (a container's) stays as it is, and a system that refuses the limit runs without it."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = memory_bytes if hard == resource.RLIM_INFINITY else min(memory_bytes, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    except (ValueError, OSError):
+        pass
