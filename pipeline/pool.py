@@ -7,7 +7,7 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,19 +43,21 @@ class ParsePool:
         self._lock = threading.Lock()
 
     def parse(self, pdf: Path) -> Document:
+        reading: tuple[ProcessPoolExecutor, Future[Document]] | None = None
         with self._lock:
             if self._pool is None:
                 self._pool = self._processes(self._workers)
-                self._pool.submit(os.getpid)  # the processes start now, on the other cores
-                # Meanwhile, here: the first request needs it, and the other papers wait for it
-                # instead of slowing it down (in a thread of its own it took 0.6-1.1 s, not 0.35 s,
-                # beside a batch's busy threads).
+                # The processes start, and read the first paper, on the other cores; meanwhile,
+                # here, the model client loads: the first request needs both, and the other
+                # papers wait for it instead of slowing it down (in a thread of its own it took
+                # 0.6-1.1 s, not 0.35 s, beside a batch's busy threads).
+                reading = (self._pool, self._pool.submit(read_pdf, pdf, None, self._max_pdf_bytes))
                 self._warm()
         crashed = InputError(
             f"{pdf.name}: reading it crashed the PDF reader or took more than "
             f"{self._memory_bytes >> 20} MB of memory (a damaged or hostile file): get another copy of the paper"
         )
-        return self._isolated(crashed, read_pdf, pdf, None, self._max_pdf_bytes)
+        return self._isolated(crashed, read_pdf, pdf, None, self._max_pdf_bytes, sent=reading)
 
     def check(self, record: ClaimRecord, sources: Sources, rewrite: Rewriter | None) -> ClaimRecord:
         """The checks, in a worker process too: they are the CPU-heavy part of a paper, and in the
@@ -70,14 +72,23 @@ class ParsePool:
             return check_record(record, sources, rewrite)
         return checked
 
-    def _isolated(self, crashed: ClaimsError, work: Callable[..., T], *args: Any) -> T:
-        """`work` in a worker process. When a process dies, every paper its pool held fails with
-        it: the pool is replaced, and the work runs again in a process of its own, where only a
-        second death is this paper's (`crashed`)."""
-        pool = self._pool
-        assert pool is not None
+    def _isolated(
+        self,
+        crashed: ClaimsError,
+        work: Callable[..., T],
+        *args: Any,
+        sent: tuple[ProcessPoolExecutor, Future[T]] | None = None,
+    ) -> T:
+        """`work` in a worker process (`sent`: already submitted, to that pool). When a process
+        dies, every paper its pool held fails with it: the pool is replaced, and the work runs
+        again in a process of its own, where only a second death is this paper's (`crashed`)."""
+        if sent is None:
+            pool = self._pool
+            assert pool is not None
+            sent = (pool, pool.submit(work, *args))
+        pool, future = sent
         try:
-            return pool.submit(work, *args).result()
+            return future.result()
         except BrokenProcessPool:
             with self._lock:
                 if self._pool is pool:
