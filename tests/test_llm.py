@@ -247,6 +247,30 @@ def test_what_servers_write_beside_the_reply_does_not_break_the_run() -> None:
     assert (usage.by_stage["answer"].calls, usage.by_stage["answer"].prompt_tokens) == (1, 0)
 
 
+def test_an_answer_streamed_though_not_asked_for_is_put_together() -> None:
+    """Some gateways always stream: the chunks' text is joined; finish reason and usage kept."""
+    text = json.dumps(GOOD)
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, usage: dict[str, int] | None = None) -> str:
+        event = {
+            "object": "chat.completion.chunk",
+            "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        return "data: " + json.dumps({**event, **({"usage": usage} if usage else {})}) + "\n\n"
+
+    events = (
+        chunk({"role": "assistant", "content": text[:10]})
+        + chunk({"content": text[10:]})
+        + chunk({}, "stop", {"prompt_tokens": 40, "completion_tokens": 12})
+        + "data: [DONE]\n\n"
+    )
+    with serve({"$body": events}) as server:
+        usage = UsageLog()
+        assert ask_structured(context(client(server), usage), call()) == Answer(**GOOD)
+    assert (usage.by_stage["answer"].calls, usage.by_stage["answer"].prompt_tokens) == (1, 40)
+
+
 def test_an_error_or_no_reply_with_http_200_is_sent_again_then_reported() -> None:
     error = {"$body": {"error": {"message": "model overloaded", "type": "server_error"}}}
     with serve(error, {"$body": {"choices": []}}, GOOD) as server:

@@ -292,15 +292,56 @@ def _completion_body(answer: Any) -> dict[str, Any]:
     The SDK hands back a body that is not JSON as text, and builds a completion with no choices
     from an error object without complaint; either would otherwise surface as an internal error
     far from its cause."""
+    if isinstance(answer, str) and answer.lstrip().startswith("data:"):
+        answer = _assembled(answer)
     if isinstance(answer, str):
         start = " ".join(answer.split())[:80]
         raise EndpointRefusedError(
             f"the endpoint (OPENAI_BASE_URL) answered a chat request with a web page or text, not the API's JSON "
             f"({start!r}): set OPENAI_BASE_URL to the API's address, which usually ends in /v1"
         )
-    body: dict[str, Any] = answer.model_dump(warnings=False, exclude_unset=True)  # as sent: the SDK checks no type
+    body: dict[str, Any] = (
+        answer if isinstance(answer, dict) else answer.model_dump(warnings=False, exclude_unset=True)
+    )  # as sent: the SDK checks no type
     _require_reply(body)
     return body
+
+
+def _assembled(events: str) -> dict[str, Any] | str:
+    """One completion from an answer streamed as server-sent events though none was asked for
+    (some gateways always stream): the chunks' text joined, the last finish reason and usage
+    kept. Text that is not such a stream is returned as it is."""
+    chunks = []
+    for line in events.splitlines():
+        data = line.removeprefix("data:").strip() if line.startswith("data:") else ""
+        if data and data != "[DONE]":
+            try:
+                chunks.append(json.loads(data))
+            except ValueError:
+                return events
+    chunks = [c for c in chunks if isinstance(c, dict)]
+    choices = [
+        c["choices"][0]
+        for c in chunks
+        if isinstance(c.get("choices"), list) and c["choices"] and isinstance(c["choices"][0], dict)
+    ]
+    if not choices:
+        return events
+    text = "".join(str((choice.get("delta") or {}).get("content") or "") for choice in choices)
+    last = chunks[-1]
+    return {
+        "model": next((c.get("model") for c in chunks if c.get("model")), None),
+        "system_fingerprint": next((c.get("system_fingerprint") for c in chunks if c.get("system_fingerprint")), None),
+        "choices": [
+            {
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": next(
+                    (c.get("finish_reason") for c in reversed(choices) if c.get("finish_reason")), None
+                ),
+            }
+        ],
+        "usage": next((c.get("usage") for c in reversed(chunks) if c.get("usage")), last.get("usage")),
+    }
 
 
 def _require_reply(body: dict[str, Any]) -> None:
