@@ -328,7 +328,6 @@ def _assembled(events: str) -> dict[str, Any] | str:
     if not choices:
         return events
     text = "".join(str((choice.get("delta") or {}).get("content") or "") for choice in choices)
-    last = chunks[-1]
     return {
         "model": next((c.get("model") for c in chunks if c.get("model")), None),
         "system_fingerprint": next((c.get("system_fingerprint") for c in chunks if c.get("system_fingerprint")), None),
@@ -340,7 +339,7 @@ def _assembled(events: str) -> dict[str, Any] | str:
                 ),
             }
         ],
-        "usage": next((c.get("usage") for c in reversed(chunks) if c.get("usage")), last.get("usage")),
+        "usage": next((c.get("usage") for c in reversed(chunks) if c.get("usage")), None),
     }
 
 
