@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.accounts import drafted_note
-from pipeline.errors import ClaimsError, ConfigError, EndpointRefusedError, InputError, StaleVersionError
+from pipeline.errors import (
+    ClaimsError,
+    ConfigError,
+    EndpointRefusedError,
+    EndpointUnreachableError,
+    InputError,
+    StaleVersionError,
+)
 from pipeline.evidence import add_study, match_score
 from pipeline.files import require_regular_file, write_text_atomic
 from pipeline.identifiers import looks_like_doi, normalise_doi, paper_source
@@ -113,7 +120,8 @@ class PaperResult:
     seconds: dict[str, float] = field(default_factory=dict)
     attached: list[str] = field(default_factory=list)  # claims the paper was added to (--attach)
     attach_errors: list[str] = field(default_factory=list)
-    stopped_batch: bool = False  # its error was the endpoint refusing every request: no paper after it started
+    # Its error was the endpoint refusing, or not answering, every request: no paper after it started.
+    stopped_batch: bool = False
 
 
 @dataclass
@@ -366,7 +374,7 @@ def process_paper(
             )
     except ClaimsError as exc:
         result.error = str(exc)
-        result.stopped_batch = isinstance(exc, EndpointRefusedError)
+        result.stopped_batch = isinstance(exc, EndpointRefusedError | EndpointUnreachableError)
         _keep_recording(source, settings, tools, options, llm, recorded, None, result.error)
     except Exception as exc:
         result.error = f"internal error: {type(exc).__name__}: {exc}"
@@ -466,7 +474,7 @@ def run_batch(
 
     held: list[tuple[int, str]] = []
 
-    stopped_by: list[str] = []  # why the batch stopped starting papers: --fail-fast, or the endpoint's refusal
+    stopped_by: list[str] = []  # why the batch stopped starting papers: --fail-fast, or the endpoint
 
     def work(index: int, source: str) -> None:
         if stop.is_set():

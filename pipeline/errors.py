@@ -66,6 +66,13 @@ class EndpointRefusedError(ConfigError):
     a batch stops at the first, rather than fail each of its papers the same way."""
 
 
+class BatchStoppedError(ClaimsError):
+    """A batch stopped starting papers because none could succeed: the endpoint refused the
+    configuration, or could not be reached at all. Running it again resumes it."""
+
+    exit_code = 2
+
+
 class SourcesUnavailableError(ClaimsError):
     pass
 
@@ -80,6 +87,11 @@ class LLMError(ClaimsError):
 
 class LLMUnavailableError(LLMError):
     pass
+
+
+class EndpointUnreachableError(LLMUnavailableError):
+    """No connection to the model endpoint in any attempt: a batch stops at the first, as no
+    other paper would reach it either."""
 
 
 class LLMRefusalError(LLMError):

@@ -11,7 +11,14 @@ import pytest
 from pydantic import BaseModel
 from scripted_endpoint import ScriptedEndpoint, Scripts, completion
 
-from pipeline.errors import ConfigError, LLMError, LLMRefusalError, LLMUnavailableError, StageOutputError
+from pipeline.errors import (
+    ConfigError,
+    EndpointUnreachableError,
+    LLMError,
+    LLMRefusalError,
+    LLMUnavailableError,
+    StageOutputError,
+)
 from pipeline.llm.base import LLMContext, StageCall, UsageLog, ask_structured
 from pipeline.llm.openai import OpenAIChatModel
 from pipeline.llm.strict_schema import RequestFacts, request_schema, strict_json_schema
@@ -329,7 +336,7 @@ def test_an_endpoint_that_is_not_there_is_named_as_unreachable() -> None:
         port = closed.getsockname()[1]  # bound, never listening: connections are refused
         chat = OpenAIChatModel("sk-test", f"http://127.0.0.1:{port}/v1", retry=RetryPolicy(attempts=2), sleep=[].append)
         with pytest.raises(
-            LLMUnavailableError, match="could not reach the endpoint in 2 attempts .*OPENAI_BASE_URL running"
+            EndpointUnreachableError, match="could not reach the endpoint in 2 attempts .*OPENAI_BASE_URL running"
         ):
             ask_structured(context(chat, UsageLog()), call())
 

@@ -39,7 +39,7 @@ from pipeline.cli.app import (
     out,
     run_settings,
 )
-from pipeline.errors import EndpointRefusedError, InputError
+from pipeline.errors import BatchStoppedError, InputError
 from pipeline.files import require_writable_folder
 from pipeline.llm.base import ChatModel
 from pipeline.llm.batch_api import BatchApiChatModel
@@ -136,7 +136,8 @@ def batch_command(
 
     Run the same command again after a crash and it resumes; a JSON report is written.
     Exit 0 when every paper succeeded (or was already done), 1 when some failed, 2 when the
-    endpoint refused the configuration (key, access, model, address): the batch stops there.
+    endpoint refused the configuration (key, access, model, address) or could not be reached:
+    the batch stops there, and the same command resumes it.
     """
     if via not in VIAS:
         raise InputError(f"unknown --via {via!r}: choose chat or batch-api")
@@ -211,10 +212,10 @@ def batch_command(
     write_report(report_path, data, results)
     progress_path.unlink(missing_ok=True)  # the report holds it all now
     _summary_table(results, data, report_path)
-    refused = next((r for r in results if r.stopped_batch), None)
-    if refused is not None:
-        raise EndpointRefusedError(
-            f"{refused.error}; the batch stopped ({data['not_started']} papers not started): "
+    stopper = next((r for r in results if r.stopped_batch), None)
+    if stopper is not None:
+        raise BatchStoppedError(
+            f"{stopper.error}; the batch stopped ({data['not_started']} papers not started): "
             "run the same command again once that is fixed, and it goes on where it stopped"
         )
     if data["failed"] or data["not_started"]:

@@ -19,7 +19,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.errors import ConfigError, EndpointRefusedError, LLMError, LLMUnavailableError
+from pipeline.errors import (
+    ConfigError,
+    EndpointRefusedError,
+    EndpointUnreachableError,
+    LLMError,
+    LLMUnavailableError,
+)
 from pipeline.llm.base import ChatRequest, ChatResponse, Usage, request_priority
 from pipeline.llm.ratelimit import RequestSlots
 from pipeline.retry import RetryError, RetryPolicy, call_with_retries
@@ -187,7 +193,7 @@ class OpenAIChatModel:
         except RetryError as exc:
             last = exc.last_attempt.exception()
             if isinstance(last, openai.APIConnectionError):
-                raise LLMUnavailableError(
+                raise EndpointUnreachableError(
                     f"stage {request.stage}: could not reach the endpoint in {exc.last_attempt.attempt_number} attempts "
                     f"({_cause_of(last)}): is the server at OPENAI_BASE_URL running, and is that its address?"
                 ) from last
