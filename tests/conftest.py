@@ -10,14 +10,16 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from scripted_endpoint import ScriptedEndpoint, Scripts
 from typer.testing import CliRunner
 
+from pipeline.llm.base import ChatRequest
 from pipeline.models import ClaimRecord
 from pipeline.replay import replay
-from pipeline.settings import VARIABLES
+from pipeline.settings import VARIABLES, RunSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -103,6 +105,17 @@ def replayed(name: str) -> ClaimRecord:
 def load_scripts(*names: str) -> Scripts:
     paths = [SCRIPTS / f"{name}.json" for name in names] if names else sorted(SCRIPTS.glob("*.json"))
     return Scripts.from_files(paths)
+
+
+def chat_request(text: str, stage: str = "answer", schema: dict[str, Any] | None = None) -> ChatRequest:
+    """One stage's request holding one user message, as the model seam's tests send it."""
+    return ChatRequest(
+        stage=stage,
+        model="m",
+        messages=[{"role": "user", "content": text}],
+        output_schema={"name": stage, "schema": schema or {"type": "object"}},
+        params=RunSettings().params(),
+    )
 
 
 @pytest.fixture

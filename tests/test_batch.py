@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import BAD, DVT_PDF, HPYLORI_PDF, HTTP, PAPERS, ROOT, load_scripts
+from conftest import BAD, DVT_PDF, HPYLORI_PDF, HTTP, PAPERS, ROOT, chat_request, load_scripts
 from pdfmaker import make_bomb_pdf
 from scripted_endpoint import Faults, ScriptedEndpoint, Scripts
 from typer.testing import CliRunner
@@ -26,7 +26,7 @@ from pipeline.batch import PaperResult, read_inputs, stage_priority
 from pipeline.cli.app import app
 from pipeline.cli.batch import _summary_table
 from pipeline.errors import InputError
-from pipeline.llm.base import ChatRequest, request_priority
+from pipeline.llm.base import request_priority
 from pipeline.llm.openai import OpenAIChatModel
 from pipeline.llm.ratelimit import RateLimiter, RequestSlots
 from pipeline.memo import computed_once
@@ -205,20 +205,12 @@ def test_batch_api_route(runner: CliRunner, batch_env, clean_environment, tmp_pa
 def test_batch_api_resumes_a_batch_sent_before_a_crash(tmp_path: Path) -> None:
     import openai
 
-    from pipeline.llm.base import ChatRequest
     from pipeline.llm.batch_api import BatchApiChatModel
     from pipeline.llm.openai import chat_body
-    from pipeline.settings import RunSettings
 
     with ScriptedEndpoint(load_scripts()) as endpoint:
         client = openai.OpenAI(api_key="x", base_url=endpoint.base_url)
-        request = ChatRequest(
-            stage="extract",
-            model="m",
-            output_schema={"name": "extract", "schema": {"type": "object"}},
-            messages=[{"role": "user", "content": "Bismuth based triple therapy has a better response"}],
-            params=RunSettings().params(),
-        )
+        request = chat_request("Bismuth based triple therapy has a better response", "extract")
         line = json.dumps(
             {
                 "custom_id": request.fingerprint(),
@@ -305,16 +297,7 @@ def test_requests_in_flight_keep_to_j_and_a_freed_slot_goes_to_the_longest_chain
 
         def paper(stage: str, place: int) -> None:
             request_priority.set(stage_priority(stage, place))
-            messages = [{"role": "user", "content": f"PAPER {place} {stage}"}]
-            model.complete(
-                ChatRequest(
-                    stage="answer",
-                    model="m",
-                    messages=messages,
-                    output_schema={"name": "answer", "schema": schema},
-                    params={},
-                )
-            )
+            model.complete(chat_request(f"PAPER {place} {stage}", schema=schema))
 
         waiting = [
             ("extract", 6),

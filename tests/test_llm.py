@@ -8,6 +8,7 @@ import socket
 from typing import Any
 
 import pytest
+from conftest import chat_request
 from pydantic import BaseModel
 from scripted_endpoint import ScriptedEndpoint, Scripts, completion
 
@@ -300,16 +301,9 @@ def test_an_error_or_no_reply_with_http_200_is_sent_again_then_reported() -> Non
 def test_a_batch_api_answer_with_no_reply_fails_its_request_with_the_reason(tmp_path, body, reason) -> None:  # type: ignore[no-untyped-def]
     import openai
 
-    from pipeline.llm.base import ChatRequest
     from pipeline.llm.batch_api import BatchApiChatModel
 
-    request = ChatRequest(
-        stage="answer",
-        model="m",
-        output_schema={"name": "answer", "schema": {"type": "object"}},
-        messages=[{"role": "user", "content": "PAPER text"}],
-        params=RunSettings().params(),
-    )
+    request = chat_request("PAPER text")
     with serve({"$body": body}) as server:
         batches = BatchApiChatModel(
             openai.OpenAI(api_key="x", base_url=server.base_url),

@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import DVT_PDF, HPYLORI_PDF, load_scripts
+from conftest import DVT_PDF, HPYLORI_PDF, chat_request, load_scripts
 from scripted_endpoint import Faults, ScriptedEndpoint, Scripts
 from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.errors import LLMUnavailableError
-from pipeline.llm.base import ChatRequest, LLMContext
+from pipeline.llm.base import LLMContext
 from pipeline.llm.openai import OpenAIChatModel, chat_body
 from pipeline.retry import RetryPolicy
 from pipeline.run import run_pipeline
@@ -43,13 +43,7 @@ def test_a_server_that_refuses_json_schema_gets_json_object_with_the_schema(
 
 
 def test_the_schema_goes_in_the_prompt_when_the_server_takes_no_response_format() -> None:
-    request = ChatRequest(
-        stage="answer",
-        model="m",
-        messages=[{"role": "user", "content": "hi"}],
-        output_schema={"name": "answer", "schema": {"type": "object", "properties": {}}},
-        params={"temperature": 0},
-    )
+    request = chat_request("hi", schema={"type": "object", "properties": {}})
     body = chat_body(request, "prompt")
     assert "response_format" not in body
     assert body["messages"][-1]["role"] == "system" and "JSON Schema" in body["messages"][-1]["content"]
