@@ -34,8 +34,6 @@ from pipeline.accounts import drafted_note
 from pipeline.errors import (
     ClaimsError,
     ConfigError,
-    EndpointRefusedError,
-    EndpointUnreachableError,
     InputError,
     StaleVersionError,
 )
@@ -374,7 +372,7 @@ def process_paper(
             )
     except ClaimsError as exc:
         result.error = str(exc)
-        result.stopped_batch = isinstance(exc, EndpointRefusedError | EndpointUnreachableError)
+        result.stopped_batch = exc.stops_batch
         _keep_recording(source, settings, tools, options, llm, recorded, None, result.error)
     except Exception as exc:
         result.error = f"internal error: {type(exc).__name__}: {exc}"

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 class ClaimsError(Exception):
     exit_code = 1
+    # True where every other paper of a batch would fail the same way: the batch stops starting them.
+    stops_batch = False
 
 
 class InputError(ClaimsError):
@@ -65,6 +67,8 @@ class EndpointRefusedError(ConfigError):
     """The model endpoint refuses every request as configured (the key, the model, the address):
     a batch stops at the first, rather than fail each of its papers the same way."""
 
+    stops_batch = True
+
 
 class BatchStoppedError(ClaimsError):
     """A batch stopped starting papers because none could succeed: the endpoint refused the
@@ -92,6 +96,8 @@ class LLMUnavailableError(LLMError):
 class EndpointUnreachableError(LLMUnavailableError):
     """No connection to the model endpoint in any attempt: a batch stops at the first, as no
     other paper would reach it either."""
+
+    stops_batch = True
 
 
 class LLMRefusalError(LLMError):
