@@ -201,6 +201,9 @@ class BatchTools:
     parse: Callable[[Path], Document]
     prices: dict[str, Price]
     base_url: str | None = None
+    # What the endpoint's client changed in its requests because the endpoint refused them (an
+    # answer format, a sampling parameter): its own list, which grows as it learns.
+    adaptations: list[str] = field(default_factory=list)
     prompts: PromptSet = field(default_factory=load_prompt_set)  # read once a batch
     check: CheckRunner = check_record
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}")
@@ -297,6 +300,7 @@ def _keep_recording(
         chat.interactions,
         tools.base_url,
         failure=failure,
+        details=tuple(tools.adaptations),
     )
     save_recording(target, recording, record, pdf)
 
@@ -525,8 +529,11 @@ def run_batch(
     return [results[index] for index in range(len(sources))]
 
 
-def report(results: list[PaperResult], settings: RunSettings, started: str, options: BatchOptions) -> dict[str, Any]:
-    """The report's totals; `write_report` adds every paper."""
+def report(
+    results: list[PaperResult], settings: RunSettings, started: str, options: BatchOptions, adaptations: list[str]
+) -> dict[str, Any]:
+    """The report's totals, and what the client changed for the endpoint; `write_report` adds
+    every paper."""
     costs = [r.cost for r in results]
     return {
         "started": started,
@@ -544,6 +551,7 @@ def report(results: list[PaperResult], settings: RunSettings, started: str, opti
         "completion_tokens": sum(r.completion_tokens for r in results),
         "cost_usd": round(sum(c for c in costs if c is not None), 6) if None not in costs else None,
         "price_discount": options.discount,
+        "endpoint_adaptations": list(adaptations),
     }
 
 

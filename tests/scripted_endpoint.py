@@ -251,11 +251,36 @@ class Traits:
     """How the server behaves beyond its answers; a test may change them while it runs.
     `refuse_json_schema`: refuse `response_format: json_schema` as llama-cpp-python's server does
     (HTTP 500, 'Input should be 'text' or 'json_object''), taking `json_object` with a schema;
-    `n_ctx`: the context window `/props` reports, as llama.cpp's own server does."""
+    `n_ctx`: the context window `/props` reports, as llama.cpp's own server does;
+    `refused_params`: request fields turned down when sent, in the words of `refusal_style`:
+    "openai" (400 naming the `param`, as OpenAI's reasoning models refuse temperature 0 and
+    max_tokens) or "pydantic" (422 'Extra inputs are not permitted', as a FastAPI server with
+    strict request models refuses a field it does not know)."""
 
     latency: float = 0.0
     refuse_json_schema: bool = False
     n_ctx: int | None = None
+    refused_params: tuple[str, ...] = ()
+    refusal_style: str = "openai"
+
+
+def refusal(param: str, value: Any, style: str) -> tuple[int, dict[str, Any]]:
+    """A server's answer to a request carrying a field it does not take."""
+    if style == "pydantic":
+        detail = {
+            "type": "extra_forbidden",
+            "loc": ["body", param],
+            "msg": "Extra inputs are not permitted",
+            "input": value,
+        }
+        return 422, {"detail": [detail]}
+    if param == "temperature":
+        message = f"Unsupported value: 'temperature' does not support {value} with this model. Only the default (1) value is supported."
+        code = "unsupported_value"
+    else:
+        message = f"Unsupported parameter: '{param}' is not supported with this model."
+        code = "unsupported_parameter"
+    return 400, {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
 
 
 def make_handler(
@@ -357,6 +382,10 @@ def make_handler(
                     "1 validation error: ('body', 'response_format', 'type'): Input should be 'text' or 'json_object'"
                 )
                 self._send(500, {"error": {"message": message, "type": "internal_server_error"}})
+                return
+            refused = next((name for name in timing.refused_params if name in body), None)
+            if refused is not None:
+                self._send(*refusal(refused, body[refused], timing.refusal_style))
                 return
             fault = faults.draw()
             if fault == "429":

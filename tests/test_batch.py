@@ -105,6 +105,32 @@ def test_batch_reports_every_paper_and_goes_on_after_failures(
     assert "2 succeeded, 0 already done, 3 failed" in result.output
 
 
+def test_what_the_endpoint_refused_is_said_in_the_output_the_report_and_each_recording(
+    runner: CliRunner, batch_env, clean_environment, tmp_path: Path
+) -> None:
+    """A server that takes neither json_schema nor temperature 0, met by several papers at once."""
+    with ScriptedEndpoint(load_scripts()) as endpoint:
+        endpoint.traits.refuse_json_schema = True
+        endpoint.traits.refused_params = ("temperature",)
+        report_path = batch_env(endpoint)
+        listing = write_list(tmp_path, str(HPYLORI_PDF), str(DVT_PDF), str(INJECTED))
+        result = runner.invoke(app, ["batch", str(listing), "-j", "3", "--record", str(tmp_path / "rec")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text())
+    assert report["succeeded"] == 3
+    said = report["endpoint_adaptations"]  # learnt once each, however many papers were refused
+    assert sorted(line.split(";")[0].split(" (")[0] for line in said) == [
+        "the endpoint refused response_format json_schema",
+        "the endpoint refused temperature=0.0",
+    ]
+    for line in said:
+        assert f"note: {line}" in " ".join(result.output.split())
+    recordings = list((tmp_path / "rec").glob("*/recording.json"))
+    assert len(recordings) == 3
+    for recording in recordings:
+        assert "refused temperature=0.0" in json.loads(recording.read_text())["made_against"]
+
+
 def test_unchanged_rerun_makes_no_model_call_and_an_edited_prompt_reruns_only_its_stage(
     runner: CliRunner, batch_env, clean_environment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,6 +4,7 @@ model's context window, and a timed-out request is not sent again to a busy loca
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from scripted_endpoint import Faults, ScriptedEndpoint, Scripts
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.errors import LLMUnavailableError
+from pipeline.errors import LLMError, LLMUnavailableError
 from pipeline.llm.base import LLMContext
 from pipeline.llm.openai import OpenAIChatModel, chat_body
 from pipeline.retry import RetryPolicy
@@ -113,3 +114,67 @@ def test_settings_for_a_remote_endpoint_keep_retrying_timeouts() -> None:
     assert not remote.local_endpoint and remote.timeout_retries == 2
     assert Settings({"OPENAI_BASE_URL": "http://127.0.0.1:8090/v1", "CLAIMS_TIMEOUT_RETRIES": "1"}).timeout_retries == 1
     assert json.dumps(Settings({}).response_format) == '"auto"'
+
+
+def test_a_reasoning_model_that_refuses_temperature_and_max_tokens_still_runs(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, clean_environment: Path
+) -> None:
+    """OpenAI's reasoning models (behind a gateway, so max_tokens is sent too) answer 400 to
+    temperature 0 and to max_tokens: the run goes on without them, and says so."""
+    with ScriptedEndpoint(load_scripts("huang-2010-hpylori-iron")) as endpoint:
+        endpoint.traits.refused_params = ("temperature", "max_tokens")
+        monkeypatch.setenv("OPENAI_BASE_URL", endpoint.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-gateway")
+        result = runner.invoke(app, ["run", str(HPYLORI_PDF), "--model", "o4-mini"])
+    assert result.exit_code == 0, result.output
+    answered = endpoint.scripts.requests  # the refused requests never reached the scripts
+    assert answered and all("temperature" not in b and "max_tokens" not in b for b in answered)
+    assert all(b["max_completion_tokens"] == 8000 and b["seed"] == 7 for b in answered)
+    assert (
+        "note: the endpoint refused temperature=0.0 (Unsupported value: 'temperature' does not support" in result.output
+    )
+    assert "note: the endpoint refused max_tokens=8000" in result.output
+    assert "requests go with max_completion_tokens alone" in result.output
+
+
+def test_a_field_a_strict_server_does_not_know_is_left_out() -> None:
+    """A FastAPI server with strict request models answers 422 'Extra inputs are not permitted'."""
+    with ScriptedEndpoint(load_scripts("huang-2010-hpylori-iron")) as endpoint:
+        endpoint.traits.refused_params = ("seed",)
+        endpoint.traits.refusal_style = "pydantic"
+        chat = OpenAIChatModel("sk-local", endpoint.base_url)
+        run_pipeline(HPYLORI_PDF, LLMContext(chat, RunSettings(model="scripted-endpoint")))
+    assert all("seed" not in body and body["temperature"] == 0 for body in endpoint.scripts.requests)
+    assert chat.adaptations == ["the endpoint refused seed=7 (" + chat.adaptations[0].split("(", 1)[1]]
+    assert "requests go without seed" in chat.adaptations[0] and "Extra inputs are not permitted" in chat.adaptations[0]
+
+
+def test_a_limit_the_server_finds_too_large_is_reported_not_dropped() -> None:
+    """'max_tokens is too large' names the parameter but does not refuse it: sending no limit
+    would hide the user's mistake, so the server's words are the error."""
+    too_large = (
+        "'max_tokens' or 'max_completion_tokens' is too large: 8000. This model's maximum context length is 4096 tokens"
+    )
+    scripts = Scripts([{"name": "t", "match": "PAPER", "answers": {"answer": [{"$status": 400, "$error": too_large}]}}])
+    with ScriptedEndpoint(scripts) as endpoint:
+        chat = OpenAIChatModel("sk-local", endpoint.base_url)
+        with pytest.raises(LLMError, match="HTTP 400 .*is too large: 8000"):
+            chat.complete(chat_request("PAPER"))
+    assert len(endpoint.scripts.requests) == 1 and chat.adaptations == []
+
+
+def test_requests_refused_at_the_same_time_learn_the_format_once() -> None:
+    """A batch's first requests can all be refused json_schema at once: each is sent again as
+    json_object, none fails for having learnt it after another did."""
+    answers = [{"text": "yes"}] * 8
+    scripts = Scripts([{"name": "t", "match": "PAPER", "answers": {"rewrite": answers}}])
+    schema = {"type": "object", "properties": {"text": {"type": "string"}}}
+    with ScriptedEndpoint(scripts, latency=0.2) as endpoint:
+        endpoint.traits.refuse_json_schema = True
+        chat = OpenAIChatModel("sk-local", endpoint.base_url, max_in_flight=8)
+        with ThreadPoolExecutor(8) as pool:
+            answered = list(pool.map(lambda i: chat.complete(chat_request(f"PAPER {i}", "rewrite", schema)), range(8)))
+    assert [json.loads(a.content) for a in answered] == answers
+    assert chat.adaptations == [
+        "the endpoint refused response_format json_schema; answers are constrained as json_object instead"
+    ]

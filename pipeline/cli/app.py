@@ -126,6 +126,13 @@ def run_settings(model: str | None, live: OpenAIChatModel) -> RunSettings:
     return RunSettings(model=model or current().model, context_tokens=current().context_tokens or live.context_window())
 
 
+def say_adaptations(live: OpenAIChatModel) -> None:
+    """What the client changed because the endpoint refused it (an answer format, a sampling
+    parameter): the user should know the requests were not those the settings describe."""
+    for change in live.adaptations:
+        err.print(f"note: {change}", markup=False)
+
+
 def pdf_cap(max_pdf_mb: float | None) -> int:
     """The PDF size cap in bytes: --max-pdf-mb, else CLAIMS_MAX_PDF_MB, else 50 MB (downloads and local files)."""
     if max_pdf_mb is not None and max_pdf_mb <= 0:

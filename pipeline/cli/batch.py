@@ -38,6 +38,7 @@ from pipeline.cli.app import (
     open_store,
     out,
     run_settings,
+    say_adaptations,
 )
 from pipeline.errors import BatchStoppedError, InputError
 from pipeline.files import require_writable_folder
@@ -192,7 +193,17 @@ def batch_command(
         ProgressLog(progress_path) as progress,
     ):
         tools = BatchTools(
-            chat, store, cache, client, doi_cache, doi_settings, pool.parse, load_prices(), base_url, check=pool.check
+            chat,
+            store,
+            cache,
+            client,
+            doi_cache,
+            doi_settings,
+            pool.parse,
+            load_prices(),
+            base_url,
+            adaptations=live.adaptations,
+            check=pool.check,
         )
         with BatchDisplay(err, tally) as display:
 
@@ -205,13 +216,14 @@ def batch_command(
                 results = run_batch(sources, settings, tools, options, tally, on_result)
             except KeyboardInterrupt:
                 finished = list(done)
-                write_report(report_path, report(finished, settings, started, options), finished)
+                write_report(report_path, report(finished, settings, started, options, live.adaptations), finished)
                 err.print(f"interrupted: {len(done)} of {len(sources)} papers reported in {report_path}", markup=False)
                 raise
-    data = report(results, settings, started, options)
+    data = report(results, settings, started, options, live.adaptations)
     write_report(report_path, data, results)
     progress_path.unlink(missing_ok=True)  # the report holds it all now
     _summary_table(results, data, report_path)
+    say_adaptations(live)
     stopper = next((r for r in results if r.stopped_batch), None)
     if stopper is not None:
         raise BatchStoppedError(

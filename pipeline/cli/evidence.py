@@ -20,6 +20,7 @@ from pipeline.cli.app import (
     out,
     pdf_cap,
     run_settings,
+    say_adaptations,
 )
 from pipeline.cli.review import ReviewerOption
 from pipeline.evaluation import EvalResult, evaluate, read_dataset
@@ -104,6 +105,7 @@ def add_evidence_command(
             updated.provenance.prompts,
             chat.interactions,
             base_url,
+            details=tuple(live.adaptations),
         )
         recording.kind = "add-evidence"
         recording.base_record = claim.model_dump(mode="json")
@@ -123,6 +125,7 @@ def add_evidence_command(
         markup=False,
     )
     out.print(f"checks: {count(updated.checks).line()}", markup=False)
+    say_adaptations(live)
 
 
 @app.command("match")
@@ -199,8 +202,11 @@ def eval_command(
         result = evaluate(rows, llm)
     print_eval(result)
     if record and isinstance(chat, RecordingChatModel):
-        save_eval_recording(record, dataset, corpus, limit, settings, chat, result, base_url, llm.prompts)
+        save_eval_recording(
+            record, dataset, corpus, limit, settings, chat, result, base_url, llm.prompts, tuple(live.adaptations)
+        )
         err.print(f"recording saved to {record}")
+    say_adaptations(live)
 
 
 def print_eval(result: EvalResult) -> None:

@@ -23,6 +23,7 @@ from pipeline.cli.app import (
     out,
     pdf_cap,
     run_settings,
+    say_adaptations,
 )
 from pipeline.errors import ClaimsError
 from pipeline.files import (
@@ -142,7 +143,7 @@ def run(
                 chat.interactions,
                 base_url,
                 failure=failure,
-                details=tuple(live.format_changes),
+                details=tuple(live.adaptations),
             ),
             result.record if result else None,
             pdf_path,
@@ -169,8 +170,7 @@ def run(
     finally:
         progress.stop()
     keep_recording(result, None)
-    for change in live.format_changes:
-        err.print(f"note: {change}", markup=False)
+    say_adaptations(live)
     store.add(
         result.record,
         note=drafted_note(started_by),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -40,7 +41,10 @@ class OpenAIChatModel:
     `json_schema` first and, when the server refuses that format (llama-cpp-python's server does),
     `json_object` with the schema inside it, then the schema in the prompt alone; the format that
     worked is kept for the rest of the run. Another endpoint than OpenAI's also gets `max_tokens`
-    beside `max_completion_tokens` (llama-cpp-python reads only the former). Timeouts have their
+    beside `max_completion_tokens` (llama-cpp-python reads only the former). A sampling parameter
+    the endpoint refuses is left out from then on: OpenAI's reasoning models take no temperature
+    but their default and no `max_tokens`, and some servers refuse a field they do not know, such
+    as `seed`. Each such change is said in `adaptations`. Timeouts have their
     own retry budget: a server on this machine keeps computing a request whose client gave up, so
     sending it again only queues the same work twice.
     """
@@ -83,7 +87,9 @@ class OpenAIChatModel:
         self._sleep = sleep
         self._timeout_retries = timeout_retries
         self._formats = list(FORMATS) if response_format == "auto" else [response_format]
-        self.format_changes: list[str] = []  # what a run should tell its user, and its recording
+        self._left_out: set[str] = set()  # request parameters the endpoint refused
+        self._learning = threading.Lock()  # concurrent requests may be refused the same way at once
+        self.adaptations: list[str] = []  # what a run should tell its user, and its recording
         self._send_max_tokens = base_url is not None
 
     @property
@@ -157,19 +163,52 @@ class OpenAIChatModel:
         import openai
 
         while True:
+            answer_format = self.response_format
+            body = self._body(request, answer_format)
             try:
-                return self._complete(request)
+                return self._complete(request, body)
             except LLMError as exc:
-                refused = isinstance(exc.__cause__, openai.APIStatusError) and _refuses_format(exc.__cause__)
-                if not (refused and len(self._formats) > 1):
+                refusal = exc.__cause__
+                if not (isinstance(refusal, openai.APIStatusError) and self._learn(refusal, answer_format, body)):
                     raise
-                refused_format = self._formats.pop(0)  # the server does not take that format: the next one, for good
-                self.format_changes.append(
-                    f"the endpoint refused response_format {refused_format}; answers are constrained as "
+
+    def _learn(self, refusal: Any, answer_format: str, body: dict[str, Any]) -> bool:
+        """Whether a request the endpoint turned down is worth sending again, changed: it was
+        refused for its answer format, or for a sampling parameter it can go without. What is
+        learnt holds for the rest of the run; requests refused at the same time learn it once."""
+        with self._learning:
+            if _refuses_format(refusal):
+                if answer_format != self.response_format:  # another request has learnt it meanwhile
+                    return True
+                if len(self._formats) == 1:
+                    return False
+                self._formats.pop(0)
+                self.adaptations.append(
+                    f"the endpoint refused response_format {answer_format}; answers are constrained as "
                     f"{self.response_format} instead"
                 )
+                return True
+            refused = _refused_parameter(refusal, body)
+            if refused is None:
+                return False
+            if refused not in self._left_out:
+                self._left_out.add(refused)
+                self.adaptations.append(
+                    f"the endpoint refused {refused}={body[refused]!r} ({_server_message(refusal)}); "
+                    f"requests go {WITHOUT[refused]}"
+                )
+            return True
 
-    def _complete(self, request: ChatRequest) -> ChatResponse:
+    def _body(self, request: ChatRequest, answer_format: str) -> dict[str, Any]:
+        body = chat_body(request, answer_format)
+        limit = body.get("max_completion_tokens")
+        if limit is not None and (self._send_max_tokens or "max_completion_tokens" in self._left_out):
+            body["max_tokens"] = limit
+        for refused in self._left_out:
+            body.pop(refused, None)
+        return body
+
+    def _complete(self, request: ChatRequest, body: dict[str, Any]) -> ChatResponse:
         import openai
 
         timeouts = 0
@@ -187,9 +226,7 @@ class OpenAIChatModel:
             return getattr(getattr(exc, "response", None), "headers", None)
 
         try:
-            completion = call_with_retries(
-                lambda: self._create(request), transient, headers_of, self._retry, self._sleep
-            )
+            completion = call_with_retries(lambda: self._create(body), transient, headers_of, self._retry, self._sleep)
         except RetryError as exc:
             last = exc.last_attempt.exception()
             if isinstance(last, openai.APIConnectionError):
@@ -225,10 +262,7 @@ class OpenAIChatModel:
             raise LLMError(f"stage {request.stage}: the endpoint answered {_describe(exc)}") from exc
         return response_from_completion(completion)
 
-    def _create(self, request: ChatRequest) -> dict[str, Any]:
-        body = chat_body(request, self.response_format)
-        if self._send_max_tokens and "max_completion_tokens" in body:
-            body["max_tokens"] = body["max_completion_tokens"]
+    def _create(self, body: dict[str, Any]) -> dict[str, Any]:
         client, loop = self._requests()
         send = self._send(client, body, request_priority.get())  # read here: the loop's thread has its own context
         return _completion_body(asyncio.run_coroutine_threadsafe(send, loop).result())
@@ -247,6 +281,40 @@ SCHEMA_IN_PROMPT = (
     "Answer with one JSON object and nothing else. It must follow this JSON Schema exactly "
     "(every property present, no other property):\n"
 )
+
+
+# A request parameter an endpoint may refuse, and how requests go once it has.
+WITHOUT = {
+    "temperature": "without temperature: the model's default sampling, so answers may vary from run to run",
+    "seed": "without seed",
+    "max_tokens": "with max_completion_tokens alone",
+    "max_completion_tokens": "with max_tokens alone",
+}
+REFUSAL_WORDS = (
+    "unsupported",
+    "not supported",
+    "does not support",
+    "not permitted",
+    "not allowed",
+    "unrecognized",
+    "unknown",
+)
+
+
+def _refused_parameter(exc: Any, body: dict[str, Any]) -> str | None:
+    """The parameter of `body` the endpoint refused as unsupported (HTTP 400 or 422), where a
+    request can go without it: the one the error names (OpenAI's `param`), else the first one its
+    message names (a pydantic server's 'Extra inputs are not permitted' at ['body', 'seed'])."""
+    said = _server_message(exc)
+    if getattr(exc, "status_code", 0) not in (400, 422) or not any(w in said.lower() for w in REFUSAL_WORDS):
+        return None  # e.g. 'max_tokens is too large': a limit to report, not a parameter to drop
+    named = getattr(exc, "param", None)
+    if named in WITHOUT and named in body:
+        return str(named)
+    mentioned = [
+        (found.start(), name) for name in WITHOUT if name in body and (found := re.search(rf"\b{name}\b", said))
+    ]
+    return min(mentioned)[1] if mentioned else None
 
 
 def _refuses_format(exc: Any) -> bool:
@@ -410,12 +478,28 @@ def _cause_of(exc: BaseException) -> str:
 
 
 def _server_message(exc: BaseException | None) -> str:
+    """The server's own words: OpenAI's `error.message`, or a FastAPI server's validation
+    `detail` ('body.seed: Extra inputs are not permitted')."""
     body = getattr(exc, "body", None)
     message: Any = None
     if isinstance(body, dict):
         error = body.get("error", body)
-        message = error.get("message") if isinstance(error, dict) else error
+        message = (
+            (error.get("message") or _validation_detail(error.get("detail"))) if isinstance(error, dict) else error
+        )
     if not message and getattr(exc, "status_code", None):
         message = getattr(exc, "message", None)
     text = " ".join(str(message).split()) if message else ""
     return text[:300] + ("..." if len(text) > 300 else "")
+
+
+def _validation_detail(detail: Any) -> Any:
+    """FastAPI's 422 `detail` (a list of {loc, msg}) as 'body.seed: Extra inputs are not permitted'."""
+    if not isinstance(detail, list):
+        return detail
+    parts = [
+        f"{'.'.join(str(part) for part in item.get('loc', []))}: {item.get('msg', '')}"
+        for item in detail
+        if isinstance(item, dict)
+    ]
+    return "; ".join(parts) or detail

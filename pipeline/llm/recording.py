@@ -88,19 +88,21 @@ class Recording(BaseModel):
 
 
 def describe_endpoint(interactions: list[Interaction], base_url: str | None, details: tuple[str, ...] = ()) -> str:
-    """Say honestly what answered: the scripted endpoint identifies itself in every response."""
+    """Say honestly what answered: the scripted endpoint identifies itself in every response.
+    `details`: what the client changed for the endpoint (an answer format or parameter it refused)."""
     served = {i.response.get("served_by") for i in interactions}
+    changes = "".join(f"; {detail}" for detail in details)
     if served == {SCRIPTED_ENDPOINT_ID}:
         return (
             "the scripted local endpoint (tests/scripted_endpoint.py) answering from hand-written "
-            "scripts in fixtures/scripts/; not a real model's output"
+            "scripts in fixtures/scripts/; not a real model's output" + changes
         )
     names = ", ".join(sorted(str(s) for s in served if s)) or "unknown"
     models = ", ".join(sorted({str(i.response["model"]) for i in interactions if i.response.get("model")})) or "unknown"
     note = current_settings().endpoint_note  # CLAIMS_ENDPOINT_NOTE: the server, its version, the model file
     return (
         f"the endpoint at {public_url(base_url) or 'the OpenAI default'} (model: {models}; system_fingerprint: {names})"
-        + "".join(f"; {detail}" for detail in details)
+        + changes
         + (f"; {note}" if note else "")
     )
 
@@ -291,13 +293,14 @@ def save_eval_recording(
     result: Any,
     base_url: str | None,
     prompts: PromptSet,
+    details: tuple[str, ...] = (),
 ) -> None:
     """An eval run: the dataset (by path and hash) stands where a paper would; record.json is not
     written, the figures are kept in the recording itself."""
     directory.mkdir(parents=True, exist_ok=True)
     recording = Recording(
         kind="eval",
-        made_against=describe_endpoint(chat.interactions, base_url),
+        made_against=describe_endpoint(chat.interactions, base_url, details),
         created_at=datetime.now(UTC).replace(microsecond=0).isoformat(),
         pipeline_version=__version__,
         input=RecordedInput(
