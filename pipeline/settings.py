@@ -12,6 +12,7 @@ the replay fingerprint.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -29,6 +30,12 @@ DEFAULT_MODEL = "gpt-4o-mini"
 CHARS_PER_TOKEN = 3  # cautious: small models' tokenizers cut scientific text finely
 TEMPLATE_TOKENS = 256  # the chat template's own tokens, around the messages
 REPAIR_TOKENS = 512  # a repair request's instructions and its list of problems (capped to fit)
+# The least of the paper a stage may send (about an abstract): a context window that leaves less
+# is refused, since a model shown less would draft from what it was not shown.
+MIN_PAPER_CHARS = 2_000
+# Context windows servers are commonly started with, from the least the stages after extract
+# need for a typical paper (their prompts carry the findings too).
+CONTEXT_SIZES = (8192, 16384, 32768, 65536, 131072)
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,18 @@ class RunSettings:
         reserved = 2 * self.completion_limit() + TEMPLATE_TOKENS + REPAIR_TOKENS
         room = (self.context_tokens - reserved) * CHARS_PER_TOKEN - other_chars
         return max(0, min(budget, room))
+
+    def context_needed(self, stage: str, other_chars: int, paper_chars: int) -> int | None:
+        """The smallest common context window in which `stage` could send `paper_chars` of the
+        paper beside `other_chars` of prompt; None if none of them would do."""
+        return next(
+            (
+                size
+                for size in CONTEXT_SIZES
+                if dataclasses.replace(self, context_tokens=size).text_budget(stage, other_chars) >= paper_chars
+            ),
+            None,
+        )
 
     def params(self) -> dict[str, Any]:
         params: dict[str, Any] = {

@@ -18,7 +18,9 @@ from pipeline.llm.base import LLMContext
 from pipeline.llm.openai import OpenAIChatModel, chat_body
 from pipeline.retry import RetryPolicy
 from pipeline.run import run_pipeline
-from pipeline.settings import CHARS_PER_TOKEN, TEMPLATE_TOKENS, RunSettings, Settings
+from pipeline.settings import CHARS_PER_TOKEN, MIN_PAPER_CHARS, TEMPLATE_TOKENS, RunSettings, Settings
+from pipeline.sources.pdf import document_from_pages
+from pipeline.stages.paper_text import messages_with_paper
 
 
 def test_a_server_that_refuses_json_schema_gets_json_object_with_the_schema(
@@ -178,3 +180,37 @@ def test_requests_refused_at_the_same_time_learn_the_format_once() -> None:
     assert chat.adaptations == [
         "the endpoint refused response_format json_schema; answers are constrained as json_object instead"
     ]
+
+
+def test_a_context_window_too_small_for_the_paper_is_an_error_before_any_call(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, clean_environment: Path
+) -> None:
+    """llama.cpp's server reporting 2,048 tokens: extract would have had no room for any of the
+    paper, and the model would have drafted from its instructions alone."""
+    with ScriptedEndpoint(load_scripts("huang-2010-hpylori-iron")) as endpoint:
+        endpoint.traits.n_ctx = 2048
+        monkeypatch.setenv("OPENAI_BASE_URL", endpoint.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
+        result = runner.invoke(app, ["run", str(HPYLORI_PDF), "--model", "scripted-endpoint"])
+    assert result.exit_code == 2, result.output
+    assert (
+        "error: stage extract: the model's context window of 2,048 tokens leaves room for 0 characters of the "
+        "paper beside the prompt and the answer, under the 2,000 needed: start the server with a context of "
+        "8,192 tokens or more (llama.cpp: -c 8192; vLLM: --max-model-len 8192)"
+    ) in " ".join(result.output.split())
+    assert endpoint.scripts.requests == []
+    assert "Traceback" not in result.output
+
+
+def test_a_short_paper_fits_a_small_window_whole() -> None:
+    """The floor is on what is cut away: a paper shorter than the room left is sent whole."""
+    settings = RunSettings(model="scripted-endpoint", context_tokens=4096)
+    short = document_from_pages("short.pdf", "0" * 64, ["Abstract\nIron deficiency and H. pylori."], None)
+    llm = LLMContext(OpenAIChatModel("sk-local", "http://127.0.0.1:9/v1"), settings)
+    findings = json.dumps([{"statement": "Eradication raised ferritin in iron-deficient adults.", "page": 1}] * 6)
+    others = sum(
+        len(m["content"]) for m in llm.prompts.render("draft", paper_text="", findings=findings, study_id="s1")
+    )
+    assert 40 < settings.text_budget("draft", others) < MIN_PAPER_CHARS  # below the floor, above this paper
+    messages = messages_with_paper(llm, "draft", "draft", short, ("abstract",), findings=findings, study_id="s1")
+    assert "Iron deficiency and H. pylori." in messages[-1]["content"]
