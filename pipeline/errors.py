@@ -105,11 +105,16 @@ class LLMRefusalError(LLMError):
 
 
 class StageOutputError(LLMError):
-    def __init__(self, stage: str, problems: list[str]):
+    """`hint`: what the user can do about it, where the answers say (one cut off at the token limit)."""
+
+    def __init__(self, stage: str, problems: list[str], hint: str = ""):
         self.stage = stage
         self.problems = problems
         shown = "; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")
-        super().__init__(f"stage {stage}: the model's output is invalid after one repair request: {shown}")
+        super().__init__(
+            f"stage {stage}: the model's output is invalid after one repair request: {shown}"
+            + (f"; {hint}" if hint else "")
+        )
 
 
 class RecordSchemaError(ClaimsError):

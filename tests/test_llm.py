@@ -356,6 +356,20 @@ def test_an_answer_cut_off_at_the_token_limit_is_retried_not_repaired() -> None:
     assert usage.by_stage["answer"].calls == 2
 
 
+def test_answers_always_cut_off_name_the_context_window_setting() -> None:
+    """A gateway hides the server's context window: the prompt and the answer's limit overflow it,
+    and every answer stops short. The error says so, not only that the JSON is unterminated."""
+    cut = {"$raw": '{"verdict": "supported because the paper says at len', "$finish_reason": "length"}
+    with serve(cut) as server:
+        with pytest.raises(StageOutputError) as failed:
+            ask_structured(context(client(server), UsageLog()), call())
+    assert len(server.scripts.requests) == 4  # two retries for a briefer answer, then the repair
+    assert str(failed.value).endswith(
+        "the last answer was cut off at the token limit: if the model's context window is smaller than the "
+        "prompt plus 8,000 tokens of answer, set CLAIMS_CONTEXT_TOKENS to it (the server does not say it)"
+    )
+
+
 def test_json_that_stops_short_is_retried_and_a_repair_is_still_left() -> None:
     cut = {"$raw": '{"verdict": "supp'}
     bad = {"verdict": "x", "score": "not a number", "note": None}

@@ -166,6 +166,7 @@ def run(
     except ClaimsError as exc:
         progress.stop()
         keep_recording(None, str(exc))
+        say_adaptations(live)  # what the endpoint refused may be why the run failed
         raise
     finally:
         progress.stop()

@@ -279,11 +279,11 @@ def ask_structured(llm: LLMContext, call: StageCall) -> Any:
             request = _repair_request(first, retries + 1, response, reading, llm.prompts)
         else:
             break
-    return _salvage(llm, call, validator, best, reading.problems)
+    return _salvage(llm, call, validator, best, reading)
 
 
 def _salvage(
-    llm: LLMContext, call: StageCall, validator: Draft202012Validator, best: _Reading | None, problems: list[str]
+    llm: LLMContext, call: StageCall, validator: Draft202012Validator, best: _Reading | None, last: _Reading
 ) -> Any:
     """The last answer that had the stage's shape, mended by the stage where it can be, every
     rule still broken flagged for the reviewer: a flagged draft rather than nothing. Fails only
@@ -291,7 +291,7 @@ def _salvage(
     flags = call.salvage(best.parsed) if best is not None and call.salvage is not None else []
     if best is None or flags is None:
         llm.usage.outcome(call.stage, "failed")
-        raise StageOutputError(call.stage, problems)
+        raise StageOutputError(call.stage, last.problems, _cut_off_hint(llm.settings) if last.cut_off else "")
     llm.usage.outcome(call.stage, "salvaged")
     flags += [
         Flag(
@@ -303,6 +303,19 @@ def _salvage(
     ]
     llm.salvaged.extend(flags)
     return best.parsed
+
+
+def _cut_off_hint(settings: Any) -> str:
+    """Why answers run to the token limit, and what to do: a context window the server did not
+    say (the prompt and the answer's limit overflow it, and the server cuts the answer short),
+    or a model that repeats itself."""
+    limit = settings.completion_limit()
+    if settings.context_tokens is None:
+        return (
+            f"the last answer was cut off at the token limit: if the model's context window is smaller than the "
+            f"prompt plus {limit:,} tokens of answer, set CLAIMS_CONTEXT_TOKENS to it (the server does not say it)"
+        )
+    return f"the last answer was cut off at the {limit:,}-token limit, as a model that repeats itself is"
 
 
 def _varied(params: dict[str, Any], attempt: int) -> dict[str, Any]:
