@@ -292,7 +292,17 @@ def make_handler(
     faults = faults or Faults()
     batches = batches or BatchStore()
 
+    def turned_down(body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """The refusal `timing` calls for, the same on the chat route and in a batch."""
+        if timing.refuse_json_schema and body.get("response_format", {}).get("type") == "json_schema":
+            message = "1 validation error: ('body', 'response_format', 'type'): Input should be 'text' or 'json_object'"
+            return 500, {"error": {"message": message, "type": "internal_server_error"}}
+        refused = next((name for name in timing.refused_params if name in body), None)
+        return None if refused is None else refusal(refused, body[refused], timing.refusal_style)
+
     def answer_chat(body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        if (refused := turned_down(body)) is not None:
+            return (*refused, {})
         answer = scripts.next_answer(body)
         if "$status" in answer:
             return (
@@ -377,15 +387,8 @@ def make_handler(
         def _answer_chat(self, body: dict[str, Any]) -> None:
             if timing.latency:
                 time.sleep(timing.latency)
-            if timing.refuse_json_schema and body.get("response_format", {}).get("type") == "json_schema":
-                message = (
-                    "1 validation error: ('body', 'response_format', 'type'): Input should be 'text' or 'json_object'"
-                )
-                self._send(500, {"error": {"message": message, "type": "internal_server_error"}})
-                return
-            refused = next((name for name in timing.refused_params if name in body), None)
-            if refused is not None:
-                self._send(*refusal(refused, body[refused], timing.refusal_style))
+            if (refused := turned_down(body)) is not None:
+                self._send(*refused)
                 return
             fault = faults.draw()
             if fault == "429":

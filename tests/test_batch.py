@@ -228,6 +228,29 @@ def test_batch_api_route(runner: CliRunner, batch_env, clean_environment, tmp_pa
     assert len(Store(clean_environment).summaries()) == 2
 
 
+def test_batch_api_requests_refused_a_parameter_go_again_without_it(
+    runner: CliRunner, batch_env, clean_environment, tmp_path: Path
+) -> None:
+    """OpenAI's reasoning models refuse temperature 0 on the Batch API as on the chat route: each
+    refused request goes again, in the next batch, without it; no paper fails."""
+    listing = write_list(tmp_path, str(HPYLORI_PDF), str(DVT_PDF))
+    with ScriptedEndpoint(load_scripts(), batch_polls=1) as endpoint:
+        endpoint.traits.refused_params = ("temperature",)
+        report_path = batch_env(endpoint)
+        result = runner.invoke(app, ["batch", str(listing), "--via", "batch-api", "--model", "o4-mini"])
+        assert result.exit_code == 0, result.output
+        sent = [
+            json.loads(line)["body"]
+            for batch in endpoint.batches.batches.values()
+            for line in endpoint.batches.files[batch["input_file_id"]].decode().splitlines()
+        ]
+    assert len(endpoint.batches.batches) == 4  # extract refused, extract again, then draft and grade
+    assert ["temperature" in body for body in sent] == [True, True] + [False] * 6
+    report = json.loads(report_path.read_text())
+    assert report["succeeded"] == 2
+    assert [line.split(" (")[0] for line in report["endpoint_adaptations"]] == ["the endpoint refused temperature=0.0"]
+
+
 def test_batch_api_resumes_a_batch_sent_before_a_crash(tmp_path: Path) -> None:
     import openai
 

@@ -6,6 +6,10 @@ flight is waiting (or a short quiet spell passes), then sent as one batch: a JSO
 handed back request by request. The batch ids and the fingerprints they carry are saved in a
 small SQLite file, so a run that is killed and started again waits on the batches it already
 sent instead of paying for them twice.
+
+Given the live model (not only its client), each request's body is the one it would send, and
+a request the endpoint turned down for a parameter it can go without (OpenAI's reasoning models
+refuse temperature 0) is learnt from as the live model learns, and goes again in the next batch.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 
 from pipeline.errors import LLMError, LLMUnavailableError
 from pipeline.llm.base import ChatRequest, ChatResponse
-from pipeline.llm.openai import chat_body, response_from_completion
+from pipeline.llm.openai import OpenAIChatModel, Refusal, chat_body, response_from_completion
 from pipeline.retry import RetryError, RetryPolicy, call_with_retries
 
 FINISHED = {"completed", "failed", "expired", "cancelled"}
@@ -48,6 +52,8 @@ class BatchApiChatModel:
         self._pending: list[tuple[ChatRequest, Future[ChatResponse]]] = []
         self._first_pending_at = 0.0
         self._waiters: dict[str, list[Future[ChatResponse]]] = {}
+        # what this run sent under each fingerprint: the request, and the answer format and body
+        self._sent: dict[str, tuple[ChatRequest, str, dict[str, Any]]] = {}
         state_path.parent.mkdir(parents=True, exist_ok=True)
         self._state = sqlite3.connect(state_path, isolation_level=None, check_same_thread=False, timeout=30)
         self._state.execute("CREATE TABLE IF NOT EXISTS sent (fingerprint TEXT PRIMARY KEY, batch_id TEXT NOT NULL)")
@@ -69,10 +75,19 @@ class BatchApiChatModel:
                 self._waiters.setdefault(fingerprint, []).append(future)
                 threading.Thread(target=self._collect, args=(row[0],), daemon=True).start()
             else:
-                if not self._pending:
-                    self._first_pending_at = time.monotonic()
-                self._pending.append((request, future))
+                self._queue(request, future)
         return future.result()
+
+    def _queue(self, request: ChatRequest, future: Future[ChatResponse]) -> None:
+        """Into the next batch (the lock held)."""
+        if not self._pending:
+            self._first_pending_at = time.monotonic()
+        self._pending.append((request, future))
+
+    def _body(self, request: ChatRequest) -> tuple[str, dict[str, Any]]:
+        if isinstance(self._source, OpenAIChatModel):
+            return self._source.request_body(request)
+        return "json_schema", chat_body(request)
 
     # ------------------------------------------------------------------ gathering and sending
 
@@ -90,16 +105,10 @@ class BatchApiChatModel:
 
     def _send(self, batch: list[tuple[ChatRequest, Future[ChatResponse]]]) -> None:
         try:
+            bodies = {r.fingerprint(): (r, *self._body(r)) for r, _ in batch}
             lines = [
-                json.dumps(
-                    {
-                        "custom_id": r.fingerprint(),
-                        "method": "POST",
-                        "url": "/v1/chat/completions",
-                        "body": chat_body(r),
-                    }
-                )
-                for r, _ in batch
+                json.dumps({"custom_id": fingerprint, "method": "POST", "url": "/v1/chat/completions", "body": body})
+                for fingerprint, (_, _, body) in bodies.items()
             ]
             uploaded = self._call(
                 lambda: self._client.files.create(
@@ -117,6 +126,7 @@ class BatchApiChatModel:
                 future.set_exception(failure)
             return
         with self._lock:
+            self._sent.update(bodies)
             for request, future in batch:
                 fingerprint = request.fingerprint()
                 self._waiters.setdefault(fingerprint, []).append(future)
@@ -154,17 +164,26 @@ class BatchApiChatModel:
                 f for (f,) in self._state.execute("SELECT fingerprint FROM sent WHERE batch_id = ?", (batch_id,))
             ]
             self._state.execute("DELETE FROM sent WHERE batch_id = ?", (batch_id,))
-            waiting = {f: self._waiters.pop(f, []) for f in fingerprints}
-        for fingerprint, futures in waiting.items():
+            waiting = {f: (self._waiters.pop(f, []), self._sent.pop(f, None)) for f in fingerprints}
+        for fingerprint, (futures, sent) in waiting.items():
             try:
                 result = outcome(fingerprint)
             except Exception as exc:  # a malformed line fails its request; the others still get theirs
                 result = LLMUnavailableError(f"batch {batch_id}: an answer could not be read ({exc!r})")
+            if isinstance(result, _Refused) and sent is not None and self._learns(result.refusal, sent):
+                with self._lock:  # sent again, as the endpoint takes it now
+                    for future in futures:
+                        self._queue(sent[0], future)
+                continue
             for future in futures:
                 if isinstance(result, BaseException):
                     future.set_exception(result)
                 else:
                     future.set_result(result)
+
+    def _learns(self, refusal: Refusal, sent: tuple[ChatRequest, str, dict[str, Any]]) -> bool:
+        _, answer_format, body = sent
+        return isinstance(self._source, OpenAIChatModel) and self._source.learn(refusal, answer_format, body)
 
     def _call(self, work: Callable[[], Any]) -> Any:
         import openai
@@ -190,13 +209,24 @@ class BatchApiChatModel:
             raise LLMError(f"the Batch API refused: {exc}") from exc
 
 
+class _Refused(LLMUnavailableError):
+    """A request of the batch that the endpoint turned down, with what it said."""
+
+    def __init__(self, message: str, refusal: Refusal):
+        super().__init__(message)
+        self.refusal = refusal
+
+
 def _outcome(item: dict[str, Any] | None, status: str, batch_id: str) -> ChatResponse | LLMError:
     if item is None:
         return LLMUnavailableError(f"batch {batch_id} ended {status} without an answer for this request")
     response = item.get("response") or {}
-    if item.get("error") or response.get("status_code", 200) >= 400:
-        detail = item.get("error") or response.get("body", {}).get("error") or response.get("status_code")
-        return LLMUnavailableError(f"batch {batch_id}: the request failed ({detail})")
+    if response.get("status_code", 200) >= 400:
+        body = response.get("body") or {}
+        refusal = Refusal.in_answer(response["status_code"], body)
+        return _Refused(f"batch {batch_id}: the request failed ({refusal.said or response['status_code']})", refusal)
+    if item.get("error"):
+        return LLMUnavailableError(f"batch {batch_id}: the request failed ({item['error']})")
     try:
         return response_from_completion(response.get("body") or {})
     except LLMError as exc:

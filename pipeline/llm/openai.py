@@ -18,6 +18,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import (
@@ -163,21 +164,34 @@ class OpenAIChatModel:
         import openai
 
         while True:
-            answer_format = self.response_format
-            body = self._body(request, answer_format)
+            answer_format, body = self.request_body(request)
             try:
                 return self._complete(request, body)
             except LLMError as exc:
-                refusal = exc.__cause__
-                if not (isinstance(refusal, openai.APIStatusError) and self._learn(refusal, answer_format, body)):
+                cause = exc.__cause__
+                if not (
+                    isinstance(cause, openai.APIStatusError) and self.learn(Refusal.of(cause), answer_format, body)
+                ):
                     raise
 
-    def _learn(self, refusal: Any, answer_format: str, body: dict[str, Any]) -> bool:
+    def request_body(self, request: ChatRequest) -> tuple[str, dict[str, Any]]:
+        """The answer format in use, and the body of `request` as this endpoint takes it: in that
+        format, with `max_tokens` where wanted, without what the endpoint has refused."""
+        answer_format = self.response_format
+        body = chat_body(request, answer_format)
+        limit = body.get("max_completion_tokens")
+        if limit is not None and (self._send_max_tokens or "max_completion_tokens" in self._left_out):
+            body["max_tokens"] = limit
+        for refused in self._left_out:
+            body.pop(refused, None)
+        return answer_format, body
+
+    def learn(self, refusal: Refusal, answer_format: str, body: dict[str, Any]) -> bool:
         """Whether a request the endpoint turned down is worth sending again, changed: it was
         refused for its answer format, or for a sampling parameter it can go without. What is
         learnt holds for the rest of the run; requests refused at the same time learn it once."""
         with self._learning:
-            if _refuses_format(refusal):
+            if refusal.of_format():
                 if answer_format != self.response_format:  # another request has learnt it meanwhile
                     return True
                 if len(self._formats) == 1:
@@ -188,25 +202,15 @@ class OpenAIChatModel:
                     f"{self.response_format} instead"
                 )
                 return True
-            refused = _refused_parameter(refusal, body)
+            refused = refusal.parameter_in(body)
             if refused is None:
                 return False
             if refused not in self._left_out:
                 self._left_out.add(refused)
                 self.adaptations.append(
-                    f"the endpoint refused {refused}={body[refused]!r} ({_server_message(refusal)}); "
-                    f"requests go {WITHOUT[refused]}"
+                    f"the endpoint refused {refused}={body[refused]!r} ({refusal.said}); requests go {WITHOUT[refused]}"
                 )
             return True
-
-    def _body(self, request: ChatRequest, answer_format: str) -> dict[str, Any]:
-        body = chat_body(request, answer_format)
-        limit = body.get("max_completion_tokens")
-        if limit is not None and (self._send_max_tokens or "max_completion_tokens" in self._left_out):
-            body["max_tokens"] = limit
-        for refused in self._left_out:
-            body.pop(refused, None)
-        return body
 
     def _complete(self, request: ChatRequest, body: dict[str, Any]) -> ChatResponse:
         import openai
@@ -219,7 +223,7 @@ class OpenAIChatModel:
                 timeouts += 1
                 return timeouts <= self._timeout_retries
             if isinstance(exc, openai.APIStatusError):
-                return (exc.status_code == 429 or exc.status_code >= 500) and not _refuses_format(exc)
+                return (exc.status_code == 429 or exc.status_code >= 500) and not Refusal.of(exc).of_format()
             return isinstance(exc, openai.APIConnectionError | _NoChoices)
 
         def headers_of(exc: BaseException) -> Any:
@@ -301,28 +305,48 @@ REFUSAL_WORDS = (
 )
 
 
-def _refused_parameter(exc: Any, body: dict[str, Any]) -> str | None:
-    """The parameter of `body` the endpoint refused as unsupported (HTTP 400 or 422), where a
-    request can go without it: the one the error names (OpenAI's `param`), else the first one its
-    message names (a pydantic server's 'Extra inputs are not permitted' at ['body', 'seed'])."""
-    said = _server_message(exc)
-    if getattr(exc, "status_code", 0) not in (400, 422) or not any(w in said.lower() for w in REFUSAL_WORDS):
-        return None  # e.g. 'max_tokens is too large': a limit to report, not a parameter to drop
-    named = getattr(exc, "param", None)
-    if named in WITHOUT and named in body:
-        return str(named)
-    mentioned = [
-        (found.start(), name) for name in WITHOUT if name in body and (found := re.search(rf"\b{name}\b", said))
-    ]
-    return min(mentioned)[1] if mentioned else None
+@dataclass(frozen=True)
+class Refusal:
+    """What an endpoint said when it turned a request down: the HTTP status, its own words, and
+    the parameter it named (OpenAI's `param`); from the SDK's error, or a Batch API output line."""
 
+    status: int
+    said: str
+    param: str | None = None
 
-def _refuses_format(exc: Any) -> bool:
-    """The server turned the request down for its response_format (not for anything else)."""
-    said = _server_message(exc).lower()
-    return getattr(exc, "status_code", 0) in (400, 415, 422, 500, 501) and (
-        "response_format" in said or "json_schema" in said or "json_object" in said
-    )
+    @classmethod
+    def of(cls, exc: Any) -> Refusal:
+        param = getattr(exc, "param", None)
+        return cls(getattr(exc, "status_code", 0) or 0, _server_message(exc), param if isinstance(param, str) else None)
+
+    @classmethod
+    def in_answer(cls, status: int, body: Any) -> Refusal:
+        """A Batch API output line's failed response: its status code and body."""
+        error = body.get("error", body) if isinstance(body, dict) else body
+        param = error.get("param") if isinstance(error, dict) else None
+        return cls(status, _words(_message_in(body)), param if isinstance(param, str) else None)
+
+    def of_format(self) -> bool:
+        """Turned down for its response_format (not for anything else)."""
+        said = self.said.lower()
+        return self.status in (400, 415, 422, 500, 501) and (
+            "response_format" in said or "json_schema" in said or "json_object" in said
+        )
+
+    def parameter_in(self, body: dict[str, Any]) -> str | None:
+        """The parameter of `body` refused as unsupported (HTTP 400 or 422), where a request can
+        go without it: the one the error names, else the first one its words name (a pydantic
+        server's 'Extra inputs are not permitted' at body.seed)."""
+        if self.status not in (400, 422) or not any(word in self.said.lower() for word in REFUSAL_WORDS):
+            return None  # e.g. 'max_tokens is too large': a limit to report, not a parameter to drop
+        if self.param in WITHOUT and self.param in body:
+            return self.param
+        mentioned = [
+            (found.start(), name)
+            for name in WITHOUT
+            if name in body and (found := re.search(rf"\b{name}\b", self.said))
+        ]
+        return min(mentioned)[1] if mentioned else None
 
 
 def _max_model_len(body: Any) -> int | None:
@@ -478,17 +502,23 @@ def _cause_of(exc: BaseException) -> str:
 
 
 def _server_message(exc: BaseException | None) -> str:
-    """The server's own words: OpenAI's `error.message`, or a FastAPI server's validation
-    `detail` ('body.seed: Extra inputs are not permitted')."""
-    body = getattr(exc, "body", None)
-    message: Any = None
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        message = (
-            (error.get("message") or _validation_detail(error.get("detail"))) if isinstance(error, dict) else error
-        )
+    """The server's own words in an SDK error (see `_message_in`), else the SDK's message."""
+    message = _message_in(getattr(exc, "body", None))
     if not message and getattr(exc, "status_code", None):
         message = getattr(exc, "message", None)
+    return _words(message)
+
+
+def _message_in(body: Any) -> Any:
+    """The words in an error body: OpenAI's `error.message`, or a FastAPI server's validation
+    `detail` ('body.seed: Extra inputs are not permitted')."""
+    if not isinstance(body, dict):
+        return body
+    error = body.get("error", body)
+    return (error.get("message") or _validation_detail(error.get("detail"))) if isinstance(error, dict) else error
+
+
+def _words(message: Any) -> str:
     text = " ".join(str(message).split()) if message else ""
     return text[:300] + ("..." if len(text) > 300 else "")
 
