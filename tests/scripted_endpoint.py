@@ -255,13 +255,37 @@ class Traits:
     `refused_params`: request fields turned down when sent, in the words of `refusal_style`:
     "openai" (400 naming the `param`, as OpenAI's reasoning models refuse temperature 0 and
     max_tokens) or "pydantic" (422 'Extra inputs are not permitted', as a FastAPI server with
-    strict request models refuses a field it does not know)."""
+    strict request models refuses a field it does not know);
+    `ollama_context`: serve Ollama's `/api/ps` (loaded models, each with its `context_length`,
+    in the shape a real Ollama server answers) and `/api/generate`, whose empty request loads a
+    model with this window; `loaded` holds the names loaded so far."""
 
     latency: float = 0.0
     refuse_json_schema: bool = False
     n_ctx: int | None = None
     refused_params: tuple[str, ...] = ()
     refusal_style: str = "openai"
+    ollama_context: int | None = None
+    loaded: list[str] = field(default_factory=list)
+
+
+def ollama_running(traits: Traits) -> dict[str, Any]:
+    """Ollama's `/api/ps`, its fields as a real server gives them."""
+    return {
+        "models": [
+            {
+                "name": name,
+                "model": name,
+                "size": 492523008,
+                "digest": "0" * 64,
+                "details": {"format": "gguf", "family": "llama", "parameter_size": "135M"},
+                "expires_at": "2026-11-27T10:15:00Z",
+                "size_vram": 0,
+                "context_length": traits.ollama_context,
+            }
+            for name in traits.loaded
+        ]
+    }
 
 
 def refusal(param: str, value: Any, style: str) -> tuple[int, dict[str, Any]]:
@@ -358,6 +382,10 @@ def make_handler(
                 self._send(200, self._create_batch(json.loads(raw)))
             elif self.path.endswith("/chat/completions"):
                 self._chat(json.loads(raw))
+            elif self.path == "/api/generate" and timing.ollama_context:
+                model = json.loads(raw)["model"]
+                timing.loaded.append(model if ":" in model else f"{model}:latest")
+                self._send(200, {"model": model, "response": "", "done": True, "done_reason": "load"})
             else:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -365,6 +393,8 @@ def make_handler(
             parts = self.path.rstrip("/").split("/")
             if self.path.rstrip("/") == "/props" and timing.n_ctx:
                 self._send(200, {"default_generation_settings": {"n_ctx": timing.n_ctx}})
+            elif self.path == "/api/ps" and timing.ollama_context:
+                self._send(200, ollama_running(timing))
             elif len(parts) >= 3 and parts[-3] == "files" and parts[-1] == "content" and parts[-2] in batches.files:
                 self._send_bytes(batches.files[parts[-2]])
             elif len(parts) >= 2 and parts[-2] == "batches" and parts[-1] in batches.batches:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import DVT_PDF, HPYLORI_PDF, chat_request, load_scripts
-from scripted_endpoint import Faults, ScriptedEndpoint, Scripts
+from scripted_endpoint import Faults, ScriptedEndpoint, Scripts, stage_of
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -55,9 +55,20 @@ def test_the_schema_goes_in_the_prompt_when_the_server_takes_no_response_format(
 def test_the_context_window_the_server_reports_is_read() -> None:
     with ScriptedEndpoint(Scripts([])) as endpoint:
         endpoint.traits.n_ctx = 8192
-        assert OpenAIChatModel("sk-local", endpoint.base_url).context_window() == 8192
+        assert OpenAIChatModel("sk-local", endpoint.base_url).context_window("m") == 8192
         endpoint.traits.n_ctx = None
-        assert OpenAIChatModel("sk-local", endpoint.base_url).context_window() is None
+        assert OpenAIChatModel("sk-local", endpoint.base_url).context_window("m") is None
+
+
+def test_ollama_s_window_is_that_of_the_loaded_model_loaded_first_if_need_be() -> None:
+    """Ollama cuts a longer prompt without an error, at the window it gave the model on loading."""
+    with ScriptedEndpoint(Scripts([])) as endpoint:
+        endpoint.traits.ollama_context = 4096
+        chat = OpenAIChatModel("sk-local", endpoint.base_url)
+        assert chat.context_window("smollm2") == 4096
+        assert endpoint.traits.loaded == ["smollm2:latest"]
+        assert chat.context_window("smollm2:latest") == 4096
+        assert endpoint.traits.loaded == ["smollm2:latest"]  # loaded once
 
 
 @pytest.mark.parametrize("paper", [HPYLORI_PDF, DVT_PDF], ids=lambda p: p.stem)
@@ -196,7 +207,7 @@ def test_a_context_window_too_small_for_the_paper_is_an_error_before_any_call(
     assert (
         "error: stage extract: the model's context window of 2,048 tokens leaves room for 0 characters of the "
         "paper beside the prompt and the answer, under the 2,000 needed: start the server with a context of "
-        "8,192 tokens or more (llama.cpp: -c 8192; vLLM: --max-model-len 8192)"
+        "8,192 tokens or more (llama.cpp: -c 8192; vLLM: --max-model-len 8192; Ollama: OLLAMA_CONTEXT_LENGTH=8192)"
     ) in " ".join(result.output.split())
     assert endpoint.scripts.requests == []
     assert "Traceback" not in result.output
@@ -214,3 +225,20 @@ def test_a_short_paper_fits_a_small_window_whole() -> None:
     assert 40 < settings.text_budget("draft", others) < MIN_PAPER_CHARS  # below the floor, above this paper
     messages = messages_with_paper(llm, "draft", "draft", short, ("abstract",), findings=findings, study_id="s1")
     assert "Iron deficiency and H. pylori." in messages[-1]["content"]
+
+
+def test_ollama_s_default_window_stops_the_run_at_draft_naming_its_setting(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, clean_environment: Path
+) -> None:
+    """4,096 tokens (Ollama's default on a small machine) leave extract an abstract's worth of the
+    paper and draft, whose prompt carries the findings too, none of it."""
+    with ScriptedEndpoint(load_scripts("huang-2010-hpylori-iron")) as endpoint:
+        endpoint.traits.ollama_context = 4096
+        monkeypatch.setenv("OPENAI_BASE_URL", endpoint.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
+        result = runner.invoke(app, ["run", str(HPYLORI_PDF), "--model", "llama3.2"])
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "error: stage draft: the model's context window of 4,096 tokens leaves room for" in said
+    assert "Ollama: OLLAMA_CONTEXT_LENGTH=8192" in said
+    assert [stage_of(body) for body in endpoint.scripts.requests] == ["extract"]

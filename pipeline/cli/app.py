@@ -123,7 +123,8 @@ def open_store(db: str | None, read_only: bool = False) -> Store:
 def run_settings(model: str | None, live: OpenAIChatModel) -> RunSettings:
     """The run's model (--model, else CLAIMS_MODEL) and, where known, its context window
     (CLAIMS_CONTEXT_TOKENS, else what the server says), which sets each stage's text budget."""
-    return RunSettings(model=model or current().model, context_tokens=current().context_tokens or live.context_window())
+    name = model or current().model
+    return RunSettings(model=name, context_tokens=current().context_tokens or live.context_window(name))
 
 
 def say_adaptations(live: OpenAIChatModel) -> None:

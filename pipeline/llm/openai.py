@@ -140,9 +140,12 @@ class OpenAIChatModel:
                 self._loop = loop
             return self._async_client, self._loop
 
-    def context_window(self) -> int | None:
+    def context_window(self, model: str) -> int | None:
         """The model's context window in tokens where the server says: vLLM's `/v1/models`
-        (`max_model_len`) or llama.cpp's `/props` (`n_ctx`); None elsewhere (and for OpenAI)."""
+        (`max_model_len`), llama.cpp's `/props` (`n_ctx`), or Ollama's `/api/ps` (the loaded
+        model's `context_length`); None elsewhere (and for OpenAI). Ollama cuts a longer prompt
+        without an error, and sets the window when it loads the model, so a model it has not
+        loaded yet is loaded first (an `/api/generate` with no prompt), as the first request would."""
         if self._base_url is None:
             return None
         import httpx
@@ -150,15 +153,24 @@ class OpenAIChatModel:
         root = self._base_url.rstrip("/").removesuffix("/v1")
         headers = {"Authorization": f"Bearer {self._api_key}"}
         with httpx.Client(headers=headers, timeout=10, verify=tls_context()) as http:
-            for url, find in ((f"{root}/v1/models", _max_model_len), (f"{root}/props", _n_ctx)):
+
+            def body(url: str, load: dict[str, Any] | None = None) -> Any:
                 try:
+                    if load is not None:
+                        http.post(f"{root}/api/generate", json=load, timeout=self._timeout)
                     answer = http.get(url)
-                    found = find(answer.json()) if answer.status_code == 200 else None
+                    return answer.json() if answer.status_code == 200 else None
                 except (httpx.HTTPError, ValueError):
-                    found = None
-                if found:
-                    return found
-        return None
+                    return None
+
+            window = _max_model_len(body(f"{root}/v1/models")) or _n_ctx(body(f"{root}/props"))
+            if window is None:
+                running = body(f"{root}/api/ps")
+                if isinstance(running, dict) and isinstance(running.get("models"), list):  # Ollama's
+                    window = _loaded_context(running, model) or _loaded_context(
+                        body(f"{root}/api/ps", load={"model": model}), model
+                    )
+            return window
 
     def complete(self, request: ChatRequest) -> ChatResponse:
         import openai
@@ -353,6 +365,17 @@ def _max_model_len(body: Any) -> int | None:
     models = body.get("data") if isinstance(body, dict) else None
     lengths = [m.get("max_model_len") for m in models or [] if isinstance(m, dict)]
     return next((int(n) for n in lengths if isinstance(n, int) and n > 0), None)
+
+
+def _loaded_context(body: Any, model: str) -> int | None:
+    """The `context_length` Ollama's `/api/ps` gives the model loaded under that name (a name
+    without a tag is its `:latest`)."""
+    names = {model, model if ":" in model else f"{model}:latest"}
+    for loaded in body.get("models") or [] if isinstance(body, dict) else []:
+        if isinstance(loaded, dict) and names & {loaded.get("name"), loaded.get("model")}:
+            length = loaded.get("context_length")
+            return length if isinstance(length, int) and length > 0 else None
+    return None
 
 
 def _n_ctx(body: Any) -> int | None:

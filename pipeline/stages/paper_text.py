@@ -26,7 +26,7 @@ def messages_with_paper(
             "needed: "
             + (
                 f"start the server with a context of {needed:,} tokens or more (llama.cpp: -c {needed}; vLLM: "
-                f"--max-model-len {needed}) or use a model that has one"
+                f"--max-model-len {needed}; Ollama: OLLAMA_CONTEXT_LENGTH={needed}) or use a model that has one"
                 if needed
                 else "use a model with a larger context"
             )
