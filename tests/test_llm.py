@@ -142,6 +142,14 @@ def test_refusal_is_reported() -> None:
             ask_structured(context(client(server), UsageLog()), call())
 
 
+def test_an_answer_withheld_by_a_content_filter_is_said_and_not_repaired() -> None:
+    """Azure's and Gemini's filters end an answer with finish_reason content_filter and no text."""
+    withheld = {"$raw": None, "$finish_reason": "content_filter"}
+    with serve(withheld) as server, pytest.raises(LLMRefusalError, match="content filter withheld the answer"):
+        ask_structured(context(client(server), UsageLog()), call())
+    assert len(server.scripts.requests) == 1
+
+
 def test_missing_key_is_refused_before_any_request() -> None:
     with pytest.raises(ConfigError, match="OPENAI_API_KEY is not set"):
         OpenAIChatModel("")

@@ -263,6 +263,11 @@ def ask_structured(llm: LLMContext, call: StageCall) -> Any:
         llm.usage.add(call.stage, response)
         if response.refusal:
             raise LLMRefusalError(f"stage {call.stage}: the model refused: {response.refusal[:200]}")
+        if response.finish_reason == "content_filter":  # Azure's, Gemini's: the same prompt is withheld again
+            raise LLMRefusalError(
+                f"stage {call.stage}: the endpoint's content filter withheld the answer (finish_reason "
+                "content_filter); a paper on a sensitive subject may need a deployment with another filter setting"
+            )
         reading = _read(call, validator, response)
         if reading.usable:
             if llm.cache is not None:
