@@ -328,12 +328,11 @@ def make_handler(
         if (refused := turned_down(body)) is not None:
             return (*refused, {})
         answer = scripts.next_answer(body)
-        if "$status" in answer:
-            return (
-                answer["$status"],
-                {"error": {"message": answer.get("$error", "scripted fault")}},
-                answer.get("$headers", {}),
+        if "$status" in answer:  # with `$body`, a page in place of the API's error (a proxy's)
+            error = (
+                answer["$body"] if "$body" in answer else {"error": {"message": answer.get("$error", "scripted fault")}}
             )
+            return answer["$status"], error, answer.get("$headers", {})
         if "$body" in answer:
             return 200, answer["$body"], {}
         prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))

@@ -150,6 +150,22 @@ def test_an_answer_withheld_by_a_content_filter_is_said_and_not_repaired() -> No
     assert len(server.scripts.requests) == 1
 
 
+def test_a_gateway_timeout_is_a_timeout_with_its_own_budget_and_says_what_to_raise() -> None:
+    """nginx in front of a model server answers 504 with a page when an answer takes longer than
+    proxy_read_timeout; the server behind it is still computing, so it is sent again only as a
+    timed-out request would be (CLAIMS_TIMEOUT_RETRIES), not five times like a 500."""
+    page = "<html><head><title>504 Gateway Time-out</title></head><body><center>nginx</center></body></html>"
+    with serve({"$status": 504, "$body": page}) as server:
+        chat = OpenAIChatModel(
+            "sk-test", server.base_url, retry=RetryPolicy(attempts=5), sleep=[].append, timeout_retries=1
+        )
+        with pytest.raises(
+            LLMUnavailableError, match=r"gave up waiting for the answer \(HTTP 504, 2 times\).*proxy_read_timeout"
+        ):
+            ask_structured(context(chat, UsageLog()), call())
+    assert len(server.scripts.requests) == 2
+
+
 def test_missing_key_is_refused_before_any_request() -> None:
     with pytest.raises(ConfigError, match="OPENAI_API_KEY is not set"):
         OpenAIChatModel("")

@@ -231,7 +231,8 @@ class OpenAIChatModel:
 
         def transient(exc: BaseException) -> bool:
             nonlocal timeouts
-            if isinstance(exc, openai.APITimeoutError):
+            # A gateway's 504 is a timeout too, the proxy's: the server behind it is still at work.
+            if isinstance(exc, openai.APITimeoutError) or getattr(exc, "status_code", None) == GATEWAY_TIMEOUT:
                 timeouts += 1
                 return timeouts <= self._timeout_retries
             if isinstance(exc, openai.APIStatusError):
@@ -275,6 +276,13 @@ class OpenAIChatModel:
                 "check --model (or CLAIMS_MODEL) and OPENAI_BASE_URL, which usually ends in /v1"
             ) from exc
         except openai.APIStatusError as exc:
+            if exc.status_code == GATEWAY_TIMEOUT:
+                raise LLMUnavailableError(
+                    f"stage {request.stage}: a gateway in front of the model gave up waiting for the answer (HTTP 504"
+                    + (f", {timeouts} times" if timeouts > 1 else "")
+                    + "): the model takes longer than the proxy waits; raise the proxy's timeout (nginx: "
+                    "proxy_read_timeout), or use a faster model"
+                ) from exc
             raise LLMError(f"stage {request.stage}: the endpoint answered {_describe(exc)}") from exc
         return response_from_completion(completion)
 
@@ -293,6 +301,7 @@ class OpenAIChatModel:
 
 
 FORMATS = ("json_schema", "json_object", "prompt")
+GATEWAY_TIMEOUT = 504
 SCHEMA_IN_PROMPT = (
     "Answer with one JSON object and nothing else. It must follow this JSON Schema exactly "
     "(every property present, no other property):\n"
