@@ -27,15 +27,26 @@ class RetryPolicy:
 
 
 def retry_after_seconds(headers: Any) -> float | None:
-    """Seconds the server asked us to wait (Retry-After as seconds or HTTP date), if any."""
-    value = headers.get("retry-after") if headers is not None else None
+    """Seconds the server asked us to wait, if it said in a way that can be read: OpenAI's and
+    Azure's `retry-after-ms`, else Retry-After as seconds or an HTTP date."""
+    if headers is None:
+        return None
+    try:
+        return max(0.0, float(headers.get("retry-after-ms")) / 1000)
+    except (TypeError, ValueError):
+        pass
+    value = headers.get("retry-after")
     if not value:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
         parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+    except (TypeError, ValueError):  # 'soon', a bad date: the policy's own wait then
+        return None
+    return max(0.0, parsed.timestamp() - time.time())
 
 
 def call_with_retries(

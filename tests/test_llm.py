@@ -172,10 +172,18 @@ def test_missing_key_is_refused_before_any_request() -> None:
 
 
 @pytest.mark.parametrize(
-    ("header", "seconds"), [("5", 5.0), ("0", 0.0), (None, None), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)]
+    ("header", "seconds"),
+    [("5", 5.0), ("0", 0.0), (None, None), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0), ("soon", None), ("-", None)],
 )
 def test_retry_after_header(header: str | None, seconds: float | None) -> None:
+    """A header that cannot be read leaves the policy's own wait, never a failure."""
     assert retry_after_seconds({"retry-after": header} if header else {}) == seconds
+
+
+def test_retry_after_ms_comes_first() -> None:
+    """OpenAI and Azure send milliseconds beside the rounded seconds."""
+    assert retry_after_seconds({"retry-after-ms": "1500", "retry-after": "2"}) == 1.5
+    assert retry_after_seconds({"retry-after-ms": "x", "retry-after": "2"}) == 2.0
 
 
 def _walk(node: Any, path: str = "$"):  # type: ignore[no-untyped-def]
