@@ -380,7 +380,8 @@ def _loaded_context(body: Any, model: str) -> int | None:
     """The `context_length` Ollama's `/api/ps` gives the model loaded under that name (a name
     without a tag is its `:latest`)."""
     names = {model, model if ":" in model else f"{model}:latest"}
-    for loaded in body.get("models") or [] if isinstance(body, dict) else []:
+    running = (body.get("models") or []) if isinstance(body, dict) else []
+    for loaded in running:
         if isinstance(loaded, dict) and names & {loaded.get("name"), loaded.get("model")}:
             length = loaded.get("context_length")
             return length if isinstance(length, int) and length > 0 else None
