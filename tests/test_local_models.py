@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import DVT_PDF, HPYLORI_PDF, chat_request, load_scripts
@@ -23,15 +24,24 @@ from pipeline.sources.pdf import document_from_pages
 from pipeline.stages.paper_text import messages_with_paper
 
 
+def run_paper(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, model: str, **traits: Any
+) -> tuple[Any, ScriptedEndpoint]:
+    """`claims run` on the bundled H. pylori paper, as a user would, against the scripted
+    endpoint behaving as `traits` say (see `scripted_endpoint.Traits`)."""
+    with ScriptedEndpoint(load_scripts("huang-2010-hpylori-iron")) as endpoint:
+        for name, value in traits.items():
+            setattr(endpoint.traits, name, value)
+        monkeypatch.setenv("OPENAI_BASE_URL", endpoint.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
+        return runner.invoke(app, ["run", str(HPYLORI_PDF), "--model", model]), endpoint
+
+
 def test_a_server_that_refuses_json_schema_gets_json_object_with_the_schema(
     runner: CliRunner, monkeypatch: pytest.MonkeyPatch, clean_environment: Path
 ) -> None:
     """As llama-cpp-python's server does: HTTP 500 for `json_schema`, a schema in `json_object` taken."""
-    with ScriptedEndpoint(load_scripts("huang-2010-hpylori-iron")) as endpoint:
-        endpoint.traits.refuse_json_schema = True
-        monkeypatch.setenv("OPENAI_BASE_URL", endpoint.base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
-        result = runner.invoke(app, ["run", str(HPYLORI_PDF), "--model", "scripted-endpoint"])
+    result, endpoint = run_paper(runner, monkeypatch, "scripted-endpoint", refuse_json_schema=True)
     assert result.exit_code == 0, result.output
     formats = [body["response_format"]["type"] for body in endpoint.scripts.requests]
     assert formats[0] == "json_object"  # the refused json_schema request never reached the scripts
@@ -134,11 +144,7 @@ def test_a_reasoning_model_that_refuses_temperature_and_max_tokens_still_runs(
 ) -> None:
     """OpenAI's reasoning models (behind a gateway, so max_tokens is sent too) answer 400 to
     temperature 0 and to max_tokens: the run goes on without them, and says so."""
-    with ScriptedEndpoint(load_scripts("huang-2010-hpylori-iron")) as endpoint:
-        endpoint.traits.refused_params = ("temperature", "max_tokens")
-        monkeypatch.setenv("OPENAI_BASE_URL", endpoint.base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-gateway")
-        result = runner.invoke(app, ["run", str(HPYLORI_PDF), "--model", "o4-mini"])
+    result, endpoint = run_paper(runner, monkeypatch, "o4-mini", refused_params=("temperature", "max_tokens"))
     assert result.exit_code == 0, result.output
     answered = endpoint.scripts.requests  # the refused requests never reached the scripts
     assert answered and all("temperature" not in b and "max_tokens" not in b for b in answered)
@@ -198,11 +204,7 @@ def test_a_context_window_too_small_for_the_paper_is_an_error_before_any_call(
 ) -> None:
     """llama.cpp's server reporting 2,048 tokens: extract would have had no room for any of the
     paper, and the model would have drafted from its instructions alone."""
-    with ScriptedEndpoint(load_scripts("huang-2010-hpylori-iron")) as endpoint:
-        endpoint.traits.n_ctx = 2048
-        monkeypatch.setenv("OPENAI_BASE_URL", endpoint.base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
-        result = runner.invoke(app, ["run", str(HPYLORI_PDF), "--model", "scripted-endpoint"])
+    result, endpoint = run_paper(runner, monkeypatch, "scripted-endpoint", n_ctx=2048)
     assert result.exit_code == 2, result.output
     assert (
         "error: stage extract: the model's context window of 2,048 tokens leaves room for 0 characters of the "
@@ -232,11 +234,7 @@ def test_ollama_s_default_window_stops_the_run_at_draft_naming_its_setting(
 ) -> None:
     """4,096 tokens (Ollama's default on a small machine) leave extract an abstract's worth of the
     paper and draft, whose prompt carries the findings too, none of it."""
-    with ScriptedEndpoint(load_scripts("huang-2010-hpylori-iron")) as endpoint:
-        endpoint.traits.ollama_context = 4096
-        monkeypatch.setenv("OPENAI_BASE_URL", endpoint.base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
-        result = runner.invoke(app, ["run", str(HPYLORI_PDF), "--model", "llama3.2"])
+    result, endpoint = run_paper(runner, monkeypatch, "llama3.2", ollama_context=4096)
     assert result.exit_code == 2, result.output
     said = " ".join(result.output.split())
     assert "error: stage draft: the model's context window of 4,096 tokens leaves room for" in said
