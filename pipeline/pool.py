@@ -1,4 +1,4 @@
-"""`ParsePool`: where PDFs are read (`claims run`, `batch`, `match`, `add-evidence`) and a
+"""`ParsePool`: where PDFs are read (`claims run`, `batch`, `match`, `add-evidence`, `check`) and a
 batch's records are checked: in worker processes with a memory cap, never in the command's own."""
 
 from __future__ import annotations
@@ -120,6 +120,6 @@ class ParsePool:
 
 def read_alone(pdf: Path, max_pdf_bytes: int | None = None) -> Document:
     """One PDF read in a capped process of its own, as a batch reads each (`claims match`,
-    `claims add-evidence`)."""
+    `claims add-evidence`, `claims check`)."""
     with ParsePool(workers=1, max_pdf_bytes=max_pdf_bytes) as reader:
         return reader.parse(pdf)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -23,7 +24,7 @@ from pydantic import ValidationError
 from pipeline.errors import InputError, InvalidEditError, ReviewRefusedError
 from pipeline.models import ClaimRecord, ReviewStatus
 from pipeline.schema import schema_errors
-from pipeline.sources.pdf import document_from_pages, read_pdf, read_pdf_bytes
+from pipeline.sources.pdf import Document, document_from_pages, read_pdf, read_pdf_bytes
 from pipeline.stages.check import Sources, run_checks
 from pipeline.stages.grade import rate_certainty
 from pipeline.store import Store, flag_count
@@ -184,13 +185,14 @@ def recheck(store: Store, record: ClaimRecord) -> None:
     record.checks = run_checks(record, sources)
 
 
-def recheck_against_pdf(record: ClaimRecord, pdf: Path) -> None:
+def recheck_against_pdf(record: ClaimRecord, pdf: Path, read: Callable[[Path], Document] = read_pdf) -> None:
     """The checks run again on a record file against a PDF it was made from (its sha256 must be
-    the record's source or one of its studies'); no model is called, so nothing is rewritten."""
+    the record's source or one of its studies'); no model is called, so nothing is rewritten.
+    `read`: how the PDF is read (the CLI's, in a capped process: a record file can name any hash)."""
     known = {record.provenance.source.sha256} | {s.source_sha256 for s in record.studies if s.source_sha256}
     if hashlib.sha256(read_pdf_bytes(pdf)).hexdigest() not in known:
         raise InputError(f"{pdf} is not a PDF this record was made from (sha256 differs)")
-    document = read_pdf(pdf)
+    document = read(pdf)
     owner = next(
         (s.reference.study_id for s in record.studies if s.source_sha256 == document.sha256),
         record.studies[0].reference.study_id,

@@ -3,11 +3,14 @@ normalisation works on real extracted text."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import resource
 from pathlib import Path
 
 import pytest
 from conftest import HPYLORI_PDF, NITRATE_PDF, RUNS, replayed
+from pdfmaker import make_bomb_pdf
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
@@ -264,6 +267,21 @@ def test_check_command(runner: CliRunner, tmp_path: Path) -> None:
     alone = runner.invoke(app, ["check", str(loose)])
     assert alone.exit_code == 2 and "pass its source PDF with --pdf" in alone.output
     assert runner.invoke(app, ["check", str(loose), "--pdf", str(HPYLORI_PDF)]).exit_code == 0
+
+
+def test_check_reads_the_pdf_in_a_capped_process(runner: CliRunner, tmp_path: Path) -> None:
+    """A record file can name any hash: one naming a decompression bomb's gets the one line a
+    run gets, and the command keeps its own memory."""
+    bomb = tmp_path / "bomb.pdf"
+    bomb.write_bytes(make_bomb_pdf(200 << 20))  # 200 MB of drawing instructions: about 2.8 GB to read
+    record = json.loads((RUNS / "huang-2010-hpylori-iron" / "record.json").read_text())
+    record["provenance"]["source"]["sha256"] = hashlib.sha256(bomb.read_bytes()).hexdigest()
+    forged = tmp_path / "record.json"
+    forged.write_text(json.dumps(record))
+    result = runner.invoke(app, ["check", str(forged), "--pdf", str(bomb)])
+    assert result.exit_code == 2, result.output
+    assert "bomb.pdf: reading it crashed the PDF reader or took more than 2048 MB of memory" in result.output
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 2 << 20  # KB: read here, it would pass 2.8 GB
 
 
 # --------------------------------------------------------------------------- issue 16: every sentence, numbers that agree

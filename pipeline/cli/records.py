@@ -19,6 +19,7 @@ from pipeline.llm.recording import (
     load_recording,
 )
 from pipeline.models import ClaimRecord
+from pipeline.pool import read_alone
 from pipeline.render import FORMATS, render
 from pipeline.replay import replay as replay_recording
 from pipeline.review import recheck_against_pdf
@@ -179,7 +180,7 @@ def check_command(
     No model is called: plain language is scored, not rewritten. Exit 1 when anything is flagged.
     """
     record = _record_from_file(record_file)
-    recheck_against_pdf(record, pdf or _recorded_source(record_file))
+    recheck_against_pdf(record, pdf or _recorded_source(record_file), read=read_alone)
     for result in record.checks:
         out.print(f"{result.name}: {result.status.value} \u2014 {result.summary}", markup=False)
         for flag in result.flags:
