@@ -416,9 +416,6 @@ def make_handler(
         def _answer_chat(self, body: dict[str, Any]) -> None:
             if timing.latency:
                 time.sleep(timing.latency)
-            if (refused := turned_down(body)) is not None:
-                self._send(*refused)
-                return
             fault = faults.draw()
             if fault == "429":
                 self._send(429, {"error": {"message": "rate limited (injected)"}}, {"Retry-After": faults.retry_after})

@@ -477,11 +477,8 @@ def _assembled(events: str) -> dict[str, Any] | str:
 def _require_reply(body: dict[str, Any]) -> None:
     choices = body.get("choices")
     if not (isinstance(choices, list) and choices and isinstance(choices[0], dict) and choices[0].get("message")):
-        error = body.get("error")
-        said = error.get("message") if isinstance(error, dict) else error
-        raise _NoChoices(
-            "the endpoint's answer held no reply" + (f": {' '.join(str(said).split())[:300]}" if said else "")
-        )
+        said = _words(_message_in(body.get("error")))
+        raise _NoChoices("the endpoint's answer held no reply" + (f": {said}" if said else ""))
 
 
 def response_from_completion(body: dict[str, Any]) -> ChatResponse:
