@@ -44,6 +44,8 @@ class BatchApiChatModel:
         sleep: Callable[[float], None] = time.sleep,
     ):
         self._source = client
+        # the live model, where given: it builds each body and learns from refusals
+        self._live = client if isinstance(client, OpenAIChatModel) else None
         self._expected = max(1, expected_waiting)
         self._poll_seconds = poll_seconds
         self._gather_seconds = gather_seconds
@@ -85,8 +87,8 @@ class BatchApiChatModel:
         self._pending.append((request, future))
 
     def _body(self, request: ChatRequest) -> tuple[str, dict[str, Any]]:
-        if isinstance(self._source, OpenAIChatModel):
-            return self._source.request_body(request)
+        if self._live is not None:
+            return self._live.request_body(request)
         return "json_schema", chat_body(request)
 
     # ------------------------------------------------------------------ gathering and sending
@@ -183,7 +185,7 @@ class BatchApiChatModel:
 
     def _learns(self, refusal: Refusal, sent: tuple[ChatRequest, str, dict[str, Any]]) -> bool:
         _, answer_format, body = sent
-        return isinstance(self._source, OpenAIChatModel) and self._source.learn(refusal, answer_format, body)
+        return self._live is not None and self._live.learn(refusal, answer_format, body)
 
     def _call(self, work: Callable[[], Any]) -> Any:
         import openai
