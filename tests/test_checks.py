@@ -23,8 +23,8 @@ from pipeline.stages.check import (
     check_topic,
     crosses_no_effect,
     number_sanity,
-    overstatement_rules,
     run_checks,
+    strength_rules,
     supports,
 )
 from pipeline.stages.readability import score
@@ -162,9 +162,10 @@ def test_wrong_page_is_corrected_and_noted_not_flagged() -> None:
 
 def test_overstatement_names_the_rule() -> None:
     [flag] = [f for c in record_of("misbehaving-overstated").checks for f in c.flags]
-    assert "single_study: 'cures' from one study" in flag.message
+    assert "is direct causal ('cures'), but the evidence allows at most conditional causal" in flag.message
+    assert "the certainty of the evidence is low; say 'may cure' instead of 'cures'" in flag.message
     [flag] = [f for c in record_of("misbehaving-effect-without-support").checks for f in c.flags]
-    assert "effect_without_support" in flag.message
+    assert "effect_without_support" in flag.message and "'may … improve'" in flag.message
 
 
 def test_grade16_text_is_rewritten_once_then_flagged_if_still_hard() -> None:
@@ -224,13 +225,12 @@ def test_grade_must_follow_from_design() -> None:
     assert ("grade_inconsistent", "studies[0].design") in codes
 
 
-def test_definitive_wording_rules() -> None:
+def test_causal_wording_from_observational_evidence_is_held_to_association() -> None:
     record = record_of("datta-2010-dvt-prophylaxis")
-    record.claim.text = "Heparin prophylaxis causes bleeding in trauma patients."
-    rules = overstatement_rules(record)
-    assert any(r.startswith("single_study") for r in rules) and any(
-        r.startswith("non_randomised_design") for r in rules
-    )
+    rules = strength_rules(record, "Heparin prophylaxis causes bleeding in trauma patients.", "claim.text")
+    assert rules and "is direct causal ('causes'), but the evidence allows at most correlational" in rules[0]
+    assert "a systematic review of observational studies, not randomised" in rules[0]
+    assert strength_rules(record, "Heparin prophylaxis is linked to bleeding in trauma patients.", "claim.text") == []
     assert crosses_no_effect("odds ratio", 0.8, 1.3) and not crosses_no_effect("odds ratio", 1.1, 1.3)
     assert crosses_no_effect("mean difference", -0.113, 0.047) and not crosses_no_effect(
         "weighted mean difference", 6.03, 19.74
@@ -287,7 +287,7 @@ def test_check_reads_the_pdf_in_a_capped_process(runner: CliRunner, tmp_path: Pa
 # --------------------------------------------------------------------------- issue 16: every sentence, numbers that agree
 
 
-OVERSTATED = "This proves and always causes far greater muscle growth in everyone."
+OVERSTATED = "Eradicating H. pylori proves to cure anaemia and always raises haemoglobin in everyone."
 
 
 @pytest.mark.parametrize(
@@ -309,8 +309,8 @@ def test_overstated_wording_is_flagged_in_every_field_a_reader_sees(where: str) 
 
 
 def test_hedged_wording_is_not_overstated() -> None:
-    record = record_of("datta-2010-dvt-prophylaxis")
-    record.mechanism.summary = "Blood thinners can cause bleeding. Rarely, heparin causes a reaction."
+    record = record_of("huang-2010-hpylori-iron")
+    record.mechanism.summary = "Killing the germ may raise haemoglobin. It is associated with higher ferritin."
     assert check_strength(record).flags == []
 
 

@@ -50,6 +50,7 @@ def test_add_evidence_classifies_resynthesises_and_rechecks(
         "numbers",
         "causal_chain",
         "strength",
+        "directions",
         "topic",
         "grade",
         "plain_language",

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 from conftest import HPYLORI_PDF, replayed
 
-from pipeline.models import ClaimRecord
+from pipeline.models import ClaimRecord, Direction
 from pipeline.sources.pdf import read_pdf
 from pipeline.stages.check import run_checks
 
@@ -60,6 +60,11 @@ def _overstated(field: str) -> Callable[[ClaimRecord], None]:
     return change
 
 
+def _direction_against_quote(r: ClaimRecord) -> None:
+    finding = r.studies[0].findings[0]  # its quote reports p<0.00001
+    finding.direction, finding.effect = Direction.no_significant_difference, None
+
+
 def _off_topic(r: ClaimRecord) -> None:
     r.claim.text = "Training to failure may be associated with greater muscle growth in adults."
 
@@ -81,6 +86,11 @@ MISBEHAVIOURS: dict[str, tuple[Callable[[ClaimRecord], None], str, str]] = {
     "overstated summary": (_overstated("mechanism.summary"), "overstated", "mechanism.summary"),
     "overstated causal step": (_overstated("mechanism.steps[1].text"), "overstated", "mechanism.steps[1].text"),
     "overstated study summary": (_overstated("studies[0].summary"), "overstated", "studies[0].summary"),
+    "direction against its quote": (
+        _direction_against_quote,
+        "direction_contradicts_quote",
+        "studies[0].findings[0].direction",
+    ),
     "off-topic claim": (_off_topic, "claim_off_topic", "claim.text"),
     "prompt injection (a planted DOI)": (_prompt_injection, "foreign_citation", "mechanism.plain_language"),
 }

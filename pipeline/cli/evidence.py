@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.accounts import attributed
@@ -23,7 +24,18 @@ from pipeline.cli.app import (
     say_adaptations,
 )
 from pipeline.cli.review import ReviewerOption
-from pipeline.evaluation import EvalResult, evaluate, read_dataset
+from pipeline.errors import InputError
+from pipeline.evaluation import (
+    DIRECTION_LABELS,
+    STRENGTH_LABELS,
+    EvalResult,
+    evaluate,
+    evaluate_direction,
+    evaluate_strength,
+    read_dataset,
+    read_direction_set,
+    read_strength_set,
+)
 from pipeline.evidence import add_study, match_score
 from pipeline.files import require_writable_folder
 from pipeline.llm.base import LLMContext, RecordingChatModel
@@ -177,12 +189,26 @@ def match_command(
     out.print(table)
 
 
+OFFLINE_KINDS = ("strength", "direction")
+
+
 @app.command("eval")
 @one_line_errors
 def eval_command(
-    dataset: Path = typer.Argument(
-        ..., metavar="DATASET", help="HealthVer CSV, or SciFact-format claims JSONL (with --corpus)."
+    target: str = typer.Argument(
+        ...,
+        metavar="DATASET|strength|direction",
+        help="A stance set (HealthVer CSV, or SciFact-format claims JSONL with --corpus), or 'strength' or "
+        "'direction' followed by their labelled CSV.",
     ),
+    labelled: Path | None = typer.Argument(
+        None,
+        metavar="[FILE.csv]",
+        help="With strength: columns sentence,label (0 not a claim, 1 correlational, 2 conditional causal, "
+        "3 direct causal). With direction: columns intervention,comparator,outcome,evidence,label "
+        "(increased, decreased, no_difference).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="strength, direction: print one JSON object instead."),
     corpus: Path | None = typer.Option(None, "--corpus", help="SciFact format: the abstracts the claims cite (JSONL)."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N rows."),
     model: str = typer.Option(None, "--model", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."),
@@ -190,7 +216,16 @@ def eval_command(
         None, "--record", help="Keep the run as a recording (replay it with claims replay)."
     ),
 ) -> None:
-    """Measure stance classification on a labelled set: accuracy and a confusion matrix."""
+    """Measure a classifier on a labelled set: the stance stage (calls the model), or the offline
+    readers of claim strength and effect direction (no model call)."""
+    if target in OFFLINE_KINDS:
+        if labelled is None:
+            raise InputError(f"claims eval {target} needs its labelled CSV: claims eval {target} FILE.csv")
+        _eval_offline(target, labelled, limit, as_json)
+        return
+    if labelled is not None:
+        raise InputError(f"unexpected {labelled} after {target}: only 'strength' and 'direction' take a second file")
+    dataset = Path(target)
     rows = read_dataset(dataset, corpus, limit)
     if record:
         require_writable_folder(record, "recording")
@@ -207,6 +242,43 @@ def eval_command(
         )
         err.print(f"recording saved to {record}")
     say_adaptations(live)
+
+
+def _eval_offline(kind: str, path: Path, limit: int | None, as_json: bool) -> None:
+    if kind == "strength":
+        sentences = read_strength_set(path)[:limit]
+        scores, names = evaluate_strength(sentences), STRENGTH_LABELS
+    else:
+        rows = read_direction_set(path)[:limit]
+        scores, names = evaluate_direction(rows), {label: label for label in DIRECTION_LABELS}
+    if as_json:
+        out.print_json(data={"kind": kind, **scores.as_json()})
+        return
+    table = Table(title=f"{kind} on {scores.n} rows: accuracy {scores.accuracy:.1%}, macro-F1 {scores.macro_f1:.3f}")
+    for column in ("label", "precision", "recall", "F1", "rows"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for label, row in scores.per_class.items():
+        table.add_row(
+            _label_name(label, names),
+            f"{row['precision']:.3f}",
+            f"{row['recall']:.3f}",
+            f"{row['f1']:.3f}",
+            str(row["support"]),
+        )
+    out.print(table)
+    matrix = Table(title="confusion (rows: label, columns: predicted)")
+    matrix.add_column("label \\ predicted")
+    for label in scores.confusion:
+        matrix.add_column(_label_name(label, names), justify="right")
+    for label, counts in scores.confusion.items():
+        matrix.add_row(_label_name(label, names), *[str(n) for n in counts.values()])
+    out.print(matrix)
+    out.print(f"macro-F1 {scores.macro_f1:.4f}; accuracy {scores.accuracy:.4f} on {scores.n} rows", markup=False)
+
+
+def _label_name(label: str, names: dict[str, str]) -> str:
+    name = names[label]
+    return escape(label if name == label else f"{label} {name.replace('_', ' ')}")
 
 
 def print_eval(result: EvalResult) -> None:

@@ -33,6 +33,7 @@ from pipeline.errors import StageOutputError
 from pipeline.identifiers import foreign_citations
 from pipeline.llm.base import LLMContext, StageCall, ask_structured
 from pipeline.models import (
+    Certainty,
     CheckResult,
     CheckStatus,
     ClaimRecord,
@@ -49,10 +50,12 @@ from pipeline.models import (
 )
 from pipeline.schema import schema_errors
 from pipeline.sources.pdf import Document
+from pipeline.stages.claim_strength import Strength, StrengthReading, clauses, read_strength, sentences
+from pipeline.stages.effect_direction import Reported, read_direction, significance_cue
 from pipeline.stages.grade import rate_certainty, starting_certainty
 from pipeline.stages.readability import MAX_GRADE, MAX_WORDS_PER_SENTENCE, Readability, score
 from pipeline.stages.textmatch import locate, numbers_in, numbers_of
-from pipeline.terms import HEDGES, stems
+from pipeline.terms import stems
 
 Rewriter = Callable[[str, Readability], str]
 
@@ -376,22 +379,12 @@ def check_causal_chain(record: ClaimRecord, quotes: CheckResult) -> CheckResult:
 
 # --------------------------------------------------------------------------- strength
 
-DEFINITIVE = re.compile(
-    r"\b(causes?|caused|proves?|proven|will|cures?|cured|guarantees?|always|definitely|certainly|establish(?:es|ed)?|demonstrates? that)\b",
-    re.IGNORECASE,
-)
-EFFECT = re.compile(
-    r"\b(increase[sd]?|improve[sd]?|raise[sd]?|reduce[sd]?|lower(?:s|ed)?|decrease[sd]?|boost(?:s|ed)?|enhance[sd]?|leads? to|grow(?:s|th)?)\b",
-    re.I,
-)
-# A hedged sentence states no certainty, whatever verb it uses: "blood thinners can cause
-# bleeding" is hedged, "X cures Y" is not.
-# Beyond the hedge words, a sentence is hedged by "can" and by words that limit how often or to whom.
-_LIMITING = ["can", "seem", "seems", "some", "few", "rarely", "sometimes", "often"]
-HEDGE = re.compile(r"\b(" + "|".join(sorted(HEDGES | set(_LIMITING))) + r")\b", re.I)
-_SENTENCE = re.compile(r"(?<=[.!?;])\s+")
-NEGATION = re.compile(r"\b(not|no|neither|nor|without|did not|does not|failed to)\b", re.I)
 _RANDOMISED = {StudyDesign.randomised_controlled_trial, StudyDesign.systematic_review_of_rcts}
+_LOW = {Certainty.low, Certainty.very_low}
+_SHOWS_AN_EFFECT = {Direction.increased, Direction.decreased}
+# A past-tense verb reports what a trial measured ("raised haemoglobin by 12.88 g/l"), which a
+# randomised design shows as its effect; it is held to the certainty of no general claim.
+_PAST = re.compile(r"(?:ed|rose|fell|led to|gave|drove|grew)$", re.I)
 
 
 def crosses_no_effect(measure: str | None, lower: float | None, upper: float | None) -> bool:
@@ -401,64 +394,241 @@ def crosses_no_effect(measure: str | None, lower: float | None, upper: float | N
     return min(lower, upper) <= null <= max(lower, upper)
 
 
-def overstatement_rules(record: ClaimRecord, claim: str | None = None, effects: bool = True) -> list[str]:
-    """The rules a text's wording breaks, given the record's evidence (the claim's, by default).
-    `effects`: also hold an effect verb against a primary finding of no significant difference
-    (not for causal steps, which describe how a mechanism would work)."""
-    claim = record.claim.text if claim is None else claim
+def strongest_allowed(record: ClaimRecord) -> tuple[Strength, str]:
+    """The strongest wording the record's evidence allows, and why no stronger."""
+    design, certainty = record.certainty.design, record.certainty.certainty
     findings = [finding for study in record.studies for finding in study.findings]
-    rules = []
-    unhedged = [
-        sentence for sentence in _SENTENCE.split(claim) if DEFINITIVE.search(sentence) and not HEDGE.search(sentence)
-    ]
-    if unhedged:
-        word = DEFINITIVE.search(unhedged[0]).group(0)  # type: ignore[union-attr]
-        if len(record.studies) == 1:
-            rules.append(f"single_study: '{word}' from one study")
-        if record.certainty.design not in _RANDOMISED:
-            rules.append(f"non_randomised_design: '{word}' from a {record.certainty.design.value.replace('_', ' ')}")
-        primary = findings[0].effect if findings else None
-        if primary and crosses_no_effect(primary.measure, primary.ci_lower, primary.ci_upper):
-            rules.append(
-                f"interval_crosses_no_effect: '{word}' while the primary finding's interval includes no effect"
-            )
-    effect = EFFECT.search(claim)
+    primary = findings[0] if findings else None
+    if design not in _RANDOMISED:
+        return Strength.correlational, f"the evidence is from {_DESIGN_NAMES[design]}, not randomised"
+    if certainty in _LOW:
+        return Strength.conditional_causal, f"the certainty of the evidence is {certainty.value.replace('_', ' ')}"
+    if design is StudyDesign.randomised_controlled_trial and len(record.studies) == 1:
+        return Strength.conditional_causal, "the evidence is a single randomised trial"
+    effect = primary.effect if primary else None
     if (
-        effects
-        and findings
-        and findings[0].direction is Direction.no_significant_difference
-        and effect
-        and not NEGATION.search(claim)
+        primary is None
+        or primary.direction not in _SHOWS_AN_EFFECT
+        or (effect and crosses_no_effect(effect.measure, effect.ci_lower, effect.ci_upper))
     ):
-        rules.append(
-            f"effect_without_support: claims an effect ('{effect.group(0)}') where the primary finding shows no significant difference"
-        )
+        return Strength.conditional_causal, "the primary finding shows no significant effect"
+    return (
+        Strength.direct_causal,
+        f"randomised evidence at {certainty.value} certainty with a significant primary finding",
+    )
+
+
+_AS_ASSOCIATION = [
+    (
+        re.compile(r"^(?:reduc|lower|decreas|diminish|shorten|slow|prevent|inhibit|suppress|attenuat|alleviat)", re.I),
+        "lower",
+    ),
+    (re.compile(r"^(?:increas|rais|boost|enhanc|elevat|prolong|promot|stimulat)", re.I), "higher"),
+    (re.compile(r"^(?:improv|benefit|help|restor|protect|relie)", re.I), "better"),
+    (re.compile(r"^(?:worsen|impair|damag|aggravat|exacerbat)", re.I), "worse"),
+]
+_IRREGULAR = {"led to": "lead to", "rose": "rise", "fell": "fall", "gave": "give", "drove": "drive", "grew": "grow"}
+
+
+def _base_form(verb: str) -> str:
+    """'raises' -> 'raise', 'reduced' -> 'reduce', 'led to' -> 'lead to': good enough for a hint."""
+    word = verb.lower()
+    if word in _IRREGULAR:
+        return _IRREGULAR[word]
+    head, _, rest = word.partition(" ")
+    tail = f" {rest}" if rest else ""
+    for ending, replacement in (("ies", "y"), ("sses", "ss"), ("es", "e"), ("s", ""), ("ied", "y"), ("ed", "e")):
+        if head.endswith(ending) and len(head) > len(ending) + 2:
+            stem = head[: -len(ending)] + replacement
+            if ending == "es" and re.search(r"(?:ss|sh|ch|x)e$", stem):
+                stem = stem[:-1]
+            if ending == "ed" and re.search(r"(?:er|ow|ain|ect|ist|ent|ort|uct|ing|ay)e$", stem):
+                stem = stem[:-1]
+            return stem + tail
+    return head + tail
+
+
+def rewording(reading: StrengthReading, allowed: Strength) -> str:
+    """A wording within what the evidence allows, for the flag's hint."""
+    verb = (reading.cue or "").split(" … ")[-1]
+    if allowed is Strength.correlational:
+        for pattern, comparative in _AS_ASSOCIATION:
+            if pattern.match(verb):
+                return f"'is associated with {comparative} …' instead of '{verb}'"
+        return f"'is associated with …' or 'is linked to …' instead of '{verb}'"
+    return f"'may {_base_form(verb)}' instead of '{verb}'"
+
+
+def _reports_a_trial(record: ClaimRecord, reading: StrengthReading) -> bool:
+    return record.certainty.design in _RANDOMISED and bool(_PAST.search((reading.cue or "").split(" … ")[-1]))
+
+
+def _names(text: str, words: set[str]) -> bool:
+    return bool(stems(text) & words)
+
+
+# Words an intervention's description shares with any other ("prophylaxis", "a week", a dose unit).
+_GENERIC = stems("prophylaxis therapy treatment weight about week weeks daily dose doses mmol group plus alone added")
+
+
+def studied_words(finding: Finding) -> set[str]:
+    """The words that name a finding's intervention: those its comparator lacks, or all of its own
+    when the two differ only in amount ("nitrate-rich" against "nitrate-depleted" beetroot juice)."""
+    own = stems(finding.intervention) - _GENERIC
+    return (own - stems(finding.comparator or "")) or own
+
+
+_DESIGN_NAMES = {
+    StudyDesign.systematic_review_of_observational: "a systematic review of observational studies",
+    StudyDesign.non_randomised_trial: "a non-randomised trial",
+    StudyDesign.cohort: "a cohort study",
+    StudyDesign.case_control: "a case-control study",
+    StudyDesign.cross_sectional: "a cross-sectional study",
+    StudyDesign.qualitative: "a qualitative study",
+    StudyDesign.case_series: "a case series",
+    StudyDesign.mechanistic_or_animal: "mechanistic or animal studies",
+    StudyDesign.narrative_review: "a narrative review",
+    StudyDesign.expert_opinion: "expert opinion",
+}
+
+
+def strength_rules(record: ClaimRecord, text: str, where: str) -> list[str]:
+    """The strength rules a text breaks, each naming the clause's strength, the strongest its
+    evidence allows and why, and a rewording.
+
+    Every clause of the claim, a study's summary or a stance rationale is held to what the
+    evidence allows. The mechanism's texts (plain language, summary, causal steps) describe how
+    an effect would come about, so causal wording is their form ("blood thinners slow clotting"):
+    they are held to the evidence where they state the studied intervention's effect on the
+    primary outcome."""
+    findings = [finding for study in record.studies for finding in study.findings]
+    primary = findings[0] if findings else None
+    intervention = studied_words(primary) if primary else set()
+    outcome = stems(primary.outcome) if primary else set()
+    allowed, why = strongest_allowed(record)
+    mechanism = where.startswith("mechanism.")
+    no_effect = (
+        primary is not None
+        and primary.direction is Direction.no_significant_difference
+        and not where.startswith("mechanism.steps")
+    )
+    rules = []
+    for clause in (c for sentence in sentences(text) for c in clauses(sentence)):
+        reading = read_strength(clause)
+        if reading.strength is Strength.not_a_claim or reading.negated:
+            continue
+        about_the_finding = _names(clause, intervention) and _names(clause, outcome)
+        if (
+            reading.strength > allowed
+            and not _reports_a_trial(record, reading)
+            and (not mechanism or about_the_finding)
+        ):
+            rules.append(
+                f"'{_short(clause)}' is {reading.strength.label} ('{reading.cue}'), but the evidence allows at most "
+                f"{allowed.label}: {why}; say {rewording(reading, allowed)}"
+            )
+        elif no_effect and about_the_finding:
+            rules.append(
+                f"effect_without_support: '{_short(clause)}' claims an effect ('{reading.cue}') where the primary "
+                "finding shows no significant difference; say what the study found (no significant difference)"
+            )
     return rules
 
 
-def reader_sentences(record: ClaimRecord) -> list[tuple[str, str, bool]]:
-    """(where, text, whether effect claims are held to the evidence) for every text a reader sees."""
+def _short(text: str, limit: int = 90) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def reader_sentences(record: ClaimRecord) -> list[tuple[str, str]]:
+    """(where, text) for every text a reader sees."""
     texts = [
-        ("claim.text", record.claim.text, True),
-        ("mechanism.plain_language", record.mechanism.plain_language, True),
-        ("mechanism.summary", record.mechanism.summary, True),
+        ("claim.text", record.claim.text),
+        ("mechanism.plain_language", record.mechanism.plain_language),
+        ("mechanism.summary", record.mechanism.summary),
     ]
-    texts += [(f"mechanism.steps[{k}].text", step.text, False) for k, step in enumerate(record.mechanism.steps)]
+    texts += [(f"mechanism.steps[{k}].text", step.text) for k, step in enumerate(record.mechanism.steps)]
     for i, study in enumerate(record.studies):
-        texts.append((f"studies[{i}].summary", study.summary, True))
+        texts.append((f"studies[{i}].summary", study.summary))
         if study.stance_rationale:
-            texts.append((f"studies[{i}].stance_rationale", study.stance_rationale, False))
+            texts.append((f"studies[{i}].stance_rationale", study.stance_rationale))
     return texts
 
 
 def check_strength(record: ClaimRecord) -> CheckResult:
     """The strength rules over every sentence a reader sees, one flag a field naming every rule."""
     flags = []
-    for where, text, effects in reader_sentences(record):
-        rules = overstatement_rules(record, text, effects)
+    for where, text in reader_sentences(record):
+        rules = strength_rules(record, text, where)
         if rules:
-            flags.append(Flag(where=where, code="overstated", message=f"overstated ({'; '.join(rules)})"))
-    return _result("strength", flags, "the wording fits its evidence", "overstated in {n} place(s)")
+            flags.append(Flag(where=where, code="overstated", message=f"overstated: {'; '.join(rules)}"))
+    allowed, why = strongest_allowed(record)
+    return _result(
+        "strength",
+        flags,
+        f"the wording fits its evidence (at most {allowed.label}: {why})",
+        "overstated in {n} place(s)",
+    )
+
+
+# --------------------------------------------------------------------------- findings against their quotes
+
+# How sure the direction reader must be before its reading stands against the finding's own.
+# Out of fold on Evidence Inference's train and validation splits, readings this sure were right
+# 92 % (decreased), 93 % (increased) and 98 % (no difference) of the time; at 0.8, 88-97 %.
+SURE = 0.9
+
+
+def _said(direction: Direction) -> str:
+    return direction.value.replace("_", " ")
+
+
+def quote_disagreement(finding: Finding) -> str | None:
+    """Why the finding's direction is not what its own quote reports, or None."""
+    said = finding.direction
+    if said not in _SHOWS_AN_EFFECT and said is not Direction.no_significant_difference:
+        return None
+    reading = read_direction(finding.intervention, finding.comparator, finding.outcome, finding.quote.text)
+    significant, evidence = significance_cue(finding.quote.text)
+    sure = reading.probability >= SURE
+    if said is Direction.no_significant_difference:
+        if significant:
+            return (
+                f"the finding says no significant difference, but its quote reports a significant result ({evidence})"
+            )
+        if sure and reading.reported is not Reported.no_difference and significant is None:
+            return f"the finding says no significant difference, but its quote reads as a significant {reading.reported.value[:-1]}e ('{reading.cue}')"
+        return None
+    if significant is False:
+        return f"the finding says {_said(said)}, but its quote reports no significant difference ({evidence})"
+    if sure and reading.reported is Reported.no_difference and significant is None:
+        return f"the finding says {_said(said)}, but its quote reads as no significant difference ('{reading.cue}')"
+    opposite = Reported.decreased if said is Direction.increased else Reported.increased
+    if sure and reading.reported is opposite:
+        return f"the finding says {_said(said)}, but its quote reads as {opposite.value} for {_short(finding.intervention, 40)} ('{reading.cue}')"
+    return None
+
+
+def check_directions(record: ClaimRecord) -> CheckResult:
+    """Each finding's direction against what its own quote reports, read with the finding's
+    intervention and comparator to tell which arm a sentence speaks of."""
+    flags = []
+    for i, study in enumerate(record.studies):
+        for j, finding in enumerate(study.findings):
+            problem = quote_disagreement(finding)
+            if problem:
+                flags.append(
+                    Flag(
+                        where=f"studies[{i}].findings[{j}].direction",
+                        code="direction_contradicts_quote",
+                        message=problem,
+                    )
+                )
+    return _result(
+        "directions",
+        flags,
+        "every finding's direction agrees with its quote",
+        "{n} finding(s) whose direction its quote contradicts",
+    )
 
 
 # The share of the claim's content words its studies use (titles, findings' population,
@@ -671,6 +841,7 @@ def run_checks(record: ClaimRecord, sources: Sources, rewrite: Rewriter | None =
         check_numbers(record, sources),
         check_causal_chain(record, quotes),
         check_strength(record),
+        check_directions(record),
         check_topic(record),
         check_grade(record),
         check_plain_language(record, rewrite),
