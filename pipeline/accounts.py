@@ -1,21 +1,22 @@
 """Accounts and roles, for a team reviewing on one shared store.
 
 A store without accounts is one curator's: the review page then serves loopback only and a
-decision carries the name typed. Once an account exists, the review page asks everyone to log in
-and every decision carries the logged-in account. On the command line, a decision must then name
-an enabled account whose role allows it (`--reviewer`, `$CLAIMS_REVIEWER`, `$USER`): that keeps
-the history's names to real accounts, but it is not a lock; whoever holds the database's
-credentials can write the database, so keep those to the team.
+decision carries the name typed. Once a store has had an account it stays a login store (only
+`claims user remove-all --yes` makes it open again): the review page asks everyone to log in, and
+every decision, on the page or on the command line, carries an account proven by its
+credentials: the page's login, or on the command line a personal token (`CLAIMS_TOKEN`, issued
+by `claims user token NAME`) or the account's password (asked, or `--password-stdin`). Whoever
+holds the database's own credentials can still write the database, so keep those to the team.
 
 Passwords are hashed with argon2id (argon2-cffi's defaults); a hash is never shown or logged.
+Tokens and session secrets are random, so the store keeps their SHA-256 only.
 """
 
 from __future__ import annotations
 
-import hashlib
-import threading
-import time
-from collections import defaultdict, deque
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -59,64 +60,100 @@ def check_password(account: Account | None, password: str) -> bool:
         return False
 
 
-def session_stamp(account: Account) -> str:
-    """Changes when the password does: a session made before a reset is no longer accepted."""
-    return hashlib.sha256(account.password_hash.encode()).hexdigest()[:16]
-
-
 def may(account: Account, action: str) -> bool:
     return not account.disabled and action in PERMISSIONS.get(account.role, frozenset())
 
 
-def attributed(store: Store, actor: str, action: str) -> str:
+@dataclass(frozen=True)
+class Credentials:
+    """What a command-line decision proves its account with: a personal token, or a way to get
+    the account's password (asked only when no token is given)."""
+
+    token: str | None = None
+    password: Callable[[], str | None] = lambda: None
+
+
+def attributed(store: Store, actor: str, action: str, credentials: Credentials | None = None) -> str:
     """The name a command-line change is recorded under: any name on a store without accounts;
-    on one with accounts, an enabled account whose role allows the action ("run": starting
-    `claims run` or `claims batch`, as $CLAIMS_REVIEWER or $USER)."""
-    actor = actor.strip()
-    if not actor or not store.has_accounts():
+    on a login store, the account its credentials prove, if its role allows the action ("run":
+    starting `claims run` or `claims batch`). A wrong password counts against the account's
+    login limit, as on the review page."""
+    actor, credentials = actor.strip(), credentials or Credentials()
+    if not store.has_accounts():
         return actor
-    account = store.account(actor)
-    if account is None or account.disabled:
-        how = "set CLAIMS_REVIEWER to" if action == "run" else "pass --reviewer with"
-        raise ReviewRefusedError(
-            f"{actor!r} is not an enabled account of this store: {how} your account name (claims user list shows them)"
-        )
+    if credentials.token:
+        account = store.token_account(credentials.token)
+        if account is None:
+            raise ReviewRefusedError(
+                "CLAIMS_TOKEN is not a live token of an enabled account of this store: ask an admin for one "
+                "(claims user token NAME), or unset it to give your password"
+            )
+        named = store.account(actor) if actor else None
+        if named is not None and named.name != account.name:
+            raise ReviewRefusedError(
+                f"CLAIMS_TOKEN is {account.name}'s token, not {actor}'s: a decision is its owner's"
+            )
+    else:
+        account = _by_password(store, actor, action, credentials)
     if not may(account, action):
-        raise ReviewRefusedError(f"{actor} is a {account.role}: a {account.role} may not {action.replace('-', ' ')}")
-    return actor
+        raise ReviewRefusedError(
+            f"{account.name} is a {account.role}: a {account.role} may not {action.replace('-', ' ')}"
+        )
+    return account.name
+
+
+def _by_password(store: Store, actor: str, action: str, credentials: Credentials) -> Account:
+    how = "set CLAIMS_REVIEWER to" if action == "run" else "pass --reviewer with"
+    if not actor:
+        raise ReviewRefusedError(f"this store has accounts: {how} your account name")
+    limiter = LoginLimiter(store)
+    keys = (f"name:{actor.lower()}",)
+    if wait := limiter.wait_seconds(*keys):
+        raise ReviewRefusedError(f"too many failed logins for {actor}: try again in {math.ceil(wait / 60)} minute(s)")
+    password = credentials.password()
+    if password is None:
+        raise ReviewRefusedError(
+            f"this store has accounts, so a decision needs {actor}'s credentials: set CLAIMS_TOKEN to a personal "
+            f"token (an admin issues one: claims user token {actor}), or give the password "
+            "(in a terminal it is asked; in a script pass --password-stdin)"
+        )
+    account = store.account(actor)
+    if not check_password(account, password) or account is None:
+        limiter.failed(*keys)
+        raise ReviewRefusedError(f"wrong account name or password for {actor!r} ({how} your account name)")
+    limiter.succeeded(keys[0])
+    return account
+
+
+# The history note of a new draft names who started the run; `started_by` reads it back (the
+# second-reviewer rule needs it), so the two are kept together here.
+_DRAFTED = "drafted by the pipeline"
+_STARTED = ", run started by "
 
 
 def drafted_note(started_by: str) -> str:
     """The history note of a new draft: who started the run, where that is known."""
-    return f"drafted by the pipeline, run started by {started_by}" if started_by else "drafted by the pipeline"
+    return f"{_DRAFTED}{_STARTED}{started_by}" if started_by else _DRAFTED
+
+
+def started_by(note: str) -> str | None:
+    return note.removeprefix(_DRAFTED + _STARTED) if note.startswith(_DRAFTED + _STARTED) else None
 
 
 class LoginLimiter:
     """At most `attempts` failed logins per account name and per client address in `window`
-    seconds; then that name (or address) waits until its oldest failure is out of the window."""
+    seconds; then that name (or address) waits until its oldest failure is out of the window.
+    Kept in the store: every server on it (and the command line) shares it, and a restart
+    forgets nothing."""
 
-    def __init__(self, attempts: int = 5, window: float = 900.0):
-        self.attempts, self.window = attempts, window
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
+    def __init__(self, store: Store, attempts: int = 5, window: float = 900.0):
+        self.store, self.attempts, self.window = store, attempts, window
 
     def wait_seconds(self, *keys: str) -> float:
-        now = time.monotonic()
-        with self._lock:
-            waits = []
-            for key in keys:
-                failures = self._failures[key]
-                while failures and failures[0] <= now - self.window:
-                    failures.popleft()
-                if len(failures) >= self.attempts:
-                    waits.append(failures[0] + self.window - now)
-            return max(waits, default=0.0)
+        return self.store.login_wait(keys, self.attempts, self.window)
 
     def failed(self, *keys: str) -> None:
-        with self._lock:
-            for key in keys:
-                self._failures[key].append(time.monotonic())
+        self.store.login_failed(keys, self.window)
 
     def succeeded(self, name_key: str) -> None:
-        with self._lock:
-            self._failures.pop(name_key, None)
+        self.store.login_succeeded(name_key)

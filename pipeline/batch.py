@@ -186,6 +186,9 @@ class BatchOptions:
     not_a_study_ok: bool = False  # draft documents that do not look like research papers
     lease_seconds: float = 120.0  # a paper's lease, renewed while it runs; a dead worker's runs out
     started_by: str = ""  # who started the batch, for each new draft's history
+    # when the batch started (UTC, as the store writes times): a paper found stored since then was
+    # stored by another worker sharing the inputs, not by an earlier batch
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0).isoformat())
 
 
 @dataclass
@@ -330,6 +333,7 @@ def process_paper(
         key = run_key(sha256, settings, metadata, tools.prompts.hashes())
         if existing := tools.store.find_run(key):  # checked before parsing: a finished batch re-runs in moments
             result.status, result.record_id, result.cost = "already_done", existing, 0.0
+            result.stored_by_other_worker = tools.store.created_at(existing) >= options.started_at
             return result
         if tools.leases is not None:  # before the first model call: batches sharing the inputs pay once
             lease = tools.leases.take(key)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from pipeline.accounts import started_by
 from pipeline.errors import InputError, InvalidEditError, ReviewRefusedError
 from pipeline.models import ClaimRecord, ReviewStatus
 from pipeline.schema import schema_errors
@@ -79,6 +80,27 @@ def _at_version(store: Store, record_id: str, version: int) -> ClaimRecord:
     return record
 
 
+# The store setting that makes the four-eyes rule hold for every approval, on the command line
+# and on every review server alike (`claims db settings --require-second-reviewer on`).
+SECOND_REVIEWER = "require_second_reviewer"
+
+
+def second_reviewer_required(store: Store) -> bool:
+    return store.setting(SECOND_REVIEWER) == "on"
+
+
+def authors(store: Store, record_id: str) -> set[str]:
+    """Everyone who made what an approval would approve: the curator who started the run, and
+    whoever edited the record or added evidence to it."""
+    found = set()
+    for entry in store.history(record_id):
+        if entry.action == "created":
+            found.add(started_by(entry.note) or entry.actor)
+        elif entry.action in ("edited", "evidence added"):
+            found.add(entry.actor)
+    return found
+
+
 def approve(
     store: Store,
     record_id: str,
@@ -88,14 +110,14 @@ def approve(
     override: str = "",
     second_reviewer: bool = False,
 ) -> int:
-    """`second_reviewer`: the four-eyes rule; whoever made the record's latest edit (or added its
-    latest evidence) may not approve it."""
+    """`second_reviewer`: the four-eyes rule (also on when the store's setting says so): no one
+    who made the version may approve it. An override lifts the flags' hold, never this rule."""
     record = _at_version(store, record_id, version)
     _require_state(record, "approve")
-    if second_reviewer and store.last_change_by(record_id, ("edited", "evidence added")) == reviewer.strip():
+    if (second_reviewer or second_reviewer_required(store)) and reviewer.strip() in authors(store, record_id):
         raise ReviewRefusedError(
-            f"{reviewer.strip()} made the latest change to record {record.record_id}: another reviewer must "
-            "approve it (the second-reviewer rule)"
+            f"{reviewer.strip()} ran or edited record {record.record_id}: another reviewer must approve it "
+            "(the second-reviewer rule)"
         )
     if flag_count(record) and not override.strip():
         raise ReviewRefusedError(

@@ -101,6 +101,7 @@ VARIABLES: dict[str, str] = {
     "CLAIMS_MAX_PDF_MB": "the PDF size cap in MB, downloads and local files (default 50)",
     "CLAIMS_TIMEOUT": "seconds to wait for one model answer (default 120)",
     "CLAIMS_REVIEWER": "the default reviewer name (default $USER)",
+    "CLAIMS_TOKEN": "a personal token (claims user token NAME) that proves your account to a store with accounts",
     "CLAIMS_PRICES": "a JSON price table instead of the shipped one",
     "CLAIMS_BATCH_POLL_SECONDS": "how often --via batch-api asks whether a batch has ended (default 30)",
     "CLAIMS_LEASE_SECONDS": "how long a batch worker's claim on a paper lasts unless renewed, e.g. after a crash (default 120)",
@@ -194,6 +195,10 @@ class Settings:
     @property
     def reviewer(self) -> str:
         return self._get("CLAIMS_REVIEWER") or self._get("USER") or ""
+
+    @property
+    def token(self) -> str | None:
+        return self._get("CLAIMS_TOKEN") or None
 
     @property
     def prices_file(self) -> Path | None:

@@ -7,8 +7,10 @@ inside a transaction, so the store never holds half a record. The store carries 
 version: an older one is upgraded on open, a newer one is refused.
 
 Besides records the store keeps what a team shares: accounts (`users`), the review page's
-signing key (`meta`) and the leases batch workers take on papers (`leases`), so several
-`claims batch` processes over the same inputs pay for each paper once.
+sessions, personal tokens and failed logins, settings every server and the command line obey
+(`meta`, e.g. the second-reviewer rule) and the leases batch workers take on papers (`leases`),
+so several `claims batch` processes over the same inputs pay for each paper once. A new SQLite
+store is created readable by its owner only.
 """
 
 from __future__ import annotations
@@ -113,7 +115,43 @@ users = Table(
     Column("password_hash", Text, nullable=False),
     Column("disabled", Boolean, nullable=False),
     Column("created_at", Text, nullable=False),
+    Column("last_login", Text),
 )
+# The review page's sessions, one row each: logging out, or a change to the account (disabled, a
+# new password, another role), deletes them, so an old cookie is worth nothing. Only the hash of
+# a session's secret is kept.
+web_sessions = Table(
+    "sessions",
+    tables,
+    Column("id", Text, primary_key=True),
+    Column("account", Text, nullable=False),
+    Column("created", Float, nullable=False),  # seconds since the epoch
+    Column("seen", Float, nullable=False),
+)
+Index("sessions_account", web_sessions.c.account)
+# Personal tokens for command-line decisions (CLAIMS_TOKEN): kept hashed, revocable.
+tokens = Table(
+    "tokens",
+    tables,
+    Column("id", Text, primary_key=True),
+    Column("account", Text, nullable=False),
+    Column("secret_hash", Text, nullable=False, unique=True),
+    Column("label", Text, nullable=False, server_default=""),
+    Column("created_at", Text, nullable=False),
+    Column("last_used", Text),
+    Column("revoked_at", Text),
+)
+# Failed logins, by account name and by client address, shared by every server on the store and
+# kept across restarts; rows older than the lockout window are deleted as new ones come.
+login_failures = Table(
+    "login_failures",
+    tables,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("key", Text, nullable=False),
+    Column("at", Float, nullable=False),
+    sqlite_autoincrement=True,
+)
+Index("login_failures_key", login_failures.c.key, login_failures.c.at)
 leases = Table(
     "leases",
     tables,
@@ -190,12 +228,25 @@ def _pdf_table(conn: Connection) -> None:
     pdfs.create(conn)
 
 
+def _sessions_and_tokens(conn: Connection) -> None:
+    """8: server-side sessions, personal tokens, failed logins kept in the store, and each
+    account's last login. Written in SQLAlchemy, so it upgrades PostgreSQL stores too."""
+    for table in (web_sessions, tokens, login_failures):
+        table.create(conn)
+    # step 6 creates `users` from today's definition, which has the column already
+    if "last_login" not in {column["name"] for column in inspect(conn).get_columns("users")}:
+        conn.execute(text("ALTER TABLE users ADD COLUMN last_login TEXT"))
+
+
 _STEPS: list[Callable[[Connection], None]] = [
     *(lambda conn, script=script: _run_script(conn, script) for script in _SQLITE_STEPS),
     _team_tables,
     _pdf_table,
+    _sessions_and_tokens,
 ]
 SCHEMA_VERSION = len(_STEPS)
+# PostgreSQL stores began at version 7; the steps from there on are written for both databases.
+_POSTGRES_FROM = 7
 
 
 def _run_script(conn: Connection, script: str) -> None:
@@ -244,6 +295,17 @@ class Account:
     password_hash: str
     disabled: bool
     created_at: str
+    last_login: str | None = None
+
+
+@dataclass(frozen=True)
+class Token:
+    token_id: str
+    account: str
+    label: str
+    created_at: str
+    last_used: str | None
+    revoked_at: str | None
 
 
 @dataclass(frozen=True)
@@ -261,6 +323,11 @@ def record_diff_text(before: ClaimRecord, after: ClaimRecord) -> str:
     old = json.dumps(before.model_dump(mode="json"), indent=1, sort_keys=True, ensure_ascii=False).splitlines()
     new = json.dumps(after.model_dump(mode="json"), indent=1, sort_keys=True, ensure_ascii=False).splitlines()
     return "\n".join(difflib.unified_diff(old, new, "before", "after", lineterm="", n=1))
+
+
+def _digest(secret: str) -> str:
+    """What the store keeps of a session's or token's secret: random secrets need no slow hash."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def _now() -> str:
@@ -292,6 +359,17 @@ def _record(record_id: str, body: str) -> ClaimRecord:
 def _writable(path: Path) -> bool:
     """The file and its folder (SQLite writes its journal files beside it)."""
     return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def _make_private(path: Path) -> bool:
+    """A new SQLite file is created readable by its owner only, whatever the umask (it holds the
+    review page's signing key and the password hashes); SQLite gives its -wal and -shm files the
+    same mode. Returns whether an existing file is readable by others, to warn about."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        return False
+    except FileExistsError:
+        return bool(path.stat().st_mode & 0o077)
 
 
 def _open_read_only(path: Path) -> sqlite3.Connection:
@@ -356,6 +434,7 @@ class Store:
     def __init__(self, location: str | Path, read_only: bool = False):
         location = str(location)
         self.file: Path | None = None if is_url(location) else Path(location)
+        self.exposed = False  # a SQLite file that other users of the machine may read
         # a SQLite file this user may not write, opened only to read: it must already be current
         frozen = read_only and self.file is not None and self.file.is_file() and not _writable(self.file)
         if self.file is None:
@@ -374,6 +453,7 @@ class Store:
                 return
             if self.file is not None:
                 self.file.parent.mkdir(parents=True, exist_ok=True)
+                self.exposed = _make_private(self.file)
             self._migrate()
         except StoreError as exc:
             if isinstance(exc.__cause__, DBAPIError):  # a damaged file, a server that refused
@@ -491,7 +571,7 @@ class Store:
                     tables.create_all(conn)
                     self._set_version(conn, SCHEMA_VERSION)
                     continue
-                if self.postgres:
+                if self.postgres and current < _POSTGRES_FROM:
                     raise StoreError(
                         f"{self.path}: the database is version {current}, which PostgreSQL stores never had"
                     )
@@ -670,6 +750,13 @@ class Store:
         rows = self._rows(select(pdfs.c.data).where(pdfs.c.sha256 == sha256))
         return bytes(rows[0][0]) if rows else None
 
+    def created_at(self, record_id: str) -> str:
+        """When the record was first stored (UTC, ISO 8601)."""
+        rows = self._rows(select(records.c.created_at).where(records.c.id == record_id))
+        if not rows:
+            raise RecordNotFoundError(f"no record with id {record_id!r} in {self.path}")
+        return str(rows[0][0])
+
     def version_of(self, id_or_prefix: str) -> int:
         [(version,)] = self._rows(select(records.c.version).where(records.c.id == self.resolve(id_or_prefix)))
         return int(version)
@@ -823,25 +910,149 @@ class Store:
         return [Account(*row) for row in self._rows(select(users).order_by(users.c.name))]
 
     def change_account(self, name: str, **values: Any) -> None:
-        """Set an account's role, password_hash or disabled."""
+        """Set an account's role, password_hash or disabled. Any change ends the account's
+        sessions: a disabled account, a new password or another role must log in again."""
         with self._write() as conn:
             if not conn.execute(update(users).where(users.c.name == name).values(**values)).rowcount:
                 raise InputError(f"no account named {name!r}; `claims user list` shows them")
+            conn.execute(delete(web_sessions).where(web_sessions.c.account == name))
 
     def has_accounts(self) -> bool:
-        """Whether the store has any account that may log in: then the review page asks for one."""
-        return bool(self._rows(select(users.c.name).where(users.c.disabled.is_(False)).limit(1)))
+        """Whether this is a login store: once it has had an account, enabled or not, the review
+        page asks for a login and decisions need an account's credentials. Only
+        `remove_all_accounts` makes it an open store again."""
+        return bool(self._rows(select(users.c.name).limit(1)))
 
-    def signing_key(self) -> str:
-        """The key that signs the review page's session cookies, made once and kept in the store,
-        so every server on one store accepts the same sessions and a restart logs no one out."""
+    def remove_all_accounts(self) -> int:
+        """Delete every account, session and token: the store is open again (no login)."""
         with self._write() as conn:
-            key = conn.execute(select(meta.c.value).where(meta.c.key == "session_key")).scalar()
-            if key is None:
-                key = secrets.token_urlsafe(48)
-                conn.execute(self._insert(meta).values(key="session_key", value=key).on_conflict_do_nothing())
-                key = conn.execute(select(meta.c.value).where(meta.c.key == "session_key")).scalar_one()
-        return str(key)
+            for table in (web_sessions, tokens, login_failures):
+                conn.execute(delete(table))
+            return int(conn.execute(delete(users)).rowcount or 0)
+
+    def enabled_admins(self) -> list[str]:
+        rows = self._rows(select(users.c.name).where(users.c.role == "admin", users.c.disabled.is_(False)))
+        return [row[0] for row in rows]
+
+    # ------------------------------------------------------------------ sessions and tokens
+
+    def start_session(self, account: str) -> str:
+        """A new session for `account`; returns its secret (for the cookie), keeps only its hash."""
+        secret, now = secrets.token_urlsafe(32), time.time()
+        with self._write() as conn:
+            conn.execute(insert(web_sessions).values(id=_digest(secret), account=account, created=now, seen=now))
+            conn.execute(update(users).where(users.c.name == account).values(last_login=_now()))
+        return secret
+
+    def session_account(self, secret: str, idle: float, longest: float) -> Account | None:
+        """The enabled account of a live session: one idle more than `idle` seconds, or older than
+        `longest`, has ended (and is deleted)."""
+        if not secret:
+            return None
+        now, key = time.time(), _digest(secret)
+        rows = self._rows(
+            select(web_sessions.c.account, web_sessions.c.created, web_sessions.c.seen).where(web_sessions.c.id == key)
+        )
+        if not rows:
+            return None
+        name, created, seen = rows[0]
+        if now - seen > idle or now - created > longest:
+            self.end_session(secret)
+            return None
+        if now - seen > 60:  # written at most once a minute, not on every request
+            with self._write() as conn:
+                conn.execute(update(web_sessions).where(web_sessions.c.id == key).values(seen=now))
+        account = self.account(name)
+        return account if account is not None and not account.disabled else None
+
+    def end_session(self, secret: str) -> None:
+        with self._write() as conn:
+            conn.execute(delete(web_sessions).where(web_sessions.c.id == _digest(secret)))
+
+    def add_token(self, account: str, label: str = "") -> tuple[str, str]:
+        """A personal token for `account`: (its id, shown in lists; its secret, shown once)."""
+        token_id, secret = secrets.token_hex(4), "claims_" + secrets.token_urlsafe(32)
+        with self._write() as conn:
+            conn.execute(
+                insert(tokens).values(
+                    id=token_id, account=account, secret_hash=_digest(secret), label=label, created_at=_now()
+                )
+            )
+        return token_id, secret
+
+    def tokens(self, account: str | None = None) -> list[Token]:
+        query = select(
+            tokens.c.id, tokens.c.account, tokens.c.label, tokens.c.created_at, tokens.c.last_used, tokens.c.revoked_at
+        ).order_by(tokens.c.account, tokens.c.created_at)
+        if account is not None:
+            query = query.where(tokens.c.account == account)
+        return [Token(*row) for row in self._rows(query)]
+
+    def revoke_token(self, token_id: str) -> Token:
+        with self._write() as conn:
+            done = conn.execute(
+                update(tokens).where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None)).values(revoked_at=_now())
+            ).rowcount
+        found = [t for t in self.tokens() if t.token_id == token_id]
+        if not found:
+            raise InputError(f"no token {token_id!r}; `claims user tokens` lists them")
+        if not done:
+            raise InputError(f"token {token_id} was revoked already ({display_time(found[0].revoked_at or '')})")
+        return found[0]
+
+    def token_account(self, secret: str) -> Account | None:
+        """The enabled account a live token belongs to (its last use is noted), or None."""
+        rows = self._rows(
+            select(tokens.c.id, tokens.c.account).where(
+                tokens.c.secret_hash == _digest(secret), tokens.c.revoked_at.is_(None)
+            )
+        )
+        if not rows:
+            return None
+        with self._write() as conn:
+            conn.execute(update(tokens).where(tokens.c.id == rows[0][0]).values(last_used=_now()))
+        account = self.account(rows[0][1])
+        return account if account is not None and not account.disabled else None
+
+    # ------------------------------------------------------------------ failed logins
+
+    def login_wait(self, keys: tuple[str, ...], attempts: int, window: float) -> float:
+        """Seconds until the first of `keys` with `attempts` failures in `window` may try again."""
+        since = time.time() - window
+        waits = []
+        for key in keys:
+            times = [
+                row[0]
+                for row in self._rows(
+                    select(login_failures.c.at)
+                    .where(login_failures.c.key == key, login_failures.c.at > since)
+                    .order_by(login_failures.c.at)
+                )
+            ]
+            if len(times) >= attempts:
+                waits.append(times[-attempts] + window - time.time())
+        return max(waits, default=0.0)
+
+    def login_failed(self, keys: tuple[str, ...], window: float) -> None:
+        now = time.time()
+        with self._write() as conn:
+            conn.execute(delete(login_failures).where(login_failures.c.at <= now - window))
+            conn.execute(insert(login_failures), [{"key": key, "at": now} for key in keys])
+
+    def login_succeeded(self, key: str) -> None:
+        with self._write() as conn:
+            conn.execute(delete(login_failures).where(login_failures.c.key == key))
+
+    # ------------------------------------------------------------------ settings
+
+    def setting(self, name: str) -> str | None:
+        rows = self._rows(select(meta.c.value).where(meta.c.key == f"setting:{name}"))
+        return str(rows[0][0]) if rows else None
+
+    def set_setting(self, name: str, value: str) -> None:
+        with self._write() as conn:
+            conn.execute(delete(meta).where(meta.c.key == f"setting:{name}"))
+            conn.execute(insert(meta).values(key=f"setting:{name}", value=value))
 
     # ------------------------------------------------------------------ copying
 
@@ -854,7 +1065,7 @@ class Store:
             raise InputError(f"{target.path} already holds records or accounts: copy into an empty store")
         counts: dict[str, int] = {}
         with self._read() as source, target._write() as conn:
-            for table in (records, history, sources, users, pdfs):
+            for table in (records, history, sources, users, tokens, pdfs):
                 counts[table.name] = 0
                 # streamed in parts, a few PDFs at a time: they alone may be more than memory holds
                 rows = 4 if table is pdfs else 500

@@ -4,11 +4,17 @@ Pages: the queue (filter by status and flags), a record laid out like the claim 
 flagged items highlighted and the review forms, an edit form over the record's fields, and the
 history with each change's diff. Every decision goes through `review.py`, like the CLI's.
 
-Accounts: on a store that has any (`claims user add`), every page needs a login and every
-decision is recorded under the logged-in account; the session is a signed, HttpOnly,
-SameSite=Strict cookie (Secure over TLS) that a password reset or a disabled account ends.
-Failed logins are limited per account and per address. Behind a single-sign-on proxy the
-account may instead come from a header the proxy sets (`proxy_user_header`, only when asked).
+Accounts: on a store that has had any (`claims user add`), every page needs a login and every
+decision is recorded under the logged-in account. A session is a row in the store, named by a
+random secret in an HttpOnly, SameSite=Strict cookie (Secure over TLS): logging out deletes it,
+and so does any change to the account (disabled, a new password, another role); it also ends
+after `session_idle` seconds unused and `session_longest` seconds in all. Failed logins are
+limited per account and per address, in the store (shared by every server, kept over a
+restart). Behind a single-sign-on proxy the account may instead come from a header the proxy
+sets (`proxy_user_header`, only when asked).
+
+Nothing blocks the event loop: a handler's work (the store, a password hash, a page render)
+runs in the thread pool once the form has been read.
 
 Safety: Jinja2 escapes every value (a PDF can carry `<script>`); forms carry a per-browser
 token that must match a SameSite=Strict cookie. The app answers only the host names it serves
@@ -29,7 +35,6 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlencode
 
-from itsdangerous import BadSignature, URLSafeTimedSerializer
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 from starlette.applications import Starlette
@@ -41,7 +46,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from pipeline import pages, review
-from pipeline.accounts import LoginLimiter, check_password, may, session_stamp
+from pipeline.accounts import LoginLimiter, check_password, may
 from pipeline.errors import ClaimsError, InvalidEditError, RecordNotFoundError, StaleVersionError
 from pipeline.models import ClaimType, DomainRating, StepBasis
 from pipeline.render import page_blocks
@@ -50,7 +55,17 @@ from pipeline.store import QUEUE_SORTS, Account, Store, display_time, flag_count
 CSRF_COOKIE = "claims_csrf"
 REVIEWER_COOKIE = "claims_reviewer"  # on a store without accounts: the name typed last, filled in on every form
 SESSION_COOKIE = "claims_session"
-SESSION_SECONDS = 12 * 3600  # a working day; then log in again
+SESSION_IDLE = 2 * 3600  # unused this long, a session ends
+SESSION_LONGEST = 12 * 3600  # a working day; then log in again
+# The messages a redirect may ask the next page to show (`?done=CODE`): codes, never free text.
+DONE = {
+    "approved": "Record approved.",
+    "rejected": "Record rejected.",
+    "reopened": "Record reopened.",
+    "edited": "Edit saved and re-checked.",
+}
+MAX_FIELD = 100_000  # characters in one form field (an edited record's longest text is far less)
+MAX_PAGE = 100_000  # queue pages, quote numbers and PDF page numbers beyond this do not exist
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 SECURITY_HEADERS = {
     # The pages run no script; styles are the inline sheet of base.html.
@@ -79,6 +94,24 @@ def _templates() -> Environment:
     environment = Environment(loader=FileSystemLoader(str(folder)), autoescape=select_autoescape(default=True))
     environment.filters["flags"] = _flags
     return environment
+
+
+class _SaneRequests:
+    """A NUL byte in the path or query, or a path or query too long to be one of ours, is a 400
+    with a plain message before any handler (or database: PostgreSQL refuses NUL) sees it."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path, query = scope.get("raw_path") or scope["path"].encode(), scope.get("query_string", b"")
+            raw = path + b"?" + query
+            if b"%00" in raw or b"\x00" in raw or "\x00" in scope["path"] or len(path) > 2048 or len(query) > 4096:
+                response = PlainTextResponse("bad request: the address holds a NUL byte or is too long", 400)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _SecurityHeaders:
@@ -111,38 +144,29 @@ def create_app(
     require_second_reviewer: bool = False,
     proxy_user_header: str | None = None,
     login_limiter: LoginLimiter | None = None,
+    session_idle: float = SESSION_IDLE,
+    session_longest: float = SESSION_LONGEST,
 ) -> Starlette:
     """`allowed_hosts`: the Host names the app answers (others get 400), loopback by default.
-    `require_second_reviewer`: whoever last edited a record may not approve it.
-    `proxy_user_header`: trust this header, set by an authenticating proxy, to name the account."""
+    `require_second_reviewer`: no one who ran or edited a record may approve it (the store's
+    setting turns it on for every server too).
+    `proxy_user_header`: trust this header, set by an authenticating proxy, to name the account.
+    `session_idle`, `session_longest`: seconds a session may stay unused, and last in all."""
     templates = _templates()
-    limiter = login_limiter or LoginLimiter()
-    signer: list[URLSafeTimedSerializer] = []  # made on first use, from the key kept in the store
-
-    def sessions() -> URLSafeTimedSerializer:
-        if not signer:
-            signer.append(URLSafeTimedSerializer(store.signing_key(), salt="claims-session"))
-        return signer[0]
+    limiter = login_limiter or LoginLimiter(store)
 
     def signed_in(request: Request) -> Account | None:
-        """The logged-in account, or None; a disabled account or a changed password ends a session."""
+        """The logged-in account of a live session, or None."""
         if proxy_user_header:
-            account = store.account(request.headers.get(proxy_user_header, "").strip())
+            account = store.account(request.headers.get(proxy_user_header, "").strip()[:100])
             return account if account is not None and not account.disabled else None
-        try:
-            session = sessions().loads(request.cookies.get(SESSION_COOKIE, ""), max_age=SESSION_SECONDS)
-        except BadSignature:
-            return None
-        account = store.account(str(session.get("name", "")))
-        if account is None or account.disabled or session.get("stamp") != session_stamp(account):
-            return None
-        return account
+        return store.session_account(request.cookies.get(SESSION_COOKIE, "")[:100], session_idle, session_longest)
 
     def page(request: Request, name: str, http_status: int = 200, **context: Any) -> HTMLResponse:
         token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
         messages = context.pop("messages", [])
-        if request.query_params.get("done"):
-            messages.append(("ok", request.query_params["done"]))
+        if request.query_params.get("done") in DONE:
+            messages.append(("ok", DONE[request.query_params["done"]]))
         reviewer = request.cookies.get(REVIEWER_COOKIE, "")
         context.setdefault("user", request.scope.get("claims.user"))
         html = templates.get_template(name).render(csrf=token, messages=messages, reviewer=reviewer, **context)
@@ -155,9 +179,8 @@ def create_app(
             response.set_cookie(REVIEWER_COOKIE, form["reviewer"].strip()[:100], httponly=True, samesite="strict")
         return response
 
-    async def form_of(request: Request) -> dict[str, str]:
-        """The submitted form, once its CSRF token and origin have been verified."""
-        form = {key: str(value) for key, value in (await request.form()).items()}
+    def verified(request: Request, form: dict[str, str]) -> dict[str, str]:
+        """The submitted form, once its CSRF token, origin and values have been checked."""
         cookie = request.cookies.get(CSRF_COOKIE, "")
         origin, referer = request.headers.get("origin"), request.headers.get("referer")
         if not cookie or not secrets.compare_digest(cookie, form.get("csrf", "")):
@@ -167,13 +190,31 @@ def create_app(
                 raise _Refused(403, f"request from another site ({origin}) refused")
         elif not referer or not _same_site(referer, request):
             raise _Refused(403, "request refused: the browser sent neither an Origin nor a Referer of this site")
+        for name, value in form.items():
+            if "\x00" in name or "\x00" in value:
+                raise _Refused(400, "the form holds a NUL byte, which no field may contain")
+            if len(value) > MAX_FIELD:
+                raise _Refused(400, f"a form field is longer than {MAX_FIELD:,} characters")
         return form
 
-    def guarded(handler: Any) -> Any:
-        """On a store with accounts, the handler runs for a logged-in account only (it is in the
-        request's scope for the page and the decision); a visitor is sent to log in."""
+    def threaded(handler: Any) -> Any:
+        """The handler, run in the thread pool with the submitted form (read here, on the event
+        loop; empty for a GET): the store, password hashing and rendering never block the loop."""
 
         async def endpoint(request: Request) -> Response:
+            form: dict[str, str] = {}
+            if request.method == "POST":
+                form = {key: str(value) for key, value in (await request.form()).items()}
+            response: Response = await run_in_threadpool(handler, request, form)
+            return response
+
+        return endpoint
+
+    def guarded(handler: Any) -> Any:
+        """On a login store, the handler runs for a logged-in account only (it is in the
+        request's scope for the page and the decision); a visitor is sent to log in."""
+
+        def checked(request: Request, form: dict[str, str]) -> Response:
             if store.has_accounts():
                 account = signed_in(request)
                 if account is None and proxy_user_header:
@@ -186,10 +227,10 @@ def create_app(
                     wanted = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                     return RedirectResponse("/login?" + urlencode({"next": wanted}), status_code=303)
                 request.scope["claims.user"] = account
-            response: Response = await handler(request)
+            response: Response = handler(request, form)
             return response
 
-        return endpoint
+        return threaded(checked)
 
     def actor(request: Request, form: dict[str, str], action: str) -> str:
         """Who a change is recorded under: the logged-in account (if its role allows the action),
@@ -201,16 +242,16 @@ def create_app(
             raise _Refused(403, f"{account.name} is a {account.role}, who may not {action}")
         return account.name
 
-    async def login_form(request: Request) -> Response:
+    def login_form(request: Request, _form: dict[str, str]) -> Response:
         if not store.has_accounts() or proxy_user_header:
             return RedirectResponse("/", status_code=303)
         return page(request, "login.html", next=_local(request.query_params.get("next", "/")), account_name="")
 
-    async def login(request: Request) -> Response:
+    def login(request: Request, form: dict[str, str]) -> Response:
         if not store.has_accounts() or proxy_user_header:
             return RedirectResponse("/", status_code=303)
         try:
-            form = await form_of(request)
+            verified(request, form)
         except _Refused as exc:
             return page(request, "login.html", exc.status, messages=[("error", exc.message)], next="/", account_name="")
         name, target = form.get("name", "").strip()[:100], _local(form.get("next", "/"))
@@ -229,37 +270,41 @@ def create_app(
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
-            sessions().dumps({"name": account.name, "stamp": session_stamp(account)}),
-            max_age=SESSION_SECONDS,
+            store.start_session(account.name),
+            max_age=math.ceil(session_longest),
             httponly=True,
             samesite="strict",
             secure=_tls(request),
         )
         return response
 
-    async def logout(request: Request) -> Response:
+    def logout(request: Request, form: dict[str, str]) -> Response:
         try:
-            await form_of(request)
+            verified(request, form)
         except _Refused as exc:
             return PlainTextResponse(exc.message, status_code=exc.status)
+        store.end_session(request.cookies.get(SESSION_COOKIE, "")[:100])
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict", secure=_tls(request))
         return response
 
     def version_of(form: dict[str, str]) -> int:
         try:
-            return int(form.get("version", ""))
+            version = int(form.get("version", ""))
         except ValueError:
             raise _Refused(400, "the form has no valid record version; reload the page") from None
+        if not 0 < version < 2**31:
+            raise _Refused(400, "the form's record version is out of range; reload the page")
+        return version
 
-    async def queue(request: Request) -> Response:
+    def queue(request: Request, _form: dict[str, str]) -> Response:
         query = request.query_params
         status = query.get("status") if query.get("status") in STATUSES else None
         flagged = query.get("flagged") == "1"
         search = query.get("q", "")[:200]
         sort = str(query.get("sort")) if query.get("sort") in QUEUE_SORTS else "updated"
         try:
-            page_number = max(1, int(query.get("page", "1")))
+            page_number = min(MAX_PAGE, max(1, int(query.get("page", "1")[:12])))
         except ValueError:
             page_number = 1
         rows, total = store.queue(status, flagged, search, sort, QUEUE_PAGE, (page_number - 1) * QUEUE_PAGE)
@@ -321,7 +366,7 @@ def create_app(
             quote_links=quote_places(blocks, marks, record),
         )
 
-    async def quote_page(request: Request) -> Response:
+    def quote_page(request: Request, _form: dict[str, str]) -> Response:
         """One quote (or nearest passage, or nearest number) on its page, highlighted."""
         record = store.get(request.path_params["record_id"])
         marks, sources = highlights_of(record)
@@ -331,10 +376,10 @@ def create_app(
         mark = marks[number]
         document = pages.document_of(record, sources, mark.study_id)
         sha256 = document.sha256 if document else ""
-        paper = await run_in_threadpool(page_cache.paper, sha256, lambda: store.pdf(sha256))
+        paper = page_cache.paper(sha256, lambda: store.pdf(sha256))
         boxes: list[pages.Box] = []
         if paper is not None and document is not None:
-            boxes = await run_in_threadpool(paper.boxes, mark.page, document.pages[mark.page - 1], mark.start, mark.end)
+            boxes = paper.boxes(mark.page, document.pages[mark.page - 1], mark.start, mark.end)
         return page(
             request,
             "quote.html",
@@ -347,25 +392,27 @@ def create_app(
             next=number + 1 if number + 1 < len(marks) else None,
         )
 
-    async def page_image(request: Request) -> Response:
+    def page_image(request: Request, _form: dict[str, str]) -> Response:
         """A page of a stored paper as a PNG, rendered once and cached."""
         sha256, number = request.path_params["sha256"], request.path_params["page"]
+        if not _SHA256.fullmatch(sha256) or not 0 < number <= MAX_PAGE:
+            return PlainTextResponse("no such paper in the store", status_code=404)
         try:
-            paper = await run_in_threadpool(page_cache.paper, sha256, lambda: store.pdf(sha256))
+            paper = page_cache.paper(sha256, lambda: store.pdf(sha256))
             if paper is None:
                 return PlainTextResponse("no such paper in the store", status_code=404)
-            image = await run_in_threadpool(page_cache.image, sha256, paper, number)
+            image = page_cache.image(sha256, paper, number)
         except ClaimsError as exc:
             return PlainTextResponse(str(exc), status_code=404)
         return Response(image, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
 
-    async def show(request: Request) -> Response:
+    def show(request: Request, _form: dict[str, str]) -> Response:
         return record_page(request, request.path_params["record_id"])
 
-    async def decide(request: Request) -> Response:
+    def decide(request: Request, form: dict[str, str]) -> Response:
         record_id, action = request.path_params["record_id"], request.path_params["action"]
         try:
-            form = await form_of(request)
+            verified(request, form)
             version = version_of(form)
             if action not in ("approve", "reject", "reopen"):
                 return PlainTextResponse("unknown action", status_code=404)
@@ -393,7 +440,7 @@ def create_app(
         except ClaimsError as exc:
             return record_page(request, record_id, 400, [("error", str(exc))])
         done = {"approve": "approved", "reject": "rejected", "reopen": "reopened"}[action]
-        return remember(RedirectResponse(f"/records/{record_id}?done=Record+{done}.", status_code=303), form)
+        return remember(RedirectResponse(f"/records/{record_id}?done={done}", status_code=303), form)
 
     def edit_page(
         request: Request,
@@ -420,13 +467,13 @@ def create_app(
             ratings=[r.value for r in DomainRating],
         )
 
-    async def edit_form(request: Request) -> Response:
+    def edit_form(request: Request, _form: dict[str, str]) -> Response:
         return edit_page(request, request.path_params["record_id"])
 
-    async def edit_save(request: Request) -> Response:
+    def edit_save(request: Request, form: dict[str, str]) -> Response:
         record_id = request.path_params["record_id"]
         try:
-            form = await form_of(request)
+            verified(request, form)
             version = version_of(form)
             editor = actor(request, form, "edit")
         except _Refused as exc:
@@ -442,11 +489,9 @@ def create_app(
             return edit_page(request, record_id, status=409, messages=[("error", str(exc))])
         except ClaimsError as exc:
             return edit_page(request, record_id, version, 400, messages=[("error", str(exc))])
-        return remember(
-            RedirectResponse(f"/records/{record_id}?done=Edit+saved+and+re-checked.", status_code=303), form
-        )
+        return remember(RedirectResponse(f"/records/{record_id}?done=edited", status_code=303), form)
 
-    async def history(request: Request) -> Response:
+    def history(request: Request, _form: dict[str, str]) -> Response:
         record_id = store.resolve(request.path_params["record_id"])
         return page(request, "history.html", record_id=record_id, entries=store.history(record_id))
 
@@ -461,9 +506,9 @@ def create_app(
 
     return Starlette(
         routes=[
-            Route("/login", login_form, methods=["GET"]),
-            Route("/login", login, methods=["POST"]),
-            Route("/logout", logout, methods=["POST"]),
+            Route("/login", threaded(login_form), methods=["GET"]),
+            Route("/login", threaded(login), methods=["POST"]),
+            Route("/logout", threaded(logout), methods=["POST"]),
             Route("/", guarded(queue)),
             Route("/records/{record_id}", guarded(show)),
             Route("/records/{record_id}/history", guarded(history)),
@@ -475,8 +520,15 @@ def create_app(
         ],
         exception_handlers={RecordNotFoundError: not_found},
         lifespan=lifespan,
-        middleware=[Middleware(_SecurityHeaders), Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))],
+        middleware=[
+            Middleware(_SecurityHeaders),
+            Middleware(_SaneRequests),
+            Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)),
+        ],
     )
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _tls(request: Request) -> bool:

@@ -525,12 +525,20 @@ def test_three_batches_over_the_same_papers_pay_for_each_paper_once(tmp_path: Pa
         ]
         for worker in workers:
             assert worker.wait(timeout=180) == 0, worker.stdout.read() if worker.stdout else ""
+        later = _batch_process(
+            listing, {**env, "CLAIMS_DB": db, "CLAIMS_CACHE": str(tmp_path / "c")}, tmp_path / "later.json"
+        )
+        assert later.wait(timeout=120) == 0, later.stdout.read() if later.stdout else ""
+    again = json.loads((tmp_path / "later.json").read_text())
+    assert again["already_done"] == 8 and again["stored_by_other_workers"] == 0  # stored before it started
     solo_calls = json.loads((tmp_path / "alone.json").read_text())["model_calls"]
     reports = [json.loads((tmp_path / f"w{n}.json").read_text()) for n in range(3)]
     shared_calls = sum(r["model_calls"] for r in reports)
     assert solo_calls > 0 and shared_calls <= 1.1 * solo_calls, (solo_calls, [r["model_calls"] for r in reports])
     assert sum(r["succeeded"] for r in reports) == 8  # each paper drafted by one worker
     assert all(r["succeeded"] + r["already_done"] == 8 for r in reports)  # and every worker accounts for all
+    # what a worker found done was stored meanwhile by the others (the store was empty at the start)
+    assert all(r["stored_by_other_workers"] == r["already_done"] for r in reports), reports
     assert len(Store(db).summaries()) == 8
 
 

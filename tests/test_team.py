@@ -15,7 +15,7 @@ from test_web import SITE, csrf
 from typer.testing import CliRunner
 
 from pipeline import review
-from pipeline.accounts import LoginLimiter, hash_password
+from pipeline.accounts import hash_password
 from pipeline.cli.app import app
 from pipeline.store import Store
 from pipeline.web import SESSION_COOKIE, create_app
@@ -103,24 +103,80 @@ def test_a_session_cookie_is_secure_over_tls(team) -> None:  # type: ignore[no-u
     assert response.status_code == 303 and "Secure" in response.headers["set-cookie"]
 
 
-def test_failed_logins_are_limited_and_a_reset_or_disable_ends_sessions(team, runner: CliRunner) -> None:  # type: ignore[no-untyped-def]
+def test_failed_logins_are_limited_in_the_store_and_a_reset_or_disable_ends_sessions(team, runner: CliRunner) -> None:  # type: ignore[no-untyped-def]
     client, store, _ = team
     for _ in range(5):
         assert log_in(client, "bob", "guess guess guess").status_code == 401  # type: ignore[attr-defined]
     blocked = log_in(client, "bob")  # even the right password waits now
     assert blocked.status_code == 429 and "too many failed logins" in blocked.text  # type: ignore[attr-defined]
-    fresh = TestClient(
-        create_app(store, login_limiter=LoginLimiter()), base_url=SITE, headers={"Origin": SITE}, follow_redirects=False
+    restarted = TestClient(
+        create_app(Store(store.path)), base_url=SITE, headers={"Origin": SITE}, follow_redirects=False
     )
-    assert log_in(fresh, "alice").status_code == 303  # type: ignore[attr-defined]
-    assert fresh.get("/").status_code == 200
+    assert log_in(restarted, "bob").status_code == 429  # type: ignore[attr-defined]  # kept over a restart
+    elsewhere = TestClient(
+        create_app(store), base_url=SITE, headers={"Origin": SITE}, follow_redirects=False, client=("10.1.2.3", 4000)
+    )
+    assert log_in(elsewhere, "alice").status_code == 303  # type: ignore[attr-defined]
+    assert elsewhere.get("/").status_code == 200
     reset = runner.invoke(app, ["user", "reset-password", "alice", "--password-stdin"], input="a new long password\n")
     assert reset.exit_code == 0, reset.output
-    assert fresh.get("/").status_code == 303  # the old session no longer counts
-    assert log_in(fresh, "alice", "a new long password").status_code == 303  # type: ignore[attr-defined]
+    assert elsewhere.get("/").status_code == 303  # the old session no longer counts
+    assert log_in(elsewhere, "alice", "a new long password").status_code == 303  # type: ignore[attr-defined]
+    old_cookie = elsewhere.cookies.get(SESSION_COOKIE)
     assert runner.invoke(app, ["user", "disable", "alice"]).exit_code == 0
-    assert fresh.get("/").status_code == 303
-    assert log_in(fresh, "alice", "a new long password").status_code == 401  # type: ignore[attr-defined]
+    assert elsewhere.get("/").status_code == 303
+    assert log_in(elsewhere, "alice", "a new long password").status_code == 401  # type: ignore[attr-defined]
+    assert runner.invoke(app, ["user", "enable", "alice"]).exit_code == 0
+    revived = TestClient(create_app(store), base_url=SITE, follow_redirects=False, cookies={SESSION_COOKIE: old_cookie})
+    assert revived.get("/").status_code == 303  # re-enabling does not bring old sessions back
+
+
+def test_logging_out_ends_the_session_for_good(team) -> None:  # type: ignore[no-untyped-def]
+    client, store, _ = team
+    log_in(client, "alice")
+    cookie = client.cookies.get(SESSION_COOKIE)
+    token = csrf(client.get("/").text)
+    assert client.post("/logout", data={"csrf": token}).status_code == 303
+    replayed = TestClient(create_app(store), base_url=SITE, follow_redirects=False, cookies={SESSION_COOKIE: cookie})
+    assert replayed.get("/").status_code == 303  # the old cookie is worth nothing
+
+
+def test_sessions_end_when_idle_or_old(team) -> None:  # type: ignore[no-untyped-def]
+    _, store, _ = team
+    brief = TestClient(
+        create_app(store, session_idle=3600, session_longest=1.5),
+        base_url=SITE,
+        headers={"Origin": SITE},
+        follow_redirects=False,
+    )
+    log_in(brief, "alice")
+    assert brief.get("/").status_code == 200
+    import time
+
+    time.sleep(1.6)
+    assert brief.get("/").status_code == 303
+
+
+def test_a_store_that_had_accounts_never_turns_open(team, runner: CliRunner) -> None:  # type: ignore[no-untyped-def]
+    _, store, (faithful, _) = team
+    add_user(runner, "root", "admin")
+    last = runner.invoke(app, ["user", "disable", "root"])
+    assert last.exit_code == 2 and "root is the last enabled admin" in last.output and "--force" in last.output
+    for name in ("alice", "bob"):
+        assert runner.invoke(app, ["user", "disable", name]).exit_code == 0
+    assert runner.invoke(app, ["user", "disable", "root", "--force"]).exit_code == 0
+    anonymous = TestClient(create_app(store), base_url=SITE, headers={"Origin": SITE}, follow_redirects=False)
+    assert anonymous.get("/").status_code == 303  # still asks for a login: nobody can give one
+    token = csrf(anonymous.get("/login").text)
+    post = anonymous.post(f"/records/{faithful}/approve", data={"csrf": token, "version": "1", "reviewer": "root"})
+    assert post.status_code == 401 and store.version_of(faithful) == 1
+    cli = runner.invoke(app, ["review", "approve", faithful, "--reviewer", "anybody-at-all"])
+    assert cli.exit_code != 0 and store.version_of(faithful) == 1
+    refused = runner.invoke(app, ["user", "remove-all"])
+    assert refused.exit_code == 2 and "pass --yes" in refused.output
+    removed = runner.invoke(app, ["user", "remove-all", "--yes"])
+    assert removed.exit_code == 0 and "3 account(s) removed" in removed.output and "no login now" in removed.output
+    assert anonymous.get("/").status_code == 200
 
 
 def test_the_second_reviewer_rule(team) -> None:  # type: ignore[no-untyped-def]
@@ -165,15 +221,83 @@ def test_a_proxy_header_names_the_account_only_when_asked(team) -> None:  # type
     assert done.status_code == 303 and store.history(faithful)[-1].actor == "bob"
 
 
-def test_the_command_line_records_decisions_under_accounts(team, runner: CliRunner) -> None:  # type: ignore[no-untyped-def]
-    _, store, (faithful, _) = team
-    stranger = runner.invoke(app, ["review", "approve", faithful, "--reviewer", "mallory"])
-    assert stranger.exit_code != 0 and "'mallory' is not an enabled account" in stranger.output
-    assert runner.invoke(app, ["review", "approve", faithful, "--reviewer", "alice"]).exit_code == 0
+def test_the_command_line_needs_an_account_s_credentials(
+    team, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    _, store, (faithful, flagged) = team
+    bare = runner.invoke(app, ["review", "approve", faithful, "--reviewer", "alice"])
+    assert bare.exit_code == 1 and "a decision needs alice's credentials: set CLAIMS_TOKEN" in bare.output
+    assert "claims user token alice" in bare.output and "--password-stdin" in bare.output
+    wrong = runner.invoke(
+        app, ["review", "approve", faithful, "--reviewer", "alice", "--password-stdin"], input="nope nope nope\n"
+    )
+    assert wrong.exit_code == 1 and "wrong account name or password" in wrong.output
+    stranger = runner.invoke(
+        app, ["review", "approve", faithful, "--reviewer", "mallory", "--password-stdin"], input=PASSWORD + "\n"
+    )
+    assert stranger.exit_code == 1 and store.version_of(faithful) == 1
+    done = runner.invoke(
+        app, ["review", "approve", faithful, "--reviewer", "alice", "--password-stdin"], input=PASSWORD + "\n"
+    )
+    assert done.exit_code == 0, done.output
     assert store.history(faithful)[-1].actor == "alice"
-    assert runner.invoke(app, ["user", "disable", "bob"]).exit_code == 0
-    disabled = runner.invoke(app, ["review", "reopen", faithful, "--reviewer", "bob"])
-    assert disabled.exit_code != 0 and "not an enabled account" in disabled.output
+    issued = runner.invoke(app, ["user", "token", "bob", "--label", "laptop"])
+    assert issued.exit_code == 0 and "shown this once" in issued.output
+    secret = issued.stdout.strip().splitlines()[-1]
+    assert secret.startswith("claims_") and secret not in Store(store.path).tokens()[0].label
+    monkeypatch.setenv("CLAIMS_TOKEN", secret)
+    impostor = runner.invoke(app, ["review", "reopen", faithful, "--reviewer", "alice"])
+    assert impostor.exit_code == 1 and "CLAIMS_TOKEN is bob's token, not alice's" in impostor.output
+    reopened = runner.invoke(app, ["review", "reopen", faithful])
+    assert reopened.exit_code == 0 and store.history(faithful)[-1].actor == "bob"
+    listing = runner.invoke(app, ["user", "tokens"])
+    assert (
+        "laptop" in listing.output
+        and "bob" in listing.output
+        and "live" in listing.output
+        and secret not in listing.output
+    )
+    [token] = store.tokens("bob")
+    assert runner.invoke(app, ["user", "revoke-token", token.token_id]).exit_code == 0
+    revoked = runner.invoke(app, ["review", "reject", flagged, "--reason", "quote not found"])
+    assert revoked.exit_code == 1 and "not a live token" in revoked.output
+
+
+def test_four_eyes_is_a_store_setting_the_command_line_obeys_too(team, runner: CliRunner) -> None:  # type: ignore[no-untyped-def]
+    client, store, (faithful, _) = team
+    shown = runner.invoke(app, ["db", "settings"])
+    assert "require-second-reviewer: off" in shown.output
+    assert runner.invoke(app, ["db", "settings", "--require-second-reviewer", "on"]).exit_code == 0
+    record = store.get(faithful)
+    record.claim.text = record.claim.text.rstrip(".") + " in adults."
+    review.edit(store, faithful, 1, record.model_dump_json(), "alice", "wording")
+    own = runner.invoke(
+        app,
+        ["review", "approve", faithful, "--reviewer", "alice", "--password-stdin", "--override", "fine"],
+        input=PASSWORD + "\n",
+    )
+    assert own.exit_code == 1 and "another reviewer must approve it" in own.output  # an override does not lift it
+    log_in(client, "alice")
+    token = csrf(client.get(f"/records/{faithful}").text)
+    web = client.post(f"/records/{faithful}/approve", data={"csrf": token, "version": "2", "override": "fine"})
+    assert web.status_code == 400 and "another reviewer must approve it" in web.text  # every server obeys it
+
+
+def test_the_curator_who_ran_a_draft_may_not_approve_it_under_four_eyes(db: str, runner: CliRunner) -> None:
+    [faithful] = stored(db, "huang-2010-hpylori-iron")
+    store = Store(db)
+    with store._write() as conn:  # the draft's history as a run started by bob leaves it
+        from pipeline.store import history
+
+        conn.execute(
+            history.update()
+            .where(history.c.record_id == faithful)
+            .values(note="drafted by the pipeline, run started by bob")
+        )
+    store.set_setting(review.SECOND_REVIEWER, "on")
+    with pytest.raises(Exception, match="bob ran or edited record"):
+        review.approve(store, faithful, 1, "bob", override="fine")
+    assert review.approve(store, faithful, 1, "carol") == 2
 
 
 def test_serve_binds_elsewhere_only_with_accounts(runner: CliRunner, db: str) -> None:
@@ -221,13 +345,105 @@ def test_only_a_curator_starts_runs_on_a_store_with_accounts(  # type: ignore[no
     add_user(runner, "alice", "reviewer")
     add_user(runner, "bob", "curator")
     monkeypatch.setenv("CLAIMS_REVIEWER", "alice")
-    refused = runner.invoke(app, ["run", str(HPYLORI_PDF)])
+    unproven = runner.invoke(app, ["run", str(HPYLORI_PDF)])
+    assert unproven.exit_code != 0 and "needs alice's credentials" in unproven.output
+    refused = runner.invoke(app, ["run", str(HPYLORI_PDF), "--password-stdin"], input=PASSWORD + "\n")
     assert refused.exit_code != 0 and "alice is a reviewer: a reviewer may not run" in refused.output
     assert live_env.scripts.requests == []  # refused before any model call
     assert Store(db).summaries() == []
     monkeypatch.setenv("CLAIMS_REVIEWER", "bob")
-    result = runner.invoke(app, ["run", str(HPYLORI_PDF)])
+    result = runner.invoke(app, ["run", str(HPYLORI_PDF), "--password-stdin"], input=PASSWORD + "\n")
     assert result.exit_code == 0, result.output
     [summary] = Store(db).summaries()
     [created] = Store(db).history(summary.record_id)
     assert created.note == "drafted by the pipeline, run started by bob"
+
+
+# --------------------------------------------------------------------------- the team server, second pass
+
+
+def test_bad_input_is_a_plain_400_on_every_store(team) -> None:  # type: ignore[no-untyped-def]
+    client, store, (faithful, _) = team
+    log_in(client, "alice")
+    for address in ("/?q=%00", f"/records/{faithful}%00", "/papers/%00/pages/1.png", "/?page=" + "9" * 5000):
+        response = client.get(address)
+        assert response.status_code == 400, (address, response.status_code)
+        assert "NUL byte or is too long" in response.text and "psycopg" not in response.text.lower()
+    assert client.get("/?page=99999999999999999999").status_code == 200
+    assert client.get(f"/papers/{'0' * 64}/pages/99999999999999999999.png").status_code == 404
+    token = csrf(client.get(f"/records/{faithful}").text)
+    nul = client.post(f"/records/{faithful}/approve", data={"csrf": token, "version": "1", "note": "ok\x00"})
+    assert nul.status_code == 400 and "NUL byte" in nul.text
+    huge = client.post(f"/records/{faithful}/approve", data={"csrf": token, "version": "99999999999999999999"})
+    assert huge.status_code == 400 and "out of range" in huge.text
+    assert store.version_of(faithful) == 1
+    fresh = TestClient(create_app(store), base_url=SITE, headers={"Origin": SITE}, follow_redirects=False)
+    login = fresh.post("/login", data={"csrf": csrf(fresh.get("/login").text), "name": "ali\x00ce", "password": "x"})
+    assert login.status_code == 400
+
+
+def test_a_page_shows_only_its_own_messages(team) -> None:  # type: ignore[no-untyped-def]
+    client, _, (faithful, _) = team
+    log_in(client, "alice")
+    assert "Record approved." in client.get(f"/records/{faithful}?done=approved").text
+    forged = client.get(f"/records/{faithful}?done=Your+account+is+locked:+call+555-0100")
+    assert forged.status_code == 200 and "555-0100" not in forged.text
+
+
+def test_user_text_that_looks_like_markup_is_printed_as_it_is(team, runner: CliRunner) -> None:  # type: ignore[no-untyped-def]
+    _, _, (_, flagged) = team
+    add_user(runner, "[/bold]", "reviewer")
+    listing = runner.invoke(app, ["user", "list"])
+    assert listing.exit_code == 0 and "[/bold]" in listing.output
+    rejected = runner.invoke(
+        app,
+        ["review", "reject", flagged, "--reviewer", "[/bold]", "--reason", "a [/red] quote", "--password-stdin"],
+        input=PASSWORD + "\n",
+    )
+    assert rejected.exit_code == 0, rejected.output
+    for command in (["review", "history", flagged], ["review", "list"], ["review", "show", flagged]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0, (command, result.output)
+    assert "a [/red] quote" in runner.invoke(app, ["review", "history", flagged]).output
+
+
+def test_a_new_sqlite_store_is_private_and_an_exposed_one_is_warned_about(runner: CliRunner, tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        store = Store(tmp_path / "team.db")
+        store.add_account("root", "admin", hash_password(PASSWORD))
+    finally:
+        os.umask(old)
+    for name in ("team.db", "team.db-wal", "team.db-shm"):
+        if (tmp_path / name).exists():
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    (tmp_path / "team.db").chmod(0o644)
+    warned = runner.invoke(app, ["user", "list", "--db", str(tmp_path / "team.db")])
+    assert warned.exit_code == 0 and "is readable by other users of this machine" in warned.output
+    assert "chmod 600" in warned.output
+
+
+def test_a_store_of_the_last_release_is_upgraded_on_sqlite_and_postgresql(db: str) -> None:
+    """A version 7 store (the last release: no sessions, tokens or failed logins) opens and is
+    upgraded in place, keeping its records, history, accounts and PDFs."""
+    from sqlalchemy import text as sql
+
+    [faithful] = stored(db, "huang-2010-hpylori-iron")
+    store = Store(db)
+    store.add_account("maria", "admin", hash_password(PASSWORD))
+    sha256 = store.get(faithful).provenance.source.sha256
+    with store._write() as conn:
+        for table in ("sessions", "tokens", "login_failures"):
+            conn.execute(sql(f"DROP TABLE {table}"))
+        conn.execute(sql("ALTER TABLE users DROP COLUMN last_login"))
+        store._set_version(conn, 7)
+    store.close()
+    upgraded = Store(db)
+    assert upgraded.schema_version() == 8
+    assert upgraded.get(faithful) is not None and len(upgraded.history(faithful)) == 1
+    assert upgraded.account("maria") is not None and upgraded.pdf(sha256) is not None
+    upgraded.start_session("maria")
+    assert upgraded.add_token("maria")[1].startswith("claims_")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import functools
 import sqlite3
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import typer
 from rich.console import Console
 
 from pipeline import __version__
+from pipeline.accounts import Credentials
 from pipeline.errors import ClaimsError, InputError
 from pipeline.files import require_regular_file
 from pipeline.identifiers import paper_source
@@ -80,10 +82,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = Console(highlight=False, soft_wrap=True)
+# markup=False: what is printed holds user text (account names, notes, claims, a paper's title);
+# "[/bold]" in it is text to show, never a style (as markup it crashed the command).
+out = Console(highlight=False, soft_wrap=True, markup=False)
 if not out.is_terminal:
     out.width = 160  # tables in logs and pipes: wide enough to read, not the terminal's 80
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 DbOption = typer.Option(
     None,
@@ -116,8 +120,35 @@ class StageProgress:
 
 
 def open_store(db: str | None, read_only: bool = False) -> Store:
-    """`read_only` for commands that only read: they work on a store the user may not write."""
-    return Store(db or current().db, read_only=read_only)
+    """`read_only` for commands that only read: they work on a store the user may not write.
+    A SQLite store other users of the machine may read is opened with a warning."""
+    store = Store(db or current().db, read_only=read_only)
+    if store.exposed:
+        err.print(
+            f"warning: {store.path} is readable by other users of this machine, and it holds password hashes "
+            f"and the review page's sessions: chmod 600 {store.path}",
+            markup=False,
+        )
+    return store
+
+
+PasswordStdinOption = typer.Option(
+    False, "--password-stdin", help="Read the password from the first line of stdin (scripts) instead of asking."
+)
+
+
+def credentials(password_stdin: bool) -> Credentials:
+    """How a command-line decision proves its account on a store with accounts: $CLAIMS_TOKEN, or
+    the password (one line of stdin with --password-stdin, else asked in a terminal)."""
+
+    def password() -> str | None:
+        if password_stdin:
+            return sys.stdin.readline().rstrip("\r\n")
+        if sys.stdin.isatty():
+            return str(typer.prompt("password", hide_input=True))
+        return None
+
+    return Credentials(token=current().token, password=password)
 
 
 def run_settings(model: str | None, live: OpenAIChatModel) -> RunSettings:

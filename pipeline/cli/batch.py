@@ -31,7 +31,9 @@ from pipeline.cli.app import (
     DbOption,
     MaxPdfOption,
     NotAStudyOption,
+    PasswordStdinOption,
     app,
+    credentials,
     doi_tools,
     err,
     one_line_errors,
@@ -131,6 +133,7 @@ def batch_command(
     ),
     max_pdf_mb: float | None = MaxPdfOption,
     not_a_study_ok: bool = NotAStudyOption,
+    password_stdin: bool = PasswordStdinOption,
     db: str | None = DbOption,
 ) -> None:
     """Process many papers: concurrent, resumable, cached, with live progress and cost.
@@ -146,7 +149,7 @@ def batch_command(
     live = OpenAIChatModel.from_settings(current(), max_in_flight=concurrency if via == "chat" else None)
     settings, base_url = run_settings(model, live), current().base_url
     store = open_store(db)
-    started_by = attributed(store, current().reviewer, "run")
+    started_by = attributed(store, current().reviewer, "run", credentials(password_stdin))
     # Where the results go is tried now, not after every model call has been paid for.
     require_writable_folder(report_path.resolve().parent, "report")
     if record:

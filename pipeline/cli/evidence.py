@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from pipeline.accounts import attributed
@@ -13,7 +12,9 @@ from pipeline.cli.app import (
     DbOption,
     MaxPdfOption,
     NotAStudyOption,
+    PasswordStdinOption,
     app,
+    credentials,
     err,
     locate_study,
     one_line_errors,
@@ -73,13 +74,14 @@ def add_evidence_command(
     refresh: bool = typer.Option(False, "--refresh", help="Ignore cached DOI metadata and PDFs."),
     max_pdf_mb: float | None = MaxPdfOption,
     not_a_study_ok: bool = NotAStudyOption,
+    password_stdin: bool = PasswordStdinOption,
     db: str | None = DbOption,
 ) -> None:
     """Add a study to a claim: its stance, a new synthesis, the checks; a new draft version.
 
     An approved version stays in the history until the new one is approved."""
     store = open_store(db)
-    reviewer = attributed(store, reviewer, "add-evidence")
+    reviewer = attributed(store, reviewer, "add-evidence", credentials(password_stdin))
     claim, version = store.get_versioned(claim_id)
     if record:
         require_writable_folder(record.resolve().parent, "recording")
@@ -278,7 +280,7 @@ def _eval_offline(kind: str, path: Path, limit: int | None, as_json: bool) -> No
 
 def _label_name(label: str, names: dict[str, str]) -> str:
     name = names[label]
-    return escape(label if name == label else f"{label} {name.replace('_', ' ')}")
+    return label if name == label else f"{label} {name.replace('_', ' ')}"
 
 
 def print_eval(result: EvalResult) -> None:

@@ -16,7 +16,17 @@ from rich.table import Table
 
 from pipeline import review
 from pipeline.accounts import attributed
-from pipeline.cli.app import DbOption, app, doi_tools, err, one_line_errors, open_store, out
+from pipeline.cli.app import (
+    DbOption,
+    PasswordStdinOption,
+    app,
+    credentials,
+    doi_tools,
+    err,
+    one_line_errors,
+    open_store,
+    out,
+)
 from pipeline.errors import ClaimsError, InputError, InvalidEditError, StoreError
 from pipeline.files import (
     MAX_JSON_BYTES,
@@ -169,6 +179,7 @@ def history_command(
 def approve_command(
     record_id: str = IdArgument,
     reviewer: str = ReviewerOption,
+    password_stdin: bool = PasswordStdinOption,
     note: str = NoteOption,
     override: str = typer.Option("", "--override", help="Approve despite flags, for this reason."),
     version: int | None = VersionOption,
@@ -176,7 +187,7 @@ def approve_command(
 ) -> None:
     """Approve a draft. Refused while it has flags, unless --override "reason"."""
     store = open_store(db)
-    reviewer = attributed(store, reviewer, "approve")
+    reviewer = attributed(store, reviewer, "approve", credentials(password_stdin))
     new = review.approve(store, record_id, version or store.version_of(record_id), reviewer, note, override)
     out.print(f"record {store.resolve(record_id)} approved by {reviewer} (version {new})")
 
@@ -186,13 +197,14 @@ def approve_command(
 def reject_command(
     record_id: str = IdArgument,
     reviewer: str = ReviewerOption,
+    password_stdin: bool = PasswordStdinOption,
     reason: str = typer.Option(..., "--reason", help="Why, for the history."),
     version: int | None = VersionOption,
     db: str | None = DbOption,
 ) -> None:
     """Reject a draft, with a reason."""
     store = open_store(db)
-    reviewer = attributed(store, reviewer, "reject")
+    reviewer = attributed(store, reviewer, "reject", credentials(password_stdin))
     new = review.reject(store, record_id, version or store.version_of(record_id), reviewer, reason)
     out.print(f"record {store.resolve(record_id)} rejected by {reviewer} (version {new})")
 
@@ -202,13 +214,14 @@ def reject_command(
 def reopen_command(
     record_id: str = IdArgument,
     reviewer: str = ReviewerOption,
+    password_stdin: bool = PasswordStdinOption,
     note: str = NoteOption,
     version: int | None = VersionOption,
     db: str | None = DbOption,
 ) -> None:
     """Put an approved or rejected record back to draft."""
     store = open_store(db)
-    reviewer = attributed(store, reviewer, "reopen")
+    reviewer = attributed(store, reviewer, "reopen", credentials(password_stdin))
     new = review.reopen(store, record_id, version or store.version_of(record_id), reviewer, note)
     out.print(f"record {store.resolve(record_id)} reopened by {reviewer} (version {new})")
 
@@ -218,6 +231,7 @@ def reopen_command(
 def edit_command(
     record_id: str = IdArgument,
     reviewer: str = ReviewerOption,
+    password_stdin: bool = PasswordStdinOption,
     note: str = NoteOption,
     from_file: Path | None = typer.Option(
         None, "--file", help="Take the edited JSON from this file instead of $EDITOR."
@@ -233,7 +247,7 @@ def edit_command(
     someone else's change is refused instead of silently undoing it. In the editor, a refused or
     invalid edit is kept in its file, whose path is printed, so nothing typed is lost."""
     store = open_store(db)
-    reviewer = attributed(store, reviewer, "edit")
+    reviewer = attributed(store, reviewer, "edit", credentials(password_stdin))
     record, base = store.get_versioned(record_id)
     if from_file is not None:
         if version is None:
@@ -343,7 +357,9 @@ def serve_command(
         [], "--allow-host", help="Another host name the page may be reached by (e.g. behind a proxy); repeatable."
     ),
     require_second_reviewer: bool = typer.Option(
-        False, "--require-second-reviewer", help="Whoever made a record's latest edit may not approve it (four eyes)."
+        False,
+        "--require-second-reviewer",
+        help="Turn the store's four-eyes setting on (claims db settings): no one who ran or edited a record may approve it.",
     ),
     trust_proxy_user_header: str | None = typer.Option(
         None,
@@ -351,6 +367,16 @@ def serve_command(
         metavar="HEADER",
         help="Take the account from this header, set by an authenticating reverse proxy (single sign-on).",
     ),
+    forwarded_allow_ips: str = typer.Option(
+        "",
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help="Comma-separated addresses of the reverse proxies whose X-Forwarded-For/-Proto to believe (default: none).",
+    ),
+    session_idle_minutes: float = typer.Option(
+        120, "--session-idle-minutes", min=1, help="A session unused this long ends."
+    ),
+    session_hours: float = typer.Option(12, "--session-hours", min=0.1, help="A session ends this long after login."),
     db: str | None = DbOption,
 ) -> None:
     """The review web page: a queue, record pages, approve / reject / edit, history.
@@ -389,8 +415,25 @@ def serve_command(
         else ("login required" if accounts else "no accounts, no login")
     )
     out.print(f"review page on http://{host}:{port}/ (store {store.path}; {login}); Ctrl-C to stop")
-    application = create_app(store, hosts, require_second_reviewer, trust_proxy_user_header)
-    uvicorn.Server(uvicorn.Config(application, log_level="warning")).run(sockets=[listener])
+    if require_second_reviewer:
+        store.set_setting(review.SECOND_REVIEWER, "on")  # for the command line and every server too
+    application = create_app(
+        store,
+        hosts,
+        require_second_reviewer,
+        trust_proxy_user_header,
+        session_idle=session_idle_minutes * 60,
+        session_longest=session_hours * 3600,
+    )
+    # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: then anyone on this machine, or
+    # a proxy passing on what clients send, could pick the address the login limit counts.
+    config = uvicorn.Config(
+        application,
+        log_level="warning",
+        proxy_headers=bool(forwarded_allow_ips),
+        forwarded_allow_ips=forwarded_allow_ips or "",
+    )
+    uvicorn.Server(config).run(sockets=[listener])
 
 
 def _listen(host: str, port: int) -> socket.socket:

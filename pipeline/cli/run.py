@@ -12,8 +12,10 @@ from pipeline.cli.app import (
     DbOption,
     MaxPdfOption,
     NotAStudyOption,
+    PasswordStdinOption,
     StageProgress,
     app,
+    credentials,
     describe_fetch,
     doi_tools,
     err,
@@ -92,6 +94,7 @@ def run(
     force: bool = typer.Option(
         False, "--force", help="Run and store the paper even if the same run (PDF, settings, prompts) is stored."
     ),
+    password_stdin: bool = PasswordStdinOption,
     db: str | None = DbOption,
 ) -> None:
     """Run every stage on a study with a live model and save the draft record; print its id.
@@ -103,7 +106,7 @@ def run(
     settings, base_url = run_settings(model, live), current().base_url
     chat = RecordingChatModel(live) if record else live
     store = open_store(db)
-    started_by = attributed(store, current().reviewer, "run")
+    started_by = attributed(store, current().reviewer, "run", credentials(password_stdin))
     if record:
         require_writable_folder(record.resolve().parent, "recording")
     pdf_path, metadata, pdf_url = locate_study(source, pdf, refresh, max_pdf_mb)

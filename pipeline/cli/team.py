@@ -9,22 +9,22 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from pipeline import review
 from pipeline.accounts import hash_password, require_role
-from pipeline.cli.app import DbOption, app, err, one_line_errors, open_store, out
+from pipeline.cli.app import DbOption, PasswordStdinOption, app, err, one_line_errors, open_store, out
 from pipeline.errors import InputError
 from pipeline.files import read_regular_file
 from pipeline.settings import current
 from pipeline.store import ROLES, SCHEMA_VERSION, Store, display_time, is_url
 
-user_app = typer.Typer(help="Accounts for the review page and the history: add, list, disable, reset a password.")
-db_app = typer.Typer(help="The record store: upgrade it, or copy it into another (SQLite to PostgreSQL).")
+user_app = typer.Typer(
+    help="Accounts for the review page and the history: add, list, disable, reset a password, personal tokens."
+)
+db_app = typer.Typer(help="The record store: its settings, upgrade it, or copy it into another (SQLite to PostgreSQL).")
 app.add_typer(user_app, name="user")
 app.add_typer(db_app, name="db")
 
 NameArgument = typer.Argument(..., metavar="NAME", help="The account name (what the history shows).")
-PasswordStdinOption = typer.Option(
-    False, "--password-stdin", help="Read the password from the first line of stdin (scripts) instead of asking."
-)
 
 
 def _password(from_stdin: bool) -> str:
@@ -62,24 +62,108 @@ def user_add(
 @user_app.command("list")
 @one_line_errors
 def user_list(db: str | None = DbOption) -> None:
-    """The accounts: name, role, whether enabled, since when."""
+    """The accounts: name, role, whether enabled, since when, last login."""
     accounts = open_store(db, read_only=True).accounts()
     table = Table()
-    for column in ("name", "role", "state", "since"):
+    for column in ("name", "role", "state", "since", "last login"):
         table.add_column(column, overflow="fold")
     for account in accounts:
         state = "disabled" if account.disabled else "enabled"
-        table.add_row(account.name, account.role, state, display_time(account.created_at))
+        last = display_time(account.last_login) if account.last_login else "never"
+        table.add_row(account.name, account.role, state, display_time(account.created_at), last)
     out.print(table)
     out.print(f"{len(accounts)} account(s)")
 
 
 @user_app.command("disable")
 @one_line_errors
-def user_disable(name: str = NameArgument, db: str | None = DbOption) -> None:
-    """Stop an account from logging in (its sessions end at once; its history stays)."""
-    open_store(db).change_account(name, disabled=True)
-    out.print(f"account {name} disabled", markup=False)
+def user_disable(
+    name: str = NameArgument,
+    force: bool = typer.Option(
+        False, "--force", help="Disable the last enabled admin too (no one can then manage accounts on the page)."
+    ),
+    db: str | None = DbOption,
+) -> None:
+    """Stop an account from logging in (its sessions end at once; its history stays). The store
+    stays a login store even when every account is disabled."""
+    store = open_store(db)
+    if not force and store.enabled_admins() == [name]:
+        raise InputError(
+            f"{name} is the last enabled admin: enable or add another admin first "
+            "(claims user add NAME --role admin), or pass --force to leave no admin"
+        )
+    store.change_account(name, disabled=True)
+    out.print(f"account {name} disabled; its sessions have ended")
+    if not store.enabled_admins():
+        err.print("note: no enabled admin is left; the store still asks everyone to log in")
+
+
+@user_app.command("remove-all")
+@one_line_errors
+def user_remove_all(
+    yes: bool = typer.Option(False, "--yes", help="Confirm: delete every account, session and token."),
+    db: str | None = DbOption,
+) -> None:
+    """Delete every account, session and token: the store becomes an open one again (the review
+    page without a login, on loopback only; decisions under any typed name). The history keeps
+    its names."""
+    if not yes:
+        raise InputError(
+            "remove-all deletes every account, session and token and makes the store open (no login): "
+            "pass --yes to do it"
+        )
+    removed = open_store(db).remove_all_accounts()
+    out.print(f"{removed} account(s) removed, with their sessions and tokens: the store has no login now")
+
+
+@user_app.command("token")
+@one_line_errors
+def user_token(
+    name: str = NameArgument,
+    label: str = typer.Option("", "--label", help="What the token is for (shown in claims user tokens)."),
+    db: str | None = DbOption,
+) -> None:
+    """Issue a personal token for NAME's command-line decisions (set it as CLAIMS_TOKEN). It is
+    printed once; the store keeps only its hash. Revoke it with claims user revoke-token ID."""
+    store = open_store(db)
+    account = store.account(name)
+    if account is None:
+        raise InputError(f"no account named {name!r}; `claims user list` shows them")
+    if account.disabled:
+        raise InputError(f"{name} is disabled: enable the account first (claims user enable {name})")
+    token_id, secret = store.add_token(name, label.strip()[:200])
+    err.print(f"token {token_id} for {name}; it is shown this once, keep it like a password:")
+    out.print(secret)
+
+
+@user_app.command("tokens")
+@one_line_errors
+def user_tokens(
+    name: str | None = typer.Argument(None, metavar="[NAME]", help="Only this account's tokens."),
+    db: str | None = DbOption,
+) -> None:
+    """The personal tokens: id, account, label, when issued, last used, revoked."""
+    found = open_store(db, read_only=True).tokens(name)
+    table = Table()
+    for column in ("id", "account", "label", "issued", "last used", "state"):
+        table.add_column(column, overflow="fold")
+    for token in found:
+        state = f"revoked {display_time(token.revoked_at)}" if token.revoked_at else "live"
+        last = display_time(token.last_used) if token.last_used else "never"
+        table.add_row(token.token_id, token.account, token.label, display_time(token.created_at), last, state)
+    out.print(table)
+    out.print(f"{len(found)} token(s)")
+
+
+@user_app.command("revoke-token")
+@one_line_errors
+def user_revoke_token(
+    token_id: str = typer.Argument(..., metavar="ID", help="The token's id (claims user tokens lists them)."),
+    db: str | None = DbOption,
+) -> None:
+    """Revoke a personal token: it proves nothing from now on."""
+    token = open_store(db).revoke_token(token_id.strip())
+    out.print(f"token {token.token_id} of {token.account} revoked")
 
 
 @user_app.command("enable")
@@ -111,6 +195,28 @@ def user_reset_password(
         raise InputError(f"no account named {name!r}; `claims user list` shows them")
     store.change_account(name, password_hash=hash_password(_password(password_stdin)))
     out.print(f"password of {name} changed; its sessions have ended", markup=False)
+
+
+@db_app.command("settings")
+@one_line_errors
+def db_settings(
+    require_second_reviewer: str | None = typer.Option(
+        None,
+        "--require-second-reviewer",
+        metavar="on|off",
+        help="Four eyes: no one who ran or edited a record may approve it, on the command line and every server.",
+    ),
+    db: str | None = DbOption,
+) -> None:
+    """Show the store's settings, which every command and every review server obey; change one."""
+    store = open_store(db)
+    if require_second_reviewer is not None:
+        if require_second_reviewer not in ("on", "off"):
+            raise InputError(f"--require-second-reviewer {require_second_reviewer}: say on or off")
+        store.set_setting(review.SECOND_REVIEWER, require_second_reviewer)
+    state = "on" if review.second_reviewer_required(store) else "off"
+    out.print(f"require-second-reviewer: {state}")
+    out.print(f"accounts: {'yes (login store)' if store.has_accounts() else 'none (open store)'}")
 
 
 @db_app.command("migrate")

@@ -866,6 +866,7 @@ class CheckCounts:
     foreign_citations: int
     numbers_not_found: int
     overstated: int
+    directions: int
     plain_language: int
     retagged: int
 
@@ -874,7 +875,8 @@ class CheckCounts:
             f"{self.quotes} quotes: {self.quotes - self.ungrounded} grounded, {self.ungrounded} ungrounded"
             + (f" ({self.pages_corrected} page(s) corrected)" if self.pages_corrected else "")
             + f"; {self.foreign_citations} foreign citations; {self.numbers_not_found} numbers not found; "
-            f"{self.overstated} overstated; {self.plain_language} plain-language text(s) above target"
+            f"{self.overstated} overstated; {self.directions} finding direction(s) against their quotes; "
+            f"{self.plain_language} plain-language text(s) above target"
             + (f"; {self.retagged} step(s) re-tagged inferred" if self.retagged else "")
         )
 
@@ -889,6 +891,7 @@ def count(results: list[CheckResult]) -> CheckCounts:
         foreign_citations=codes.count("foreign_citation"),
         numbers_not_found=codes.count("number_not_found"),
         overstated=1 if "overstated" in codes else 0,
+        directions=codes.count("direction_contradicts_quote"),
         plain_language=codes.count("plain_language"),
         retagged=codes.count("retagged_inferred"),
     )
