@@ -15,6 +15,8 @@ Tokens and session secrets are random, so the store keeps their SHA-256 only.
 from __future__ import annotations
 
 import math
+import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +34,10 @@ PERMISSIONS = {
 }
 MIN_PASSWORD = 10
 _hasher = PasswordHasher()
+# Password hashes computed at once: argon2id is built to take CPU and memory, and a flood of wrong
+# logins hashing on every core would starve every other request of the review page. Beyond this
+# many, a login waits its turn; the pages do not.
+_HASHING = threading.BoundedSemaphore(max(1, (os.cpu_count() or 2) // 2))
 
 
 def require_role(role: str) -> str:
@@ -45,19 +51,21 @@ def hash_password(password: str) -> str:
         raise InputError(f"the password is too short: use at least {MIN_PASSWORD} characters")
     if len(password) > 1024:
         raise InputError("the password is longer than 1024 characters")
-    return _hasher.hash(password)
+    with _HASHING:
+        return _hasher.hash(password)
 
 
 def check_password(account: Account | None, password: str) -> bool:
     """True for an enabled account and its password. An unknown name costs a hash too, so the
     answer's timing does not tell which names exist."""
-    if account is None or account.disabled:
-        _hasher.hash(password[:1024] or "x")
-        return False
-    try:
-        return _hasher.verify(account.password_hash, password[:1024])
-    except (VerificationError, InvalidHashError):
-        return False
+    with _HASHING:
+        if account is None or account.disabled:
+            _hasher.hash(password[:1024] or "x")
+            return False
+        try:
+            return _hasher.verify(account.password_hash, password[:1024])
+        except (VerificationError, InvalidHashError):
+            return False
 
 
 def may(account: Account, action: str) -> bool:

@@ -30,6 +30,7 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from pipeline import review
+from pipeline.accounts import drafted_note, hash_password
 from pipeline.cli.app import app
 from pipeline.llm.recording import load_recording, recorded_pdf
 from pipeline.sources.pdf import read_pdf
@@ -632,6 +633,223 @@ def lecture_notes(scratch: Scratch) -> Outcome:
         forced, _ = scratch.claims("run", str(LECTURE_NOTES), "--not-a-study-ok", "--model", "random", **env)
     held = refused.held and "does not look like a research paper" in output and calls == 0 and forced == 0
     return Outcome(held, f"{refused.detail}; model calls: {calls}; with --not-a-study-ok: exit {forced}")
+
+
+# --------------------------------------------------------------------------- 9. the team server, second pass
+
+_PASSWORD = "correct horse battery"
+
+
+def _team(scratch: Scratch) -> tuple[Store, str]:
+    """A login store with a draft, an admin (root), a reviewer (alice) and a curator (bob)."""
+    record_id = scratch.stored("huang-2010-hpylori-iron")
+    store = Store(scratch.db)
+    for name, role in (("root", "admin"), ("alice", "reviewer"), ("bob", "curator")):
+        store.add_account(name, role, hash_password(_PASSWORD))
+    return store, record_id
+
+
+def _logged_in(store: Store, name: str, **app_options: object) -> TestClient:
+    client = TestClient(
+        create_app(store, **app_options), base_url=SITE, headers={"Origin": SITE}, follow_redirects=False
+    )  # type: ignore[arg-type]
+    client.post("/login", data={"csrf": _token(client.get("/login").text), "name": name, "password": _PASSWORD})
+    return client
+
+
+@probe("team: disabling every account turns the review page open")
+def all_disabled_open(scratch: Scratch) -> Outcome:
+    store, record_id = _team(scratch)
+    for name in ("alice", "bob"):
+        scratch.claims("user", "disable", name)
+    scratch.claims("user", "disable", "root", "--force")
+    client = TestClient(create_app(store), base_url=SITE, headers={"Origin": SITE}, follow_redirects=False)
+    page = client.get("/")
+    token = _token(client.get("/login").text)
+    post = client.post(
+        f"/records/{record_id}/approve", data={"csrf": token, "version": "1", "reviewer": "root", "override": "x"}
+    )
+    held = page.status_code == 303 and post.status_code == 401 and store.version_of(record_id) == 1
+    return Outcome(held, f"GET / {page.status_code}, anonymous approve {post.status_code}")
+
+
+@probe("team: the CLI takes --reviewer anybody-at-all on a login store")
+def cli_any_name(scratch: Scratch) -> Outcome:
+    store, record_id = _team(scratch)
+    code, output = scratch.claims("review", "approve", record_id, "--reviewer", "anybody-at-all")
+    refused = one_line_refusal(code, output, 1)
+    return Outcome(refused.held and store.version_of(record_id) == 1, refused.detail)
+
+
+@probe("team: a decision filed under another account's name from the CLI")
+def cli_other_name(scratch: Scratch) -> Outcome:
+    store, record_id = _team(scratch)
+    code, output = scratch.claims("review", "reopen", record_id, "--reviewer", "alice")  # no credentials at all
+    refused = one_line_refusal(code, output, 1)
+    return Outcome(refused.held and "credentials" in output and store.version_of(record_id) == 1, refused.detail)
+
+
+@probe("team: the old cookie still answers after logout")
+def cookie_after_logout(scratch: Scratch) -> Outcome:
+    store, _ = _team(scratch)
+    client = _logged_in(store, "alice")
+    cookie = client.cookies.get("claims_session") or ""
+    client.post("/logout", data={"csrf": _token(client.get("/").text)})
+    replay = TestClient(create_app(store), base_url=SITE, follow_redirects=False, cookies={"claims_session": cookie})
+    status = replay.get("/").status_code
+    return Outcome(bool(cookie) and status == 303, f"old cookie after logout: HTTP {status}")
+
+
+@probe("team: re-enabling an account revives its old sessions")
+def reenable_revives(scratch: Scratch) -> Outcome:
+    store, _ = _team(scratch)
+    client = _logged_in(store, "alice")
+    cookie = client.cookies.get("claims_session") or ""
+    scratch.claims("user", "disable", "alice")
+    scratch.claims("user", "enable", "alice")
+    replay = TestClient(create_app(store), base_url=SITE, follow_redirects=False, cookies={"claims_session": cookie})
+    status = replay.get("/").status_code
+    return Outcome(bool(cookie) and status == 303, f"old cookie after disable and enable: HTTP {status}")
+
+
+@probe("team: an editor approves their own edit with --override (four eyes on)")
+def own_edit_override(scratch: Scratch) -> Outcome:
+    store, record_id = _team(scratch)
+    scratch.claims("db", "settings", "--require-second-reviewer", "on")
+    record = store.get(record_id)
+    record.claim.text = record.claim.text.rstrip(".") + " in adults."
+    review.edit(store, record_id, 1, record.model_dump_json(), "alice", "wording")
+    result = CliRunner().invoke(
+        app,
+        ["review", "approve", record_id, "--reviewer", "alice", "--override", "fine", "--password-stdin"],
+        env=scratch.env(),
+        input=_PASSWORD + "\n",
+    )
+    refused = one_line_refusal(result.exit_code, result.output, 1)
+    return Outcome(refused.held and store.get(record_id).status.value == "draft", refused.detail)
+
+
+@probe("team: a curator approves the draft they ran (four eyes on)")
+def curator_own_run(scratch: Scratch) -> Outcome:
+    store, record_id = _team(scratch)
+    scratch.claims("db", "settings", "--require-second-reviewer", "on")
+    with store._write() as conn:
+        from pipeline.store import history
+
+        conn.execute(history.update().where(history.c.record_id == record_id).values(note=drafted_note("bob")))
+    client = _logged_in(store, "bob")
+    token = _token(client.get(f"/records/{record_id}").text)
+    answer = client.post(f"/records/{record_id}/approve", data={"csrf": token, "version": "1", "override": "x"})
+    return Outcome(answer.status_code == 400 and store.version_of(record_id) == 1, f"HTTP {answer.status_code}")
+
+
+@probe("team: X-Forwarded-For from loopback chooses the address the login limit counts")
+def forwarded_spray(scratch: Scratch) -> Outcome:
+    _team(scratch)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    env = {**os.environ, **scratch.env(), "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        import httpx
+
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                httpx.get(f"{base}/login", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        statuses = []
+        with httpx.Client(base_url=base, headers={"Origin": base}) as client:
+            token = _token(client.get("/login").text)
+            for n in range(7):
+                answer = client.post(
+                    "/login",
+                    data={"csrf": token, "name": f"guess{n}", "password": "wrong wrong wrong"},
+                    headers={"X-Forwarded-For": f"198.51.100.{n}"},
+                )
+                statuses.append(answer.status_code)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    return Outcome(statuses[-1] == 429, f"statuses {statuses}")
+
+
+@probe("team: the login limit is forgotten on a restart")
+def lockout_restart(scratch: Scratch) -> Outcome:
+    store, _ = _team(scratch)
+    client = TestClient(create_app(store), base_url=SITE, headers={"Origin": SITE}, follow_redirects=False)
+    for _ in range(5):
+        client.post(
+            "/login", data={"csrf": _token(client.get("/login").text), "name": "bob", "password": "wrong wrong"}
+        )
+    restarted = TestClient(
+        create_app(Store(scratch.db)), base_url=SITE, headers={"Origin": SITE}, follow_redirects=False
+    )
+    answer = restarted.post(
+        "/login", data={"csrf": _token(restarted.get("/login").text), "name": "bob", "password": _PASSWORD}
+    )
+    return Outcome(answer.status_code == 429, f"after a restart: HTTP {answer.status_code}")
+
+
+@probe("team: a new SQLite store is readable by other users")
+def store_mode(scratch: Scratch) -> Outcome:
+    old = os.umask(0o022)
+    try:
+        Store(scratch.folder / "fresh.db").add_account("root", "admin", hash_password(_PASSWORD))
+    finally:
+        os.umask(old)
+    modes = {path.name: oct(path.stat().st_mode & 0o777) for path in scratch.folder.glob("fresh.db*")}
+    return Outcome(all(mode == "0o600" for mode in modes.values()), f"modes {modes}")
+
+
+@probe("team: markup in an account name or a reason crashes the CLI")
+def markup_crash(scratch: Scratch) -> Outcome:
+    store, record_id = _team(scratch)
+    store.add_account("[/bold]", "reviewer", hash_password(_PASSWORD))
+    review.reject(store, record_id, 1, "[/bold]", "a [/red] quote")
+    codes = [
+        scratch.claims(*command)[0]
+        for command in (
+            ["user", "list"],
+            ["review", "history", record_id],
+            ["review", "list"],
+            ["review", "show", record_id],
+        )
+    ]
+    return Outcome(codes == [0, 0, 0, 0], f"exit codes {codes}")
+
+
+@probe("team: /?page=99999999999999999999 or a NUL byte is an HTTP 500")
+def server_errors(scratch: Scratch) -> Outcome:
+    store, record_id = _team(scratch)
+    client = _logged_in(store, "alice")
+    statuses = [
+        client.get(path).status_code
+        for path in ("/?page=99999999999999999999", "/?q=%00", f"/records/{record_id}%00", "/papers/%00/pages/1.png")
+    ]
+    login = TestClient(create_app(store), base_url=SITE, headers={"Origin": SITE}, follow_redirects=False)
+    statuses.append(
+        login.post(
+            "/login", data={"csrf": _token(login.get("/login").text), "name": "a\x00", "password": "x"}
+        ).status_code
+    )
+    return Outcome(500 not in statuses and statuses[0] == 200, f"statuses {statuses}")
+
+
+@probe("team: the ?done= message is taken from the URL")
+def done_message(scratch: Scratch) -> Outcome:
+    store, record_id = _team(scratch)
+    client = _logged_in(store, "alice")
+    page = client.get(f"/records/{record_id}?done=Call+555-0100+to+unlock")
+    return Outcome("555-0100" not in page.text, f"HTTP {page.status_code}")
 
 
 def run_all(root: Path, names: list[str] | None = None) -> dict[str, Outcome]:

@@ -447,3 +447,19 @@ def test_a_store_of_the_last_release_is_upgraded_on_sqlite_and_postgresql(db: st
     assert upgraded.account("maria") is not None and upgraded.pdf(sha256) is not None
     upgraded.start_session("maria")
     assert upgraded.add_token("maria")[1].startswith("claims_")
+
+
+def test_the_login_flood_benchmark_s_quick_mode_runs() -> None:
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "login_flood.py"), "--quick", "--flooders", "4"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "record page alone: p50" in done.stdout and "p50 under the flood / alone" in done.stdout
