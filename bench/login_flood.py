@@ -44,6 +44,7 @@ def serve(db: str, port: int) -> None:
 
 def prepare(folder: Path) -> tuple[str, str]:
     from probes import RUNS
+
     from pipeline.accounts import hash_password
     from pipeline.llm.recording import load_recording, recorded_pdf
     from pipeline.sources.pdf import read_pdf
