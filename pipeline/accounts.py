@@ -128,6 +128,7 @@ def _by_password(store: Store, actor: str, action: str, credentials: Credentials
     account = store.account(actor)
     if not check_password(account, password) or account is None:
         limiter.failed(*keys)
+        store.note_event("login failed", actor, actor, "command line", f"to {action}")
         raise ReviewRefusedError(f"wrong account name or password for {actor!r} ({how} your account name)")
     limiter.succeeded(keys[0])
     return account
@@ -165,3 +166,82 @@ class LoginLimiter:
 
     def succeeded(self, name_key: str) -> None:
         self.store.login_succeeded(name_key)
+
+
+# --------------------------------------------------------------------------- managing accounts
+# The rules of account management, one set for `claims user ...` and the admin page alike. `by`
+# names who made the change in the audit log ("maria" on the page, "command line (USER)" there).
+
+
+def valid_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 100 or any(c.isspace() or c == "\x00" for c in name):
+        raise InputError(f"{name!r} is not an account name: one word of at most 100 characters")
+    return name
+
+
+def add_user(store: Store, name: str, role: str, password: str, by: str) -> None:
+    name = valid_name(name)
+    store.add_account(name, require_role(role), hash_password(password))
+    store.note_event("account added", by, name, detail=role)
+
+
+def _require_account(store: Store, name: str) -> Account:
+    account = store.account(name)
+    if account is None:
+        raise InputError(f"no account named {name!r}; `claims user list` shows them")
+    return account
+
+
+def _keeps_an_admin(store: Store, name: str, force: bool) -> None:
+    if not force and store.enabled_admins() == [name]:
+        raise InputError(
+            f"{name} is the last enabled admin: enable or add another admin first "
+            "(claims user add NAME --role admin), or pass --force to leave no admin"
+        )
+
+
+def disable_user(store: Store, name: str, by: str, force: bool = False) -> None:
+    """Disable an account (its sessions end). The last enabled admin needs `force`; the store
+    stays a login store either way."""
+    _require_account(store, name)
+    _keeps_an_admin(store, name, force)
+    store.change_account(name, disabled=True)
+    store.note_event("account disabled", by, name)
+
+
+def enable_user(store: Store, name: str, by: str) -> None:
+    _require_account(store, name)
+    store.change_account(name, disabled=False)
+    store.note_event("account enabled", by, name)
+
+
+def change_role(store: Store, name: str, role: str, by: str, force: bool = False) -> None:
+    account = _require_account(store, name)
+    if account.role == "admin" and require_role(role) != "admin":
+        _keeps_an_admin(store, name, force)
+    store.change_account(name, role=require_role(role))
+    store.note_event("role changed", by, name, detail=f"{account.role} -> {role}")
+
+
+def reset_password(store: Store, name: str, password: str, by: str) -> None:
+    _require_account(store, name)
+    store.change_account(name, password_hash=hash_password(password))
+    store.note_event("password reset", by, name)
+
+
+def issue_token(store: Store, name: str, label: str, by: str) -> tuple[str, str]:
+    """(the token's id, its secret: shown once, kept only as a hash)."""
+    account = _require_account(store, name)
+    if account.disabled:
+        raise InputError(f"{name} is disabled: enable the account first (claims user enable {name})")
+    token_id, secret = store.add_token(name, label.strip()[:200])
+    store.note_event("token issued", by, name, detail=f"{token_id} {label.strip()[:100]}".strip())
+    return token_id, secret
+
+
+def revoke_token(store: Store, token_id: str, by: str) -> str:
+    """Revoke a token; returns its account's name."""
+    token = store.revoke_token(token_id.strip())
+    store.note_event("token revoked", by, token.account, detail=token.token_id)
+    return token.account

@@ -152,6 +152,20 @@ login_failures = Table(
     sqlite_autoincrement=True,
 )
 Index("login_failures_key", login_failures.c.key, login_failures.c.at)
+# What admins see on the audit page: logins, failed logins, logouts and every change to an
+# account or a token, with who made it and from where. Decisions on records are in `history`.
+audit = Table(
+    "audit",
+    tables,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("at", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("subject", Text, nullable=False, server_default=""),
+    Column("address", Text, nullable=False, server_default=""),
+    Column("detail", Text, nullable=False, server_default=""),
+    sqlite_autoincrement=True,
+)
 leases = Table(
     "leases",
     tables,
@@ -229,9 +243,9 @@ def _pdf_table(conn: Connection) -> None:
 
 
 def _sessions_and_tokens(conn: Connection) -> None:
-    """8: server-side sessions, personal tokens, failed logins kept in the store, and each
-    account's last login. Written in SQLAlchemy, so it upgrades PostgreSQL stores too."""
-    for table in (web_sessions, tokens, login_failures):
+    """8: server-side sessions, personal tokens, failed logins kept in the store, the audit log
+    and each account's last login. Written in SQLAlchemy, so it upgrades PostgreSQL stores too."""
+    for table in (web_sessions, tokens, login_failures, audit):
         table.create(conn)
     # step 6 creates `users` from today's definition, which has the column already
     if "last_login" not in {column["name"] for column in inspect(conn).get_columns("users")}:
@@ -296,6 +310,22 @@ class Account:
     disabled: bool
     created_at: str
     last_login: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: str
+    kind: str
+    actor: str
+    subject: str
+    address: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    record_id: str
+    entry: HistoryEntry
 
 
 @dataclass(frozen=True)
@@ -928,6 +958,9 @@ class Store:
         with self._write() as conn:
             for table in (web_sessions, tokens, login_failures):
                 conn.execute(delete(table))
+            conn.execute(
+                insert(audit).values(at=_now(), kind="accounts removed", actor="command line", detail="remove-all")
+            )
             return int(conn.execute(delete(users)).rowcount or 0)
 
     def enabled_admins(self) -> list[str]:
@@ -1042,6 +1075,35 @@ class Store:
     def login_succeeded(self, key: str) -> None:
         with self._write() as conn:
             conn.execute(delete(login_failures).where(login_failures.c.key == key))
+
+    # ------------------------------------------------------------------ audit
+
+    def note_event(self, kind: str, actor: str, subject: str = "", address: str = "", detail: str = "") -> None:
+        with self._write() as conn:
+            conn.execute(
+                insert(audit).values(
+                    at=_now(),
+                    kind=kind,
+                    actor=actor[:200],
+                    subject=subject[:200],
+                    address=address[:100],
+                    detail=detail[:500],
+                )
+            )
+
+    def audit_log(self, limit: int = 200) -> list[AuditEntry]:
+        query = select(audit.c.at, audit.c.kind, audit.c.actor, audit.c.subject, audit.c.address, audit.c.detail)
+        return [AuditEntry(*row) for row in self._rows(query.order_by(audit.c.seq.desc()).limit(limit))]
+
+    def recent_decisions(self, limit: int = 200) -> list[Decision]:
+        """The latest review decisions and edits on any record, newest first."""
+        query = (
+            select(history.c.record_id, *_HISTORY_COLUMNS)
+            .where(history.c.action.in_(("approved", "rejected", "reopened", "edited", "evidence added")))
+            .order_by(history.c.seq.desc())
+            .limit(limit)
+        )
+        return [Decision(row[0], HistoryEntry(*row[1:])) for row in self._rows(query)]
 
     # ------------------------------------------------------------------ settings
 

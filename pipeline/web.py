@@ -45,12 +45,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from pipeline import pages, review
+from pipeline import accounts, pages, review
 from pipeline.accounts import LoginLimiter, check_password, may
 from pipeline.errors import ClaimsError, InvalidEditError, RecordNotFoundError, StaleVersionError
 from pipeline.models import ClaimType, DomainRating, StepBasis
 from pipeline.render import page_blocks
-from pipeline.store import QUEUE_SORTS, Account, Store, display_time, flag_count
+from pipeline.store import QUEUE_SORTS, ROLES, Account, Store, display_time, flag_count
 
 CSRF_COOKIE = "claims_csrf"
 REVIEWER_COOKIE = "claims_reviewer"  # on a store without accounts: the name typed last, filled in on every form
@@ -63,6 +63,12 @@ DONE = {
     "rejected": "Record rejected.",
     "reopened": "Record reopened.",
     "edited": "Edit saved and re-checked.",
+    "user-added": "Account added.",
+    "user-disabled": "Account disabled; its sessions have ended.",
+    "user-enabled": "Account enabled.",
+    "role-changed": "Role changed; the account's sessions have ended.",
+    "password-reset": "Password reset; the account's sessions have ended.",
+    "token-revoked": "Token revoked.",
 }
 MAX_FIELD = 100_000  # characters in one form field (an edited record's longest text is far less)
 MAX_PAGE = 100_000  # queue pages, quote numbers and PDF page numbers beyond this do not exist
@@ -255,7 +261,7 @@ def create_app(
         except _Refused as exc:
             return page(request, "login.html", exc.status, messages=[("error", exc.message)], next="/", account_name="")
         name, target = form.get("name", "").strip()[:100], _local(form.get("next", "/"))
-        keys = (f"name:{name.lower()}", f"address:{request.client.host if request.client else ''}")
+        keys = (f"name:{name.lower()}", f"address:{address(request)}")
         if wait := limiter.wait_seconds(*keys):
             message = f"too many failed logins: try again in {math.ceil(wait / 60)} minute(s)"
             return page(request, "login.html", 429, messages=[("error", message)], next=target, account_name=name)
@@ -264,9 +270,11 @@ def create_app(
         # must not tell which names exist
         if not check_password(account, form.get("password", "")) or account is None:
             limiter.failed(*keys)
+            store.note_event("login failed", name, name, address(request))
             message = "wrong account name or password"
             return page(request, "login.html", 401, messages=[("error", message)], next=target, account_name=name)
         limiter.succeeded(keys[0])
+        store.note_event("login", account.name, account.name, address(request))
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
@@ -283,7 +291,10 @@ def create_app(
             verified(request, form)
         except _Refused as exc:
             return PlainTextResponse(exc.message, status_code=exc.status)
-        store.end_session(request.cookies.get(SESSION_COOKIE, "")[:100])
+        secret = request.cookies.get(SESSION_COOKIE, "")[:100]
+        if account := store.session_account(secret, session_idle, session_longest):
+            store.note_event("logout", account.name, account.name, address(request))
+        store.end_session(secret)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict", secure=_tls(request))
         return response
@@ -495,6 +506,80 @@ def create_app(
         record_id = store.resolve(request.path_params["record_id"])
         return page(request, "history.html", record_id=record_id, entries=store.history(record_id))
 
+    def admin_of(request: Request) -> Account:
+        """The logged-in admin; anyone else is refused (on a store without accounts too: the first
+        admin is added on the command line, never by an anonymous visitor)."""
+        account: Account | None = request.scope.get("claims.user")
+        if account is None:
+            raise _Refused(
+                403, "this store has no accounts: add the first admin with claims user add NAME --role admin"
+            )
+        if not may(account, "manage-users"):
+            raise _Refused(403, f"{account.name} is a {account.role}: only an admin manages accounts")
+        return account
+
+    def admin_page(request: Request, status: int = 200, messages: list | None = None) -> Response:
+        return page(
+            request,
+            "admin.html",
+            status,
+            accounts=store.accounts(),
+            tokens=store.tokens(),
+            roles=list(ROLES),
+            messages=messages or [],
+            when=display_time,
+        )
+
+    def admin(request: Request, _form: dict[str, str]) -> Response:
+        try:
+            admin_of(request)
+        except _Refused as exc:
+            return PlainTextResponse(exc.message, status_code=exc.status)
+        return admin_page(request)
+
+    def admin_change(request: Request, form: dict[str, str]) -> Response:
+        """Every change the admin page makes, under the rules `claims user ...` follows."""
+        try:
+            verified(request, form)
+            by = admin_of(request).name
+            name, action = request.path_params.get("name", ""), request.path_params["action"]
+            if action == "add":
+                accounts.add_user(store, form.get("name", ""), form.get("role", ""), form.get("password", ""), by)
+                done = "user-added"
+            elif action == "disable":
+                accounts.disable_user(store, name, by)
+                done = "user-disabled"
+            elif action == "enable":
+                accounts.enable_user(store, name, by)
+                done = "user-enabled"
+            elif action == "role":
+                accounts.change_role(store, name, form.get("role", ""), by)
+                done = "role-changed"
+            elif action == "password":
+                accounts.reset_password(store, name, form.get("password", ""), by)
+                done = "password-reset"
+            elif action == "token":
+                token_id, secret = accounts.issue_token(store, name, form.get("label", ""), by)
+                shown = f"Token {token_id} for {name}: {secret} (shown this once; use it as CLAIMS_TOKEN)"
+                return admin_page(request, messages=[("ok", shown)])
+            elif action == "revoke" and request.url.path.startswith("/admin/tokens/"):
+                accounts.revoke_token(store, name, by)
+                done = "token-revoked"
+            else:
+                return PlainTextResponse("unknown action", status_code=404)
+        except _Refused as exc:
+            return PlainTextResponse(exc.message, status_code=exc.status)
+        except ClaimsError as exc:
+            return admin_page(request, 400, [("error", str(exc))])
+        return RedirectResponse(f"/admin?done={done}", status_code=303)
+
+    def audit_page(request: Request, _form: dict[str, str]) -> Response:
+        try:
+            admin_of(request)
+        except _Refused as exc:
+            return PlainTextResponse(exc.message, status_code=exc.status)
+        return page(request, "audit.html", events=store.audit_log(), decisions=store.recent_decisions())
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         yield
@@ -517,6 +602,11 @@ def create_app(
             Route("/records/{record_id}/edit", guarded(edit_form), methods=["GET"]),
             Route("/records/{record_id}/edit", guarded(edit_save), methods=["POST"]),
             Route("/records/{record_id}/{action}", guarded(decide), methods=["POST"]),
+            Route("/admin", guarded(admin), methods=["GET"]),
+            Route("/admin/audit", guarded(audit_page), methods=["GET"]),
+            Route("/admin/users/{action}", guarded(admin_change), methods=["POST"]),
+            Route("/admin/users/{name:path}/{action}", guarded(admin_change), methods=["POST"]),
+            Route("/admin/tokens/{name}/{action}", guarded(admin_change), methods=["POST"]),
         ],
         exception_handlers={RecordNotFoundError: not_found},
         lifespan=lifespan,
@@ -529,6 +619,11 @@ def create_app(
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def address(request: Request) -> str:
+    """The client's address (a proxy's X-Forwarded-For counts only from `--forwarded-allow-ips`)."""
+    return request.client.host if request.client else ""
 
 
 def _tls(request: Request) -> bool:

@@ -436,7 +436,7 @@ def test_a_store_of_the_last_release_is_upgraded_on_sqlite_and_postgresql(db: st
     store.add_account("maria", "admin", hash_password(PASSWORD))
     sha256 = store.get(faithful).provenance.source.sha256
     with store._write() as conn:
-        for table in ("sessions", "tokens", "login_failures"):
+        for table in ("sessions", "tokens", "login_failures", "audit"):
             conn.execute(sql(f"DROP TABLE {table}"))
         conn.execute(sql("ALTER TABLE users DROP COLUMN last_login"))
         store._set_version(conn, 7)
@@ -463,3 +463,54 @@ def test_the_login_flood_benchmark_s_quick_mode_runs() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "record page alone: p50" in done.stdout and "p50 under the flood / alone" in done.stdout
+
+
+def test_the_admin_page_manages_accounts_under_the_command_line_s_rules(team, runner: CliRunner) -> None:  # type: ignore[no-untyped-def]
+    client, store, _ = team
+    log_in(client, "alice")
+    assert client.get("/admin").status_code == 403  # a reviewer
+    add_user(runner, "root", "admin")
+    admin = TestClient(create_app(store), base_url=SITE, headers={"Origin": SITE}, follow_redirects=False)
+    log_in(admin, "root")
+    page = admin.get("/admin")
+    assert page.status_code == 200 and 'id="accounts"' in page.text and "never" in page.text
+    token = csrf(page.text)
+
+    def post(path: str, **data: str):  # type: ignore[no-untyped-def]
+        return admin.post(path, data={"csrf": token, **data})
+
+    assert post("/admin/users/add", name="carol", role="curator", password=PASSWORD).status_code == 303
+    short = post("/admin/users/add", name="dave", role="reviewer", password="short")
+    assert short.status_code == 400 and "too short" in short.text
+    assert post("/admin/users/alice/role", role="curator").status_code == 303
+    assert store.account("alice").role == "curator"  # type: ignore[union-attr]
+    assert client.get("/").status_code == 303  # a role change ended alice's session
+    last = post("/admin/users/root/disable")
+    assert last.status_code == 400 and "last enabled admin" in last.text
+    assert post("/admin/users/bob/disable").status_code == 303 and store.account("bob").disabled  # type: ignore[union-attr]
+    assert post("/admin/users/bob/enable").status_code == 303
+    assert post("/admin/users/bob/password", password="another long password").status_code == 303
+    issued = post("/admin/users/bob/token", label="ci")
+    assert issued.status_code == 200 and "shown this once" in issued.text
+    [live] = store.tokens("bob")
+    assert post(f"/admin/tokens/{live.token_id}/revoke").status_code == 303 and store.tokens("bob")[0].revoked_at
+    forged = admin.post("/admin/users/bob/disable", data={"csrf": "not the token"})
+    assert forged.status_code == 403 and not store.account("bob").disabled  # type: ignore[union-attr]
+    audit = admin.get("/admin/audit")
+    assert audit.status_code == 200
+    for seen in ("account added", "role changed", "token issued", "token revoked", "password reset"):
+        assert seen in audit.text, seen
+    assert "root" in audit.text and "login" in audit.text
+
+
+def test_the_audit_page_lists_failed_logins_and_decisions(team, runner: CliRunner) -> None:  # type: ignore[no-untyped-def]
+    client, store, (faithful, _) = team
+    log_in(client, "bob", "a wrong guess!")
+    log_in(client, "alice")
+    token = csrf(client.get(f"/records/{faithful}").text)
+    client.post(f"/records/{faithful}/approve", data={"csrf": token, "version": "1"})
+    add_user(runner, "root", "admin")
+    admin = TestClient(create_app(store), base_url=SITE, headers={"Origin": SITE}, follow_redirects=False)
+    log_in(admin, "root")
+    audit = admin.get("/admin/audit").text
+    assert "login failed" in audit and "bob" in audit and "approved" in audit and faithful in audit

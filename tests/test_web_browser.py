@@ -146,11 +146,54 @@ def test_a_team_member_logs_in_approves_and_logs_out(browser, db: str, tmp_path:
         page.locator("#approve-form input[name=note]").fill("checked")
         page.locator("#approve-form button").click()
         page.wait_for_selector("text=Record approved.")
+        [session] = [c for c in page.context.cookies() if c["name"] == "claims_session"]
         page.click("#account button")  # log out
         page.wait_for_selector("#login-form")
         page.goto(server.url)
         assert page.url.startswith(f"{server.url}/login")
+        # the cookie kept from before the logout, put back: it is worth nothing now
+        page.context.add_cookies([{k: session[k] for k in ("name", "value", "domain", "path")}])
+        page.goto(f"{server.url}/records/{record_id}")
+        assert page.url.startswith(f"{server.url}/login")
     assert (store.history(record_id)[-1].action, store.history(record_id)[-1].actor) == ("approved", "maria")
+
+
+def test_an_admin_manages_accounts_on_the_admin_page(browser, db: str) -> None:
+    from pipeline.accounts import hash_password
+
+    stored(db, "huang-2010-hpylori-iron")
+    store = Store(db)
+    store.add_account("root", "admin", hash_password("correct horse battery"))
+    store.add_account("maria", "reviewer", hash_password("correct horse battery"))
+    with ReviewServer(store) as server:
+        page = browser.new_page()
+        page.goto(f"{server.url}/login")
+        page.fill("input[name=name]", "root")
+        page.fill("input[name=password]", "correct horse battery")
+        page.click("#login-form button")
+        page.click("header >> text=Admin")
+        page.wait_for_selector("#accounts")
+        add = page.locator("form[action='/admin/users/add']")
+        add.locator("input[name=name]").fill("carol")
+        add.locator("select[name=role]").select_option("curator")
+        add.locator("input[name=password]").fill("a long enough password")
+        add.locator("button").click()
+        page.wait_for_selector("text=Account added.")
+        maria = page.locator("tr[data-name=maria]")
+        maria.locator("form[action$='/token'] input[name=label]").fill("laptop")
+        maria.locator("form[action$='/token'] button").click()
+        shown = page.wait_for_selector("text=shown this once").inner_text()
+        assert "claims_" in shown
+        page.locator("tr[data-name=maria] form[action$='/disable'] button").click()
+        page.wait_for_selector("text=Account disabled; its sessions have ended.")
+        page.locator("tr[data-name=root] form[action$='/disable'] button").click()
+        assert "root is the last enabled admin" in page.inner_text("[role=alert]")
+        page.click("header >> text=Audit")
+        page.wait_for_selector("#events")
+        events = page.inner_text("#events")
+        assert "account added" in events and "token issued" in events and "account disabled" in events
+    assert store.account("carol").role == "curator" and store.account("maria").disabled  # type: ignore[union-attr]
+    assert [t.label for t in store.tokens("maria")] == ["laptop"]
 
 
 def _char_centres(pdf: Path, page: int, phrase: str, image: dict[str, float]) -> list[tuple[float, float]]:

@@ -10,7 +10,17 @@ import typer
 from rich.table import Table
 
 from pipeline import review
-from pipeline.accounts import hash_password, require_role
+from pipeline.accounts import (
+    add_user,
+    change_role,
+    disable_user,
+    enable_user,
+    issue_token,
+    require_role,
+    reset_password,
+    revoke_token,
+    valid_name,
+)
 from pipeline.cli.app import DbOption, PasswordStdinOption, app, err, one_line_errors, open_store, out
 from pipeline.errors import InputError
 from pipeline.files import read_regular_file
@@ -47,16 +57,19 @@ def user_add(
 ) -> None:
     """Add an account. reviewers approve, reject, reopen and edit; curators also add evidence;
     admins also manage accounts. Once a store has an account, the review page asks for a login."""
-    name = name.strip()
-    if not name or len(name) > 100 or any(c.isspace() for c in name):
-        raise InputError(f"{name!r} is not an account name: one word of at most 100 characters")
+    valid_name(name)
     require_role(role)
     store = open_store(db)
     first = not store.has_accounts()
-    store.add_account(name, role, hash_password(_password(password_stdin)))
-    out.print(f"account {name} added ({role})", markup=False)
+    add_user(store, name, role, _password(password_stdin), _by())
+    out.print(f"account {name.strip()} added ({role})")
     if first:
-        out.print("this is the store's first account: the review page now asks everyone to log in", markup=False)
+        out.print("this is the store's first account: the review page now asks everyone to log in")
+
+
+def _by() -> str:
+    """Who a change made here is audited under: this shell's user (the command line proves no account)."""
+    return f"command line ({current().reviewer or 'unknown user'})"
 
 
 @user_app.command("list")
@@ -87,12 +100,7 @@ def user_disable(
     """Stop an account from logging in (its sessions end at once; its history stays). The store
     stays a login store even when every account is disabled."""
     store = open_store(db)
-    if not force and store.enabled_admins() == [name]:
-        raise InputError(
-            f"{name} is the last enabled admin: enable or add another admin first "
-            "(claims user add NAME --role admin), or pass --force to leave no admin"
-        )
-    store.change_account(name, disabled=True)
+    disable_user(store, name, _by(), force)
     out.print(f"account {name} disabled; its sessions have ended")
     if not store.enabled_admins():
         err.print("note: no enabled admin is left; the store still asks everyone to log in")
@@ -125,13 +133,7 @@ def user_token(
 ) -> None:
     """Issue a personal token for NAME's command-line decisions (set it as CLAIMS_TOKEN). It is
     printed once; the store keeps only its hash. Revoke it with claims user revoke-token ID."""
-    store = open_store(db)
-    account = store.account(name)
-    if account is None:
-        raise InputError(f"no account named {name!r}; `claims user list` shows them")
-    if account.disabled:
-        raise InputError(f"{name} is disabled: enable the account first (claims user enable {name})")
-    token_id, secret = store.add_token(name, label.strip()[:200])
+    token_id, secret = issue_token(open_store(db), name, label, _by())
     err.print(f"token {token_id} for {name}; it is shown this once, keep it like a password:")
     out.print(secret)
 
@@ -162,26 +164,29 @@ def user_revoke_token(
     db: str | None = DbOption,
 ) -> None:
     """Revoke a personal token: it proves nothing from now on."""
-    token = open_store(db).revoke_token(token_id.strip())
-    out.print(f"token {token.token_id} of {token.account} revoked")
+    account = revoke_token(open_store(db), token_id, _by())
+    out.print(f"token {token_id.strip()} of {account} revoked")
 
 
 @user_app.command("enable")
 @one_line_errors
 def user_enable(name: str = NameArgument, db: str | None = DbOption) -> None:
     """Let a disabled account log in again."""
-    open_store(db).change_account(name, disabled=False)
-    out.print(f"account {name} enabled", markup=False)
+    enable_user(open_store(db), name, _by())
+    out.print(f"account {name} enabled")
 
 
 @user_app.command("role")
 @one_line_errors
 def user_role(
-    name: str = NameArgument, role: str = typer.Argument(..., metavar="ROLE"), db: str | None = DbOption
+    name: str = NameArgument,
+    role: str = typer.Argument(..., metavar="ROLE"),
+    force: bool = typer.Option(False, "--force", help="Take the admin role from the last enabled admin too."),
+    db: str | None = DbOption,
 ) -> None:
-    """Give an account another role."""
-    open_store(db).change_account(name, role=require_role(role))
-    out.print(f"account {name} is now a {role}", markup=False)
+    """Give an account another role (its sessions end)."""
+    change_role(open_store(db), name, role, _by(), force)
+    out.print(f"account {name} is now a {role}; its sessions have ended")
 
 
 @user_app.command("reset-password")
@@ -193,8 +198,8 @@ def user_reset_password(
     store = open_store(db)
     if store.account(name) is None:
         raise InputError(f"no account named {name!r}; `claims user list` shows them")
-    store.change_account(name, password_hash=hash_password(_password(password_stdin)))
-    out.print(f"password of {name} changed; its sessions have ended", markup=False)
+    reset_password(store, name, _password(password_stdin), _by())
+    out.print(f"password of {name} changed; its sessions have ended")
 
 
 @db_app.command("settings")
