@@ -1,6 +1,6 @@
 """Batch benchmark against the scripted endpoint: throughput, re-run cost, tokens, memory, faults.
 
-    python bench/batch.py [--inputs 60] [--latency 0.2] [--concurrency 4] [--fault-rate 0.3]
+    python bench/batch.py [--inputs 60] [--latency 0.2] [--concurrency 4] [--fault-rate 0.3] [--quick]
     python bench/batch.py --scale [--sizes 10,100,1000,5000]
 
 Builds N distinct papers from the bundled ones (their text re-typeset, each with one line of its
@@ -192,7 +192,10 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--fault-rate", type=float, default=0.3)
+    parser.add_argument("--quick", action="store_true", help="6 papers at 20 ms a call, no fault run: a few seconds")
     args = parser.parse_args()
+    if args.quick:
+        args.inputs, args.latency, args.fault_rate = 6, 0.02, 0.0
     # The package's bytecode, as an installed one has it: PYTHONDONTWRITEBYTECODE would otherwise
     # have every batch compile it again, and its start-up would measure the compiler.
     compileall.compile_dir(str(ROOT / "pipeline"), quiet=1)
@@ -245,11 +248,12 @@ def main() -> None:
         )
         print(f"estimated cost of the first run at gpt-4o-mini prices: ${first['cost_usd']:.4f}")
         print(f"peak RSS, batch (largest process): {batch_rss_kb / 1024:.0f} MB (goal <= 300 MB)")
-        big = long_pdf(folder)
-        for extractor in ("pdfium", "pypdf"):
-            print(
-                f"peak RSS, parsing a {len(read_pdf(big).pages)}-page PDF with {extractor}: {rss_of_parsing(big, extractor):.0f} MB"
-            )
+        if not args.quick:  # a 351-page PDF parsed twice: most of a quick run's time
+            big = long_pdf(folder)
+            for extractor in ("pdfium", "pypdf"):
+                print(
+                    f"peak RSS, parsing a {len(read_pdf(big).pages)}-page PDF with {extractor}: {rss_of_parsing(big, extractor):.0f} MB"
+                )
         if args.fault_rate:
             faults = Faults(rate=args.fault_rate, hang_seconds=2.5, retry_after="1", seed=7)
             with ScriptedEndpoint(scripts, latency=args.latency, faults=faults) as endpoint:

@@ -92,7 +92,10 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--postgres", help="an empty PostgreSQL database to measure too (postgresql://...)")
+    parser.add_argument("--quick", action="store_true", help="200 records, 20 requests: a few seconds")
     args = parser.parse_args()
+    if args.quick:
+        args.records, args.requests = 200, 20
     with tempfile.TemporaryDirectory() as folder:
         measure(Store(Path(folder) / "queue.db"), args.records, args.requests)
     if args.postgres:

@@ -866,11 +866,11 @@ def run_all(root: Path, names: list[str] | None = None) -> dict[str, Outcome]:
     return results
 
 
-def main() -> None:
+def main(quick: bool = False) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as scratch:
-        results = run_all(Path(scratch))
+        results = run_all(Path(scratch), list(PROBES)[:5] if quick else None)
     for name, outcome in results.items():
         print(f"{'held' if outcome.held else 'LOST'}  {name}: {outcome.detail}")
     lost = sum(1 for outcome in results.values() if not outcome.held)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 from conftest import FIXTURES, ROOT, replayed
@@ -214,15 +212,3 @@ def test_eval_refuses_a_bad_labelled_file_in_one_line(runner: CliRunner, tmp_pat
     assert result.exit_code == 2 and "needs the columns intervention,comparator,outcome,evidence" in result.output
     result = runner.invoke(app, ["eval", "strength"])
     assert result.exit_code == 2 and "needs its labelled CSV" in result.output
-
-
-def test_the_benchmark_s_quick_mode_runs() -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "faithfulness.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "strength on the project's own sentences: macro-F1" in done.stdout
-    assert "direction on the project's own passages: macro-F1" in done.stdout and "µs a passage" in done.stdout

@@ -78,7 +78,9 @@ def use_edited_prompt(tmp_path: Path, monkeypatch, name: str, old: str, new: str
 
 
 def test_edited_prompt_fails_and_names_the_prompt(runner: CliRunner, tmp_path: Path, monkeypatch) -> None:
-    use_edited_prompt(tmp_path, monkeypatch, "draft.md", "worded no stronger than its evidence", "worded as strongly as you like")
+    use_edited_prompt(
+        tmp_path, monkeypatch, "draft.md", "worded no stronger than its evidence", "worded as strongly as you like"
+    )
     result = runner.invoke(app, ["replay", str(RUNS / "huang-2010-hpylori-iron")])
     assert result.exit_code == 1
     assert "stage draft: the request no longer matches the recording: prompt file draft.md changed" in result.output

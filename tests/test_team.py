@@ -449,22 +449,6 @@ def test_a_store_of_the_last_release_is_upgraded_on_sqlite_and_postgresql(db: st
     assert upgraded.add_token("maria")[1].startswith("claims_")
 
 
-def test_the_login_flood_benchmark_s_quick_mode_runs() -> None:
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "login_flood.py"), "--quick", "--flooders", "4"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "record page alone: p50" in done.stdout and "p50 under the flood / alone" in done.stdout
-
-
 def test_the_admin_page_manages_accounts_under_the_command_line_s_rules(team, runner: CliRunner) -> None:  # type: ignore[no-untyped-def]
     client, store, _ = team
     log_in(client, "alice")
