@@ -94,6 +94,7 @@ VARIABLES: dict[str, str] = {
     "OPENAI_API_KEY": "the API key of the model endpoint (required by the commands that call the model)",
     "OPENAI_BASE_URL": "an OpenAI-compatible endpoint instead of OpenAI's",
     "CLAIMS_MODEL": f"the model, where --model is not given (default {DEFAULT_MODEL})",
+    "CLAIMS_PROVIDER": "which client talks to the model (default openai: any OpenAI-compatible endpoint)",
     "CLAIMS_DB": "the record store: a SQLite file (default $XDG_DATA_HOME/claims/claims.db) or postgresql://USER@HOST/DATABASE",
     "CLAIMS_CACHE": "the download and response cache folder (default $XDG_CACHE_HOME/claims)",
     "CLAIMS_PROMPTS": "a folder of edited prompt files to use instead of the shipped ones",
@@ -157,6 +158,10 @@ class Settings:
     @property
     def model(self) -> str:
         return self._get("CLAIMS_MODEL") or DEFAULT_MODEL
+
+    @property
+    def provider(self) -> str:
+        return (self._get("CLAIMS_PROVIDER") or "openai").strip().lower()
 
     @property
     def home(self) -> Path:

@@ -169,3 +169,27 @@ def test_the_page_footer_names_what_answered(runner: CliRunner, live_env, clean_
     assert result.exit_code == 0, result.output
     page = runner.invoke(app, ["render", record_id_from(result.output), "--format", "md"]).output
     assert "with model scripted-endpoint (answered by scripted-endpoint (claims-scripted-endpoint))" in page
+
+
+def test_a_registered_provider_is_what_a_run_talks_to(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, endpoint: ScriptedEndpoint
+) -> None:
+    """The model seam as a second provider would use it: one entry in PROVIDERS, chosen by
+    CLAIMS_PROVIDER; the command line names no client class."""
+    from pipeline.llm import providers
+
+    made: list[str] = []
+
+    def other(settings, max_in_flight):  # type: ignore[no-untyped-def]
+        made.append(settings.provider)
+        return OpenAIChatModel(api_key="sk-other", base_url=endpoint.base_url)
+
+    monkeypatch.setitem(providers.PROVIDERS, "other", other)
+    monkeypatch.setenv("CLAIMS_PROVIDER", "other")
+    result = runner.invoke(app, ["run", str(HPYLORI_PDF), "--model", "scripted-endpoint"])
+    assert result.exit_code == 0, result.output
+    assert made == ["other"] and endpoint.scripts.requests
+    monkeypatch.setenv("CLAIMS_PROVIDER", "nonesuch")
+    unknown = runner.invoke(app, ["run", str(HPYLORI_PDF)])
+    assert unknown.exit_code == 2
+    assert unknown.output.strip() == "error: CLAIMS_PROVIDER=nonesuch: no such provider; choose one of openai, other"

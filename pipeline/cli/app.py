@@ -23,7 +23,7 @@ from pipeline.accounts import Credentials
 from pipeline.errors import ClaimsError, InputError
 from pipeline.files import require_regular_file
 from pipeline.identifiers import paper_source
-from pipeline.llm.openai import OpenAIChatModel
+from pipeline.llm.providers import LiveModel
 from pipeline.models import StudyMetadata
 from pipeline.run import STAGES
 from pipeline.settings import RunSettings, Settings, current, use
@@ -151,14 +151,14 @@ def credentials(password_stdin: bool) -> Credentials:
     return Credentials(token=current().token, password=password)
 
 
-def run_settings(model: str | None, live: OpenAIChatModel) -> RunSettings:
+def run_settings(model: str | None, live: LiveModel) -> RunSettings:
     """The run's model (--model, else CLAIMS_MODEL) and, where known, its context window
     (CLAIMS_CONTEXT_TOKENS, else what the server says), which sets each stage's text budget."""
     name = model or current().model
     return RunSettings(model=name, context_tokens=current().context_tokens or live.context_window(name))
 
 
-def say_adaptations(live: OpenAIChatModel) -> None:
+def say_adaptations(live: LiveModel) -> None:
     """What the client changed because the endpoint refused it (an answer format, a sampling
     parameter): the user should know the requests were not those the settings describe."""
     for change in live.adaptations:

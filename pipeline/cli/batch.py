@@ -45,9 +45,8 @@ from pipeline.cli.app import (
 from pipeline.errors import BatchStoppedError, InputError
 from pipeline.files import require_writable_folder
 from pipeline.llm.base import ChatModel
-from pipeline.llm.batch_api import BatchApiChatModel
 from pipeline.llm.cache import SQLiteResponseCache
-from pipeline.llm.openai import OpenAIChatModel
+from pipeline.llm.providers import get_model, via_batch_api
 from pipeline.llm.ratelimit import RateLimitedChatModel, RateLimiter
 from pipeline.pool import ParsePool
 from pipeline.schema import record_validator
@@ -146,7 +145,7 @@ def batch_command(
     if via not in VIAS:
         raise InputError(f"unknown --via {via!r}: choose chat or batch-api")
     sources = read_inputs(inputs)
-    live = OpenAIChatModel.from_settings(current(), max_in_flight=concurrency if via == "chat" else None)
+    live = get_model(current(), max_in_flight=concurrency if via == "chat" else None)
     settings, base_url = run_settings(model, live), current().base_url
     store = open_store(db)
     started_by = attributed(store, current().reviewer, "run", credentials(password_stdin))
@@ -158,7 +157,7 @@ def batch_command(
     if via == "batch-api":
         # Beside a SQLite store; a shared (PostgreSQL) store's batches are this machine's to resume.
         state = store.file.with_suffix(".batches.db") if store.file else current().cache_dir / "batches.db"
-        chat = BatchApiChatModel(live, state, expected_waiting=len(sources), poll_seconds=current().batch_poll_seconds)
+        chat = via_batch_api(live, state, expected_waiting=len(sources), poll_seconds=current().batch_poll_seconds)
     if rpm or tpm:
         chat = RateLimitedChatModel(chat, RateLimiter(rpm, tpm))
     cache = SQLiteResponseCache(current().cache_dir / "responses.db")

@@ -40,7 +40,7 @@ from pipeline.evaluation import (
 from pipeline.evidence import add_study, match_score
 from pipeline.files import require_writable_folder
 from pipeline.llm.base import LLMContext, RecordingChatModel
-from pipeline.llm.openai import OpenAIChatModel
+from pipeline.llm.providers import get_model
 from pipeline.llm.recording import RecordedSource, build_recording, save_eval_recording, save_recording
 from pipeline.models import Stance, StudyMetadata
 from pipeline.pool import read_alone
@@ -91,7 +91,7 @@ def add_evidence_command(
     if document.study_id in present or document.sha256 in present:
         out.print(f"{document.study_id} is already a study of record {claim.record_id}; nothing changed", markup=False)
         return
-    live = OpenAIChatModel.from_settings(current())
+    live = get_model(current())
     settings, base_url = run_settings(model, live), current().base_url
     chat = RecordingChatModel(live) if record else live
     sources = stored_sources(store, claim)
@@ -231,7 +231,7 @@ def eval_command(
     rows = read_dataset(dataset, corpus, limit)
     if record:
         require_writable_folder(record, "recording")
-    live = OpenAIChatModel.from_settings(current())
+    live = get_model(current())
     settings, base_url = run_settings(model, live), current().base_url
     chat = RecordingChatModel(live) if record else live
     with err.status(f"classifying {len(rows)} rows ..."):

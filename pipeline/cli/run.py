@@ -36,7 +36,7 @@ from pipeline.files import (
 from pipeline.identifiers import normalise_doi
 from pipeline.llm.base import LLMContext, RecordingChatModel
 from pipeline.llm.cache import SQLiteResponseCache
-from pipeline.llm.openai import OpenAIChatModel
+from pipeline.llm.providers import get_model
 from pipeline.llm.recording import (
     build_recording,
     save_recording,
@@ -102,7 +102,7 @@ def run(
     Needs OPENAI_API_KEY; OPENAI_BASE_URL selects any OpenAI-compatible endpoint. With a DOI, the
     metadata comes from Crossref, OpenAlex and Unpaywall and the open-access PDF is downloaded.
     """
-    live = OpenAIChatModel.from_settings(current())
+    live = get_model(current())
     settings, base_url = run_settings(model, live), current().base_url
     chat = RecordingChatModel(live) if record else live
     store = open_store(db)
