@@ -221,5 +221,5 @@ def test_help_names_what_an_option_takes_not_python_types() -> None:
         check=True,
     ).stdout
     lines = {line.split()[1]: line for line in shown.splitlines() if line.startswith("│ --")}
-    assert "<bool>" not in lines["--strict"] and "PATH" in lines["--pdf"] and "N " in lines["--max-pdf-mb"]
-    assert "TEXT" in lines["--model"] and "<str>" not in lines["--model"]
+    assert "<bool>" not in lines["--strict"] and "PDF " in lines["--pdf"] and "N " in lines["--max-pdf-mb"]
+    assert "MODEL" in lines["--model"] and "<str>" not in lines["--model"]

@@ -116,12 +116,21 @@ def batch_command(
     tpm: int | None = typer.Option(
         None, "--tpm", min=1, help="At most this many tokens a minute (prompt estimate + allowed completion)."
     ),
-    model: str = typer.Option(None, "--model", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."),
-    record: Path | None = typer.Option(None, "--record", help="Keep one recording per paper in this folder."),
+    model: str = typer.Option(
+        None, "--model", metavar="MODEL", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."
+    ),
+    record: Path | None = typer.Option(
+        None, "--record", metavar="DIR", help="Keep one recording per paper in this folder."
+    ),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop starting papers after the first failure."),
-    report_path: Path = typer.Option(Path("batch-report.json"), "--report", help="Where to write the JSON report."),
+    report_path: Path = typer.Option(
+        Path("batch-report.json"), "--report", metavar="FILE", help="Where to write the JSON report."
+    ),
     via: str = typer.Option(
-        "chat", "--via", help="chat (one request at a time) or batch-api (OpenAI Batch API: half price, slower)."
+        "chat",
+        "--via",
+        metavar="chat|batch-api",
+        help="chat (one request at a time) or batch-api (OpenAI Batch API: half price, slower).",
     ),
     refresh: bool = typer.Option(False, "--refresh", help="Ignore cached DOI metadata and PDFs."),
     attach: bool = typer.Option(

@@ -67,10 +67,16 @@ def _study_document(
 def add_evidence_command(
     claim_id: str = typer.Argument(..., metavar="CLAIM_ID", help="The claim record to add the study to."),
     source: str = typer.Argument(..., metavar="PDF|DOI", help="The new study."),
-    pdf: Path | None = typer.Option(None, "--pdf", help="With a DOI: read this PDF instead of downloading one."),
+    pdf: Path | None = typer.Option(
+        None, "--pdf", metavar="PDF", help="With a DOI: read this PDF instead of downloading one."
+    ),
     reviewer: str = ReviewerOption,
-    model: str = typer.Option(None, "--model", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."),
-    record: Path | None = typer.Option(None, "--record", help="Keep this run as a recording in this folder."),
+    model: str = typer.Option(
+        None, "--model", metavar="MODEL", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."
+    ),
+    record: Path | None = typer.Option(
+        None, "--record", metavar="DIR", help="Keep this run as a recording in this folder."
+    ),
     refresh: bool = typer.Option(False, "--refresh", help="Ignore cached DOI metadata and PDFs."),
     max_pdf_mb: float | None = MaxPdfOption,
     not_a_study_ok: bool = NotAStudyOption,
@@ -211,11 +217,15 @@ def eval_command(
         "(increased, decreased, no_difference).",
     ),
     as_json: bool = typer.Option(False, "--json", help="strength, direction: print one JSON object instead."),
-    corpus: Path | None = typer.Option(None, "--corpus", help="SciFact format: the abstracts the claims cite (JSONL)."),
+    corpus: Path | None = typer.Option(
+        None, "--corpus", metavar="FILE.jsonl", help="SciFact format: the abstracts the claims cite (JSONL)."
+    ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N rows."),
-    model: str = typer.Option(None, "--model", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."),
+    model: str = typer.Option(
+        None, "--model", metavar="MODEL", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."
+    ),
     record: Path | None = typer.Option(
-        None, "--record", help="Keep the run as a recording (replay it with claims replay)."
+        None, "--record", metavar="DIR", help="Keep the run as a recording (replay it with claims replay)."
     ),
 ) -> None:
     """Measure a classifier on a labelled set: the stance stage (calls the model), or the offline

@@ -31,7 +31,9 @@ from pipeline.stages.check import count
 @one_line_errors
 def replay(
     recordings: list[Path] = typer.Argument(..., help="Recording folders (e.g. fixtures/runs/*)."),
-    pdf: Path = typer.Option(None, "--pdf", help="The input PDF, if it is no longer where the recording says."),
+    pdf: Path = typer.Option(
+        None, "--pdf", metavar="PDF", help="The input PDF, if it is no longer where the recording says."
+    ),
     show: bool = typer.Option(False, "--show", help="Print the replayed record's claim page."),
 ) -> None:
     """Re-run recorded runs offline and compare each new record with the recorded one."""
@@ -117,8 +119,8 @@ def render_command(
     record_ref: str = typer.Argument(
         ..., metavar="ID", help="Record id (a unique prefix will do) or a record.json file."
     ),
-    fmt: str = typer.Option("md", "--format", "-f", help="md, html or json."),
-    output: Path = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+    fmt: str = typer.Option("md", "--format", "-f", metavar="md|html|json", help="md, html or json."),
+    output: Path = typer.Option(None, "--output", "-o", metavar="FILE", help="Write to this file instead of stdout."),
     db: str | None = DbOption,
 ) -> None:
     """Render a record's claim page as Markdown, HTML or JSON."""
@@ -169,10 +171,10 @@ def validate(files: list[Path] = typer.Argument(..., help="Record JSON files."))
 def check_command(
     record_file: Path = typer.Argument(..., metavar="RECORD.json", help="A record file."),
     pdf: Path = typer.Option(
-        None, "--pdf", help="Its source PDF; found by itself when the record sits in a recording."
+        None, "--pdf", metavar="PDF", help="Its source PDF; found by itself when the record sits in a recording."
     ),
     output: Path = typer.Option(
-        None, "--output", "-o", help="Write the checked record (corrections and results) here."
+        None, "--output", "-o", metavar="FILE", help="Write the checked record (corrections and results) here."
     ),
 ) -> None:
     """Re-run the faithfulness checks on a record against its source PDF.

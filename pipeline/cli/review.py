@@ -60,7 +60,11 @@ def default_reviewer() -> str:
 
 
 ReviewerOption = typer.Option(
-    default_reviewer, "--reviewer", help="Your name, for the history (default: $CLAIMS_REVIEWER or $USER)."
+    default_reviewer,
+    "--reviewer",
+    metavar="NAME",
+    show_default="$CLAIMS_REVIEWER, else $USER",
+    help="Your name, for the history (on a store with accounts, your account).",
 )
 NoteOption = typer.Option("", "--note", help="A note for the history (why, what was checked).")
 
@@ -68,7 +72,7 @@ NoteOption = typer.Option("", "--note", help="A note for the history (why, what 
 @review_app.command("list")
 @one_line_errors
 def list_command(
-    status: str | None = typer.Option(None, "--status", help="draft, approved or rejected."),
+    status: str | None = typer.Option(None, "--status", metavar="STATUS", help="draft, approved or rejected."),
     flagged: bool = typer.Option(False, "--flagged", help="Only records with flags."),
     db: str | None = DbOption,
 ) -> None:
@@ -181,7 +185,7 @@ def approve_command(
     reviewer: str = ReviewerOption,
     password_stdin: bool = PasswordStdinOption,
     note: str = NoteOption,
-    override: str = typer.Option("", "--override", help="Approve despite flags, for this reason."),
+    override: str = typer.Option("", "--override", metavar="REASON", help="Approve despite flags, for this reason."),
     version: int | None = VersionOption,
     db: str | None = DbOption,
 ) -> None:
@@ -319,7 +323,9 @@ def _edit_in_editor(text: str) -> Path:
 @one_line_errors
 def export_command(
     folder: Path = typer.Argument(..., metavar="DIR", help="Where to write the files."),
-    status: str = typer.Option("approved", "--status", help="Which records: approved (default), draft or rejected."),
+    status: str = typer.Option(
+        "approved", "--status", metavar="STATUS", help="Which records: approved (default), draft or rejected."
+    ),
     markdown: bool = typer.Option(False, "--markdown", help="Also write each claim page as Markdown."),
     db: str | None = DbOption,
 ) -> None:
@@ -350,7 +356,7 @@ def export_command(
 @one_line_errors
 def serve_command(
     host: str = typer.Option(
-        "127.0.0.1", "--host", help="Address to bind; anything but loopback exposes the review page."
+        "127.0.0.1", "--host", metavar="ADDRESS", help="Address to bind; anything but loopback exposes the review page."
     ),
     port: int = typer.Option(8000, "--port", help="Port to listen on (1-65535)."),
     allow_host: list[str] = typer.Option(

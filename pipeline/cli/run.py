@@ -80,7 +80,10 @@ def run(
         ..., metavar="PDF|DOI", help="The study: a PDF file, or a DOI (10.xxxx/..., doi:..., https://doi.org/...)."
     ),
     pdf: Path = typer.Option(
-        None, "--pdf", help="With a DOI: read this PDF instead of downloading one (e.g. a paywalled paper you hold)."
+        None,
+        "--pdf",
+        metavar="PDF",
+        help="With a DOI: read this PDF instead of downloading one (e.g. a paywalled paper you hold).",
     ),
     strict: bool = typer.Option(
         False, "--strict", help="With a DOI and --pdf: refuse a PDF whose DOI or title differs from the metadata."
@@ -88,8 +91,12 @@ def run(
     not_a_study_ok: bool = NotAStudyOption,
     refresh: bool = typer.Option(False, "--refresh", help="Ignore cached metadata and PDFs."),
     max_pdf_mb: float | None = MaxPdfOption,
-    model: str = typer.Option(None, "--model", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."),
-    record: Path = typer.Option(None, "--record", help="Also keep the whole run as a recording in this folder."),
+    model: str = typer.Option(
+        None, "--model", metavar="MODEL", help="Model name. Default: $CLAIMS_MODEL or gpt-4o-mini."
+    ),
+    record: Path = typer.Option(
+        None, "--record", metavar="DIR", help="Also keep the whole run as a recording in this folder."
+    ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Ask the model again even where a cached answer exists."),
     force: bool = typer.Option(
         False, "--force", help="Run and store the paper even if the same run (PDF, settings, prompts) is stored."
@@ -190,7 +197,9 @@ def run(
 @one_line_errors
 def fetch_command(
     dois: list[str] = typer.Argument(..., metavar="DOI...", help="One or more DOIs."),
-    output: Path = typer.Option(Path("."), "--output", "-o", help="Folder for the PDFs and metadata files."),
+    output: Path = typer.Option(
+        Path("."), "--output", "-o", metavar="DIR", help="Folder for the PDFs and metadata files."
+    ),
     refresh: bool = typer.Option(False, "--refresh", help="Ignore cached metadata and PDFs."),
     max_pdf_mb: float | None = MaxPdfOption,
 ) -> None:
