@@ -1,5 +1,5 @@
 """Each kind of misbehaviour, built afresh from a faithful run of a bundled paper, and whether the
-checks catch it where it stands (issue 16). The README's table of misbehaviours is this list.
+checks catch it where it stands (issue 16). The Checks page's table of misbehaviours (docs/checks.md) is this list.
 
 Built by changing the replayed record of the H. pylori meta-analysis (the pipeline and every
 check run again on it), then running the checks against the paper's own text.
