@@ -46,11 +46,12 @@ from pipeline.errors import BatchStoppedError, InputError
 from pipeline.files import require_writable_folder
 from pipeline.llm.base import ChatModel
 from pipeline.llm.cache import SQLiteResponseCache
-from pipeline.llm.providers import get_model, via_batch_api
+from pipeline.llm.providers import LiveModel, get_model, via_batch_api
 from pipeline.llm.ratelimit import RateLimitedChatModel, RateLimiter
 from pipeline.pool import ParsePool
 from pipeline.schema import record_validator
 from pipeline.settings import current
+from pipeline.store import Store
 
 VIAS = ("chat", "batch-api")
 
@@ -162,27 +163,12 @@ def batch_command(
     require_writable_folder(report_path.resolve().parent, "report")
     if record:
         require_writable_folder(record, "recordings")
-    chat: ChatModel = live
-    if via == "batch-api":
-        # Beside a SQLite store; a shared (PostgreSQL) store's batches are this machine's to resume.
-        state = store.file.with_suffix(".batches.db") if store.file else current().cache_dir / "batches.db"
-        chat = via_batch_api(live, state, expected_waiting=len(sources), poll_seconds=current().batch_poll_seconds)
-    if rpm or tpm:
-        chat = RateLimitedChatModel(chat, RateLimiter(rpm, tpm))
+    chat = _requests_through(live, via, store, len(sources), rpm, tpm)
     cache = SQLiteResponseCache(current().cache_dir / "responses.db")
     client, doi_cache, doi_settings = doi_tools(max_pdf_mb)
-    options = BatchOptions(
-        # More papers open than request slots (the Batch API: all of them), so that parsing and
-        # checking some papers overlaps the model calls of others and no slot waits for work.
-        concurrency=3 * concurrency if via == "chat" else max(concurrency, len(sources)),
-        fail_fast=fail_fast,
-        record_dir=record,
-        refresh=refresh,
-        discount=0.5 if via == "batch-api" else 1.0,
-        attach_threshold=attach_threshold if attach else None,
-        not_a_study_ok=not_a_study_ok,
-        lease_seconds=current().lease_seconds,
-        started_by=started_by,
+    attach_at = attach_threshold if attach else None
+    options = _options(
+        via, concurrency, len(sources), fail_fast, record, refresh, attach_at, not_a_study_ok, started_by
     )
     started = datetime.now(UTC).replace(microsecond=0).isoformat()
     tally = Tally(total=len(sources))
@@ -243,6 +229,46 @@ def batch_command(
         )
     if data["failed"] or data["not_started"]:
         raise typer.Exit(1)
+
+
+def _options(
+    via: str,
+    concurrency: int,
+    papers: int,
+    fail_fast: bool,
+    record: Path | None,
+    refresh: bool,
+    attach_threshold: float | None,
+    not_a_study_ok: bool,
+    started_by: str,
+) -> BatchOptions:
+    return BatchOptions(
+        # More papers open than request slots (the Batch API: all of them), so that parsing and
+        # checking some papers overlaps the model calls of others and no slot waits for work.
+        concurrency=3 * concurrency if via == "chat" else max(concurrency, papers),
+        fail_fast=fail_fast,
+        record_dir=record,
+        refresh=refresh,
+        discount=0.5 if via == "batch-api" else 1.0,
+        attach_threshold=attach_threshold,
+        not_a_study_ok=not_a_study_ok,
+        lease_seconds=current().lease_seconds,
+        started_by=started_by,
+    )
+
+
+def _requests_through(
+    live: LiveModel, via: str, store: Store, papers: int, rpm: int | None, tpm: int | None
+) -> ChatModel:
+    """What the batch's requests go through: the live model, or its Batch API, within the limits."""
+    chat: ChatModel = live
+    if via == "batch-api":
+        # Beside a SQLite store; a shared (PostgreSQL) store's batches are this machine's to resume.
+        state = store.file.with_suffix(".batches.db") if store.file else current().cache_dir / "batches.db"
+        chat = via_batch_api(live, state, expected_waiting=papers, poll_seconds=current().batch_poll_seconds)
+    if rpm or tpm:
+        chat = RateLimitedChatModel(chat, RateLimiter(rpm, tpm))
+    return chat
 
 
 SUMMARY_ROWS = 50  # a longer batch's table lists its failures only; the report has every paper
