@@ -158,8 +158,22 @@ def _p_values(text: str) -> list[tuple[str, float, str]]:
     return found
 
 
-def _estimates(text: str) -> list[str]:
-    """Each estimate with its interval, read against no effect: above or below it."""
+@dataclass(frozen=True)
+class _Interval:
+    estimate: float
+    low: float
+    high: float
+    null: float  # no effect: 1 for a ratio, else 0
+    shown: str  # the bounds as written
+
+    @property
+    def excludes_null(self) -> bool:
+        return not self.low <= self.null <= self.high
+
+
+def _intervals(text: str) -> list[_Interval]:
+    """Each estimate with a well-formed interval around it. No effect is 1 when the passage names
+    a ratio, or when the interval is all positive and small (a ratio's shape); else 0."""
     found = []
     ratio = bool(_RATIO.search(text))
     for estimate, low, high in _INTERVAL.findall(text):
@@ -167,10 +181,18 @@ def _estimates(text: str) -> list[str]:
         if lo > hi or not lo <= est <= hi:
             continue
         null = 1.0 if ratio or (lo > 0 and est > 0 and hi < 20) else 0.0
+        found.append(_Interval(est, lo, hi, null, f"{low} to {high}"))
+    return found
+
+
+def _estimates(text: str) -> list[str]:
+    """Each estimate with its interval, read against no effect: above or below it."""
+    found = []
+    for interval in _intervals(text):
+        est, null = interval.estimate, interval.null
         side = "above" if est > null else "below" if est < null else "at"
-        found.append(
-            f"est:{side}_{'ratio' if null else 'difference'}_{'excludes' if not lo <= null <= hi else 'includes'}"
-        )
+        kind = "ratio" if null else "difference"
+        found.append(f"est:{side}_{kind}_{'excludes' if interval.excludes_null else 'includes'}")
     return found
 
 
@@ -205,14 +227,11 @@ def significance_cue(text: str) -> tuple[bool | None, str | None]:
             votes.append((False, f"p{sign}{shown}"))
         elif sign == "=":
             votes.append((value < 0.05, f"p={shown}"))
-    ratio = bool(_RATIO.search(text))
-    for estimate, low, high in _INTERVAL.findall(text):
-        lo, hi, est = float(low), float(high), float(estimate)
-        if lo > hi or not lo <= est <= hi:
-            continue
-        null = 1.0 if ratio or (lo > 0 and est > 0 and hi < 20) else 0.0
-        excludes = not lo <= null <= hi
-        votes.append((excludes, f"interval {low} to {high} {'excludes' if excludes else 'includes'} {null:g}"))
+    for interval in _intervals(text):
+        excludes = interval.excludes_null
+        votes.append(
+            (excludes, f"interval {interval.shown} {'excludes' if excludes else 'includes'} {interval.null:g}")
+        )
     yes = [cue for vote, cue in votes if vote]
     no = [cue for vote, cue in votes if not vote]
     if len(yes) == len(no):
