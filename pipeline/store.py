@@ -465,6 +465,7 @@ class Store:
         location = str(location)
         self.file: Path | None = None if is_url(location) else Path(location)
         self.exposed = False  # a SQLite file that other users of the machine may read
+        self.found_version: int | None = None  # the schema version the store had when opened (0: new)
         # a SQLite file this user may not write, opened only to read: it must already be current
         frozen = read_only and self.file is not None and self.file.is_file() and not _writable(self.file)
         if self.file is None:
@@ -590,6 +591,8 @@ class Store:
                 if self.postgres:
                     conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
                 current = self._version(conn)
+                if self.found_version is None:
+                    self.found_version = current
                 if current > SCHEMA_VERSION:
                     raise StoreError(
                         f"{self.path}: the database is version {current}, newer than this claims "

@@ -229,7 +229,13 @@ def db_settings(
 def db_migrate(db: str | None = DbOption) -> None:
     """Upgrade the store to this claims's schema (every command does it on open; this does only that)."""
     store = open_store(db)
-    out.print(f"{store.path}: schema version {store.schema_version()} (this claims: {SCHEMA_VERSION})", markup=False)
+    found, now = store.found_version, store.schema_version()
+    if found is None or found == now:
+        out.print(f"{store.path}: schema version {now}, this claims's; nothing to upgrade")
+    elif found == 0:
+        out.print(f"{store.path}: a new store, created at schema version {now}")
+    else:
+        out.print(f"{store.path}: upgraded from schema version {found} to {now} (this claims's: {SCHEMA_VERSION})")
 
 
 @db_app.command("copy")
