@@ -20,6 +20,7 @@ QUICK = {
     "pages.py": (["--quick"], "first render of a page"),
     "probes.py": (["--quick"], "tried 5, held 5, lost 0"),
     "review_queue.py": (["--quick"], "p95"),
+    "site.py": (["--quick"], "one claim changed:"),
     "workers.py": (["--quick"], "2 batches at once on SQLite"),
 }
 

@@ -352,6 +352,57 @@ def export_command(
     out.print(f"{written} {status} record(s) written to {folder}")
 
 
+@app.command("site")
+@one_line_errors
+def site_command(
+    folder: Path = typer.Argument(..., metavar="DIR", help="Where to build the site (made if missing)."),
+    base_url: str = typer.Option(
+        "", "--base-url", metavar="URL", help="Where the site will be served, e.g. https://claims.example.org."
+    ),
+    title: str = typer.Option("Evidence claims", "--title", metavar="TEXT", help="The site's name."),
+    serve: bool = typer.Option(False, "--serve", help="Then preview it on http://127.0.0.1:8001/ (Ctrl-C to stop)."),
+    port: int = typer.Option(8001, "--port", help="With --serve: the port."),
+    db: str | None = DbOption,
+) -> None:
+    """A static website of the approved claims (what claims export publishes): a page per claim,
+    its quotes on their pages, a page per study, a searchable index, ClaimReview markup, and with
+    --base-url a sitemap and an Atom feed. An unchanged claim's files are not rewritten."""
+    from pipeline.publish import build_site
+
+    if base_url and not re.match(r"https?://[^\s/]+", base_url):
+        raise InputError(f"--base-url {base_url}: give an absolute http(s) address, e.g. https://claims.example.org")
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder} is a file: give a folder to build the site in")
+    require_writable_folder(folder, "site")
+    report = build_site(open_store(db, read_only=True), folder, base_url, title)
+    out.print(
+        f"{report.claims} claim(s) and {report.studies} study page(s) in {folder}: {report.written} file(s) written, "
+        f"{report.unchanged} unchanged, {report.removed} removed, {report.images} page image(s) drawn"
+    )
+    for note in report.notes:
+        err.print(f"note: {note}")
+    if serve:
+        _preview(folder, port)
+
+
+def _preview(folder: Path, port: int) -> None:
+    import functools
+    import http.server
+
+    listener = _listen("127.0.0.1", port)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = listener
+    out.print(f"the site on http://127.0.0.1:{port}/ ; Ctrl-C to stop")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 @app.command("serve")
 @one_line_errors
 def serve_command(
