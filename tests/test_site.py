@@ -178,3 +178,48 @@ def test_a_page_image_two_claims_share_stays_while_one_of_them_does(tmp_path: Pa
     review.reject(store, first, 3, "maria", "withdrawn")
     build_site(store, site, BASE)
     assert sorted((site / "pages").glob("*.png")) == shared and broken_links(site) == []
+
+
+def _axe() -> Path | None:
+    """axe-core's script: CLAIMS_AXE, or where .ci/run installs it (npm install axe-core)."""
+    for candidate in (os.environ.get("CLAIMS_AXE"), Path.home() / ".cache/claims/axe/node_modules/axe-core/axe.min.js"):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="no Chromium: apt-get install chromium")
+def test_every_kind_of_page_has_no_serious_accessibility_violation(tmp_path: Path) -> None:
+    axe = _axe()
+    if axe is None:
+        reason = (
+            "no axe-core: .ci/run installs it (npm install --prefix ~/.cache/claims/axe axe-core), or set CLAIMS_AXE"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the accessibility test to run: {reason}")
+        pytest.skip(reason)
+    playwright = pytest.importorskip("playwright.sync_api")
+    store, ids = store_with(tmp_path / "s.db", "datta-2010-dvt-prophylaxis", "huang-2010-hpylori-iron", licence=CC_BY)
+    for record_id in ids:
+        review.approve(store, record_id, 1, "maria", "checked")
+    site = tmp_path / "site"
+    build_site(store, site, BASE)
+    pages = ["index.html", f"claims/{ids[0]}.html", f"claims/{ids[0]}/quote-1.html", "about.html"]
+    pages.append(next(p.relative_to(site).as_posix() for p in (site / "studies").glob("*.html")))
+    found = {}
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"], headless=True
+        )
+        for width in (375, 1280):
+            page = browser.new_page(viewport={"width": width, "height": 900})
+            for name in pages:
+                page.goto((site / name).as_uri())
+                page.add_script_tag(path=str(axe))
+                result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+                serious = [v["id"] for v in result["violations"] if v["impact"] in ("serious", "critical")]
+                if serious:
+                    found[f"{name} at {width}px"] = serious
+            page.close()
+        browser.close()
+    assert found == {}
