@@ -13,6 +13,7 @@ from conftest import ROOT
 QUICK = {
     # script: (arguments, a line its output must hold)
     "batch.py": (["--quick"], "unchanged re-run:"),
+    "degenerate.py": (["--quick"], "faithful records (3): 0 free-text fields flagged"),
     "extractors.py": (["--quick"], "TOTAL pdfium"),
     "faithfulness.py": (["--quick"], "direction on the project's own passages: macro-F1"),
     "login_flood.py": (["--quick", "--flooders", "4"], "p50 under the flood / alone"),

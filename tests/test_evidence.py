@@ -51,6 +51,7 @@ def test_add_evidence_classifies_resynthesises_and_rechecks(
         "causal_chain",
         "strength",
         "directions",
+        "free_text",
         "topic",
         "grade",
         "plain_language",

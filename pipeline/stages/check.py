@@ -52,6 +52,7 @@ from pipeline.schema import schema_errors
 from pipeline.sources.pdf import Document
 from pipeline.stages.claim_strength import Strength, StrengthReading, clauses, read_strength, sentences
 from pipeline.stages.effect_direction import Reported, read_direction, significance_cue
+from pipeline.stages.free_text import check_free_text
 from pipeline.stages.grade import rate_certainty, starting_certainty
 from pipeline.stages.readability import MAX_GRADE, MAX_WORDS_PER_SENTENCE, Readability, score
 from pipeline.stages.textmatch import locate, numbers_in, numbers_of
@@ -654,6 +655,17 @@ def topic_share(record: ClaimRecord) -> tuple[float, list[str]]:
     return len(claim & known) / len(claim), sorted(claim - known)
 
 
+def check_text(record: ClaimRecord, sources: Sources) -> CheckResult:
+    """Every free-text field is real text about the paper, and the bibliography is the paper's."""
+    flags = check_free_text(record, sources)
+    return _result(
+        "free_text",
+        flags,
+        "every free-text field is real text about the paper",
+        "{n} field(s) that are not real text about the paper",
+    )
+
+
 def check_topic(record: ClaimRecord) -> CheckResult:
     share, missing = topic_share(record)
     flags = []
@@ -842,6 +854,7 @@ def run_checks(record: ClaimRecord, sources: Sources, rewrite: Rewriter | None =
         check_causal_chain(record, quotes),
         check_strength(record),
         check_directions(record),
+        check_text(record, sources),
         check_topic(record),
         check_grade(record),
         check_plain_language(record, rewrite),
