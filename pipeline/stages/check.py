@@ -10,9 +10,15 @@ The checks, in the order they run (`run_checks`):
   in the paper's text (outside the references), else `number_not_found`;
 - causal chain: a step tagged "reported" needs a grounded quote that shares its substance;
   otherwise it is re-tagged "inferred" and noted;
-- strength: definitive wording ("causes", "proves", "will") from a single study, a
-  non-randomised design or a primary interval that crosses no effect, or an effect claimed where
-  the primary finding (extract lists it first) shows none, is flagged `overstated` with the rule;
+- strength: each clause's strength (`claim_strength`: not a claim, correlational, conditional or
+  direct causal) above what the evidence allows (the design, the certainty, the primary finding),
+  or an effect claimed where the primary finding (extract lists it first) shows none, is flagged
+  `overstated` with the rule and a rewording;
+- directions: each finding's direction against what its own quote reports (p-values and
+  intervals, then `effect_direction`), `direction_contradicts_quote`;
+- free text: every free-text field is real text about the paper and the bibliography the
+  paper's (`free_text`), `degenerate_text` and `bibliography_mismatch`;
+- topic: the claim's words occur in its studies, else `claim_off_topic`;
 - grade: the certainty must follow from the design and the domain ratings;
 - plain language: Flesch-Kincaid grade <= 8 and <= 20 words a sentence; a text that misses is
   rewritten once by the model (when one is given) and flagged if it still misses;
