@@ -45,7 +45,7 @@ from pipeline.llm.recording import build_recording, save_recording
 from pipeline.models import ClaimRecord, StudyMetadata
 from pipeline.resources import PromptSet, load_prompt_set
 from pipeline.review import stored_sources
-from pipeline.run import STAGES, RunResult, run_key, run_pipeline
+from pipeline.run import STAGES, RunResult, run_key, run_pipeline, run_prompts
 from pipeline.settings import RunSettings
 from pipeline.settings import current as current_settings
 from pipeline.sources.metadata import DoiCache, DoiSettings, fetch
@@ -299,7 +299,7 @@ def _keep_recording(
         metadata,
         pdf_url,
         settings,
-        tools.prompts.hashes(),
+        run_prompts(tools.prompts, settings),
         chat.interactions,
         tools.base_url,
         failure=failure,
@@ -330,7 +330,7 @@ def process_paper(
         pdf, metadata, pdf_url = _locate(source, tools, options)
         pdf_bytes = pdf.read_bytes()
         sha256 = hashlib.sha256(pdf_bytes).hexdigest()
-        key = run_key(sha256, settings, metadata, tools.prompts.hashes())
+        key = run_key(sha256, settings, metadata, run_prompts(tools.prompts, settings))
         if existing := tools.store.find_run(key):  # checked before parsing: a finished batch re-runs in moments
             result.status, result.record_id, result.cost = "already_done", existing, 0.0
             result.stored_by_other_worker = tools.store.created_at(existing) >= options.started_at

@@ -43,14 +43,22 @@ from pipeline.models import (
     StudyMetadata,
     SynthesisOutput,
 )
-from pipeline.resources import EVIDENCE_STAGES
+from pipeline.resources import EVIDENCE_STAGES, VERIFY_STAGES
 from pipeline.run import stage_usage, study_reference
 from pipeline.sources.pdf import Document
-from pipeline.stages.check import Rewriter, Sources, run_checks, with_model_output
+from pipeline.stages.check import (
+    SECOND_OPINION,
+    Rewriter,
+    Sources,
+    run_checks,
+    second_opinion_result,
+    with_model_output,
+)
 from pipeline.stages.draft import check_steps, findings_json, salvage_steps
 from pipeline.stages.extract import extract
 from pipeline.stages.grade import design_rank, rate_certainty, starting_certainty, strongest_first
 from pipeline.stages.paper_text import messages_with_paper
+from pipeline.stages.verify import second_opinion
 from pipeline.terms import content_words
 
 STANCE_SECTIONS = ("abstract", "results", "discussion", "conclusions")
@@ -202,6 +210,8 @@ def add_study(
     index = len(record.studies)
     extracted = extract(document, llm, study_index=index)
     stance = classify_stance(record.claim.text, document, extracted.findings, llm, index)
+    verify_model = llm.settings.verify_model
+    opinion = second_opinion(extracted.findings, llm, verify_model, study=index) if verify_model else None
     study = Study(
         reference=study_reference(document, extracted.bibliography, metadata, pdf_url),
         design=study_design(extracted.findings),
@@ -217,7 +227,7 @@ def add_study(
     design = body_design(studies)
     domains, upgrades = synthesis.domains.assessments(), synthesis.upgrades.assessments()
     provenance = record.provenance.model_copy(deep=True)
-    provenance.prompts.update(llm.prompts.hashes(EVIDENCE_STAGES))
+    provenance.prompts.update(llm.prompts.hashes(EVIDENCE_STAGES + (VERIFY_STAGES if verify_model else ())))
     provenance.generated_at = generated_at or datetime.now(UTC).replace(microsecond=0).isoformat()
     provenance.usage = stage_usage(llm.usage)
     provenance.notes = [*provenance.notes, f"evidence added: {study.reference.study_id} ({stance.stance.value})"]
@@ -245,6 +255,11 @@ def add_study(
         },
     )
     updated.checks = with_model_output(updated.checks, llm.salvaged)
+    if opinion is not None:  # the new study's verdicts beside those of the studies before it
+        earlier = [f for c in updated.checks if c.name == SECOND_OPINION for f in c.flags]
+        updated.checks = [c for c in updated.checks if c.name != SECOND_OPINION] + [
+            second_opinion_result(earlier + opinion)
+        ]
     updated.checks = run_checks(updated, {**sources, document.study_id: document}, rewrite)
     updated.provenance.usage = stage_usage(llm.usage)
     updated.provenance.answered_by = list(dict.fromkeys([*record.provenance.answered_by, *llm.usage.answered_by]))

@@ -306,6 +306,30 @@ class StanceOutput(_Model):
     summary: str = Field(description="One plain-language line on what the study found.")
 
 
+class Verdict(str, Enum):
+    """A second opinion on one finding against its own quote."""
+
+    supported = "supported"
+    partly = "partly"
+    not_supported = "not_supported"
+
+
+class FindingVerdict(_Model):
+    finding: int = Field(description="The finding's number as given, from 0.")
+    verdict: Verdict
+    differs: list[str] = Field(
+        description="The finding's words or numbers the quote does not bear out (empty when supported).",
+        json_schema_extra=stage_rule(maxItems=8),
+    )
+    reason: str = Field(description="One sentence: what the quote says.")
+
+
+class SecondOpinionOutput(_Model):
+    """What the second-opinion call asks the model for: a verdict on each finding."""
+
+    verdicts: list[FindingVerdict] = Field(json_schema_extra=stage_rule(maxItems=20))
+
+
 class SynthesisOutput(_Model):
     """What the synthesis stage asks the model for, across all of a claim's studies."""
 

@@ -100,11 +100,13 @@ STAGE_PROMPTS: dict[str, StagePrompt] = {
     "rewrite": StagePrompt("plain_language.md", frozenset({"text", "grade", "words_per_sentence"})),
     "stance": StagePrompt("stance.md", frozenset({"claim", "study_id", "findings", "paper_text"})),
     "synthesis": StagePrompt("synthesis.md", frozenset({"claim", "studies"})),
+    "verify": StagePrompt("verify.md", frozenset({"findings"})),
 }
 # Sent as they are, after an answer: the repair request, and the retry of an answer cut off.
 INSTRUCTIONS: dict[str, str] = {"repair": "repair.md", "retry_shorter": "retry_shorter.md"}
 RUN_STAGES = ("extract", "draft", "grade", "rewrite")  # the prompts a run of one paper can send
 EVIDENCE_STAGES = ("stance", "synthesis")  # and those adding a study to a claim adds
+VERIFY_STAGES = ("verify",)  # and the second opinion's, when one is asked for
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from pipeline.models import (
     ClaimRecord,
     DraftOutput,
     ExtractOutput,
+    Flag,
     GoldStandardStudy,
     Mechanism,
     Provenance,
@@ -38,15 +39,24 @@ from pipeline.models import (
     StudyMetadata,
     StudyReference,
 )
+from pipeline.resources import RUN_STAGES, VERIFY_STAGES, PromptSet
 from pipeline.settings import RunSettings
 from pipeline.sources.metadata import metadata_mismatches
 from pipeline.sources.pdf import Document, read_pdf
-from pipeline.stages.check import CheckRunner, check_record, count, model_rewriter, with_model_output
+from pipeline.stages.check import (
+    CheckRunner,
+    check_record,
+    count,
+    model_rewriter,
+    second_opinion_result,
+    with_model_output,
+)
 from pipeline.stages.draft import draft
 from pipeline.stages.extract import extract
 from pipeline.stages.grade import grade
+from pipeline.stages.verify import second_opinion
 
-STAGES = ("ingest", "extract", "draft", "grade", "check")
+STAGES = ("ingest", "extract", "draft", "grade", "check")  # and "verify" between grade and check, when asked
 
 Progress = Callable[[str, str, str], None]  # (stage, "start" | "done", detail)
 
@@ -119,6 +129,16 @@ def run_pipeline(
         lambda: grade(document, drafted.claim, extracted.findings, llm),
         lambda g: f"{g[0].design.value}, certainty {g[0].certainty.value}",
     )
+    opinion: list[Flag] | None = None
+    if settings.verify_model:
+        verify_model = settings.verify_model
+        opinion = stage(
+            "verify",
+            lambda: second_opinion(extracted.findings, llm, verify_model),
+            lambda flags: (
+                f"{verify_model}: {len(flags)} of {len(extracted.findings)} finding(s) not borne out by their quotes"
+            ),
+        )
     record = assemble_record(
         document,
         extracted,
@@ -127,7 +147,7 @@ def run_pipeline(
         gold,
         settings=settings,
         usage=usage,
-        prompts=llm.prompts.hashes(),
+        prompts=run_prompts(llm.prompts, settings),
         metadata=metadata,
         pdf_url=pdf_url,
         notes=notes,
@@ -135,7 +155,10 @@ def run_pipeline(
         generated_at=generated_at or datetime.now(UTC).replace(microsecond=0).isoformat(),
     )
 
-    record.checks = with_model_output([], llm.salvaged)  # carried through every check run
+    # carried through every check run: what the stages salvaged, and the second opinion
+    record.checks = with_model_output([], llm.salvaged) + (
+        [second_opinion_result(opinion)] if opinion is not None else []
+    )
 
     def checked() -> ClaimRecord:
         result = check_runner(record, {document.study_id: document}, model_rewriter(llm))
@@ -251,6 +274,12 @@ def study_reference(
     )
 
 
+def run_prompts(prompts: PromptSet, settings: RunSettings) -> dict[str, str]:
+    """The hashes of the prompt files a run may send: the run's stages', and the second opinion's
+    when one is asked for."""
+    return prompts.hashes(RUN_STAGES + (VERIFY_STAGES if settings.verify_model else ()))
+
+
 def run_key(pdf_sha256: str, settings: RunSettings, metadata: StudyMetadata | None, prompts: dict[str, str]) -> str:
     """What makes two runs the same run: the PDF, its DOI metadata, the settings, the prompts and
     the pipeline version. The store keeps it with each record: a batch resumes by it, and `claims
@@ -258,7 +287,8 @@ def run_key(pdf_sha256: str, settings: RunSettings, metadata: StudyMetadata | No
     shape = {
         "pdf": pdf_sha256,
         "metadata": metadata.model_dump(mode="json") if metadata else None,
-        "settings": dataclasses.asdict(settings),
+        # no second opinion leaves the key as it was before there could be one
+        "settings": {k: v for k, v in dataclasses.asdict(settings).items() if not (k == "verify_model" and v is None)},
         "prompts": prompts,
         "pipeline": __version__,
     }

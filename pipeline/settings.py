@@ -52,6 +52,8 @@ class RunSettings:
     # answer, and each stage's paper text is cut so that the prompt, the answer and a repair
     # request (which carries the answer back, and asks for another) all fit.
     context_tokens: int | None = None
+    # The model asked for a second opinion on each finding against its quote (--verify-with); None: none.
+    verify_model: str | None = None
 
     def completion_limit(self) -> int:
         if self.context_tokens is None:
@@ -95,6 +97,7 @@ VARIABLES: dict[str, str] = {
     "OPENAI_BASE_URL": "an OpenAI-compatible endpoint instead of OpenAI's",
     "CLAIMS_MODEL": f"the model, where --model is not given (default {DEFAULT_MODEL})",
     "CLAIMS_PROVIDER": "which client talks to the model (default openai: any OpenAI-compatible endpoint)",
+    "CLAIMS_VERIFY_MODEL": "a model for a second opinion on each finding against its quote, where --verify-with is not given (default none)",
     "CLAIMS_DB": "the record store: a SQLite file (default $XDG_DATA_HOME/claims/claims.db) or postgresql://USER@HOST/DATABASE",
     "CLAIMS_CACHE": "the download and response cache folder (default $XDG_CACHE_HOME/claims)",
     "CLAIMS_PROMPTS": "a folder of edited prompt files to use instead of the shipped ones",
@@ -158,6 +161,10 @@ class Settings:
     @property
     def model(self) -> str:
         return self._get("CLAIMS_MODEL") or DEFAULT_MODEL
+
+    @property
+    def verify_model(self) -> str | None:
+        return (self._get("CLAIMS_VERIFY_MODEL") or "").strip() or None
 
     @property
     def provider(self) -> str:

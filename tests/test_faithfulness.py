@@ -212,3 +212,68 @@ def test_eval_refuses_a_bad_labelled_file_in_one_line(runner: CliRunner, tmp_pat
     assert result.exit_code == 2 and "needs the columns intervention,comparator,outcome,evidence" in result.output
     result = runner.invoke(app, ["eval", "strength"])
     assert result.exit_code == 2 and "needs its labelled CSV" in result.output
+
+
+# --------------------------------------------------------------------------- the second opinion
+
+
+def test_a_second_opinion_flags_the_finding_it_doubts_and_replays_offline(
+    runner: CliRunner, live_env, tmp_path, clean_environment
+) -> None:  # type: ignore[no-untyped-def]
+    from conftest import HPYLORI_PDF
+
+    from pipeline.store import Store
+
+    recording = tmp_path / "verified"
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            str(HPYLORI_PDF),
+            "--model",
+            "scripted-endpoint",
+            "--verify-with",
+            "scripted-verifier",
+            "--record",
+            str(recording),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "[+] verify: scripted-verifier: 1 of 5 finding(s) not borne out by their quotes" in result.output
+    [summary] = Store(clean_environment).summaries()
+    record = Store(clean_environment).get(summary.record_id)
+    [doubt] = [f for c in record.checks if c.name == "second_opinion" for f in c.flags]
+    assert (doubt.where, doubt.code) == ("studies[0].findings[3]", "second_opinion")
+    assert "(scripted-verifier) finds this finding partly borne out" in doubt.message and "comparator" in doubt.message
+    models = [r["model"] for r in live_env.scripts.requests]
+    assert models == ["scripted-endpoint"] * 3 + ["scripted-verifier"]
+    assert "verify.md" in record.provenance.prompts and any(u.stage == "verify" for u in record.provenance.usage)
+    replayed_run = runner.invoke(app, ["replay", str(recording)])
+    assert replayed_run.exit_code == 0 and "record identical" in replayed_run.output
+
+
+def test_without_the_option_a_run_makes_the_same_calls_as_before(runner: CliRunner, live_env) -> None:  # type: ignore[no-untyped-def]
+    from conftest import HPYLORI_PDF
+
+    result = runner.invoke(app, ["run", str(HPYLORI_PDF), "--model", "scripted-endpoint"])
+    assert result.exit_code == 0, result.output
+    assert [r["model"] for r in live_env.scripts.requests] == ["scripted-endpoint"] * 3
+    assert "verify" not in result.output
+
+
+def test_the_review_page_lists_the_second_opinion_s_doubts_first(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from starlette.testclient import TestClient
+
+    from pipeline.models import Flag
+    from pipeline.stages.check import second_opinion_result
+    from pipeline.store import Store
+    from pipeline.web import create_app
+
+    record = replayed("misbehaving-fabricated-quote")  # an ungrounded quote, flagged
+    doubt = Flag(where="studies[0].findings[3]", code="second_opinion", message="a second opinion doubts it")
+    record.checks.append(second_opinion_result([doubt]))
+    store = Store(tmp_path / "s.db")
+    store.add(record)
+    page = TestClient(create_app(store), base_url="http://127.0.0.1:8000").get(f"/records/{record.record_id}").text
+    summary = page[page.index('id="flag-summary"') :]
+    assert summary.index("second_opinion") < summary.index("ungrounded_quote")

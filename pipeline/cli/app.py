@@ -105,7 +105,7 @@ class StageProgress:
         self._status: Any = None
 
     def __call__(self, stage: str, event: str, detail: str) -> None:
-        position = f"[{STAGES.index(stage) + 1}/{len(STAGES)}]"
+        position = f"[{STAGES.index(stage) + 1}/{len(STAGES)}]" if stage in STAGES else "[+]"  # the second opinion
         if event == "start":
             self._status = self._console.status(f"{position} {stage} ...")
             self._status.start()
@@ -151,11 +151,25 @@ def credentials(password_stdin: bool) -> Credentials:
     return Credentials(token=current().token, password=password)
 
 
-def run_settings(model: str | None, live: LiveModel) -> RunSettings:
+def run_settings(model: str | None, live: LiveModel, verify_with: str | None = None) -> RunSettings:
     """The run's model (--model, else CLAIMS_MODEL) and, where known, its context window
-    (CLAIMS_CONTEXT_TOKENS, else what the server says), which sets each stage's text budget."""
+    (CLAIMS_CONTEXT_TOKENS, else what the server says), which sets each stage's text budget; and
+    the second opinion's model, if any (--verify-with, else CLAIMS_VERIFY_MODEL)."""
     name = model or current().model
-    return RunSettings(model=name, context_tokens=current().context_tokens or live.context_window(name))
+    return RunSettings(
+        model=name,
+        context_tokens=current().context_tokens or live.context_window(name),
+        verify_model=(verify_with or "").strip() or current().verify_model,
+    )
+
+
+VerifyOption = typer.Option(
+    None,
+    "--verify-with",
+    metavar="MODEL",
+    help="Also ask this model (same endpoint) whether each finding is what its quote says; doubts are "
+    "flagged second_opinion. Default: $CLAIMS_VERIFY_MODEL, else none.",
+)
 
 
 def say_adaptations(live: LiveModel) -> None:

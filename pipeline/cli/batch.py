@@ -32,6 +32,7 @@ from pipeline.cli.app import (
     MaxPdfOption,
     NotAStudyOption,
     PasswordStdinOption,
+    VerifyOption,
     app,
     credentials,
     doi_tools,
@@ -142,6 +143,7 @@ def batch_command(
     ),
     max_pdf_mb: float | None = MaxPdfOption,
     not_a_study_ok: bool = NotAStudyOption,
+    verify_with: str | None = VerifyOption,
     password_stdin: bool = PasswordStdinOption,
     db: str | None = DbOption,
 ) -> None:
@@ -156,7 +158,7 @@ def batch_command(
         raise InputError(f"unknown --via {via!r}: choose chat or batch-api")
     sources = read_inputs(inputs)
     live = get_model(current(), max_in_flight=concurrency if via == "chat" else None)
-    settings, base_url = run_settings(model, live), current().base_url
+    settings, base_url = run_settings(model, live, verify_with), current().base_url
     store = open_store(db)
     started_by = attributed(store, current().reviewer, "run", credentials(password_stdin))
     # Where the results go is tried now, not after every model call has been paid for.

@@ -13,6 +13,7 @@ from pipeline.cli.app import (
     MaxPdfOption,
     NotAStudyOption,
     PasswordStdinOption,
+    VerifyOption,
     app,
     credentials,
     err,
@@ -80,6 +81,7 @@ def add_evidence_command(
     refresh: bool = typer.Option(False, "--refresh", help="Ignore cached DOI metadata and PDFs."),
     max_pdf_mb: float | None = MaxPdfOption,
     not_a_study_ok: bool = NotAStudyOption,
+    verify_with: str | None = VerifyOption,
     password_stdin: bool = PasswordStdinOption,
     db: str | None = DbOption,
 ) -> None:
@@ -98,7 +100,7 @@ def add_evidence_command(
         out.print(f"{document.study_id} is already a study of record {claim.record_id}; nothing changed", markup=False)
         return
     live = get_model(current())
-    settings, base_url = run_settings(model, live), current().base_url
+    settings, base_url = run_settings(model, live, verify_with), current().base_url
     chat = RecordingChatModel(live) if record else live
     sources = stored_sources(store, claim)
     llm = LLMContext(chat, settings)

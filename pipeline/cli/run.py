@@ -14,6 +14,7 @@ from pipeline.cli.app import (
     NotAStudyOption,
     PasswordStdinOption,
     StageProgress,
+    VerifyOption,
     app,
     credentials,
     describe_fetch,
@@ -42,7 +43,7 @@ from pipeline.llm.recording import (
     save_recording,
 )
 from pipeline.pool import ParsePool
-from pipeline.run import RunResult, run_key, run_pipeline
+from pipeline.run import RunResult, run_key, run_pipeline, run_prompts
 from pipeline.settings import current
 from pipeline.sources.metadata import fetch, file_stem
 from pipeline.stages.check import count
@@ -101,6 +102,7 @@ def run(
     force: bool = typer.Option(
         False, "--force", help="Run and store the paper even if the same run (PDF, settings, prompts) is stored."
     ),
+    verify_with: str | None = VerifyOption,
     password_stdin: bool = PasswordStdinOption,
     db: str | None = DbOption,
 ) -> None:
@@ -110,7 +112,7 @@ def run(
     metadata comes from Crossref, OpenAlex and Unpaywall and the open-access PDF is downloaded.
     """
     live = get_model(current())
-    settings, base_url = run_settings(model, live), current().base_url
+    settings, base_url = run_settings(model, live, verify_with), current().base_url
     chat = RecordingChatModel(live) if record else live
     store = open_store(db)
     started_by = attributed(store, current().reviewer, "run", credentials(password_stdin))
@@ -123,7 +125,7 @@ def run(
     llm = LLMContext(chat, settings, cache=cache)
     pdf_bytes = pdf_path.read_bytes()
     sha256 = hashlib.sha256(pdf_bytes).hexdigest()
-    key = run_key(sha256, settings, metadata, llm.prompts.hashes())
+    key = run_key(sha256, settings, metadata, run_prompts(llm.prompts, settings))
     if (existing := store.find_run(key)) and not force:
         out.print(
             f"already stored as {existing}: the same paper, settings and prompts (claims show {existing}; "
@@ -149,7 +151,7 @@ def run(
                 metadata,
                 pdf_url,
                 settings,
-                llm.prompts.hashes(),
+                run_prompts(llm.prompts, settings),
                 chat.interactions,
                 base_url,
                 failure=failure,

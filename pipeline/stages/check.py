@@ -814,7 +814,21 @@ MODEL_OUTPUT = "model_output"
 PUBLICATION_STATUS = "publication_status"  # notices found after publication (see recheck.py)
 # Results no re-check can redo (they come from the model's answers, or from a registry since):
 # run_checks carries them over as they stand.
-CARRIED = (MODEL_OUTPUT, PUBLICATION_STATUS)
+SECOND_OPINION = "second_opinion"
+CARRIED = (MODEL_OUTPUT, PUBLICATION_STATUS, SECOND_OPINION)
+
+
+def second_opinion_result(flags: list[Flag]) -> CheckResult:
+    """The second opinion's verdicts (`stages/verify.py`): made once by the run, kept by every
+    re-check, since no re-check calls the model again."""
+    return _result(
+        SECOND_OPINION,
+        flags,
+        "the second opinion finds every finding borne out by its quote",
+        "the second opinion doubts {n} finding(s)",
+    )
+
+
 # Salvage changes that a reviewer need not act on: the record says what was done, as a note.
 _SALVAGE_NOTES = {"stance_id_mapped", "retagged_inferred"}
 

@@ -20,6 +20,8 @@ def record_page(
     record, version = site.store.get_versioned(record_id)
     blocks = page_blocks(record)
     summary, anchors = flag_anchors(blocks)
+    # where a second model doubts a finding, a reviewer should look first
+    summary.sort(key=lambda item: "second_opinion" not in item[1])
     marks, sources = highlights_of(site, record)
     missing_pdf = not all(site.store.has_pdf(document.sha256) for document in sources.values())
     return site.page(
