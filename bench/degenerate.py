@@ -22,13 +22,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from scripted_endpoint import RandomWithinSchema, ScriptedEndpoint  # noqa: E402
 
+from pipeline.core.models import ClaimRecord  # noqa: E402
+from pipeline.core.retry import RetryPolicy  # noqa: E402
+from pipeline.core.settings import RunSettings  # noqa: E402
 from pipeline.llm.base import LLMContext  # noqa: E402
 from pipeline.llm.openai import OpenAIChatModel  # noqa: E402
-from pipeline.models import ClaimRecord  # noqa: E402
 from pipeline.replay import replay  # noqa: E402
-from pipeline.retry import RetryPolicy  # noqa: E402
 from pipeline.run import run_pipeline  # noqa: E402
-from pipeline.settings import RunSettings  # noqa: E402
 from pipeline.stages.free_text import free_text_fields  # noqa: E402
 
 RUNS = ROOT / "fixtures" / "runs"

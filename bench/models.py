@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-from pipeline.errors import ClaimsError  # noqa: E402
+from pipeline.core.errors import ClaimsError  # noqa: E402
 from pipeline.llm.base import LLMContext  # noqa: E402
 from pipeline.llm.recording import ReplayChatModel, load_recording, recorded_pdf  # noqa: E402
 from pipeline.run import run_pipeline  # noqa: E402

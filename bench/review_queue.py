@@ -25,7 +25,7 @@ sys.path[:0] = [str(ROOT)]
 
 from starlette.testclient import TestClient  # noqa: E402
 
-from pipeline.models import ClaimRecord  # noqa: E402
+from pipeline.core.models import ClaimRecord  # noqa: E402
 from pipeline.store import Store  # noqa: E402
 from pipeline.web import create_app  # noqa: E402
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from pipeline.errors import InputError, ReviewRefusedError
+from pipeline.core.errors import InputError, ReviewRefusedError
 from pipeline.store import ROLES, Account, Store
 
 # What each role may do; each role may do what the one before it may.

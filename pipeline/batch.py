@@ -31,23 +31,23 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.accounts import drafted_note
-from pipeline.errors import (
+from pipeline.core.errors import (
     ClaimsError,
     ConfigError,
     InputError,
     StaleVersionError,
 )
+from pipeline.core.files import require_regular_file, write_text_atomic
+from pipeline.core.identifiers import looks_like_doi, normalise_doi, paper_source
+from pipeline.core.models import ClaimRecord, StudyMetadata
+from pipeline.core.resources import PromptSet, load_prompt_set
+from pipeline.core.settings import RunSettings
+from pipeline.core.settings import current as current_settings
 from pipeline.evidence import add_study, match_score
-from pipeline.files import require_regular_file, write_text_atomic
-from pipeline.identifiers import looks_like_doi, normalise_doi, paper_source
 from pipeline.llm.base import ChatModel, LLMContext, RecordingChatModel, ResponseCache, request_priority
 from pipeline.llm.recording import build_recording, save_recording
-from pipeline.models import ClaimRecord, StudyMetadata
-from pipeline.resources import PromptSet, load_prompt_set
 from pipeline.review import stored_sources
 from pipeline.run import STAGES, RunResult, run_key, run_pipeline, run_prompts
-from pipeline.settings import RunSettings
-from pipeline.settings import current as current_settings
 from pipeline.sources.metadata import DoiCache, DoiSettings, fetch
 from pipeline.sources.pdf import Document
 from pipeline.stages.check import CheckRunner, check_record

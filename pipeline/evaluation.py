@@ -17,10 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.errors import InputError, LLMError
+from pipeline.core.errors import InputError, LLMError
+from pipeline.core.models import Stance
 from pipeline.evidence import classify_stance
 from pipeline.llm.base import LLMContext
-from pipeline.models import Stance
 from pipeline.sources.pdf import Document, Span
 from pipeline.stages.claim_strength import Strength, read_strength
 from pipeline.stages.effect_direction import Reported, read_direction

@@ -25,10 +25,8 @@ from datetime import UTC, datetime
 
 from rapidfuzz import fuzz
 
-from pipeline.identifiers import canonical_citation
-from pipeline.llm.base import LLMContext, StageCall, ask_structured
-from pipeline.llm.strict_schema import RequestFacts
-from pipeline.models import (
+from pipeline.core.identifiers import canonical_citation
+from pipeline.core.models import (
     CertaintyAssessment,
     ClaimRecord,
     EvidenceScores,
@@ -43,7 +41,10 @@ from pipeline.models import (
     StudyMetadata,
     SynthesisOutput,
 )
-from pipeline.resources import EVIDENCE_STAGES, VERIFY_STAGES
+from pipeline.core.resources import EVIDENCE_STAGES, VERIFY_STAGES
+from pipeline.core.terms import content_words
+from pipeline.llm.base import LLMContext, StageCall, ask_structured
+from pipeline.llm.strict_schema import RequestFacts
 from pipeline.run import stage_usage, study_reference
 from pipeline.sources.pdf import Document
 from pipeline.stages.check import (
@@ -59,7 +60,6 @@ from pipeline.stages.extract import extract
 from pipeline.stages.grade import design_rank, rate_certainty, starting_certainty, strongest_first
 from pipeline.stages.paper_text import messages_with_paper
 from pipeline.stages.verify import second_opinion
-from pipeline.terms import content_words
 
 STANCE_SECTIONS = ("abstract", "results", "discussion", "conclusions")
 

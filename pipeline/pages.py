@@ -27,8 +27,8 @@ from typing import Any
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 
-from pipeline.errors import InputError
-from pipeline.models import ClaimRecord, GroundingStatus
+from pipeline.core.errors import InputError
+from pipeline.core.models import ClaimRecord, GroundingStatus
 from pipeline.sources.pdf import Document
 from pipeline.stages.check import Sources
 from pipeline.stages.textmatch import number_spans, numbers_of

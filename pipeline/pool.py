@@ -12,18 +12,18 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipeline.errors import ClaimsError, InputError
-from pipeline.models import ClaimRecord
+from pipeline.core.errors import ClaimsError, InputError
+from pipeline.core.models import ClaimRecord
+from pipeline.core.worker import PARSE_MEMORY_BYTES, start_worker
 from pipeline.sources.pdf import Document, read_pdf
 from pipeline.stages.check import Rewriter, Sources, check_record
-from pipeline.worker import PARSE_MEMORY_BYTES, start_worker
 
 T = TypeVar("T")
 
 
 class ParsePool:
     """PDFs parsed (and records checked) in worker processes: a batch's parsing uses every core,
-    and a PDF that crashes the reader or overruns the memory cap (`pipeline.worker`) fails its own
+    and a PDF that crashes the reader or overruns the memory cap (`pipeline.core.worker`) fails its own
     paper only, never the command, nor a batch resumed on it. The processes (and the model
     client, `warm`) start with the first paper that needs them: a batch whose papers are all
     done already starts neither."""

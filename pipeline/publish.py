@@ -31,8 +31,8 @@ from urllib.parse import quote as url_quote
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from pipeline import pages
-from pipeline.files import write_bytes_atomic
-from pipeline.models import Certainty, ClaimRecord, Stance
+from pipeline.core.files import write_bytes_atomic
+from pipeline.core.models import Certainty, ClaimRecord, Stance
 from pipeline.render import CERTAINTY_MEANING, Approval, licence_name, page_blocks
 from pipeline.review import stored_sources
 from pipeline.store import HistoryEntry, Store

@@ -15,8 +15,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from pipeline.identifiers import foreign_citations
-from pipeline.models import (
+from pipeline.core.identifiers import foreign_citations
+from pipeline.core.models import (
     CausalStep,
     CheckResult,
     CheckStatus,

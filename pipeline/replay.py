@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ClaimsError, ReplayError, ReplayMissError
+from pipeline.core.errors import ClaimsError, ReplayError, ReplayMissError
+from pipeline.core.models import ClaimRecord
 from pipeline.evaluation import evaluate, read_dataset
 from pipeline.evidence import add_study
 from pipeline.llm.base import LLMContext
 from pipeline.llm.recording import Recording, ReplayChatModel, load_recording, record_diff, recorded_pdf
-from pipeline.models import ClaimRecord
 from pipeline.run import run_pipeline
 from pipeline.sources.pdf import document_from_pages, read_pdf
 from pipeline.stages.check import model_rewriter

@@ -22,9 +22,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from pipeline.accounts import started_by
-from pipeline.errors import InputError, InvalidEditError, ReviewRefusedError
-from pipeline.models import ClaimRecord, ReviewStatus
-from pipeline.schema import schema_errors
+from pipeline.core.errors import InputError, InvalidEditError, ReviewRefusedError
+from pipeline.core.models import ClaimRecord, ReviewStatus
+from pipeline.core.schema import schema_errors
 from pipeline.sources.pdf import Document, document_from_pages, read_pdf, read_pdf_bytes
 from pipeline.stages.check import Sources, run_checks
 from pipeline.stages.grade import rate_certainty

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import __version__
-from pipeline.errors import InputError, RecordSchemaError
-from pipeline.llm.base import LLMContext, UsageLog
-from pipeline.models import (
+from pipeline.core.errors import InputError, RecordSchemaError
+from pipeline.core.models import (
     Bibliography,
     CertaintyAssessment,
     Claim,
@@ -39,8 +38,9 @@ from pipeline.models import (
     StudyMetadata,
     StudyReference,
 )
-from pipeline.resources import RUN_STAGES, VERIFY_STAGES, PromptSet
-from pipeline.settings import RunSettings
+from pipeline.core.resources import RUN_STAGES, VERIFY_STAGES, PromptSet
+from pipeline.core.settings import RunSettings
+from pipeline.llm.base import LLMContext, UsageLog
 from pipeline.sources.metadata import metadata_mismatches
 from pipeline.sources.pdf import Document, read_pdf
 from pipeline.stages.check import (

@@ -56,9 +56,9 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.sql import ColumnElement
 
-from pipeline.errors import InputError, RecordNotFoundError, StaleVersionError, StoreError
-from pipeline.models import CheckStatus, ClaimRecord, ReviewStatus
-from pipeline.schema import require_valid
+from pipeline.core.errors import InputError, RecordNotFoundError, StaleVersionError, StoreError
+from pipeline.core.models import CheckStatus, ClaimRecord, ReviewStatus
+from pipeline.core.schema import require_valid
 
 tables = MetaData()
 records = Table(
@@ -258,7 +258,7 @@ _STEPS: list[Callable[[Connection], None]] = [
     _pdf_table,
     _sessions_and_tokens,
 ]
-SCHEMA_VERSION = len(_STEPS)
+STORE_VERSION = len(_STEPS)
 # PostgreSQL stores began at version 7; the steps from there on are written for both databases.
 _POSTGRES_FROM = 7
 
@@ -573,9 +573,9 @@ class Store:
 
     def _require_current(self, conn: Connection) -> None:
         current = self._version(conn)
-        if current != SCHEMA_VERSION:
+        if current != STORE_VERSION:
             raise StoreError(
-                f"{self.path}: the read-only store is version {current}, this claims reads {SCHEMA_VERSION}; "
+                f"{self.path}: the read-only store is version {current}, this claims reads {STORE_VERSION}; "
                 "open it once where it is writable to upgrade it"
             )
 
@@ -593,16 +593,16 @@ class Store:
                 current = self._version(conn)
                 if self.found_version is None:
                     self.found_version = current
-                if current > SCHEMA_VERSION:
+                if current > STORE_VERSION:
                     raise StoreError(
                         f"{self.path}: the database is version {current}, newer than this claims "
-                        f"(version {SCHEMA_VERSION}); upgrade claims to open it"
+                        f"(version {STORE_VERSION}); upgrade claims to open it"
                     )
-                if current == SCHEMA_VERSION:
+                if current == STORE_VERSION:
                     return
                 if current == 0 and not inspect(conn).has_table("records"):
                     tables.create_all(conn)
-                    self._set_version(conn, SCHEMA_VERSION)
+                    self._set_version(conn, STORE_VERSION)
                     continue
                 if self.postgres and current < _POSTGRES_FROM:
                     raise StoreError(

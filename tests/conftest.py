@@ -16,10 +16,10 @@ import pytest
 from scripted_endpoint import ScriptedEndpoint, Scripts
 from typer.testing import CliRunner
 
+from pipeline.core.models import ClaimRecord
+from pipeline.core.settings import VARIABLES, RunSettings
 from pipeline.llm.base import ChatRequest
-from pipeline.models import ClaimRecord
 from pipeline.replay import replay
-from pipeline.settings import VARIABLES, RunSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"

@@ -15,13 +15,13 @@ from test_cli import record_id_from
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
+from pipeline.core.retry import RetryPolicy
+from pipeline.core.schema import schema_errors
+from pipeline.core.settings import RunSettings
 from pipeline.llm.base import LLMContext
 from pipeline.llm.openai import OpenAIChatModel
 from pipeline.llm.recording import load_recording, public_url
-from pipeline.retry import RetryPolicy
 from pipeline.run import run_pipeline
-from pipeline.schema import schema_errors
-from pipeline.settings import RunSettings
 from pipeline.store import Store
 
 # papers whose scripted answers name the study as its PDF does (the nitrate script names its DOI,
@@ -55,8 +55,8 @@ def test_every_answer_the_random_endpoint_gave_was_valid_against_the_schema_sent
     checks the generator itself against the schemas the pipeline sends."""
     from jsonschema import Draft202012Validator
 
+    from pipeline.core.models import DraftOutput, ExtractOutput, GradeOutput
     from pipeline.llm.strict_schema import RequestFacts, request_schema
-    from pipeline.models import DraftOutput, ExtractOutput, GradeOutput
 
     answers = RandomWithinSchema(7)
     for model in (ExtractOutput, DraftOutput, GradeOutput):

@@ -25,13 +25,13 @@ from typer.testing import CliRunner
 from pipeline.batch import PaperResult, read_inputs, stage_priority
 from pipeline.cli.app import app
 from pipeline.cli.batch import _summary_table
-from pipeline.errors import InputError
+from pipeline.core.errors import InputError
+from pipeline.core.memo import computed_once
+from pipeline.core.resources import data_dir
 from pipeline.llm.base import request_priority
 from pipeline.llm.openai import OpenAIChatModel
 from pipeline.llm.ratelimit import RateLimiter, RequestSlots
-from pipeline.memo import computed_once
 from pipeline.pool import ParsePool
-from pipeline.resources import data_dir
 from pipeline.store import Store
 
 INJECTED = PAPERS / "injected_dvt_review.pdf"

@@ -14,7 +14,7 @@ from pdfmaker import make_bomb_pdf
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
-from pipeline.models import ClaimRecord, StepBasis, StudyDesign
+from pipeline.core.models import ClaimRecord, StepBasis, StudyDesign
 from pipeline.render import render
 from pipeline.sources.pdf import PypdfExtractor, read_pdf
 from pipeline.stages.check import (
@@ -330,7 +330,7 @@ def test_numbers_that_cannot_all_be_right_are_flagged() -> None:
 
 
 def test_a_direction_that_contradicts_its_interval_is_flagged() -> None:
-    from pipeline.models import Direction
+    from pipeline.core.models import Direction
 
     finding = record_of("huang-2010-hpylori-iron").studies[0].findings[0]
     finding.direction = Direction.no_significant_difference  # yet 12.88 g/l (6.03 to 19.74) excludes 0

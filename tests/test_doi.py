@@ -12,9 +12,9 @@ from conftest import FIXTURES, HPYLORI_PDF, HTTP, NITRATE_PDF, ROOT
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
-from pipeline.errors import DoiNotFoundError, InputError, NoOpenAccessPdfError
-from pipeline.identifiers import normalise_doi
-from pipeline.retry import RetryPolicy
+from pipeline.core.errors import DoiNotFoundError, InputError, NoOpenAccessPdfError
+from pipeline.core.identifiers import normalise_doi
+from pipeline.core.retry import RetryPolicy
 from pipeline.sources.http import CassetteTransport, make_client, user_agent
 from pipeline.sources.metadata import DoiCache, DoiSettings, fetch, from_crossref, from_openalex, rebuild_abstract
 from pipeline.store import Store

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from pipeline import review
 from pipeline.cli.app import app
+from pipeline.core.models import ClaimRecord, Stance, StudyDesign
 from pipeline.evidence import DESIGN_WEIGHT, evidence_scores, study_weight
-from pipeline.models import ClaimRecord, Stance, StudyDesign
 from pipeline.store import Store
 
 
@@ -154,7 +154,7 @@ def test_match_lists_the_claims_a_paper_bears_on(runner: CliRunner, clean_enviro
 
 from conftest import FIXTURES  # noqa: E402
 
-from pipeline.errors import InputError  # noqa: E402
+from pipeline.core.errors import InputError  # noqa: E402
 from pipeline.evaluation import read_dataset  # noqa: E402
 
 CLAIMS = FIXTURES / "claims"

@@ -12,7 +12,7 @@ from conftest import FIXTURES, ROOT, replayed
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
-from pipeline.models import Certainty, ClaimRecord, Direction, StudyDesign
+from pipeline.core.models import Certainty, ClaimRecord, Direction, StudyDesign
 from pipeline.stages.check import check_directions, check_strength, strongest_allowed
 from pipeline.stages.claim_strength import Strength, read_strength, sentences
 from pipeline.stages.effect_direction import MODEL_FILE, Reported, read_direction, significance_cue
@@ -264,7 +264,7 @@ def test_without_the_option_a_run_makes_the_same_calls_as_before(runner: CliRunn
 def test_the_review_page_lists_the_second_opinion_s_doubts_first(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from starlette.testclient import TestClient
 
-    from pipeline.models import Flag
+    from pipeline.core.models import Flag
     from pipeline.stages.check import second_opinion_result
     from pipeline.store import Store
     from pipeline.web import create_app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.models import (
+from pipeline.core.models import (
     Certainty,
     DomainAssessment,
     DomainRating,

@@ -8,8 +8,8 @@ import pytest
 from conftest import BAD, DVT_PDF, HPYLORI_PDF, NITRATE_PDF
 from pdfmaker import make_pdf
 
-from pipeline.errors import InputError, NoTextLayerError
-from pipeline.models import PageProblem
+from pipeline.core.errors import InputError, NoTextLayerError
+from pipeline.core.models import PageProblem
 from pipeline.sources.pdf import (
     ExtractedPages,
     build_document,

@@ -12,7 +12,7 @@ from conftest import chat_request
 from pydantic import BaseModel
 from scripted_endpoint import ScriptedEndpoint, Scripts, completion
 
-from pipeline.errors import (
+from pipeline.core.errors import (
     ConfigError,
     EndpointUnreachableError,
     LLMError,
@@ -20,10 +20,7 @@ from pipeline.errors import (
     LLMUnavailableError,
     StageOutputError,
 )
-from pipeline.llm.base import LLMContext, StageCall, UsageLog, ask_structured
-from pipeline.llm.openai import OpenAIChatModel
-from pipeline.llm.strict_schema import RequestFacts, request_schema, strict_json_schema
-from pipeline.models import (
+from pipeline.core.models import (
     DraftOutput,
     ExtractOutput,
     Flag,
@@ -33,8 +30,11 @@ from pipeline.models import (
     SynthesisOutput,
     UpgradeFactor,
 )
-from pipeline.retry import RetryPolicy, retry_after_seconds
-from pipeline.settings import RunSettings
+from pipeline.core.retry import RetryPolicy, retry_after_seconds
+from pipeline.core.settings import RunSettings
+from pipeline.llm.base import LLMContext, StageCall, UsageLog, ask_structured
+from pipeline.llm.openai import OpenAIChatModel
+from pipeline.llm.strict_schema import RequestFacts, request_schema, strict_json_schema
 
 
 class Answer(BaseModel):

@@ -14,12 +14,12 @@ from scripted_endpoint import Faults, ScriptedEndpoint, Scripts, stage_of
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.errors import LLMError, LLMUnavailableError
+from pipeline.core.errors import LLMError, LLMUnavailableError
+from pipeline.core.retry import RetryPolicy
+from pipeline.core.settings import CHARS_PER_TOKEN, MIN_PAPER_CHARS, TEMPLATE_TOKENS, RunSettings, Settings
 from pipeline.llm.base import LLMContext
 from pipeline.llm.openai import OpenAIChatModel, chat_body
-from pipeline.retry import RetryPolicy
 from pipeline.run import run_pipeline
-from pipeline.settings import CHARS_PER_TOKEN, MIN_PAPER_CHARS, TEMPLATE_TOKENS, RunSettings, Settings
 from pipeline.sources.pdf import document_from_pages
 from pipeline.stages.paper_text import messages_with_paper
 

@@ -12,7 +12,7 @@ from test_review import stored
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.errors import StaleVersionError
+from pipeline.core.errors import StaleVersionError
 from pipeline.store import Store
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 from conftest import HPYLORI_PDF, replayed
 
-from pipeline.models import ClaimRecord, Direction
+from pipeline.core.models import ClaimRecord, Direction
 from pipeline.sources.pdf import read_pdf
 from pipeline.stages.check import run_checks
 

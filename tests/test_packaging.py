@@ -63,7 +63,7 @@ def test_wheel_ships_prompts_and_schema_and_runs_from_them(tmp_path: Path) -> No
     )
     assert replay.returncode == 0, replay.stdout + replay.stderr
     probe = subprocess.run(
-        [sys.executable, "-c", "import pipeline.resources as r; print(r.record_schema_path())"],
+        [sys.executable, "-c", "import pipeline.core.resources as r; print(r.record_schema_path())"],
         capture_output=True,
         text=True,
         cwd=outside,

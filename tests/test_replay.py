@@ -13,8 +13,8 @@ from conftest import NITRATE_PDF, RUNS, replayed
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
+from pipeline.core.resources import data_dir
 from pipeline.render import render
-from pipeline.resources import data_dir
 
 RECORDINGS = sorted(path.name for path in RUNS.iterdir() if (path / "recording.json").exists())
 

@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 
 from pipeline import review
 from pipeline.cli.app import app
-from pipeline.errors import ReviewRefusedError, StaleVersionError
+from pipeline.core.errors import ReviewRefusedError, StaleVersionError
+from pipeline.core.models import ClaimRecord
 from pipeline.llm.recording import load_recording, recorded_pdf
-from pipeline.models import ClaimRecord
 from pipeline.sources.pdf import read_pdf
-from pipeline.store import SCHEMA_VERSION, Store
+from pipeline.store import STORE_VERSION, Store
 
 
 def stored(db: str | Path, *names: str) -> list[str]:
@@ -204,7 +204,7 @@ def test_older_database_is_upgraded(tmp_path: Path) -> None:
                 db.execute(statement)
         db.execute("PRAGMA user_version = 2")
     upgraded = Store(path)
-    assert upgraded.schema_version() == SCHEMA_VERSION
+    assert upgraded.schema_version() == STORE_VERSION
     assert upgraded.summaries() == []
     Store(tmp_path / "new.db")  # a new store is made whole from the table definitions
 

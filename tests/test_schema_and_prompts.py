@@ -7,16 +7,23 @@ import json
 import pytest
 from conftest import ROOT, RUNS
 
-from pipeline.errors import ConfigError
-from pipeline.models import SCHEMA_VERSION, ClaimRecord
-from pipeline.resources import INSTRUCTIONS, STAGE_PROMPTS, data_dir, load_prompt_set, parse_prompt, record_schema_path
-from pipeline.schema import main as schema_gen_main
-from pipeline.schema import record_schema_text, schema_errors
+from pipeline.core.errors import ConfigError
+from pipeline.core.models import SCHEMA_VERSION, ClaimRecord
+from pipeline.core.resources import (
+    INSTRUCTIONS,
+    STAGE_PROMPTS,
+    data_dir,
+    load_prompt_set,
+    parse_prompt,
+    record_schema_path,
+)
+from pipeline.core.schema import main as schema_gen_main
+from pipeline.core.schema import record_schema_text, schema_errors
 
 
 def test_checked_in_schema_matches_the_models() -> None:
     checked_in = (ROOT / "schemas" / "claim_record.schema.json").read_text()
-    assert checked_in == record_schema_text(), "run: python -m pipeline.schema"
+    assert checked_in == record_schema_text(), "run: python -m pipeline.core.schema"
     assert schema_gen_main(["--check"]) == 0
 
 
@@ -24,7 +31,7 @@ def test_schema_gen_check_fails_on_drift(tmp_path, monkeypatch) -> None:
     schemas = tmp_path / "schemas"
     schemas.mkdir()
     (schemas / "claim_record.schema.json").write_text("{}")
-    monkeypatch.setattr("pipeline.schema.record_schema_path", lambda: schemas / "claim_record.schema.json")
+    monkeypatch.setattr("pipeline.core.schema.record_schema_path", lambda: schemas / "claim_record.schema.json")
     assert schema_gen_main(["--check"]) == 1
 
 
@@ -73,7 +80,7 @@ def test_provenance_hashes_the_bytes_the_run_sent(tmp_path, monkeypatch) -> None
     import hashlib
     import shutil
 
-    from pipeline.errors import ReplayMissError
+    from pipeline.core.errors import ReplayMissError
     from pipeline.llm.base import LLMContext
     from pipeline.llm.recording import ReplayChatModel, load_recording
     from pipeline.run import run_pipeline

@@ -1,4 +1,4 @@
-"""One settings object: every variable is read in pipeline/settings.py and nowhere else, and the
+"""One settings object: every variable is read in pipeline/core/settings.py and nowhere else, and the
 configuration page's table (docs/configuration.md) names exactly those variables (issue 12)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import re
 import pytest
 from conftest import ROOT
 
-from pipeline.errors import ConfigError
-from pipeline.settings import VARIABLES, Settings
+from pipeline.core.errors import ConfigError
+from pipeline.core.settings import VARIABLES, Settings
 
 
 def test_no_module_but_settings_reads_the_environment() -> None:

@@ -226,7 +226,7 @@ def test_every_kind_of_page_has_no_serious_accessibility_violation(tmp_path: Pat
 
 
 def test_a_claim_whose_study_was_retracted_leaves_the_site_until_a_reviewer_acts(tmp_path: Path) -> None:
-    from pipeline.recheck import recheck
+    from pipeline.notices import recheck_notices
     from pipeline.sources.metadata import Notice
 
     store, (record_id,) = store_with(tmp_path / "s.db", "huang-2010-hpylori-iron")
@@ -235,7 +235,7 @@ def test_a_claim_whose_study_was_retracted_leaves_the_site_until_a_reviewer_acts
     build_site(store, site, BASE)
     assert (site / "claims" / f"{record_id}.html").is_file()
     retraction = Notice("retraction", "10.1136/pgmj.2009.089987.retraction", "2026-12-01", "crossref")
-    assert recheck(store, record_id, lambda doi: [retraction])
+    assert recheck_notices(store, record_id, lambda doi: [retraction])
     gone = build_site(store, site, BASE)
     assert gone.claims == 0 and not (site / "claims" / f"{record_id}.html").exists()
     assert record_id not in (site / "index.html").read_text() and broken_links(site) == []

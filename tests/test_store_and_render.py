@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from conftest import RUNS
 
-from pipeline.errors import RecordNotFoundError, RecordSchemaError, StoreError
-from pipeline.models import ClaimRecord
+from pipeline.core.errors import RecordNotFoundError, RecordSchemaError, StoreError
+from pipeline.core.models import ClaimRecord
 from pipeline.render import render
-from pipeline.store import SCHEMA_VERSION, Store
+from pipeline.store import STORE_VERSION, Store
 
 
 def bundled(name: str = "huang-2010-hpylori-iron") -> ClaimRecord:
@@ -63,7 +63,7 @@ def test_ambiguous_and_unknown_ids(db: str) -> None:
 def test_newer_database_is_refused(db: str) -> None:
     store = Store(db)
     with store._write() as connection:  # as a later release of claims would leave it
-        store._set_version(connection, SCHEMA_VERSION + 1)
+        store._set_version(connection, STORE_VERSION + 1)
     with pytest.raises(StoreError, match="newer than this claims"):
         Store(db)
 

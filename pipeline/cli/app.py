@@ -20,13 +20,13 @@ from rich.console import Console
 
 from pipeline import __version__
 from pipeline.accounts import Credentials
-from pipeline.errors import ClaimsError, InputError
-from pipeline.files import require_regular_file
-from pipeline.identifiers import paper_source
+from pipeline.core.errors import ClaimsError, InputError
+from pipeline.core.files import require_regular_file
+from pipeline.core.identifiers import paper_source
+from pipeline.core.models import StudyMetadata
+from pipeline.core.settings import RunSettings, Settings, current, use
 from pipeline.llm.providers import LiveModel
-from pipeline.models import StudyMetadata
 from pipeline.run import STAGES
-from pipeline.settings import RunSettings, Settings, current, use
 from pipeline.sources.http import make_client
 from pipeline.sources.metadata import DoiCache, DoiSettings, Fetched, fetch
 from pipeline.store import Store, database_trouble

@@ -43,15 +43,15 @@ from pipeline.cli.app import (
     run_settings,
     say_adaptations,
 )
-from pipeline.errors import BatchStoppedError, InputError
-from pipeline.files import require_writable_folder
+from pipeline.core.errors import BatchStoppedError, InputError
+from pipeline.core.files import require_writable_folder
+from pipeline.core.schema import record_validator
+from pipeline.core.settings import current
 from pipeline.llm.base import ChatModel
 from pipeline.llm.cache import SQLiteResponseCache
 from pipeline.llm.providers import LiveModel, get_model, via_batch_api
 from pipeline.llm.ratelimit import RateLimitedChatModel, RateLimiter
 from pipeline.pool import ParsePool
-from pipeline.schema import record_validator
-from pipeline.settings import current
 from pipeline.store import Store
 
 VIAS = ("chat", "batch-api")

@@ -26,7 +26,10 @@ from pipeline.cli.app import (
     say_adaptations,
 )
 from pipeline.cli.review import ReviewerOption
-from pipeline.errors import InputError
+from pipeline.core.errors import InputError
+from pipeline.core.files import require_writable_folder
+from pipeline.core.models import Stance, StudyMetadata
+from pipeline.core.settings import current
 from pipeline.evaluation import (
     DIRECTION_LABELS,
     STRENGTH_LABELS,
@@ -39,15 +42,12 @@ from pipeline.evaluation import (
     read_strength_set,
 )
 from pipeline.evidence import add_study, match_score
-from pipeline.files import require_writable_folder
 from pipeline.llm.base import LLMContext, RecordingChatModel
 from pipeline.llm.providers import get_model
 from pipeline.llm.recording import RecordedSource, build_recording, save_eval_recording, save_recording
-from pipeline.models import Stance, StudyMetadata
 from pipeline.pool import read_alone
 from pipeline.review import stored_sources
 from pipeline.run import require_a_study
-from pipeline.settings import current
 from pipeline.sources.pdf import Document
 from pipeline.stages.check import count, model_rewriter
 

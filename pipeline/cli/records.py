@@ -8,22 +8,22 @@ from pathlib import Path
 import typer
 
 from pipeline.cli.app import DbOption, app, err, one_line_errors, open_store, out
-from pipeline.errors import ClaimsError, InputError, ReplayError
-from pipeline.files import (
+from pipeline.core.errors import ClaimsError, InputError, ReplayError
+from pipeline.core.files import (
     read_json_file,
     write_json_atomic,
     write_text_atomic,
 )
+from pipeline.core.models import ClaimRecord
+from pipeline.core.schema import require_valid, schema_errors
 from pipeline.llm.recording import (
     RECORDING_FILE,
     load_recording,
 )
-from pipeline.models import ClaimRecord
 from pipeline.pool import read_alone
 from pipeline.render import FORMATS, render
 from pipeline.replay import replay as replay_recording
 from pipeline.review import recheck_against_pdf
-from pipeline.schema import require_valid, schema_errors
 from pipeline.stages.check import count
 
 

@@ -27,8 +27,8 @@ from pipeline.cli.app import (
     open_store,
     out,
 )
-from pipeline.errors import ClaimsError, InputError, InvalidEditError, StoreError
-from pipeline.files import (
+from pipeline.core.errors import ClaimsError, InputError, InvalidEditError, StoreError
+from pipeline.core.files import (
     MAX_JSON_BYTES,
     read_regular_file,
     require_writable_folder,
@@ -36,10 +36,10 @@ from pipeline.files import (
     write_json_atomic,
     write_text_atomic,
 )
-from pipeline.models import ClaimRecord, ReviewStatus
-from pipeline.recheck import recheck
+from pipeline.core.models import ClaimRecord, ReviewStatus
+from pipeline.core.settings import current
+from pipeline.notices import recheck_notices
 from pipeline.render import Approval, render
-from pipeline.settings import current
 from pipeline.sources.metadata import publication_notices
 from pipeline.store import Store, display_time
 
@@ -537,7 +537,7 @@ def recheck_command(
     ids = [summary.record_id for summary in store.summaries()] if every else [store.resolve(i) for i in record_ids]
     changed = 0
     for record_id in ids:
-        found = recheck(store, record_id, lambda doi: publication_notices(doi, client, doi_settings))
+        found = recheck_notices(store, record_id, lambda doi: publication_notices(doi, client, doi_settings))
         if found:
             changed += 1
             out.print(f"{record_id}: now a draft again (version {store.version_of(record_id)}):", markup=False)

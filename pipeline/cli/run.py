@@ -28,13 +28,14 @@ from pipeline.cli.app import (
     run_settings,
     say_adaptations,
 )
-from pipeline.errors import ClaimsError
-from pipeline.files import (
+from pipeline.core.errors import ClaimsError
+from pipeline.core.files import (
     require_writable_folder,
     write_bytes_atomic,
     write_json_atomic,
 )
-from pipeline.identifiers import normalise_doi
+from pipeline.core.identifiers import normalise_doi
+from pipeline.core.settings import current
 from pipeline.llm.base import LLMContext, RecordingChatModel
 from pipeline.llm.cache import SQLiteResponseCache
 from pipeline.llm.providers import get_model
@@ -44,7 +45,6 @@ from pipeline.llm.recording import (
 )
 from pipeline.pool import ParsePool
 from pipeline.run import RunResult, run_key, run_pipeline, run_prompts
-from pipeline.settings import current
 from pipeline.sources.metadata import fetch, file_stem
 from pipeline.stages.check import count
 

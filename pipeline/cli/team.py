@@ -22,10 +22,10 @@ from pipeline.accounts import (
     valid_name,
 )
 from pipeline.cli.app import DbOption, PasswordStdinOption, app, err, one_line_errors, open_store, out
-from pipeline.errors import InputError
-from pipeline.files import read_regular_file
-from pipeline.settings import current
-from pipeline.store import ROLES, SCHEMA_VERSION, Store, display_time, is_url
+from pipeline.core.errors import InputError
+from pipeline.core.files import read_regular_file
+from pipeline.core.settings import current
+from pipeline.store import ROLES, STORE_VERSION, Store, display_time, is_url
 
 user_app = typer.Typer(
     help="Accounts for the review page and the history: add, list, disable, reset a password, personal tokens."
@@ -235,7 +235,7 @@ def db_migrate(db: str | None = DbOption) -> None:
     elif found == 0:
         out.print(f"{store.path}: a new store, created at schema version {now}")
     else:
-        out.print(f"{store.path}: upgraded from schema version {found} to {now} (this claims's: {SCHEMA_VERSION})")
+        out.print(f"{store.path}: upgraded from schema version {found} to {now} (this claims's: {STORE_VERSION})")
 
 
 @db_app.command("copy")

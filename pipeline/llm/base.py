@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import BaseModel, PrivateAttr, ValidationError
 
-from pipeline.errors import LLMError, LLMRefusalError, StageOutputError
+from pipeline.core.errors import LLMError, LLMRefusalError, StageOutputError
+from pipeline.core.models import Flag
+from pipeline.core.resources import PromptSet, load_prompt_set
 from pipeline.llm.strict_schema import RequestFacts, request_schema
-from pipeline.models import Flag
-from pipeline.resources import PromptSet, load_prompt_set
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator

@@ -25,10 +25,10 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import LLMError, LLMUnavailableError
+from pipeline.core.errors import LLMError, LLMUnavailableError
+from pipeline.core.retry import RetryError, RetryPolicy, call_with_retries
 from pipeline.llm.base import ChatRequest, ChatResponse
 from pipeline.llm.openai import OpenAIChatModel, Refusal, chat_body, response_from_completion
-from pipeline.retry import RetryError, RetryPolicy, call_with_retries
 
 FINISHED = {"completed", "failed", "expired", "cancelled"}
 

@@ -13,7 +13,7 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.errors import StoreError
+from pipeline.core.errors import StoreError
 
 
 class SQLiteResponseCache:

@@ -21,17 +21,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import (
+from pipeline.core.errors import (
     ConfigError,
     EndpointRefusedError,
     EndpointUnreachableError,
     LLMError,
     LLMUnavailableError,
 )
+from pipeline.core.retry import RetryError, RetryPolicy, call_with_retries
+from pipeline.core.settings import Settings
 from pipeline.llm.base import ChatRequest, ChatResponse, Usage, request_priority
 from pipeline.llm.ratelimit import RequestSlots
-from pipeline.retry import RetryError, RetryPolicy, call_with_retries
-from pipeline.settings import Settings
 from pipeline.sources.http import tls_context
 
 

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
+from pipeline.core.settings import Settings
 from pipeline.llm.base import ChatModel, ChatRequest, ChatResponse
 from pipeline.llm.batch_api import BatchApiChatModel
 from pipeline.llm.openai import OpenAIChatModel
-from pipeline.settings import Settings
 
 
 class LiveModel(Protocol):

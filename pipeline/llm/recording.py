@@ -30,13 +30,13 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, Field
 
 from pipeline import __version__
-from pipeline.errors import LLMError, ReplayError, ReplayMissError
-from pipeline.files import write_json_atomic
+from pipeline.core.errors import LLMError, ReplayError, ReplayMissError
+from pipeline.core.files import write_json_atomic
+from pipeline.core.models import ClaimRecord, StudyMetadata
+from pipeline.core.resources import INSTRUCTIONS, STAGE_PROMPTS, PromptSet, prompt_sha256
+from pipeline.core.settings import RunSettings
+from pipeline.core.settings import current as current_settings
 from pipeline.llm.base import ChatRequest, ChatResponse, Interaction
-from pipeline.models import ClaimRecord, StudyMetadata
-from pipeline.resources import INSTRUCTIONS, STAGE_PROMPTS, PromptSet, prompt_sha256
-from pipeline.settings import RunSettings
-from pipeline.settings import current as current_settings
 
 RECORDING_FORMAT = "claims-recording/1"
 RECORDING_FILE = "recording.json"

@@ -20,8 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pipeline.memo import computed_once
-from pipeline.models import STAGE_RULES
+from pipeline.core.memo import computed_once
+from pipeline.core.models import STAGE_RULES
 
 _DROPPED_KEYWORDS = {"default", "title"}
 

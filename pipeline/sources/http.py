@@ -23,9 +23,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from pipeline import __version__, settings
-from pipeline.errors import ConfigError
-from pipeline.memo import computed_once
+from pipeline import __version__
+from pipeline.core import settings
+from pipeline.core.errors import ConfigError
+from pipeline.core.memo import computed_once
 
 CONTACT_PARAMETERS = {"mailto", "email"}
 

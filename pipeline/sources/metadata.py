@@ -23,10 +23,10 @@ from urllib.parse import quote
 
 import httpx
 
-from pipeline.errors import DoiNotFoundError, NoOpenAccessPdfError, SourcesUnavailableError
-from pipeline.files import write_bytes_atomic, write_json_atomic
-from pipeline.models import StudyMetadata
-from pipeline.retry import RetryError, RetryPolicy, call_with_retries
+from pipeline.core.errors import DoiNotFoundError, NoOpenAccessPdfError, SourcesUnavailableError
+from pipeline.core.files import write_bytes_atomic, write_json_atomic
+from pipeline.core.models import StudyMetadata
+from pipeline.core.retry import RetryError, RetryPolicy, call_with_retries
 
 CROSSREF_URL = "https://api.crossref.org/works/{doi}"
 OPENALEX_URL = "https://api.openalex.org/works/doi:{doi}"

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from pipeline import settings
-from pipeline.errors import EncryptedPdfError, InputError, NoTextLayerError
-from pipeline.files import read_regular_file
-from pipeline.identifiers import DOI_PATTERN, clean_doi
-from pipeline.models import PageProblem
+from pipeline.core import settings
+from pipeline.core.errors import EncryptedPdfError, InputError, NoTextLayerError
+from pipeline.core.files import read_regular_file
+from pipeline.core.identifiers import DOI_PATTERN, clean_doi
+from pipeline.core.models import PageProblem
 
 EMAIL_ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 

@@ -35,10 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import StageOutputError
-from pipeline.identifiers import foreign_citations
-from pipeline.llm.base import LLMContext, StageCall, ask_structured
-from pipeline.models import (
+from pipeline.core.errors import StageOutputError
+from pipeline.core.identifiers import foreign_citations
+from pipeline.core.models import (
     Certainty,
     CheckResult,
     CheckStatus,
@@ -54,7 +53,9 @@ from pipeline.models import (
     StepBasis,
     StudyDesign,
 )
-from pipeline.schema import schema_errors
+from pipeline.core.schema import schema_errors
+from pipeline.core.terms import stems
+from pipeline.llm.base import LLMContext, StageCall, ask_structured
 from pipeline.sources.pdf import Document
 from pipeline.stages.claim_strength import Strength, StrengthReading, clauses, read_strength, sentences
 from pipeline.stages.effect_direction import Reported, read_direction, significance_cue
@@ -62,7 +63,6 @@ from pipeline.stages.free_text import check_free_text
 from pipeline.stages.grade import rate_certainty, starting_certainty
 from pipeline.stages.readability import MAX_GRADE, MAX_WORDS_PER_SENTENCE, Readability, score
 from pipeline.stages.textmatch import locate, numbers_in, numbers_of
-from pipeline.terms import stems
 
 Rewriter = Callable[[str, Readability], str]
 
@@ -811,7 +811,7 @@ def check_plain_language(record: ClaimRecord, rewrite: Rewriter | None) -> Check
 # --------------------------------------------------------------------------- the model's answers
 
 MODEL_OUTPUT = "model_output"
-PUBLICATION_STATUS = "publication_status"  # notices found after publication (see recheck.py)
+PUBLICATION_STATUS = "publication_status"  # notices found after publication (see notices.py)
 # Results no re-check can redo (they come from the model's answers, or from a registry since):
 # run_checks carries them over as they stand.
 SECOND_OPINION = "second_opinion"

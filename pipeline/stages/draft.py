@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from pipeline.identifiers import canonical_citation
+from pipeline.core.identifiers import canonical_citation
+from pipeline.core.models import CausalStep, DraftOutput, Finding, Flag, Stance, StepBasis, StudyStanceOutput
 from pipeline.llm.base import LLMContext, StageCall, ask_structured
 from pipeline.llm.strict_schema import RequestFacts
-from pipeline.models import CausalStep, DraftOutput, Finding, Flag, Stance, StepBasis, StudyStanceOutput
 from pipeline.sources.pdf import Document
 from pipeline.stages.paper_text import messages_with_paper
 

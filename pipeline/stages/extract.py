@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from pipeline.core.models import ExtractOutput, Flag
 from pipeline.llm.base import LLMContext, StageCall, ask_structured
 from pipeline.llm.strict_schema import RequestFacts
-from pipeline.models import ExtractOutput, Flag
 from pipeline.sources.pdf import Document
 from pipeline.stages.paper_text import messages_with_paper
 

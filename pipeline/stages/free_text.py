@@ -27,9 +27,9 @@ from collections.abc import Iterator
 
 from rapidfuzz import fuzz
 
-from pipeline.models import ClaimRecord, Flag
+from pipeline.core.models import ClaimRecord, Flag
+from pipeline.core.terms import COMMON_WORDS, content_words
 from pipeline.sources.pdf import Document
-from pipeline.terms import COMMON_WORDS, content_words
 
 # Fewest words a field of each kind may have.
 MIN_WORDS = {

@@ -9,9 +9,7 @@ whatever order the model used.
 
 from __future__ import annotations
 
-from pipeline.llm.base import LLMContext, StageCall, ask_structured
-from pipeline.llm.strict_schema import RequestFacts
-from pipeline.models import (
+from pipeline.core.models import (
     Certainty,
     CertaintyAssessment,
     DomainAssessment,
@@ -22,6 +20,8 @@ from pipeline.models import (
     StudyDesign,
     UpgradeAssessment,
 )
+from pipeline.llm.base import LLMContext, StageCall, ask_structured
+from pipeline.llm.strict_schema import RequestFacts
 from pipeline.sources.pdf import Document
 from pipeline.stages.draft import findings_json
 from pipeline.stages.paper_text import messages_with_paper

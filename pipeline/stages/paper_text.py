@@ -3,9 +3,9 @@ model's context window is known, cut further so that the whole prompt and the an
 
 from __future__ import annotations
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
+from pipeline.core.settings import MIN_PAPER_CHARS
 from pipeline.llm.base import LLMContext
-from pipeline.settings import MIN_PAPER_CHARS
 from pipeline.sources.pdf import Document
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from pipeline.core.models import Finding, Flag, SecondOpinionOutput, Verdict
 from pipeline.llm.base import LLMContext, StageCall, ask_structured
-from pipeline.models import Finding, Flag, SecondOpinionOutput, Verdict
 
 
 def second_opinion(findings: list[Finding], llm: LLMContext, model: str, study: int = 0) -> list[Flag]:

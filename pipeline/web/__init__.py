@@ -39,7 +39,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from pipeline.accounts import LoginLimiter
-from pipeline.errors import RecordNotFoundError
+from pipeline.core.errors import RecordNotFoundError
 from pipeline.store import Store
 from pipeline.web import admin, auth, edit, queue, quotes, records
 from pipeline.web.site import SESSION_COOKIE, SESSION_IDLE, SESSION_LONGEST, Site, guarded, threaded

@@ -8,7 +8,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
 from pipeline import accounts
 from pipeline.accounts import may
-from pipeline.errors import ClaimsError
+from pipeline.core.errors import ClaimsError
 from pipeline.store import ROLES, Account, display_time
 from pipeline.web.site import Form, Refused, Site, verified
 

@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from pipeline import review
-from pipeline.errors import ClaimsError, InvalidEditError, StaleVersionError
-from pipeline.models import ClaimType, DomainRating, StepBasis
+from pipeline.core.errors import ClaimsError, InvalidEditError, StaleVersionError
+from pipeline.core.models import ClaimType, DomainRating, StepBasis
 from pipeline.web.site import Form, Refused, Site, actor, remember, verified, version_of
 
 

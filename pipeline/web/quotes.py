@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from pipeline import pages, review
-from pipeline.errors import ClaimsError
+from pipeline.core.errors import ClaimsError
 from pipeline.web.site import FLAG, MAX_PAGE, Form, Site
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")

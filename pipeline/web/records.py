@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
 from pipeline import review
-from pipeline.errors import ClaimsError, RecordNotFoundError, StaleVersionError
+from pipeline.core.errors import ClaimsError, RecordNotFoundError, StaleVersionError
 from pipeline.render import page_blocks
 from pipeline.store import flag_count
 from pipeline.web.quotes import flag_anchors, highlights_of, quote_places

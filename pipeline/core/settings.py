@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 DEFAULT_MODEL = "gpt-4o-mini"
 

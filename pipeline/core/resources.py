@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from pipeline.errors import ConfigError
-from pipeline.settings import current as current_settings
+from pipeline.core.errors import ConfigError
+from pipeline.core.settings import current as current_settings
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the pipeline package
 _MARKER = re.compile(r"^=== (system|user) ===[ \t]*$", re.MULTILINE)
 
 RECORD_SCHEMA_FILE = "claim_record.schema.json"

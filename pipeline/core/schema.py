@@ -1,7 +1,7 @@
 """The record schema: schemas/claim_record.schema.json, generated from the pydantic models, and
 validation against it.
 
-`python -m pipeline.schema` rewrites the file; `--check` exits 1 when the checked-in file
+`python -m pipeline.core.schema` rewrites the file; `--check` exits 1 when the checked-in file
 has drifted from the models (the test suite runs the same comparison). The store validates every
 record against it before writing, and the check stage reports it as the `schema` check.
 """
@@ -12,11 +12,11 @@ import json
 import sys
 from typing import Any
 
-from pipeline.errors import RecordSchemaError
-from pipeline.files import write_text_atomic
-from pipeline.memo import computed_once
-from pipeline.models import STAGE_RULES, ClaimRecord
-from pipeline.resources import record_schema_path
+from pipeline.core.errors import RecordSchemaError
+from pipeline.core.files import write_text_atomic
+from pipeline.core.memo import computed_once
+from pipeline.core.models import STAGE_RULES, ClaimRecord
+from pipeline.core.resources import record_schema_path
 
 
 @computed_once
@@ -65,7 +65,7 @@ def main(argv: list[str]) -> int:
     path = record_schema_path()
     if "--check" in argv:
         if path.read_text() != record_schema_text():
-            print(f"{path} is out of date: run python -m pipeline.schema", file=sys.stderr)
+            print(f"{path} is out of date: run python -m pipeline.core.schema", file=sys.stderr)
             return 1
         print(f"{path} is up to date")
         return 0

@@ -11,9 +11,9 @@ import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from pipeline.errors import InputError
-from pipeline.files import path_exists
-from pipeline.models import ClaimRecord
+from pipeline.core.errors import InputError
+from pipeline.core.files import path_exists
+from pipeline.core.models import ClaimRecord
 
 DOI_PATTERN = re.compile(r"\b10\.\d{4,9}/[^\s\"<>]+", re.IGNORECASE)
 

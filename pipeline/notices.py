@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pipeline.models import CheckResult, CheckStatus, ClaimRecord, Flag, ReviewStatus
+from pipeline.core.models import CheckResult, CheckStatus, ClaimRecord, Flag, ReviewStatus
 from pipeline.sources.metadata import Notice
 from pipeline.stages.check import PUBLICATION_STATUS
 from pipeline.store import Store
@@ -46,7 +46,7 @@ def notice_flags(record: ClaimRecord, notices_of: Callable[[str], list[Notice]])
     return flags
 
 
-def recheck(store: Store, record_id: str, notices_of: Callable[[str], list[Notice]]) -> list[Flag]:
+def recheck_notices(store: Store, record_id: str, notices_of: Callable[[str], list[Notice]]) -> list[Flag]:
     """The notices not yet on the record; with any, the record becomes a new draft version."""
     record, version = store.get_versioned(record_id)
     earlier = next((c for c in record.checks if c.name == PUBLICATION_STATUS), None)
