@@ -277,11 +277,18 @@ def _quote_pages(
     record = item.record
     sources = stored_sources(store, record)
     marks = pages.highlights(record, {study: document.pages for study, document in sources.items()})
+    # each study's pages may be shown when its licence allows and its PDF is stored: asked once a study
+    references = {s.reference.study_id: s.reference for s in record.studies}
+    showable = {
+        study_id: may_show_pages(references[study_id].licence) and store.has_pdf(document.sha256)
+        for study_id, document in sources.items()
+        if study_id in references
+    }
     found = []
     for number, mark in enumerate(m for m in marks if m.kind == "quote"):
         study = next((s for s in record.studies if s.reference.study_id == mark.study_id), record.studies[0])
         document = pages.document_of(record, sources, mark.study_id)
-        shown = may_show_pages(study.reference.licence) and document is not None and store.has_pdf(document.sha256)
+        shown = document is not None and showable.get(study.reference.study_id, False)
         # named by what it shows (the paper, the page, the quote's place), so an unchanged image is
         # never drawn again, claims quoting the same passage share one, and a changed one gets a
         # new name (the old one leaves with the manifest)

@@ -42,47 +42,13 @@ class DirectionReading:
     cue: str | None  # the words or numbers that weighed most
 
 
-_STOP = frozenset(
-    [
-        "the",
-        "a",
-        "an",
-        "of",
-        "and",
-        "or",
-        "in",
-        "on",
-        "at",
-        "to",
-        "for",
-        "with",
-        "by",
-        "from",
-        "group",
-        "groups",
-        "arm",
-        "arms",
-        "patients",
-        "subjects",
-        "participants",
-        "treatment",
-        "therapy",
-        "alone",
-        "plus",
-        "vs",
-        "versus",
-        "than",
-        "that",
-        "this",
-        "those",
-        "these",
-        "who",
-        "were",
-        "was",
-        "is",
-        "are",
-    ]
-)
+# Words that name no arm, outcome or direction (the arms' own names are read without them).
+_STOP_WORDS = """
+    the a an of and or in on at to for with by from group groups arm arms patients subjects
+    participants treatment therapy alone plus vs versus than that this those these who were was
+    is are
+"""
+_STOP = frozenset(_STOP_WORDS.split())
 _WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*|[<>≤≥=%]")
 _CONTROL_WORDS = frozenset(
     ["placebo", "control", "controls", "usual", "sham", "standard", "conventional", "baseline", "cg", "pla"]
