@@ -86,6 +86,8 @@ def main() -> None:
     if args.serve:
         serve(args.serve[0], int(args.serve[1]))
         return
+    from probes import wait_until_serving
+
     count = 10 if args.quick else args.requests
     with tempfile.TemporaryDirectory() as scratch:
         db, record_id = prepare(Path(scratch))
@@ -97,12 +99,7 @@ def main() -> None:
         server = subprocess.Popen([sys.executable, __file__, "--serve", db, str(port)])
         base = f"http://127.0.0.1:{port}"
         try:
-            for _ in range(200):
-                try:
-                    httpx.get(f"{base}/login", timeout=1)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.05)
+            wait_until_serving(base)
             client = httpx.Client(base_url=base, headers={"Origin": base})
             token = client.get("/login").text.split('name="csrf" value="')[1].split('"')[0]
             client.post("/login", data={"csrf": token, "name": "alice", "password": PASSWORD, "next": "/"})

@@ -657,6 +657,19 @@ def _logged_in(store: Store, name: str, **app_options: object) -> TestClient:
     return client
 
 
+def wait_until_serving(base: str, seconds: float = 10.0) -> None:
+    """Until a review server started in another process answers its login page (or time is up)."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{base}/login", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+
+
 @probe("team: disabling every account turns the review page open")
 def all_disabled_open(scratch: Scratch) -> Outcome:
     store, record_id = _team(scratch)
@@ -760,12 +773,7 @@ def forwarded_spray(scratch: Scratch) -> Outcome:
         import httpx
 
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                httpx.get(f"{base}/login", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_until_serving(base)
         statuses = []
         with httpx.Client(base_url=base, headers={"Origin": base}) as client:
             token = _token(client.get("/login").text)
