@@ -277,3 +277,22 @@ def test_the_review_page_lists_the_second_opinion_s_doubts_first(tmp_path) -> No
     page = TestClient(create_app(store), base_url="http://127.0.0.1:8000").get(f"/records/{record.record_id}").text
     summary = page[page.index('id="flag-summary"') :]
     assert summary.index("second_opinion") < summary.index("ungrounded_quote")
+
+
+def test_the_second_opinion_s_schema_asks_one_verdict_for_each_finding_given() -> None:
+    from pipeline.core.models import SecondOpinionOutput
+    from pipeline.llm.strict_schema import RequestFacts, request_schema
+    from pipeline.stages.verify import _each_finding_once
+
+    schema = request_schema(SecondOpinionOutput, RequestFacts(findings=5))
+    verdicts = schema["properties"]["verdicts"]
+    assert (verdicts["minItems"], verdicts["maxItems"]) == (5, 5)
+    item = schema["$defs"]["FindingVerdict"]["properties"]["finding"]
+    assert (item["minimum"], item["maximum"]) == (0, 4)
+    answer = SecondOpinionOutput.model_validate(
+        {"verdicts": [{"finding": 0, "verdict": "supported", "differs": [], "reason": "r"}] * 2}
+    )
+    assert _each_finding_once(answer, 2) == [
+        "verdicts: no verdict for finding 1",
+        "verdicts: finding 0 judged more than once",
+    ]

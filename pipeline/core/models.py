@@ -315,7 +315,10 @@ class Verdict(str, Enum):
 
 
 class FindingVerdict(_Model):
-    finding: int = Field(description="The finding's number as given, from 0.")
+    finding: int = Field(
+        description="The finding's number as given, from 0.",
+        json_schema_extra=stage_rule(minimum=0, maximum="$last_finding"),
+    )
     verdict: Verdict
     differs: list[str] = Field(
         description="The finding's words or numbers the quote does not bear out (empty when supported).",
@@ -327,7 +330,10 @@ class FindingVerdict(_Model):
 class SecondOpinionOutput(_Model):
     """What the second-opinion call asks the model for: a verdict on each finding."""
 
-    verdicts: list[FindingVerdict] = Field(json_schema_extra=stage_rule(maxItems=20))
+    verdicts: list[FindingVerdict] = Field(
+        description="One verdict for each finding given, in their order.",
+        json_schema_extra=stage_rule(minItems="$findings", maxItems="$findings"),
+    )
 
 
 class SynthesisOutput(_Model):

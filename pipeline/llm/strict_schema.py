@@ -8,7 +8,8 @@ an explicit `null`.
 
 On top of that, `request_schema` applies the stage rules the models declare under `x-stage`
 (see `models.stage_rule`), filling in what depends on the request: the ids of the studies given
-(`$study_ids`, an enum), the paper's page count (`$pages`) and the number of studies (`$studies`).
+(`$study_ids`, an enum), the paper's page count (`$pages`), the number of studies (`$studies`) and
+the number of findings a second opinion judges (`$findings`, `$last_finding`).
 Only keywords that OpenAI's strict subset and llama.cpp's / vLLM's grammar conversion both accept
 are used: `enum`, `minItems`, `maxItems`, `minimum`, `maximum`, `exclusiveMinimum`.
 """
@@ -32,6 +33,7 @@ class RequestFacts:
 
     study_ids: tuple[str, ...] | None = None
     pages: int | None = None
+    findings: int | None = None  # how many findings a second opinion is asked about
 
 
 @computed_once
@@ -96,4 +98,8 @@ def _fill(value: Any, facts: RequestFacts) -> Any:
         return len(facts.study_ids) if facts.study_ids else None
     if value == "$pages":
         return facts.pages
+    if value == "$findings":
+        return facts.findings
+    if value == "$last_finding":
+        return facts.findings - 1 if facts.findings else None
     return value

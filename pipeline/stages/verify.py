@@ -16,6 +16,7 @@ import json
 
 from pipeline.core.models import Finding, Flag, SecondOpinionOutput, Verdict
 from pipeline.llm.base import LLMContext, StageCall, ask_structured
+from pipeline.llm.strict_schema import RequestFacts
 
 
 def second_opinion(findings: list[Finding], llm: LLMContext, model: str, study: int = 0) -> list[Flag]:
@@ -37,11 +38,21 @@ def second_opinion(findings: list[Finding], llm: LLMContext, model: str, study: 
         for number, f in enumerate(findings)
     ]
     messages = llm.prompts.render("verify", findings=json.dumps(payload, ensure_ascii=False, indent=1))
-    verifier = dataclasses.replace(llm, settings=dataclasses.replace(llm.settings, model=model), salvaged=[])
-    answer = ask_structured(verifier, StageCall("verify", SecondOpinionOutput, messages))
+    # the same context (usage, cache, what the stages salvaged) with the second model named
+    verifier = dataclasses.replace(llm, settings=dataclasses.replace(llm.settings, model=model))
+    call = StageCall(
+        "verify",
+        SecondOpinionOutput,
+        messages,
+        check=lambda answer: _each_finding_once(answer, len(findings)),
+        facts=RequestFacts(findings=len(findings)),
+    )
+    answer = ask_structured(verifier, call)
     assert isinstance(answer, SecondOpinionOutput)
     flags = []
     for verdict in answer.verdicts:
+        # a salvaged answer (still broken after the repair: flagged as model_output) may name a finding
+        # that does not exist
         if verdict.verdict is Verdict.supported or not 0 <= verdict.finding < len(findings):
             continue
         words = f" (differs: {', '.join(verdict.differs[:8])})" if verdict.differs else ""
@@ -54,3 +65,12 @@ def second_opinion(findings: list[Finding], llm: LLMContext, model: str, study: 
             )
         )
     return flags
+
+
+def _each_finding_once(answer: SecondOpinionOutput, count: int) -> list[str]:
+    """What no schema can say: a verdict for every finding, none twice."""
+    given = [verdict.finding for verdict in answer.verdicts]
+    missing = sorted(set(range(count)) - set(given))
+    twice = sorted({n for n in given if given.count(n) > 1})
+    problems = [f"verdicts: no verdict for finding {n}" for n in missing]
+    return problems + [f"verdicts: finding {n} judged more than once" for n in twice]
