@@ -173,6 +173,16 @@ class LoginLimiter:
 # names who made the change in the audit log ("maria" on the page, "command line (USER)" there).
 
 
+def acting_admin(store: Store, name: str, credentials: Credentials) -> str | None:
+    """Who manages accounts on the command line, as on the admin page: on a store with an enabled
+    admin, the admin its credentials prove (anyone else is refused); None while no admin is
+    enabled (a new store's first account, or a store whose admins were all disabled), when
+    whoever holds the store's own credentials acts: nobody else could."""
+    if not store.enabled_admins():
+        return None
+    return attributed(store, name, "manage-users", credentials)
+
+
 def valid_name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > 100 or any(c.isspace() or c == "\x00" for c in name):

@@ -74,9 +74,13 @@ class Scratch:
             **extra,
         }
 
-    def claims(self, *args: str, **env: str) -> tuple[int, str]:
-        result = CliRunner().invoke(app, list(args), env=self.env(**env))
+    def claims(self, *args: str, stdin: str | None = None, **env: str) -> tuple[int, str]:
+        result = CliRunner().invoke(app, list(args), env=self.env(**env), input=stdin)
         return result.exit_code, result.output
+
+    def as_admin(self, *args: str) -> tuple[int, str]:
+        """`claims ARGS` as the team store's admin (root), proved by the password."""
+        return self.claims(*args, "--admin", "root", "--password-stdin", stdin=_PASSWORD + "\n")
 
     def approve(self, record_id: str) -> None:
         store = Store(self.db)
@@ -674,8 +678,8 @@ def wait_until_serving(base: str, seconds: float = 10.0) -> None:
 def all_disabled_open(scratch: Scratch) -> Outcome:
     store, record_id = _team(scratch)
     for name in ("alice", "bob"):
-        scratch.claims("user", "disable", name)
-    scratch.claims("user", "disable", "root", "--force")
+        scratch.as_admin("user", "disable", name)
+    scratch.as_admin("user", "disable", "root", "--force")
     client = TestClient(create_app(store), base_url=SITE, headers={"Origin": SITE}, follow_redirects=False)
     page = client.get("/")
     token = _token(client.get("/login").text)
@@ -702,6 +706,20 @@ def cli_other_name(scratch: Scratch) -> Outcome:
     return Outcome(refused.held and "credentials" in output and store.version_of(record_id) == 1, refused.detail)
 
 
+@probe("team: the CLI manages accounts without an admin's credentials")
+def cli_manages_without_admin(scratch: Scratch) -> Outcome:
+    store, _ = _team(scratch)
+    code, output = scratch.claims(
+        "user", "role", "alice", "admin", "--admin", "alice", "--password-stdin", stdin=_PASSWORD + "\n"
+    )
+    refused = one_line_refusal(code, output, 1)
+    unproven = scratch.claims("user", "disable", "root", "--force")[0]
+    held = refused.held and "may not manage users" in output and unproven != 0
+    return Outcome(
+        held and store.account("alice").role == "reviewer" and not store.account("root").disabled, refused.detail
+    )  # type: ignore[union-attr]
+
+
 @probe("team: the old cookie still answers after logout")
 def cookie_after_logout(scratch: Scratch) -> Outcome:
     store, _ = _team(scratch)
@@ -718,8 +736,8 @@ def reenable_revives(scratch: Scratch) -> Outcome:
     store, _ = _team(scratch)
     client = _logged_in(store, "alice")
     cookie = client.cookies.get("claims_session") or ""
-    scratch.claims("user", "disable", "alice")
-    scratch.claims("user", "enable", "alice")
+    scratch.as_admin("user", "disable", "alice")
+    scratch.as_admin("user", "enable", "alice")
     replay = TestClient(create_app(store), base_url=SITE, follow_redirects=False, cookies={"claims_session": cookie})
     status = replay.get("/").status_code
     return Outcome(bool(cookie) and status == 303, f"old cookie after disable and enable: HTTP {status}")
@@ -728,7 +746,7 @@ def reenable_revives(scratch: Scratch) -> Outcome:
 @probe("team: an editor approves their own edit with --override (four eyes on)")
 def own_edit_override(scratch: Scratch) -> Outcome:
     store, record_id = _team(scratch)
-    scratch.claims("db", "settings", "--require-second-reviewer", "on")
+    scratch.as_admin("db", "settings", "--require-second-reviewer", "on")
     record = store.get(record_id)
     record.claim.text = record.claim.text.rstrip(".") + " in adults."
     review.edit(store, record_id, 1, record.model_dump_json(), "alice", "wording")
@@ -745,7 +763,7 @@ def own_edit_override(scratch: Scratch) -> Outcome:
 @probe("team: a curator approves the draft they ran (four eyes on)")
 def curator_own_run(scratch: Scratch) -> Outcome:
     store, record_id = _team(scratch)
-    scratch.claims("db", "settings", "--require-second-reviewer", "on")
+    scratch.as_admin("db", "settings", "--require-second-reviewer", "on")
     with store._write() as conn:
         from pipeline.store import history
 

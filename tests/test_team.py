@@ -28,6 +28,11 @@ def add_user(runner: CliRunner, name: str, role: str, password: str = PASSWORD) 
     assert result.exit_code == 0, result.output
 
 
+def as_root(runner: CliRunner, *args: str):  # type: ignore[no-untyped-def]
+    """`claims ARGS` as the admin root, proved by the password."""
+    return runner.invoke(app, [*args, "--admin", "root", "--password-stdin"], input=PASSWORD + "\n")
+
+
 def log_in(client: TestClient, name: str, password: str = PASSWORD) -> object:
     token = csrf(client.get("/login").text)
     return client.post("/login", data={"csrf": token, "name": name, "password": password, "next": "/"})
@@ -160,11 +165,11 @@ def test_sessions_end_when_idle_or_old(team) -> None:  # type: ignore[no-untyped
 def test_a_store_that_had_accounts_never_turns_open(team, runner: CliRunner) -> None:  # type: ignore[no-untyped-def]
     _, store, (faithful, _) = team
     add_user(runner, "root", "admin")
-    last = runner.invoke(app, ["user", "disable", "root"])
+    last = as_root(runner, "user", "disable", "root")
     assert last.exit_code == 2 and "root is the last enabled admin" in last.output and "--force" in last.output
     for name in ("alice", "bob"):
-        assert runner.invoke(app, ["user", "disable", name]).exit_code == 0
-    assert runner.invoke(app, ["user", "disable", "root", "--force"]).exit_code == 0
+        assert as_root(runner, "user", "disable", name).exit_code == 0
+    assert as_root(runner, "user", "disable", "root", "--force").exit_code == 0
     anonymous = TestClient(create_app(store), base_url=SITE, headers={"Origin": SITE}, follow_redirects=False)
     assert anonymous.get("/").status_code == 303  # still asks for a login: nobody can give one
     token = csrf(anonymous.get("/login").text)
@@ -513,3 +518,37 @@ def test_the_audit_page_lists_failed_logins_and_decisions(team, runner: CliRunne
     log_in(admin, "root")
     audit = admin.get("/admin/audit").text
     assert "login failed" in audit and "bob" in audit and "approved" in audit and faithful in audit
+
+
+def test_the_command_line_manages_accounts_as_an_admin_as_the_admin_page_does(
+    team, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    _, store, _ = team
+    assert runner.invoke(app, ["user", "disable", "bob"]).exit_code == 0  # no admin yet: the store's holder acts
+    assert runner.invoke(app, ["user", "enable", "bob"]).exit_code == 0
+    add_user(runner, "root", "admin")
+    unproven = runner.invoke(app, ["user", "disable", "bob", "--admin", "root"])
+    assert unproven.exit_code == 1 and "needs root's credentials" in unproven.output
+    reviewer = runner.invoke(
+        app, ["user", "role", "alice", "admin", "--admin", "alice", "--password-stdin"], input=PASSWORD + "\n"
+    )
+    assert reviewer.exit_code == 1 and "alice is a reviewer: a reviewer may not manage users" in reviewer.output
+    settings = runner.invoke(
+        app,
+        ["db", "settings", "--require-second-reviewer", "on", "--admin", "bob", "--password-stdin"],
+        input=PASSWORD + "\n",
+    )
+    assert (
+        settings.exit_code == 1 and "bob is a curator" in settings.output and not review.second_reviewer_required(store)
+    )
+    assert store.account("alice").role == "reviewer"  # type: ignore[union-attr]
+    assert as_root(runner, "user", "disable", "bob").exit_code == 0
+    assert as_root(runner, "db", "settings", "--require-second-reviewer", "on").exit_code == 0
+    [secret] = [
+        line for line in as_root(runner, "user", "token", "root").stdout.splitlines() if line.startswith("claims_")
+    ]
+    monkeypatch.setenv("CLAIMS_TOKEN", secret)
+    assert runner.invoke(app, ["user", "enable", "bob"]).exit_code == 0  # the admin's token proves the admin too
+    actors = {(e.kind, e.actor) for e in store.audit_log()}
+    assert ("account disabled", "root") in actors and ("setting changed", "root") in actors
+    assert ("account enabled", "root") in actors

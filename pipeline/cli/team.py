@@ -11,6 +11,7 @@ from rich.table import Table
 
 from pipeline import review
 from pipeline.accounts import (
+    acting_admin,
     add_user,
     change_role,
     disable_user,
@@ -21,7 +22,8 @@ from pipeline.accounts import (
     revoke_token,
     valid_name,
 )
-from pipeline.cli.app import DbOption, PasswordStdinOption, app, err, one_line_errors, open_store, out
+from pipeline.cli.app import DbOption, PasswordStdinOption, app, credentials, err, one_line_errors, open_store, out
+from pipeline.cli.review import default_reviewer
 from pipeline.core.errors import InputError
 from pipeline.core.files import read_regular_file
 from pipeline.core.settings import current
@@ -35,6 +37,24 @@ app.add_typer(user_app, name="user")
 app.add_typer(db_app, name="db")
 
 NameArgument = typer.Argument(..., metavar="NAME", help="The account name (what the history shows).")
+
+AdminOption = typer.Option(
+    default_reviewer,
+    "--admin",
+    metavar="NAME",
+    show_default="$CLAIMS_REVIEWER, else $USER",
+    help="On a store with an enabled admin: the admin you act as (proved by CLAIMS_TOKEN, or the password).",
+)
+AdminPasswordOption = typer.Option(
+    False, "--password-stdin", help="Read the admin's password from the first line of stdin instead of asking."
+)
+
+
+def _by(store: Store, admin: str, password_stdin: bool = False) -> str:
+    """Who a change made here is made and audited under: the admin the credentials prove, on a
+    store with an enabled admin (the admin page's rule); else this shell's user."""
+    acting = acting_admin(store, admin, credentials(password_stdin))
+    return acting or f"command line ({current().reviewer or 'unknown user'})"
 
 
 def _password(from_stdin: bool) -> str:
@@ -53,6 +73,7 @@ def user_add(
     name: str = NameArgument,
     role: str = typer.Option(..., "--role", help=f"One of {', '.join(ROLES)}."),
     password_stdin: bool = PasswordStdinOption,
+    admin: str = AdminOption,
     db: str | None = DbOption,
 ) -> None:
     """Add an account. reviewers approve, reject, reopen and edit; curators also add evidence;
@@ -61,15 +82,11 @@ def user_add(
     require_role(role)
     store = open_store(db)
     first = not store.has_accounts()
-    add_user(store, name, role, _password(password_stdin), _by())
+    by = _by(store, admin)  # proved before the new password is read (stdin holds that one)
+    add_user(store, name, role, _password(password_stdin), by)
     out.print(f"account {name.strip()} added ({role})")
     if first:
         out.print("this is the store's first account: the review page now asks everyone to log in")
-
-
-def _by() -> str:
-    """Who a change made here is audited under: this shell's user (the command line proves no account)."""
-    return f"command line ({current().reviewer or 'unknown user'})"
 
 
 @user_app.command("list")
@@ -95,12 +112,14 @@ def user_disable(
     force: bool = typer.Option(
         False, "--force", help="Disable the last enabled admin too (no one can then manage accounts on the page)."
     ),
+    admin: str = AdminOption,
+    password_stdin: bool = AdminPasswordOption,
     db: str | None = DbOption,
 ) -> None:
     """Stop an account from logging in (its sessions end at once; its history stays). The store
     stays a login store even when every account is disabled."""
     store = open_store(db)
-    disable_user(store, name, _by(), force)
+    disable_user(store, name, _by(store, admin, password_stdin), force)
     out.print(f"account {name} disabled; its sessions have ended")
     if not store.enabled_admins():
         err.print("note: no enabled admin is left; the store still asks everyone to log in")
@@ -110,6 +129,8 @@ def user_disable(
 @one_line_errors
 def user_remove_all(
     yes: bool = typer.Option(False, "--yes", help="Confirm: delete every account, session and token."),
+    admin: str = AdminOption,
+    password_stdin: bool = AdminPasswordOption,
     db: str | None = DbOption,
 ) -> None:
     """Delete every account, session and token: the store becomes an open one again (the review
@@ -120,7 +141,9 @@ def user_remove_all(
             "remove-all deletes every account, session and token and makes the store open (no login): "
             "pass --yes to do it"
         )
-    removed = open_store(db).remove_all_accounts()
+    store = open_store(db)
+    _by(store, admin, password_stdin)
+    removed = store.remove_all_accounts()
     out.print(f"{removed} account(s) removed, with their sessions and tokens: the store has no login now")
 
 
@@ -129,11 +152,14 @@ def user_remove_all(
 def user_token(
     name: str = NameArgument,
     label: str = typer.Option("", "--label", help="What the token is for (shown in claims user tokens)."),
+    admin: str = AdminOption,
+    password_stdin: bool = AdminPasswordOption,
     db: str | None = DbOption,
 ) -> None:
     """Issue a personal token for NAME's command-line decisions (set it as CLAIMS_TOKEN). It is
     printed once; the store keeps only its hash. Revoke it with claims user revoke-token ID."""
-    token_id, secret = issue_token(open_store(db), name, label, _by())
+    store = open_store(db)
+    token_id, secret = issue_token(store, name, label, _by(store, admin, password_stdin))
     err.print(f"token {token_id} for {name}; it is shown this once, keep it like a password:")
     out.print(secret)
 
@@ -161,18 +187,27 @@ def user_tokens(
 @one_line_errors
 def user_revoke_token(
     token_id: str = typer.Argument(..., metavar="ID", help="The token's id (claims user tokens lists them)."),
+    admin: str = AdminOption,
+    password_stdin: bool = AdminPasswordOption,
     db: str | None = DbOption,
 ) -> None:
     """Revoke a personal token: it proves nothing from now on."""
-    account = revoke_token(open_store(db), token_id, _by())
+    store = open_store(db)
+    account = revoke_token(store, token_id, _by(store, admin, password_stdin))
     out.print(f"token {token_id.strip()} of {account} revoked")
 
 
 @user_app.command("enable")
 @one_line_errors
-def user_enable(name: str = NameArgument, db: str | None = DbOption) -> None:
+def user_enable(
+    name: str = NameArgument,
+    admin: str = AdminOption,
+    password_stdin: bool = AdminPasswordOption,
+    db: str | None = DbOption,
+) -> None:
     """Let a disabled account log in again."""
-    enable_user(open_store(db), name, _by())
+    store = open_store(db)
+    enable_user(store, name, _by(store, admin, password_stdin))
     out.print(f"account {name} enabled")
 
 
@@ -182,23 +217,30 @@ def user_role(
     name: str = NameArgument,
     role: str = typer.Argument(..., metavar="ROLE"),
     force: bool = typer.Option(False, "--force", help="Take the admin role from the last enabled admin too."),
+    admin: str = AdminOption,
+    password_stdin: bool = AdminPasswordOption,
     db: str | None = DbOption,
 ) -> None:
     """Give an account another role (its sessions end)."""
-    change_role(open_store(db), name, role, _by(), force)
+    store = open_store(db)
+    change_role(store, name, role, _by(store, admin, password_stdin), force)
     out.print(f"account {name} is now a {role}; its sessions have ended")
 
 
 @user_app.command("reset-password")
 @one_line_errors
 def user_reset_password(
-    name: str = NameArgument, password_stdin: bool = PasswordStdinOption, db: str | None = DbOption
+    name: str = NameArgument,
+    password_stdin: bool = PasswordStdinOption,
+    admin: str = AdminOption,
+    db: str | None = DbOption,
 ) -> None:
     """Set a new password (the account's sessions end)."""
     store = open_store(db)
     if store.account(name) is None:
         raise InputError(f"no account named {name!r}; `claims user list` shows them")
-    reset_password(store, name, _password(password_stdin), _by())
+    by = _by(store, admin)  # proved before the new password is read (stdin holds that one)
+    reset_password(store, name, _password(password_stdin), by)
     out.print(f"password of {name} changed; its sessions have ended")
 
 
@@ -211,6 +253,8 @@ def db_settings(
         metavar="on|off",
         help="Four eyes: no one who ran or edited a record may approve it, on the command line and every server.",
     ),
+    admin: str = AdminOption,
+    password_stdin: bool = AdminPasswordOption,
     db: str | None = DbOption,
 ) -> None:
     """Show the store's settings, which every command and every review server obey; change one."""
@@ -218,7 +262,9 @@ def db_settings(
     if require_second_reviewer is not None:
         if require_second_reviewer not in ("on", "off"):
             raise InputError(f"--require-second-reviewer {require_second_reviewer}: say on or off")
+        by = _by(store, admin, password_stdin)
         store.set_setting(review.SECOND_REVIEWER, require_second_reviewer)
+        store.note_event("setting changed", by, detail=f"require-second-reviewer {require_second_reviewer}")
     state = "on" if review.second_reviewer_required(store) else "off"
     out.print(f"require-second-reviewer: {state}")
     out.print(f"accounts: {'yes (login store)' if store.has_accounts() else 'none (open store)'}")
