@@ -393,7 +393,7 @@ def _writable(path: Path) -> bool:
 
 def _make_private(path: Path) -> bool:
     """A new SQLite file is created readable by its owner only, whatever the umask (it holds the
-    review page's signing key and the password hashes); SQLite gives its -wal and -shm files the
+    password hashes and the review page's sessions); SQLite gives its -wal and -shm files the
     same mode. Returns whether an existing file is readable by others, to warn about."""
     try:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
@@ -956,14 +956,12 @@ class Store:
         `remove_all_accounts` makes it an open store again."""
         return bool(self._rows(select(users.c.name).limit(1)))
 
-    def remove_all_accounts(self) -> int:
+    def remove_all_accounts(self, by: str) -> int:
         """Delete every account, session and token: the store is open again (no login)."""
         with self._write() as conn:
             for table in (web_sessions, tokens, login_failures):
                 conn.execute(delete(table))
-            conn.execute(
-                insert(audit).values(at=_now(), kind="accounts removed", actor="command line", detail="remove-all")
-            )
+            conn.execute(insert(audit).values(at=_now(), kind="accounts removed", actor=by, detail="remove-all"))
             return int(conn.execute(delete(users)).rowcount or 0)
 
     def enabled_admins(self) -> list[str]:

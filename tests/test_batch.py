@@ -469,7 +469,9 @@ def test_kill_9_then_resume_stores_every_record_once(tmp_path: Path) -> None:
         process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if db.exists() and Store(db).summaries():
+            # a paper stored and its progress line written (a kill between the two left no line)
+            progress_log = tmp_path / "r.json.progress.jsonl"
+            if db.exists() and Store(db).summaries() and progress_log.exists() and progress_log.read_text().strip():
                 break
             time.sleep(0.1)
         process.send_signal(signal.SIGKILL)  # other papers are half-way through their stages

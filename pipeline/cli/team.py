@@ -142,8 +142,7 @@ def user_remove_all(
             "pass --yes to do it"
         )
     store = open_store(db)
-    _by(store, admin, password_stdin)
-    removed = store.remove_all_accounts()
+    removed = store.remove_all_accounts(_by(store, admin, password_stdin))
     out.print(f"{removed} account(s) removed, with their sessions and tokens: the store has no login now")
 
 
