@@ -34,7 +34,7 @@ from pipeline import pages
 from pipeline.core.files import write_bytes_atomic
 from pipeline.core.models import Certainty, ClaimRecord, Stance
 from pipeline.render import CERTAINTY_MEANING, Approval, licence_name, page_blocks
-from pipeline.review import stored_sources
+from pipeline.review import approved_versions, stored_sources
 from pipeline.store import HistoryEntry, Store
 
 MANIFEST = ".claims-site.json"
@@ -61,14 +61,10 @@ class BuildReport:
 
 
 def published_claims(store: Store) -> list[Published]:
-    """What `claims export` publishes: the latest approved version of each claim, newest first."""
-    found = []
-    for summary in store.summaries():
-        published = store.published(summary.record_id)
-        if published is None:
-            continue
-        record, entry = published
-        found.append(Published(record, Approval(entry.actor, entry.at, entry.note), store.history(record.record_id)))
+    """The approved versions with their history, newest approval first."""
+    found = [
+        Published(record, approval, store.history(record.record_id)) for record, approval in approved_versions(store)
+    ]
     return sorted(found, key=lambda p: (p.approval.at, p.record.record_id), reverse=True)
 
 

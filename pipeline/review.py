@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -25,6 +25,7 @@ from pipeline.accounts import started_by
 from pipeline.core.errors import InputError, InvalidEditError, ReviewRefusedError
 from pipeline.core.models import ClaimRecord, ReviewStatus
 from pipeline.core.schema import schema_errors
+from pipeline.render import Approval
 from pipeline.sources.pdf import Document, document_from_pages, read_pdf, read_pdf_bytes
 from pipeline.stages.check import Sources, run_checks
 from pipeline.stages.grade import rate_certainty
@@ -220,3 +221,13 @@ def recheck_against_pdf(record: ClaimRecord, pdf: Path, read: Callable[[Path], D
         record.studies[0].reference.study_id,
     )
     record.checks = run_checks(record, {owner: document})
+
+
+def approved_versions(store: Store) -> Iterator[tuple[ClaimRecord, Approval]]:
+    """What readers may see, for `claims export` and the site: the latest approved version of
+    each claim with its approval (`Store.published` says which claims are left out)."""
+    for summary in store.summaries():
+        published = store.published(summary.record_id)
+        if published is not None:
+            record, entry = published
+            yield record, Approval(entry.actor, entry.at, entry.note)

@@ -9,6 +9,7 @@ import shlex
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import typer
@@ -334,17 +335,13 @@ def export_command(
         raise InputError(f"unknown status {status!r}: choose one of {', '.join(STATUSES)}")
     store = open_store(db, read_only=True)
     written = 0
-    for summary in store.summaries(status=None if status == "approved" else status):
+    chosen: Iterable[tuple[ClaimRecord, Approval | None]] = (
+        review.approved_versions(store)  # the latest approved version, even while a newer draft waits
+        if status == "approved"
+        else ((store.get(summary.record_id), None) for summary in store.summaries(status=status))
+    )
+    for record, approval in chosen:
         # validated on reading: its id is 12 hex digits, a plain file name
-        approval = None
-        if status == "approved":  # the latest approved version, even while a newer draft waits
-            published = store.published(summary.record_id)
-            if published is None:
-                continue
-            record, entry = published
-            approval = Approval(entry.actor, entry.at, entry.note)
-        else:
-            record = store.get(summary.record_id)
         write_json_atomic(_inside(folder, f"{record.record_id}.json"), record.model_dump(mode="json"))
         if markdown:
             write_text_atomic(_inside(folder, f"{record.record_id}.md"), render(record, "md", approval))
