@@ -41,11 +41,11 @@ from pipeline.core.models import (
     StudyMetadata,
     SynthesisOutput,
 )
-from pipeline.core.resources import EVIDENCE_STAGES, VERIFY_STAGES
+from pipeline.core.resources import EVIDENCE_STAGES
 from pipeline.core.terms import content_words
 from pipeline.llm.base import LLMContext, StageCall, ask_structured
 from pipeline.llm.strict_schema import RequestFacts
-from pipeline.run import stage_usage, study_reference
+from pipeline.run import run_prompts, stage_usage, study_reference
 from pipeline.sources.pdf import Document
 from pipeline.stages.check import (
     SECOND_OPINION,
@@ -227,7 +227,7 @@ def add_study(
     design = body_design(studies)
     domains, upgrades = synthesis.domains.assessments(), synthesis.upgrades.assessments()
     provenance = record.provenance.model_copy(deep=True)
-    provenance.prompts.update(llm.prompts.hashes(EVIDENCE_STAGES + (VERIFY_STAGES if verify_model else ())))
+    provenance.prompts.update(run_prompts(llm.prompts, llm.settings, EVIDENCE_STAGES))
     provenance.generated_at = generated_at or datetime.now(UTC).replace(microsecond=0).isoformat()
     provenance.usage = stage_usage(llm.usage)
     provenance.notes = [*provenance.notes, f"evidence added: {study.reference.study_id} ({stance.stance.value})"]

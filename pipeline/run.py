@@ -274,10 +274,10 @@ def study_reference(
     )
 
 
-def run_prompts(prompts: PromptSet, settings: RunSettings) -> dict[str, str]:
-    """The hashes of the prompt files a run may send: the run's stages', and the second opinion's
-    when one is asked for."""
-    return prompts.hashes(RUN_STAGES + (VERIFY_STAGES if settings.verify_model else ()))
+def run_prompts(prompts: PromptSet, settings: RunSettings, stages: tuple[str, ...] = RUN_STAGES) -> dict[str, str]:
+    """The hashes of the prompt files a run (or adding evidence: its `stages`) may send: the
+    stages', and the second opinion's when one is asked for."""
+    return prompts.hashes(stages + (VERIFY_STAGES if settings.verify_model else ()))
 
 
 def run_key(pdf_sha256: str, settings: RunSettings, metadata: StudyMetadata | None, prompts: dict[str, str]) -> str:
