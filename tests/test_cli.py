@@ -209,17 +209,28 @@ def test_a_forced_second_run_takes_its_answers_from_the_cache(runner: CliRunner,
 
 
 def test_help_names_what_an_option_takes_not_python_types() -> None:
-    import os
-    import subprocess
-    import sys
+    from click.testing import CliRunner as ClickRunner
 
-    shown = subprocess.run(
-        [sys.executable, "-m", "pipeline", "run", "--help"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "120"},
-        check=True,
-    ).stdout
-    lines = {line.split()[1]: line for line in shown.splitlines() if line.startswith("│ --")}
-    assert "<bool>" not in lines["--strict"] and "PDF " in lines["--pdf"] and "N " in lines["--max-pdf-mb"]
-    assert "MODEL" in lines["--model"] and "<str>" not in lines["--model"]
+    from pipeline.cli import click_command
+
+    claims = click_command()
+
+    def help_of(*words: str) -> str:
+        return ClickRunner().invoke(claims, [*words, "--help"], env={"COLUMNS": "120"}).output
+
+    lines = {line.split()[1]: line for line in help_of("run").splitlines() if line.startswith("│ --")}
+    assert "PDF " in lines["--pdf"] and "N " in lines["--max-pdf-mb"] and "MODEL" in lines["--model"]
+
+    def commands(command, words=()):
+        yield words
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from commands(sub, (*words, name))
+
+    placeholders = ("<str>", "<bool>", "<path>", "<int>", "<float>", "(dynamic)")
+    leaks = [
+        (" ".join(words), line.strip())
+        for words in commands(claims)
+        for line in help_of(*words).splitlines()
+        if any(placeholder in line for placeholder in placeholders)
+    ]
+    assert leaks == []

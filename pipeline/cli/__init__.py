@@ -17,9 +17,15 @@ import typer
 from pipeline.cli.app import app
 
 
-def main() -> None:
+def click_command() -> Any:
+    """The app as the click command `claims` runs, its help free of Python type names."""
     command = typer.main.get_command(app)
     _plain_metavars(command)
+    return command
+
+
+def main() -> None:
+    command = click_command()
     # What the imports made lives until exit: out of the collector's way, so its full
     # collections during a long batch walk only what the batch itself makes.
     gc.freeze()
@@ -32,16 +38,20 @@ def main() -> None:
 
 
 def _plain_metavars(command: Any) -> None:
-    """Help that names what an option takes (PATH, N, TEXT; nothing for a flag) instead of the
+    """Help that names what a parameter takes (PATH, N, TEXT; nothing for a flag) instead of the
     Python types typer shows by default ('<bool>', '<str>'): an option's metavar is what its help
-    shows, where one is set."""
+    shows, where one is set; an argument's name column already shows its metavar, so its type
+    column stays empty."""
     for sub in getattr(command, "commands", {}).values():
         _plain_metavars(sub)
+    command.get_help_option = _flag_help_option(command.get_help_option)
     for param in command.params:
-        if getattr(param, "param_type_name", "") == "option" and param.metavar is None:
-            descriptor = getattr(param, "type_descriptor", None)
-            if descriptor is None:
-                continue
+        descriptor = getattr(param, "type_descriptor", None)
+        if descriptor is None:
+            continue
+        if param.param_type_name == "argument":
+            param.display_type_rich = lambda ctx: None
+        elif param.metavar is None:
             if getattr(param, "is_flag", False) or descriptor.annotation is bool:
                 param.metavar = ""
             elif getattr(descriptor, "is_path", False):
@@ -52,4 +62,16 @@ def _plain_metavars(command: Any) -> None:
                 param.metavar = "TEXT..." if getattr(descriptor, "is_list", False) else "TEXT"
 
 
-__all__ = ["app", "main"]
+def _flag_help_option(make_option: Any) -> Any:
+    """--help is a flag: shown without typer's '<bool>'."""
+
+    def help_option(ctx: Any) -> Any:
+        option = make_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    return help_option
+
+
+__all__ = ["app", "click_command", "main"]
