@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from rapidfuzz import fuzz
@@ -281,6 +283,30 @@ def _pico_terms(record: ClaimRecord) -> dict[str, str]:
 
 def _shared_words(a: str, b: str) -> list[str]:
     return sorted(content_words(a) & content_words(b))[:6]
+
+
+@dataclass(frozen=True)
+class Match:
+    """How well a paper bears on a stored claim (0-100), and the terms they share."""
+
+    score: float
+    claim: ClaimRecord
+    shared: dict[str, list[str]]
+
+
+def rank_matches(claims: Iterable[ClaimRecord], opening: str) -> list[Match]:
+    """The claims a paper's opening text (title, abstract) bears on, best first."""
+    matches = []
+    for claim in claims:
+        score, shared = match_score(claim, opening)
+        matches.append(Match(score, claim, shared))
+    return sorted(matches, key=lambda match: -match.score)
+
+
+def already_a_study(claim: ClaimRecord, document: Document) -> bool:
+    """Whether the paper is one of the claim's studies (the same DOI or PDF)."""
+    present = {s.reference.study_id for s in claim.studies} | {s.source_sha256 for s in claim.studies}
+    return document.study_id in present or document.sha256 in present
 
 
 def match_score(record: ClaimRecord, paper_text: str) -> tuple[float, dict[str, list[str]]]:

@@ -61,8 +61,8 @@ STAGES = ("ingest", "extract", "draft", "grade", "check")  # and "verify" betwee
 Progress = Callable[[str, str, str], None]  # (stage, "start" | "done", detail)
 
 
-def _quiet(stage: str, event: str, detail: str) -> None:
-    pass
+def quiet(stage: str, event: str, detail: str) -> None:
+    """Progress that goes nowhere."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def run_pipeline(
     generated_at: str | None = None,
     read: Callable[[Path], Document] = read_pdf,
     not_a_study_ok: bool = False,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
     check_runner: CheckRunner = check_record,
 ) -> RunResult:
     settings, usage = llm.settings, llm.usage

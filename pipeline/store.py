@@ -826,6 +826,11 @@ class Store:
         [(body, version)] = self._rows(select(records.c.body, records.c.version).where(records.c.id == record_id))
         return _record(record_id, body), version
 
+    def records(self) -> list[ClaimRecord]:
+        """Every stored claim, latest version, from one read (matching a paper reads them all)."""
+        rows = self._rows(select(records.c.id, records.c.body).order_by(records.c.id))
+        return [_record(record_id, body) for record_id, body in rows]
+
     def queue(
         self,
         status: str | None = None,

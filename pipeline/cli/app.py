@@ -20,16 +20,18 @@ from rich.console import Console
 
 from pipeline import __version__
 from pipeline.accounts import Credentials
+from pipeline.batch import load_prices
 from pipeline.core.errors import ClaimsError, InputError
-from pipeline.core.files import require_regular_file
-from pipeline.core.identifiers import paper_source
-from pipeline.core.models import StudyMetadata
 from pipeline.core.settings import RunSettings, Settings, current, use
+from pipeline.llm.base import ChatModel
+from pipeline.llm.cache import SQLiteResponseCache
 from pipeline.llm.providers import LiveModel
-from pipeline.run import STAGES
+from pipeline.pool import ParsePool
+from pipeline.run import STAGES, Progress, quiet
 from pipeline.sources.http import make_client
-from pipeline.sources.metadata import DoiCache, DoiSettings, Fetched, fetch
+from pipeline.sources.metadata import DoiCache, DoiSettings
 from pipeline.store import Store, database_trouble
+from pipeline.workflow import DoiAccess, PaperTools
 
 
 def one_line_errors(command: Callable[..., None]) -> Callable[..., None]:
@@ -98,25 +100,33 @@ DbOption = typer.Option(
 
 
 class StageProgress:
-    """Shows the stage that is running, then one line per finished stage, on stderr."""
+    """Shows the step that is running, then one line per finished stage, on stderr: the five
+    stages numbered, the second opinion as [+], the rest (a DOI's lookup, a recording, a study
+    added) as they are."""
 
     def __init__(self, console: Console):
         self._console = console
         self._status: Any = None
 
     def __call__(self, stage: str, event: str, detail: str) -> None:
-        position = f"[{STAGES.index(stage) + 1}/{len(STAGES)}]" if stage in STAGES else "[+]"  # the second opinion
+        numbered = stage in STAGES or stage == "verify"
+        if numbered:
+            label = (f"[{STAGES.index(stage) + 1}/{len(STAGES)}] " if stage in STAGES else "[+] ") + stage
+        else:
+            label = {"fetch": "looking up", "add": "adding", "attach": "attaching"}.get(stage, stage)
         if event == "start":
-            self._status = self._console.status(f"{position} {stage} ...")
+            self.stop()
+            self._status = self._console.status(f"{label} {detail} ..." if detail else f"{label} ...")
             self._status.start()
             return
-        if self._status is not None:
-            self._status.stop()
-        self._console.print(f"{position} {stage}: {detail}")
+        if event == "done":
+            self.stop()
+        self._console.print(f"{label}: {detail}" if numbered else detail, markup=False, highlight=False)
 
     def stop(self) -> None:
         if self._status is not None:
             self._status.stop()
+            self._status = None
 
 
 def open_store(db: str | None, read_only: bool = False) -> Store:
@@ -186,10 +196,37 @@ def pdf_cap(max_pdf_mb: float | None) -> int:
     return int((max_pdf_mb or current().max_pdf_megabytes) * 1024 * 1024)
 
 
-def doi_tools(max_pdf_mb: float | None) -> tuple[Any, DoiCache, DoiSettings]:
+def doi_tools(max_pdf_mb: float | None) -> DoiAccess:
     mailto = current().mailto
     settings = DoiSettings(mailto=mailto, max_pdf_bytes=pdf_cap(max_pdf_mb))
-    return make_client(mailto), DoiCache(current().cache_dir / "doi"), settings
+    return DoiAccess(make_client(mailto), DoiCache(current().cache_dir / "doi"), settings)
+
+
+def paper_tools(
+    chat: ChatModel,
+    live: LiveModel,
+    store: Store,
+    pool: ParsePool,
+    max_pdf_mb: float | None,
+    *,
+    cached: bool = True,
+    progress: Progress = quiet,
+) -> PaperTools:
+    """What `run`, `batch` and `add-evidence` hand the workflow: the model (through `chat`), the
+    store, the response cache (unless `cached` is off), DOI look-ups, the capped parse and check
+    processes, the price table and where progress goes."""
+    return PaperTools(
+        chat,
+        store,
+        SQLiteResponseCache(current().cache_dir / "responses.db") if cached else None,
+        doi_tools(max_pdf_mb),
+        pool.parse,
+        load_prices(),
+        current().base_url,
+        adaptations=live.adaptations,
+        check=pool.check,
+        progress=progress,
+    )
 
 
 NotAStudyOption = typer.Option(
@@ -216,38 +253,3 @@ def main_options(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     """Turn a published study (a PDF) into a reviewed, cited evidence claim record."""
-
-
-def locate_study(
-    source: str, pdf: Path | None, refresh: bool, max_pdf_mb: float | None
-) -> tuple[Path, StudyMetadata | None, str | None]:
-    """The study's PDF, and for a DOI its metadata and where the PDF came from (fetched, or --pdf)."""
-    pdf_path, doi = paper_source(source)
-    if pdf_path is not None and pdf is not None:
-        raise InputError("--pdf goes with a DOI: give either a PDF, or a DOI and --pdf FILE")
-    for local in (pdf_path, pdf):  # before any download or model call: a FIFO or /dev/zero ends here
-        if local is not None:
-            require_regular_file(local, pdf_cap(max_pdf_mb), "PDF", "--max-pdf-mb (or CLAIMS_MAX_PDF_MB)")
-    if doi is None:
-        assert pdf_path is not None
-        return pdf_path, None, None
-    client, cache, doi_settings = doi_tools(max_pdf_mb)
-    with err.status(f"looking up {doi} ..."):
-        fetched = fetch(doi, client, cache, doi_settings, want_pdf=pdf is None, refresh=refresh)
-    for note in fetched.notes:
-        err.print(note, markup=False)
-    err.print(describe_fetch(fetched), markup=False)
-    found = pdf or fetched.pdf
-    assert found is not None
-    return found, fetched.metadata, fetched.pdf_url
-
-
-def describe_fetch(fetched: Fetched) -> str:
-    meta = fetched.metadata
-    where = ", ".join(str(part) for part in (meta.journal, meta.year) if part)
-    line = f"{meta.doi}: {meta.title or '(no title)'}" + (f" ({where})" if where else "")
-    if meta.retracted:
-        line += " [RETRACTED]"
-    if fetched.pdf_url:
-        line += f"; PDF from {fetched.pdf_url}" + (" (cached)" if fetched.from_cache else "")
-    return line

@@ -16,12 +16,8 @@ from rich.text import Text
 
 from pipeline.accounts import attributed
 from pipeline.batch import (
-    BatchOptions,
-    BatchTools,
-    PaperResult,
     ProgressLog,
-    Tally,
-    load_prices,
+    batch_requests,
     read_inputs,
     report,
     run_batch,
@@ -35,11 +31,12 @@ from pipeline.cli.app import (
     VerifyOption,
     app,
     credentials,
-    doi_tools,
     err,
     one_line_errors,
     open_store,
     out,
+    paper_tools,
+    pdf_cap,
     run_settings,
     say_adaptations,
 )
@@ -48,11 +45,11 @@ from pipeline.core.files import require_writable_folder
 from pipeline.core.schema import record_validator
 from pipeline.core.settings import current
 from pipeline.llm.base import ChatModel
-from pipeline.llm.cache import SQLiteResponseCache
 from pipeline.llm.providers import LiveModel, get_model, via_batch_api
 from pipeline.llm.ratelimit import RateLimitedChatModel, RateLimiter
 from pipeline.pool import ParsePool
 from pipeline.store import Store
+from pipeline.workflow import PaperOptions, PaperResult, Tally
 
 VIAS = ("chat", "batch-api")
 
@@ -158,7 +155,7 @@ def batch_command(
         raise InputError(f"unknown --via {via!r}: choose chat or batch-api")
     sources = read_inputs(inputs)
     live = get_model(current(), max_in_flight=concurrency if via == "chat" else None)
-    settings, base_url = run_settings(model, live, verify_with), current().base_url
+    settings = run_settings(model, live, verify_with)
     store = open_store(db)
     started_by = attributed(store, current().reviewer, "run", credentials(password_stdin))
     # Where the results go is tried now, not after every model call has been paid for.
@@ -166,12 +163,8 @@ def batch_command(
     if record:
         require_writable_folder(record, "recordings")
     chat = _requests_through(live, via, store, len(sources), rpm, tpm)
-    cache = SQLiteResponseCache(current().cache_dir / "responses.db")
-    client, doi_cache, doi_settings = doi_tools(max_pdf_mb)
     attach_at = attach_threshold if attach else None
-    options = _options(
-        via, concurrency, len(sources), fail_fast, record, refresh, attach_at, not_a_study_ok, started_by
-    )
+    options = _options(via, concurrency, len(sources), fail_fast, refresh, attach_at, not_a_study_ok, started_by)
     started = datetime.now(UTC).replace(microsecond=0).isoformat()
     tally = Tally(total=len(sources))
     err.print(
@@ -188,22 +181,10 @@ def batch_command(
         threading.Thread(target=record_validator, daemon=True, name="record-validator").start()
 
     with (
-        ParsePool(warm=warm, max_pdf_bytes=doi_settings.max_pdf_bytes) as pool,
+        ParsePool(warm=warm, max_pdf_bytes=pdf_cap(max_pdf_mb)) as pool,
         ProgressLog(progress_path) as progress,
     ):
-        tools = BatchTools(
-            chat,
-            store,
-            cache,
-            client,
-            doi_cache,
-            doi_settings,
-            pool.parse,
-            load_prices(),
-            base_url,
-            adaptations=live.adaptations,
-            check=pool.check,
-        )
+        tools = paper_tools(chat, live, store, pool, max_pdf_mb)
         with BatchDisplay(err, tally) as display:
 
             def on_result(result: PaperResult) -> None:
@@ -212,7 +193,7 @@ def batch_command(
                 progress.add(result)  # one line a paper, appended: the same cost at paper 10 and 10,000
 
             try:
-                results = run_batch(sources, settings, tools, options, tally, on_result)
+                results = run_batch(batch_requests(sources, record), settings, tools, options, tally, on_result)
             except KeyboardInterrupt:
                 finished = list(done)
                 write_report(report_path, report(finished, settings, started, options, live.adaptations), finished)
@@ -238,18 +219,16 @@ def _options(
     concurrency: int,
     papers: int,
     fail_fast: bool,
-    record: Path | None,
     refresh: bool,
     attach_threshold: float | None,
     not_a_study_ok: bool,
     started_by: str,
-) -> BatchOptions:
-    return BatchOptions(
+) -> PaperOptions:
+    return PaperOptions(
         # More papers open than request slots (the Batch API: all of them), so that parsing and
         # checking some papers overlaps the model calls of others and no slot waits for work.
         concurrency=3 * concurrency if via == "chat" else max(concurrency, papers),
         fail_fast=fail_fast,
-        record_dir=record,
         refresh=refresh,
         discount=0.5 if via == "batch-api" else 1.0,
         attach_threshold=attach_threshold,

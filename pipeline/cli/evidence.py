@@ -13,14 +13,16 @@ from pipeline.cli.app import (
     MaxPdfOption,
     NotAStudyOption,
     PasswordStdinOption,
+    StageProgress,
     VerifyOption,
     app,
     credentials,
+    doi_tools,
     err,
-    locate_study,
     one_line_errors,
     open_store,
     out,
+    paper_tools,
     pdf_cap,
     run_settings,
     say_adaptations,
@@ -28,7 +30,7 @@ from pipeline.cli.app import (
 from pipeline.cli.review import ReviewerOption
 from pipeline.core.errors import InputError
 from pipeline.core.files import require_writable_folder
-from pipeline.core.models import Stance, StudyMetadata
+from pipeline.core.models import Stance
 from pipeline.core.settings import current
 from pipeline.evaluation import (
     DIRECTION_LABELS,
@@ -41,26 +43,13 @@ from pipeline.evaluation import (
     read_direction_set,
     read_strength_set,
 )
-from pipeline.evidence import add_study, match_score
+from pipeline.evidence import already_a_study, rank_matches
 from pipeline.llm.base import LLMContext, RecordingChatModel
 from pipeline.llm.providers import get_model
-from pipeline.llm.recording import RecordedSource, build_recording, save_eval_recording, save_recording
-from pipeline.pool import read_alone
-from pipeline.review import stored_sources
-from pipeline.run import require_a_study
-from pipeline.sources.pdf import Document
-from pipeline.stages.check import count, model_rewriter
-
-
-def _study_document(
-    source: str, pdf: Path | None, refresh: bool, max_pdf_mb: float | None
-) -> tuple[Path, Document, StudyMetadata | None, str | None]:
-    """The new study's document, with its DOI metadata when given a DOI."""
-    pdf_path, metadata, pdf_url = locate_study(source, pdf, refresh, max_pdf_mb)
-    document = read_alone(pdf_path, pdf_cap(max_pdf_mb))
-    if metadata is not None:
-        document.doi = metadata.doi
-    return pdf_path, document, metadata, pdf_url
+from pipeline.llm.recording import save_eval_recording
+from pipeline.pool import ParsePool, read_alone
+from pipeline.stages.check import count
+from pipeline.workflow import PaperOptions, PaperRequest, add_paper, locate
 
 
 @app.command("add-evidence")
@@ -90,64 +79,39 @@ def add_evidence_command(
     An approved version stays in the history until the new one is approved."""
     store = open_store(db)
     reviewer = attributed(store, reviewer, "add-evidence", credentials(password_stdin))
-    claim, version = store.get_versioned(claim_id)
     if record:
         require_writable_folder(record.resolve().parent, "recording")
-    pdf_path, document, metadata, pdf_url = _study_document(source, pdf, refresh, max_pdf_mb)
-    require_a_study(document, metadata, not_a_study_ok)
-    present = {s.reference.study_id for s in claim.studies} | {s.source_sha256 for s in claim.studies}
-    if document.study_id in present or document.sha256 in present:
-        out.print(f"{document.study_id} is already a study of record {claim.record_id}; nothing changed", markup=False)
-        return
     live = get_model(current())
-    settings, base_url = run_settings(model, live, verify_with), current().base_url
-    chat = RecordingChatModel(live) if record else live
-    sources = stored_sources(store, claim)
-    llm = LLMContext(chat, settings)
-    with err.status(f"adding {document.study_id} to {claim.record_id} ..."):
-        updated, stance = add_study(
-            claim, document, sources, llm, metadata=metadata, pdf_url=pdf_url, rewrite=model_rewriter(llm)
-        )
-    store.add_source(document.sha256, document.file_name, document.pages, pdf=pdf_path.read_bytes())
-    new_version = store.update(
-        updated,
-        version,
-        "evidence added",
-        reviewer or "unknown",
-        f"added {document.study_id} ({stance.stance.value}): {stance.rationale}",
-    )
-    if record and isinstance(chat, RecordingChatModel):
-        recording = build_recording(
-            pdf_path,
-            record,
-            document.sha256,
-            metadata,
-            pdf_url,
-            settings,
-            updated.provenance.prompts,
-            chat.interactions,
-            base_url,
-            details=tuple(live.adaptations),
-        )
-        recording.kind = "add-evidence"
-        recording.base_record = claim.model_dump(mode="json")
-        recording.base_sources = {
-            study_id: RecordedSource(file_name=doc.file_name, sha256=doc.sha256, pages=doc.pages)
-            for study_id, doc in sources.items()
-        }
-        save_recording(record, recording, updated, pdf_path)
+    settings = run_settings(model, live, verify_with)
+    request = PaperRequest(source, pdf=pdf, record_to=record)
+    options = PaperOptions(refresh=refresh, not_a_study_ok=not_a_study_ok, started_by=reviewer or "unknown")
+    progress = StageProgress(err)
+    try:
+        with ParsePool(warm=live.warm, workers=1, max_pdf_bytes=pdf_cap(max_pdf_mb)) as pool:
+            tools = paper_tools(live, live, store, pool, max_pdf_mb, progress=progress)
+            added = add_paper(request, claim_id, settings, tools, options)
+    finally:
+        progress.stop()
+        say_adaptations(live)
+    if added is None:
+        out.print(f"{source} is already a study of record {claim_id}; nothing changed", markup=False)
+        return
+    updated = added.after
     by_stance = {s: sum(1 for st in updated.studies if st.stance is s) for s in Stance}
     scores = updated.scores
-    out.print(f"{document.study_id}: {stance.stance.value.replace('_', ' ')} \u2014 {stance.rationale}", markup=False)
     out.print(
-        f"record {updated.record_id} version {new_version} (a draft): synthesis from {len(updated.studies)} studies; "
+        f"{updated.studies[-1].reference.study_id}: {added.stance.stance.value.replace('_', ' ')} \u2014 "
+        f"{added.stance.rationale}",
+        markup=False,
+    )
+    out.print(
+        f"record {updated.record_id} version {added.version} (a draft): synthesis from {len(updated.studies)} studies; "
         f"supporting {by_stance[Stance.supporting]}, contradicting {by_stance[Stance.contradicting]}, "
         f"no clear bearing {by_stance[Stance.no_clear_bearing]}; Pro {scores.pro:g} / Against {scores.against:g}; "  # type: ignore[union-attr]
         f"certainty {updated.certainty.certainty.value.replace('_', ' ')}",
         markup=False,
     )
     out.print(f"checks: {count(updated.checks).line()}", markup=False)
-    say_adaptations(live)
 
 
 @app.command("match")
@@ -163,7 +127,9 @@ def match_command(
 
     No model call: a lexical match of the paper's title and abstract to each claim's population,
     intervention and outcome."""
-    _, document, metadata, _ = _study_document(source, None, refresh, max_pdf_mb)
+    located = locate(PaperRequest(source), doi_tools(max_pdf_mb), refresh, StageProgress(err))
+    document = read_alone(located.pdf, pdf_cap(max_pdf_mb))
+    metadata = located.metadata
     opening = " ".join(
         filter(
             None,
@@ -174,26 +140,19 @@ def match_command(
             ],
         )
     )
-    store = open_store(db, read_only=True)
-    scored = []
-    for summary in store.summaries():
-        claim = store.get(summary.record_id)
-        score, why = match_score(claim, opening)
-        scored.append((score, claim, why))
-    scored.sort(key=lambda item: -item[0])
+    matches = rank_matches(open_store(db, read_only=True).records(), opening)
     table = Table(title=f"claims {document.study_id} may bear on")
     table.add_column("score", no_wrap=True)
     table.add_column("id", no_wrap=True, min_width=12)
     for column in ("claim", "shared terms"):
         table.add_column(column, overflow="fold", ratio=1)
-    for score, claim, why in scored[:limit]:
-        shared = "; ".join(f"{part}: {', '.join(words)}" for part, words in why.items() if words) or "none"
-        present = {s.reference.study_id for s in claim.studies} | {s.source_sha256 for s in claim.studies}
-        already = document.study_id in present or document.sha256 in present
+    for match in matches[:limit]:
+        shared = "; ".join(f"{part}: {', '.join(words)}" for part, words in match.shared.items() if words) or "none"
+        already = already_a_study(match.claim, document)
         table.add_row(
-            f"{score:g}",
-            claim.record_id,
-            claim.claim.text + (" [already a study of this claim]" if already else ""),
+            f"{match.score:g}",
+            match.claim.record_id,
+            match.claim.claim.text + (" [already a study of this claim]" if already else ""),
             shared,
         )
     out.print(table)

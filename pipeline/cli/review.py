@@ -530,11 +530,11 @@ def recheck_command(
     if not record_ids and not every:
         raise InputError("name the records to recheck, or pass --all")
     store = open_store(db)
-    client, _, doi_settings = doi_tools(None)
+    access = doi_tools(None)
     ids = [summary.record_id for summary in store.summaries()] if every else [store.resolve(i) for i in record_ids]
     changed = 0
     for record_id in ids:
-        found = recheck_notices(store, record_id, lambda doi: publication_notices(doi, client, doi_settings))
+        found = recheck_notices(store, record_id, lambda doi: publication_notices(doi, access.client, access.settings))
         if found:
             changed += 1
             out.print(f"{record_id}: now a draft again (version {store.version_of(record_id)}):", markup=False)

@@ -1,13 +1,13 @@
-"""`claims run` (one paper, live) and `claims fetch` (metadata and PDFs only)."""
+"""`claims run` (one paper, live: a batch of one) and `claims fetch` (metadata and PDFs only)."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import typer
 
-from pipeline.accounts import attributed, drafted_note
+from pipeline.accounts import attributed
+from pipeline.batch import run_batch
 from pipeline.cli.app import (
     DbOption,
     MaxPdfOption,
@@ -17,50 +17,38 @@ from pipeline.cli.app import (
     VerifyOption,
     app,
     credentials,
-    describe_fetch,
     doi_tools,
     err,
-    locate_study,
     one_line_errors,
     open_store,
     out,
+    paper_tools,
     pdf_cap,
     run_settings,
     say_adaptations,
 )
 from pipeline.core.errors import ClaimsError
-from pipeline.core.files import (
-    require_writable_folder,
-    write_bytes_atomic,
-    write_json_atomic,
-)
+from pipeline.core.files import require_writable_folder, write_bytes_atomic, write_json_atomic
 from pipeline.core.identifiers import normalise_doi
+from pipeline.core.models import ClaimRecord
 from pipeline.core.settings import current
-from pipeline.llm.base import LLMContext, RecordingChatModel
-from pipeline.llm.cache import SQLiteResponseCache
 from pipeline.llm.providers import get_model
-from pipeline.llm.recording import (
-    build_recording,
-    save_recording,
-)
 from pipeline.pool import ParsePool
-from pipeline.run import RunResult, run_key, run_pipeline, run_prompts
 from pipeline.sources.metadata import fetch, file_stem
 from pipeline.stages.check import count
+from pipeline.workflow import PaperOptions, PaperRequest, PaperResult, Tally, describe_fetch
 
 
-def _summary(result: RunResult) -> None:
-    record = result.record
+def _summary(record: ClaimRecord, result: PaperResult) -> None:
     certainty = record.certainty
-    tokens = sum(u.prompt_tokens + u.completion_tokens for u in record.provenance.usage)
-    calls = sum(u.calls for u in record.provenance.usage)
     flags = sum(len(c.flags) for c in record.checks)
-    out.print(f"claim: {record.claim.text}")
+    out.print(f"claim: {record.claim.text}", markup=False)
     out.print(
         f"study: {record.studies[0].reference.title} ({record.studies[0].reference.study_id})\n"
         f"design: {certainty.design.value.replace('_', ' ')}; certainty: {certainty.certainty.value.replace('_', ' ')}; "
         f"findings: {len(record.studies[0].findings)}; causal steps: {len(record.mechanism.steps)}; "
-        f"gold-standard studies: {len(record.gold_standard)}"
+        f"gold-standard studies: {len(record.gold_standard)}",
+        markup=False,
     )
     out.print(f"checks: {count(record.checks).line()}", markup=False)
     if flags:
@@ -68,9 +56,12 @@ def _summary(result: RunResult) -> None:
             f"{flags} flag(s): the record stays a draft until a reviewer resolves them (claims render {record.record_id})",
             markup=False,
         )
-    cached = sum(u.cached_calls for u in record.provenance.usage)
+    cost = "" if result.cost is None else f"; estimated cost ${result.cost:.4f}"
     out.print(
-        f"model calls: {calls}" + (f" ({cached} answers from the cache)" if cached else "") + f"; tokens: {tokens}"
+        f"model calls: {result.calls}"
+        + (f" ({result.cached_calls} answers from the cache)" if result.cached_calls else "")
+        + f"; tokens: {result.prompt_tokens + result.completion_tokens}{cost}; {result.seconds.get('total', 0):.1f} s",
+        markup=False,
     )
 
 
@@ -112,87 +103,42 @@ def run(
     metadata comes from Crossref, OpenAlex and Unpaywall and the open-access PDF is downloaded.
     """
     live = get_model(current())
-    settings, base_url = run_settings(model, live, verify_with), current().base_url
-    chat = RecordingChatModel(live) if record else live
+    settings = run_settings(model, live, verify_with)
     store = open_store(db)
     started_by = attributed(store, current().reviewer, "run", credentials(password_stdin))
     if record:
         require_writable_folder(record.resolve().parent, "recording")
-    pdf_path, metadata, pdf_url = locate_study(source, pdf, refresh, max_pdf_mb)
+    request = PaperRequest(source, pdf=pdf, strict=strict, force=force, record_to=record)
+    options = PaperOptions(
+        concurrency=1,
+        refresh=refresh,
+        not_a_study_ok=not_a_study_ok,
+        lease_seconds=current().lease_seconds,
+        started_by=started_by,
+        raise_errors=True,
+    )
     progress = StageProgress(err)
-    # A recording must hold every exchange, so a recorded run does not read the cache.
-    cache = None if (record or no_cache) else SQLiteResponseCache(current().cache_dir / "responses.db")
-    llm = LLMContext(chat, settings, cache=cache)
-    pdf_bytes = pdf_path.read_bytes()
-    sha256 = hashlib.sha256(pdf_bytes).hexdigest()
-    key = run_key(sha256, settings, metadata, run_prompts(llm.prompts, settings))
-    if (existing := store.find_run(key)) and not force:
-        out.print(
-            f"already stored as {existing}: the same paper, settings and prompts (claims show {existing}; "
-            "--force runs it again)",
-            markup=False,
-        )
-        return
     # The stages are a chain (draft writes the claim from extract's findings, grade rates that
     # claim), so no two model calls of one paper can overlap; what can is loading the model
     # client (importing openai takes about 0.35 s) while the PDF is parsed, in a process of its
     # own with a memory cap, as a batch's are (a hostile PDF ends that process, not this one).
-    parsing = ParsePool(warm=live.warm, workers=1, max_pdf_bytes=pdf_cap(max_pdf_mb))
-
-    def keep_recording(result: RunResult | None, failure: str | None) -> None:
-        if not (record and isinstance(chat, RecordingChatModel) and (result or chat.interactions)):
-            return
-        save_recording(
-            record,
-            build_recording(
-                pdf_path,
-                record,
-                sha256,
-                metadata,
-                pdf_url,
-                settings,
-                run_prompts(llm.prompts, settings),
-                chat.interactions,
-                base_url,
-                failure=failure,
-                details=tuple(live.adaptations),
-            ),
-            result.record if result else None,
-            pdf_path,
-        )
-        what = "recording of the failed run" if failure else "recording"
-        err.print(f"{what} saved to {record} ({len(chat.interactions)} model exchanges)")
-
     try:
-        with parsing:
-            result = run_pipeline(
-                pdf_path,
-                llm,
-                metadata=metadata,
-                pdf_url=pdf_url,
-                strict=strict,
-                read=parsing.parse,
-                not_a_study_ok=not_a_study_ok,
-                progress=progress,
-            )
-    except ClaimsError as exc:
-        progress.stop()
-        keep_recording(None, str(exc))
-        say_adaptations(live)  # what the endpoint refused may be why the run failed
-        raise
+        with ParsePool(warm=live.warm, workers=1, max_pdf_bytes=pdf_cap(max_pdf_mb)) as pool:
+            tools = paper_tools(live, live, store, pool, max_pdf_mb, cached=not no_cache, progress=progress)
+            [result] = run_batch([request], settings, tools, options, Tally(total=1))
     finally:
         progress.stop()
-    keep_recording(result, None)
-    say_adaptations(live)
-    store.add(
-        result.record,
-        note=drafted_note(started_by),
-        run_key=None if existing else key,
-        source_pages=result.document.pages,
-        pdf=pdf_bytes,
-    )
-    _summary(result)
-    out.print(f"record {result.record.record_id} saved as a draft in {store.path}")
+        say_adaptations(live)  # what the endpoint refused may be why the run failed
+    if result.status == "already_done":
+        out.print(
+            f"already stored as {result.record_id}: the same paper, settings and prompts (claims show "
+            f"{result.record_id}; --force runs it again)",
+            markup=False,
+        )
+        return
+    assert result.record_id is not None
+    _summary(store.get(result.record_id), result)
+    out.print(f"record {result.record_id} saved as a draft in {store.path}", markup=False)
 
 
 @app.command("fetch")
@@ -210,12 +156,12 @@ def fetch_command(
     Writes DOI.pdf and DOI.json (slashes as underscores) into the folder. Exit 3 when a DOI has no
     open-access PDF, 2 when one is malformed or unknown.
     """
-    client, cache, settings = doi_tools(max_pdf_mb)
+    access = doi_tools(max_pdf_mb)
     worst = 0
     for text in dois:
         try:
             doi = normalise_doi(text)
-            fetched = fetch(doi, client, cache, settings, refresh=refresh)
+            fetched = fetch(doi, access.client, access.cache, access.settings, refresh=refresh)
         except ClaimsError as exc:
             err.print(f"error: {exc}", markup=False)
             worst = max(worst, exc.exit_code)
