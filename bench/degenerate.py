@@ -27,9 +27,9 @@ from pipeline.core.retry import RetryPolicy  # noqa: E402
 from pipeline.core.settings import RunSettings  # noqa: E402
 from pipeline.llm.base import LLMContext  # noqa: E402
 from pipeline.llm.openai import OpenAIChatModel  # noqa: E402
-from pipeline.replay import replay  # noqa: E402
-from pipeline.run import run_pipeline  # noqa: E402
 from pipeline.stages.free_text import free_text_fields  # noqa: E402
+from pipeline.workflow.replay import replay  # noqa: E402
+from pipeline.workflow.run import run_pipeline  # noqa: E402
 
 RUNS = ROOT / "fixtures" / "runs"
 PAPER = ROOT / "fixtures" / "papers" / "pmj_hpylori_iron_deficiency_metaanalysis_2010.pdf"

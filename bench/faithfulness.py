@@ -30,7 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-from pipeline.evaluation import (  # noqa: E402
+from pipeline.stages.claim_strength import read_strength  # noqa: E402
+from pipeline.stages.effect_direction import read_direction, significance  # noqa: E402
+from pipeline.workflow.evaluation import (  # noqa: E402
     DirectionRow,
     Scores,
     evaluate_direction,
@@ -39,8 +41,6 @@ from pipeline.evaluation import (  # noqa: E402
     read_direction_set,
     read_strength_set,
 )
-from pipeline.stages.claim_strength import read_strength  # noqa: E402
-from pipeline.stages.effect_direction import read_direction, significance  # noqa: E402
 
 QUICK_STRENGTH = ROOT / "fixtures" / "eval" / "strength_sentences.csv"
 QUICK_DIRECTION = ROOT / "fixtures" / "eval" / "direction_passages.csv"

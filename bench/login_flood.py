@@ -33,8 +33,8 @@ def serve(db: str, port: int) -> None:
     """The server process: the review app with the login limit lifted."""
     import uvicorn
 
-    from pipeline.accounts import LoginLimiter
-    from pipeline.store import Store
+    from pipeline.team.accounts import LoginLimiter
+    from pipeline.team.store import Store
     from pipeline.web import create_app
 
     store = Store(db)
@@ -45,10 +45,10 @@ def serve(db: str, port: int) -> None:
 def prepare(folder: Path) -> tuple[str, str]:
     from probes import RUNS
 
-    from pipeline.accounts import hash_password
     from pipeline.llm.recording import load_recording, recorded_pdf
     from pipeline.sources.pdf import read_pdf
-    from pipeline.store import Store
+    from pipeline.team.accounts import hash_password
+    from pipeline.team.store import Store
 
     db = str(folder / "flood.db")
     recording, record = load_recording(RUNS / "huang-2010-hpylori-iron")

@@ -20,7 +20,7 @@ sys.path[:0] = [str(ROOT)]
 from pipeline.core.errors import ClaimsError  # noqa: E402
 from pipeline.llm.base import LLMContext  # noqa: E402
 from pipeline.llm.recording import ReplayChatModel, load_recording, recorded_pdf  # noqa: E402
-from pipeline.run import run_pipeline  # noqa: E402
+from pipeline.workflow.run import run_pipeline  # noqa: E402
 
 DEFAULT = [ROOT / "fixtures" / "runs" / "local-smollm2-hpylori", ROOT / "fixtures" / "runs" / "huang-2010-hpylori-iron"]
 KINDS = ("first try", "after retry", "after repair", "salvaged", "failed")

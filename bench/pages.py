@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-from pipeline import pages  # noqa: E402
-from pipeline.pages import _characters, align  # noqa: E402
+from pipeline.review import pages  # noqa: E402
+from pipeline.review.pages import _characters, align  # noqa: E402
 from pipeline.sources.pdf import read_pdf  # noqa: E402
 
 

@@ -26,7 +26,7 @@ sys.path[:0] = [str(ROOT)]
 from starlette.testclient import TestClient  # noqa: E402
 
 from pipeline.core.models import ClaimRecord  # noqa: E402
-from pipeline.store import Store  # noqa: E402
+from pipeline.team.store import Store  # noqa: E402
 from pipeline.web import create_app  # noqa: E402
 
 RUNS = ROOT / "fixtures" / "runs"

@@ -19,11 +19,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-from pipeline import review  # noqa: E402
 from pipeline.llm.recording import load_recording, recorded_pdf  # noqa: E402
-from pipeline.publish import build_site  # noqa: E402
+from pipeline.review import decisions  # noqa: E402
+from pipeline.review.publish import build_site  # noqa: E402
 from pipeline.sources.pdf import read_pdf  # noqa: E402
-from pipeline.store import Store  # noqa: E402
+from pipeline.team.store import Store  # noqa: E402
 
 RUNS = ROOT / "fixtures" / "runs"
 FAITHFUL = ["huang-2010-hpylori-iron", "siervo-2016-nitrate", "datta-2010-dvt-prophylaxis"]
@@ -45,7 +45,7 @@ def fill(store: Store, count: int) -> list[str]:
         copy.record_id = f"{n:012x}"
         copy.claim.text = f"{record.claim.text.rstrip('.')} (copy {n})."
         ids.append(store.add(copy, source_pages=pages, pdf=pdf))
-        review.approve(store, copy.record_id, 1, "bench", "checked")
+        decisions.approve(store, copy.record_id, 1, "bench", "checked")
     return ids
 
 
@@ -70,9 +70,9 @@ def main() -> None:
         )
         record = store.get(ids[0])
         record.mechanism.summary += " Changed for the benchmark."
-        review.reopen(store, ids[0], 2, "bench", "a change")
-        review.edit(store, ids[0], 3, record.model_dump_json(), "bench", "a change")
-        review.approve(store, ids[0], 4, "bench2", "checked again", override="bench")
+        decisions.reopen(store, ids[0], 2, "bench", "a change")
+        decisions.edit(store, ids[0], 3, record.model_dump_json(), "bench", "a change")
+        decisions.approve(store, ids[0], 4, "bench2", "checked again", override="bench")
         started = time.perf_counter()
         again = build_site(store, folder / "site", "https://claims.example.org")
         again_s = time.perf_counter() - started

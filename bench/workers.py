@@ -27,7 +27,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 from batch import make_inputs  # noqa: E402
 from scripted_endpoint import ScriptedEndpoint, Scripts  # noqa: E402
 
-from pipeline.store import Store  # noqa: E402
+from pipeline.team.store import Store  # noqa: E402
 
 
 def run_workers(

@@ -16,7 +16,7 @@ from test_review import stored  # noqa: E402
 from test_web_browser import CHROMIUM_ARGS  # noqa: E402
 from webserver import ReviewServer  # noqa: E402
 
-from pipeline.store import Store  # noqa: E402
+from pipeline.team.store import Store  # noqa: E402
 
 
 def main() -> None:

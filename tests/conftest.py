@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from pipeline.core.models import ClaimRecord
 from pipeline.core.settings import VARIABLES, RunSettings
 from pipeline.llm.base import ChatRequest
-from pipeline.replay import replay
+from pipeline.workflow.replay import replay
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"

@@ -29,12 +29,12 @@ from scripted_endpoint import RandomWithinSchema, ScriptedEndpoint
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from pipeline import review
-from pipeline.accounts import drafted_note, hash_password
 from pipeline.cli.app import app
 from pipeline.llm.recording import load_recording, recorded_pdf
+from pipeline.review import decisions
 from pipeline.sources.pdf import read_pdf
-from pipeline.store import Store
+from pipeline.team.accounts import drafted_note, hash_password
+from pipeline.team.store import Store
 from pipeline.web import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +84,7 @@ class Scratch:
 
     def approve(self, record_id: str) -> None:
         store = Store(self.db)
-        review.approve(store, record_id, store.version_of(record_id), "probe", override="set up by the probe")
+        decisions.approve(store, record_id, store.version_of(record_id), "probe", override="set up by the probe")
 
     def stored(self, name: str = "misbehaving-fabricated-quote") -> str:
         """A bundled record in this scratch store, with its paper's text."""
@@ -749,7 +749,7 @@ def own_edit_override(scratch: Scratch) -> Outcome:
     scratch.as_admin("db", "settings", "--require-second-reviewer", "on")
     record = store.get(record_id)
     record.claim.text = record.claim.text.rstrip(".") + " in adults."
-    review.edit(store, record_id, 1, record.model_dump_json(), "alice", "wording")
+    decisions.edit(store, record_id, 1, record.model_dump_json(), "alice", "wording")
     result = CliRunner().invoke(
         app,
         ["review", "approve", record_id, "--reviewer", "alice", "--override", "fine", "--password-stdin"],
@@ -765,7 +765,7 @@ def curator_own_run(scratch: Scratch) -> Outcome:
     store, record_id = _team(scratch)
     scratch.as_admin("db", "settings", "--require-second-reviewer", "on")
     with store._write() as conn:
-        from pipeline.store import history
+        from pipeline.team.store import history
 
         conn.execute(history.update().where(history.c.record_id == record_id).values(note=drafted_note("bob")))
     client = _logged_in(store, "bob")
@@ -840,7 +840,7 @@ def store_mode(scratch: Scratch) -> Outcome:
 def markup_crash(scratch: Scratch) -> Outcome:
     store, record_id = _team(scratch)
     store.add_account("[/bold]", "reviewer", hash_password(_PASSWORD))
-    review.reject(store, record_id, 1, "[/bold]", "a [/red] quote")
+    decisions.reject(store, record_id, 1, "[/bold]", "a [/red] quote")
     codes = [
         scratch.claims(*command)[0]
         for command in (

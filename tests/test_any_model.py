@@ -21,8 +21,8 @@ from pipeline.core.settings import RunSettings
 from pipeline.llm.base import LLMContext
 from pipeline.llm.openai import OpenAIChatModel
 from pipeline.llm.recording import load_recording, public_url
-from pipeline.run import run_pipeline
-from pipeline.store import Store
+from pipeline.team.store import Store
+from pipeline.workflow.run import run_pipeline
 
 # papers whose scripted answers name the study as its PDF does (the nitrate script names its DOI,
 # which a run from the PDF alone does not know)

@@ -22,7 +22,6 @@ from pdfmaker import make_bomb_pdf
 from scripted_endpoint import Faults, ScriptedEndpoint, Scripts
 from typer.testing import CliRunner
 
-from pipeline.batch import read_inputs
 from pipeline.cli.app import app
 from pipeline.cli.batch import _summary_table
 from pipeline.core.errors import InputError
@@ -31,9 +30,10 @@ from pipeline.core.resources import data_dir
 from pipeline.llm.base import request_priority
 from pipeline.llm.openai import OpenAIChatModel
 from pipeline.llm.ratelimit import RateLimiter, RequestSlots
-from pipeline.pool import ParsePool
-from pipeline.store import Store
-from pipeline.workflow import PaperResult, stage_priority
+from pipeline.team.store import Store
+from pipeline.workflow.batch import read_inputs
+from pipeline.workflow.paper import PaperResult, stage_priority
+from pipeline.workflow.pool import ParsePool
 
 INJECTED = PAPERS / "injected_dvt_review.pdf"
 

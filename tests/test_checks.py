@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli.app import app
 from pipeline.core.models import ClaimRecord, StepBasis, StudyDesign
-from pipeline.render import render
+from pipeline.review.render import render
 from pipeline.sources.pdf import PypdfExtractor, read_pdf
 from pipeline.stages.check import (
     check_citations,

@@ -12,7 +12,7 @@ from conftest import BAD, DVT_PDF, HPYLORI_PDF, RUNS
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
-from pipeline.store import Store
+from pipeline.team.store import Store
 
 
 def record_id_from(output: str) -> str:

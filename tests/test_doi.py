@@ -17,7 +17,7 @@ from pipeline.core.identifiers import normalise_doi
 from pipeline.core.retry import RetryPolicy
 from pipeline.sources.http import CassetteTransport, make_client, user_agent
 from pipeline.sources.metadata import DoiCache, DoiSettings, fetch, from_crossref, from_openalex, rebuild_abstract
-from pipeline.store import Store
+from pipeline.team.store import Store
 
 CORPUS_LIKE = HTTP / "bodies"
 HP = "10.1136/pgmj.2009.089987"

@@ -12,11 +12,11 @@ from scripted_endpoint import ScriptedEndpoint
 from test_review import stored
 from typer.testing import CliRunner
 
-from pipeline import review
 from pipeline.cli.app import app
 from pipeline.core.models import ClaimRecord, Stance, StudyDesign
-from pipeline.evidence import DESIGN_WEIGHT, evidence_scores, study_weight
-from pipeline.store import Store
+from pipeline.review import decisions
+from pipeline.team.store import Store
+from pipeline.workflow.evidence import DESIGN_WEIGHT, evidence_scores, study_weight
 
 
 @pytest.fixture
@@ -97,7 +97,7 @@ def test_a_stance_under_another_study_id_is_taken_as_the_new_study_s_with_a_note
 def test_the_approved_version_stays_in_the_history(runner: CliRunner, evidence_env, clean_environment: Path) -> None:
     [claim_id] = stored(clean_environment, "huang-2010-hpylori-iron")
     store = Store(clean_environment)
-    review.approve(store, claim_id, 1, "maria")
+    decisions.approve(store, claim_id, 1, "maria")
     assert (
         runner.invoke(app, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-add-evidence"]).exit_code == 0
     )
@@ -108,7 +108,7 @@ def test_the_approved_version_stays_in_the_history(runner: CliRunner, evidence_e
 
 
 def test_page_shows_every_study_and_the_scores() -> None:
-    from pipeline.render import render
+    from pipeline.review.render import render
 
     page = render(ClaimRecord.model_validate_json((RUNS / "evidence-datta-on-huang" / "record.json").read_text()), "md")
     for part in (
@@ -155,7 +155,7 @@ def test_match_lists_the_claims_a_paper_bears_on(runner: CliRunner, clean_enviro
 from conftest import FIXTURES  # noqa: E402
 
 from pipeline.core.errors import InputError  # noqa: E402
-from pipeline.evaluation import read_dataset  # noqa: E402
+from pipeline.workflow.evaluation import read_dataset  # noqa: E402
 
 CLAIMS = FIXTURES / "claims"
 

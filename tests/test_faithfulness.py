@@ -222,7 +222,7 @@ def test_a_second_opinion_flags_the_finding_it_doubts_and_replays_offline(
 ) -> None:  # type: ignore[no-untyped-def]
     from conftest import HPYLORI_PDF
 
-    from pipeline.store import Store
+    from pipeline.team.store import Store
 
     recording = tmp_path / "verified"
     result = runner.invoke(
@@ -266,7 +266,7 @@ def test_the_review_page_lists_the_second_opinion_s_doubts_first(tmp_path) -> No
 
     from pipeline.core.models import Flag
     from pipeline.stages.check import second_opinion_result
-    from pipeline.store import Store
+    from pipeline.team.store import Store
     from pipeline.web import create_app
 
     record = replayed("misbehaving-fabricated-quote")  # an ungrounded quote, flagged

@@ -1,14 +1,17 @@
-"""The import graph: layers point downward only, and there is no cycle (issue 12).
+"""The import graph: layers point downward only, and there is no cycle.
 
 Layers, lowest first; a module may import from its own layer and those below it only:
-  core      pipeline.core.*             (models errors identifiers schema files settings resources
-                                         retry terms memo worker)
-  sources   pipeline.sources.*          (PDF text, DOI metadata, HTTP)
-  llm       pipeline.llm.*              (the model seam and what wraps it)
-  stages    pipeline.stages.*           (extract, draft, grade, check)
-  services  run batch evidence review evaluation store render web
+  core      pipeline.core.*      the data model, settings, errors, identifiers, files
+  sources   pipeline.sources.*   PDF text, DOI metadata, HTTP
+  llm       pipeline.llm.*       the model seam and what wraps it
+  stages    pipeline.stages.*    extract, draft, grade, check (pure functions of text and answers)
+  team      pipeline.team.*      the shared store and its accounts
+  review    pipeline.review.*    decisions on records, their pages, notices, the public site
+  workflow  pipeline.workflow.*  one paper's run, batches, evidence, replay, evaluation
+  web       pipeline.web.*       the review server
   cli       pipeline.cli.*, __main__
-store, render and web are services that must not reach into a stage, the model or the sources.
+The store and the page renderer must not reach into a stage, the model or the sources; the web
+layer reaches the stages only through the review and workflow layers.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from pathlib import Path
 from conftest import ROOT
 
 PACKAGE = ROOT / "pipeline"
-LAYERS = ["core", "sources", "llm", "stages", "services", "cli"]
-READ_SIDE = {"pipeline.store", "pipeline.render", "pipeline.web"}
+LAYERS = ["core", "sources", "llm", "stages", "team", "review", "workflow", "web", "cli"]
+# modules that may not import the sources, the model or the stages, not even through a lower layer's name
+NO_STAGES = ("pipeline.team", "pipeline.review.render", "pipeline.web")
 
 
 def module_name(path: Path) -> str:
@@ -34,11 +38,10 @@ def layer(module: str) -> str:
     parts = module.split(".")
     if len(parts) == 1 or parts[1] in ("core", "__init__"):
         return "core"
-    if parts[1] in ("sources", "llm", "stages", "cli"):
-        return parts[1]
     if parts[1] == "__main__":
         return "cli"
-    return "services"
+    assert parts[1] in LAYERS, f"{module} is in no layer: add its package to LAYERS"
+    return parts[1]
 
 
 def imports() -> dict[str, set[str]]:
@@ -66,8 +69,8 @@ def test_layers_point_downward_only() -> None:
         for target in targets:
             if LAYERS.index(layer(target)) > LAYERS.index(layer(module)):
                 upward.append(f"{module} ({layer(module)}) imports {target} ({layer(target)})")
-            read_side = any(module == side or module.startswith(side + ".") for side in READ_SIDE)
-            if read_side and layer(target) in ("sources", "llm", "stages"):
+            kept_apart = any(module == side or module.startswith(side + ".") for side in NO_STAGES)
+            if kept_apart and layer(target) in ("sources", "llm", "stages"):
                 upward.append(f"{module} reaches sideways into {target}")
     assert upward == []
 
@@ -98,9 +101,14 @@ def test_there_is_no_import_cycle() -> None:
 
 def test_the_store_and_the_page_load_without_the_model_client() -> None:
     probe = (
-        "import sys, pipeline.store, pipeline.render; "
+        "import sys, pipeline.team.store, pipeline.review.render; "
         "print(sorted({m.split('.')[0] if not m.startswith('pipeline') else m for m in sys.modules "
         "if m.split('.')[0] in ('httpx', 'openai') or m.startswith(('pipeline.llm', 'pipeline.stages', 'pipeline.sources'))}))"
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_every_module_sits_in_a_package_that_names_its_layer() -> None:
+    at_the_root = sorted(p.name for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert at_the_root == []

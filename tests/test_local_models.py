@@ -19,9 +19,9 @@ from pipeline.core.retry import RetryPolicy
 from pipeline.core.settings import CHARS_PER_TOKEN, MIN_PAPER_CHARS, TEMPLATE_TOKENS, RunSettings, Settings
 from pipeline.llm.base import LLMContext
 from pipeline.llm.openai import OpenAIChatModel, chat_body
-from pipeline.run import run_pipeline
 from pipeline.sources.pdf import document_from_pages
 from pipeline.stages.paper_text import messages_with_paper
+from pipeline.workflow.run import run_pipeline
 
 
 def run_paper(

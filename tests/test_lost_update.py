@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.core.errors import StaleVersionError
-from pipeline.store import Store
+from pipeline.team.store import Store
 
 
 def test_a_change_made_from_an_old_read_is_refused(db: str) -> None:

@@ -17,11 +17,11 @@ from starlette.testclient import TestClient
 from test_review import stored
 from typer.testing import CliRunner
 
-from pipeline import pages
 from pipeline.cli.app import app
 from pipeline.llm.recording import load_recording, recorded_pdf
+from pipeline.review import pages
 from pipeline.sources.pdf import read_pdf
-from pipeline.store import Store
+from pipeline.team.store import Store
 from pipeline.web import create_app
 
 SITE = "http://127.0.0.1:8000"

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli.app import app
 from pipeline.core.resources import data_dir
-from pipeline.render import render
+from pipeline.review.render import render
 
 RECORDINGS = sorted(path.name for path in RUNS.iterdir() if (path / "recording.json").exists())
 

@@ -13,13 +13,13 @@ import pytest
 from conftest import RUNS
 from typer.testing import CliRunner
 
-from pipeline import review
 from pipeline.cli.app import app
 from pipeline.core.errors import ReviewRefusedError, StaleVersionError
 from pipeline.core.models import ClaimRecord
 from pipeline.llm.recording import load_recording, recorded_pdf
+from pipeline.review import decisions
 from pipeline.sources.pdf import read_pdf
-from pipeline.store import STORE_VERSION, Store
+from pipeline.team.store import STORE_VERSION, Store
 
 
 def stored(db: str | Path, *names: str) -> list[str]:
@@ -78,9 +78,9 @@ def test_reject_reopen_and_history(runner: CliRunner, db: str) -> None:
 def test_stale_decision_is_refused_with_who_and_when(db: str) -> None:
     [record_id] = stored(db, "huang-2010-hpylori-iron")
     store = Store(db)
-    review.reject(store, record_id, 1, "maria", "not convinced")
+    decisions.reject(store, record_id, 1, "maria", "not convinced")
     with pytest.raises(StaleVersionError) as caught:
-        review.approve(store, record_id, 1, "joe")
+        decisions.approve(store, record_id, 1, "joe")
     message = str(caught.value)
     assert message.startswith(f"record {record_id} was changed by maria at ") and message.endswith(
         "(version 2); reload and try again"
@@ -98,7 +98,7 @@ def test_two_concurrent_approvals_one_wins_one_is_refused(db: str) -> None:
         version = store.version_of(record_id)
         barrier.wait()
         try:
-            review.approve(store, record_id, version, name)
+            decisions.approve(store, record_id, version, name)
             outcomes.append("approved")
         except StaleVersionError as exc:
             outcomes.append(str(exc))
@@ -184,7 +184,7 @@ def test_edit_in_the_editor(runner: CliRunner, db: str, tmp_path: Path, monkeypa
 
 def test_export_approved_records_with_stable_names(runner: CliRunner, db: str, tmp_path: Path) -> None:
     approved, _draft = stored(db, "huang-2010-hpylori-iron", "siervo-2016-nitrate")
-    review.approve(Store(db), approved, 1, "maria")
+    decisions.approve(Store(db), approved, 1, "maria")
     target = tmp_path / "public"
     result = runner.invoke(app, ["export", str(target), "--markdown"])
     assert result.exit_code == 0 and "1 approved record(s)" in result.output
@@ -196,7 +196,7 @@ def test_export_approved_records_with_stable_names(runner: CliRunner, db: str, t
 
 def test_older_database_is_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    from pipeline import store as store_module
+    from pipeline.team import store as store_module
 
     with sqlite3.connect(path) as db:  # a version-2 database, as the previous release left it
         for script in store_module._SQLITE_STEPS[:2]:
@@ -229,17 +229,17 @@ def test_older_database_is_upgraded(tmp_path: Path) -> None:
 def test_only_a_draft_is_decided_and_reopen_changes_a_decision(db: str) -> None:
     [record_id] = stored(db, "huang-2010-hpylori-iron")
     store = Store(db)
-    review.reject(store, record_id, 1, "maria", "not convinced")
+    decisions.reject(store, record_id, 1, "maria", "not convinced")
     with pytest.raises(ReviewRefusedError, match="is rejected: only a draft can be approved; reopen it first"):
-        review.approve(store, record_id, 2, "joe")
-    review.reopen(store, record_id, 2, "joe", "second look")
-    review.approve(store, record_id, 3, "joe")
+        decisions.approve(store, record_id, 2, "joe")
+    decisions.reopen(store, record_id, 2, "joe", "second look")
+    decisions.approve(store, record_id, 3, "joe")
     with pytest.raises(ReviewRefusedError, match="is approved: only a draft can be rejected; reopen it first"):
-        review.reject(store, record_id, 4, "maria", "changed my mind")
-    review.reopen(store, record_id, 4, "maria")
+        decisions.reject(store, record_id, 4, "maria", "changed my mind")
+    decisions.reopen(store, record_id, 4, "maria")
     with pytest.raises(ReviewRefusedError, match="is a draft already"):
-        review.reopen(store, record_id, 5, "maria")
-    assert review.allowed_actions(store.get(record_id)) == ["approve", "reject", "edit"]
+        decisions.reopen(store, record_id, 5, "maria")
+    assert decisions.allowed_actions(store.get(record_id)) == ["approve", "reject", "edit"]
 
 
 def test_export_keeps_the_approved_version_while_a_newer_draft_waits(
@@ -247,7 +247,7 @@ def test_export_keeps_the_approved_version_while_a_newer_draft_waits(
 ) -> None:
     [record_id] = stored(db, "misbehaving-fabricated-quote")
     store = Store(db)
-    review.approve(store, record_id, 1, "maria", override="the quote is a fair paraphrase of page 1")
+    decisions.approve(store, record_id, 1, "maria", override="the quote is a fair paraphrase of page 1")
     record, version = store.get_versioned(record_id)
     approved_claim = record.claim.text
     record.claim.text = "A newer wording, waiting for review."
@@ -259,8 +259,8 @@ def test_export_keeps_the_approved_version_while_a_newer_draft_waits(
     page = (tmp_path / "public" / f"{record_id}.md").read_text()
     assert "[FLAG" not in page  # readers get the decision in plain words instead
     assert "Reviewed and approved by maria" in page and "the quote is a fair paraphrase of page 1" in page
-    review.reopen(store, record_id, 3, "joe")
-    review.reject(store, record_id, 4, "joe", "withdrawn")
+    decisions.reopen(store, record_id, 3, "joe")
+    decisions.reject(store, record_id, 4, "joe", "withdrawn")
     assert runner.invoke(app, ["export", str(tmp_path / "later")]).exit_code == 0
     assert not (tmp_path / "later" / f"{record_id}.json").exists()  # a later rejection unpublishes it
 
@@ -294,7 +294,7 @@ def test_recheck_flags_a_retraction_and_a_correction_and_unpublishes_until_a_rev
     record.studies[0].reference.doi = "10.1155/2022/8341966"  # a study later retracted (see the cassette)
     store.update(record, version, "edited", "setup", "")
     for record_id in (corrected, retracted):
-        review.approve(store, record_id, store.version_of(record_id), "maria")
+        decisions.approve(store, record_id, store.version_of(record_id), "maria")
     cassette("recheck_notices", mailto=False)
     result = runner.invoke(app, ["recheck", "--all"])
     assert result.exit_code == 0, result.output
@@ -311,7 +311,9 @@ def test_recheck_flags_a_retraction_and_a_correction_and_unpublishes_until_a_rev
     assert not list((tmp_path / "public").glob("*.json"))  # both out of the export until a reviewer acts
     again = runner.invoke(app, ["recheck", "--all"])
     assert "0 with news" in again.output  # a notice is reported once
-    review.approve(store, corrected, store.version_of(corrected), "maria", override="the correction changes no finding")
+    decisions.approve(
+        store, corrected, store.version_of(corrected), "maria", override="the correction changes no finding"
+    )
     runner.invoke(app, ["export", str(tmp_path / "after")])
     assert [p.stem for p in (tmp_path / "after").glob("*.json")] == [corrected]
     flags = [f.code for c in store.get(corrected).checks for f in c.flags]

@@ -83,7 +83,7 @@ def test_provenance_hashes_the_bytes_the_run_sent(tmp_path, monkeypatch) -> None
     from pipeline.core.errors import ReplayMissError
     from pipeline.llm.base import LLMContext
     from pipeline.llm.recording import ReplayChatModel, load_recording
-    from pipeline.run import run_pipeline
+    from pipeline.workflow.run import run_pipeline
 
     edited = tmp_path / "prompts"
     shutil.copytree(data_dir("prompts"), edited)

@@ -16,12 +16,12 @@ import pytest
 from conftest import RUNS
 from typer.testing import CliRunner
 
-from pipeline import review
 from pipeline.cli.app import app
 from pipeline.llm.recording import load_recording, recorded_pdf
-from pipeline.publish import build_site
+from pipeline.review import decisions
+from pipeline.review.publish import build_site
 from pipeline.sources.pdf import read_pdf
-from pipeline.store import Store
+from pipeline.team.store import Store
 
 BASE = "https://claims.example.org"
 CC_BY = "https://creativecommons.org/licenses/by/2.0/"
@@ -65,8 +65,8 @@ def test_the_site_holds_only_approved_claims_and_every_link_resolves(tmp_path: P
     store, (approved, draft, rejected) = store_with(
         tmp_path / "s.db", "huang-2010-hpylori-iron", "siervo-2016-nitrate", "datta-2010-dvt-prophylaxis"
     )
-    review.approve(store, approved, 1, "maria", "quotes checked")
-    review.reject(store, rejected, 1, "maria", "overstated")
+    decisions.approve(store, approved, 1, "maria", "quotes checked")
+    decisions.reject(store, rejected, 1, "maria", "overstated")
     report = build_site(store, tmp_path / "site", BASE, "Claims we checked")
     site = tmp_path / "site"
     assert report.claims == 1 and (site / "claims" / f"{approved}.html").is_file()
@@ -92,7 +92,7 @@ def test_the_site_holds_only_approved_claims_and_every_link_resolves(tmp_path: P
 def test_a_build_rewrites_only_what_changed_and_removes_what_left(tmp_path: Path) -> None:
     store, (first, second) = store_with(tmp_path / "s.db", "huang-2010-hpylori-iron", "siervo-2016-nitrate")
     for record_id in (first, second):
-        review.approve(store, record_id, 1, "maria", "checked")
+        decisions.approve(store, record_id, 1, "maria", "checked")
     site = tmp_path / "site"
     build_site(store, site, BASE)
     page = site / "claims" / f"{first}.html"
@@ -100,8 +100,8 @@ def test_a_build_rewrites_only_what_changed_and_removes_what_left(tmp_path: Path
     again = build_site(store, site, BASE)
     assert again.written == 0 and again.removed == 0 and again.unchanged > 0
     assert page.stat().st_mtime == 1_000_000
-    review.reopen(store, second, 2, "maria", "a second look")
-    review.reject(store, second, 3, "maria", "the trial was too small for this wording")
+    decisions.reopen(store, second, 2, "maria", "a second look")
+    decisions.reject(store, second, 3, "maria", "the trial was too small for this wording")
     later = build_site(store, site, BASE)
     assert later.removed > 0 and not list(site.rglob(f"{second}*"))
     assert second not in (site / "index.html").read_text() and broken_links(site) == []
@@ -109,14 +109,14 @@ def test_a_build_rewrites_only_what_changed_and_removes_what_left(tmp_path: Path
 
 def test_a_quote_is_shown_on_its_page_only_where_the_licence_allows(tmp_path: Path) -> None:
     store, (open_record,) = store_with(tmp_path / "open.db", "datta-2010-dvt-prophylaxis", licence=CC_BY)
-    review.approve(store, open_record, 1, "maria", "checked")
+    decisions.approve(store, open_record, 1, "maria", "checked")
     report = build_site(store, tmp_path / "open", BASE)
     quote = (tmp_path / "open" / "claims" / open_record / "quote-1.html").read_text()
     assert report.images > 0 and '<img class="page"' in quote and 'alt="Page ' in quote
     image = re.search(r'src="([^"]+\.png)"', quote).group(1)  # type: ignore[union-attr]
     assert (tmp_path / "open" / "claims" / open_record / image).read_bytes().startswith(b"\x89PNG")
     store, (closed,) = store_with(tmp_path / "closed.db", "siervo-2016-nitrate")  # Elsevier's user licence
-    review.approve(store, closed, 1, "maria", "checked")
+    decisions.approve(store, closed, 1, "maria", "checked")
     shut = build_site(store, tmp_path / "closed", BASE)
     page = (tmp_path / "closed" / "claims" / closed / "quote-1.html").read_text()
     assert shut.images == 0 and "<img" not in page and "does not allow its pages to be shown" in page
@@ -125,7 +125,7 @@ def test_a_quote_is_shown_on_its_page_only_where_the_licence_allows(tmp_path: Pa
 
 def test_the_command_builds_and_says_what_it_did(tmp_path: Path, clean_environment: Path, runner: CliRunner) -> None:
     store, (record_id,) = store_with(clean_environment, "huang-2010-hpylori-iron")
-    review.approve(store, record_id, 1, "maria", "checked")
+    decisions.approve(store, record_id, 1, "maria", "checked")
     built = runner.invoke(app, ["site", str(tmp_path / "site")])
     assert built.exit_code == 0, built.output
     assert "1 claim(s) and 1 study page(s)" in built.output and "no --base-url" in built.output
@@ -141,7 +141,7 @@ def test_a_visitor_searches_the_index_and_follows_a_quote_to_its_page(tmp_path: 
     playwright = pytest.importorskip("playwright.sync_api")
     store, ids = store_with(tmp_path / "s.db", "datta-2010-dvt-prophylaxis", "huang-2010-hpylori-iron", licence=CC_BY)
     for record_id in ids:
-        review.approve(store, record_id, 1, "maria", "checked")
+        decisions.approve(store, record_id, 1, "maria", "checked")
     site = tmp_path / "site"
     build_site(store, site, BASE)
     with playwright.sync_playwright() as driver:
@@ -169,13 +169,13 @@ def test_a_page_image_two_claims_share_stays_while_one_of_them_does(tmp_path: Pa
     copy.record_id, copy.claim.text = "0123456789ab", "Blood thinners after trauma are linked to bleeding."
     second = store.add(copy)
     for record_id in (first, second):
-        review.approve(store, record_id, 1, "maria", "checked")
+        decisions.approve(store, record_id, 1, "maria", "checked")
     site = tmp_path / "site"
     build_site(store, site, BASE)
     shared = sorted((site / "pages").glob("*.png"))
     assert shared and build_site(store, site, BASE).written == 0  # both claims reused, nothing drawn again
-    review.reopen(store, first, 2, "maria", "again")
-    review.reject(store, first, 3, "maria", "withdrawn")
+    decisions.reopen(store, first, 2, "maria", "again")
+    decisions.reject(store, first, 3, "maria", "withdrawn")
     build_site(store, site, BASE)
     assert sorted((site / "pages").glob("*.png")) == shared and broken_links(site) == []
 
@@ -201,7 +201,7 @@ def test_every_kind_of_page_has_no_serious_accessibility_violation(tmp_path: Pat
     playwright = pytest.importorskip("playwright.sync_api")
     store, ids = store_with(tmp_path / "s.db", "datta-2010-dvt-prophylaxis", "huang-2010-hpylori-iron", licence=CC_BY)
     for record_id in ids:
-        review.approve(store, record_id, 1, "maria", "checked")
+        decisions.approve(store, record_id, 1, "maria", "checked")
     site = tmp_path / "site"
     build_site(store, site, BASE)
     pages = ["index.html", f"claims/{ids[0]}.html", f"claims/{ids[0]}/quote-1.html", "about.html"]
@@ -226,11 +226,11 @@ def test_every_kind_of_page_has_no_serious_accessibility_violation(tmp_path: Pat
 
 
 def test_a_claim_whose_study_was_retracted_leaves_the_site_until_a_reviewer_acts(tmp_path: Path) -> None:
-    from pipeline.notices import recheck_notices
+    from pipeline.review.notices import recheck_notices
     from pipeline.sources.metadata import Notice
 
     store, (record_id,) = store_with(tmp_path / "s.db", "huang-2010-hpylori-iron")
-    review.approve(store, record_id, 1, "maria", "checked")
+    decisions.approve(store, record_id, 1, "maria", "checked")
     site = tmp_path / "site"
     build_site(store, site, BASE)
     assert (site / "claims" / f"{record_id}.html").is_file()

@@ -8,8 +8,8 @@ from conftest import RUNS
 
 from pipeline.core.errors import RecordNotFoundError, RecordSchemaError, StoreError
 from pipeline.core.models import ClaimRecord
-from pipeline.render import render
-from pipeline.store import STORE_VERSION, Store
+from pipeline.review.render import render
+from pipeline.team.store import STORE_VERSION, Store
 
 
 def bundled(name: str = "huang-2010-hpylori-iron") -> ClaimRecord:
@@ -103,7 +103,7 @@ def test_the_page_explains_grade_and_names_the_licence() -> None:
     page = render(bundled("siervo-2016-nitrate"), "md")
     assert "Imprecision: are the results too uncertain (few people, wide ranges)?" in page
     assert "further research" in page  # what the certainty level means
-    from pipeline.render import licence_name
+    from pipeline.review.render import licence_name
 
     assert licence_name("https://creativecommons.org/licenses/by-nc-nd/4.0/") == "CC BY-NC-ND 4.0"
     assert (

@@ -14,10 +14,10 @@ from test_review import stored
 from test_web import SITE, csrf
 from typer.testing import CliRunner
 
-from pipeline import review
-from pipeline.accounts import hash_password
 from pipeline.cli.app import app
-from pipeline.store import Store
+from pipeline.review import decisions
+from pipeline.team.accounts import hash_password
+from pipeline.team.store import Store
 from pipeline.web import SESSION_COOKIE, create_app
 
 PASSWORD = "correct horse battery"
@@ -192,7 +192,7 @@ def test_the_second_reviewer_rule(team) -> None:  # type: ignore[no-untyped-def]
     log_in(client, "alice")
     record = store.get(faithful)
     record.claim.text = record.claim.text.rstrip(".") + " in adults."
-    review.edit(store, faithful, 1, record.model_dump_json(), "alice", "wording")
+    decisions.edit(store, faithful, 1, record.model_dump_json(), "alice", "wording")
     token = csrf(client.get(f"/records/{faithful}").text)
     own = client.post(f"/records/{faithful}/approve", data={"csrf": token, "version": "2"})
     assert own.status_code == 400 and "another reviewer must approve it" in own.text
@@ -275,7 +275,7 @@ def test_four_eyes_is_a_store_setting_the_command_line_obeys_too(team, runner: C
     assert runner.invoke(app, ["db", "settings", "--require-second-reviewer", "on"]).exit_code == 0
     record = store.get(faithful)
     record.claim.text = record.claim.text.rstrip(".") + " in adults."
-    review.edit(store, faithful, 1, record.model_dump_json(), "alice", "wording")
+    decisions.edit(store, faithful, 1, record.model_dump_json(), "alice", "wording")
     own = runner.invoke(
         app,
         ["review", "approve", faithful, "--reviewer", "alice", "--password-stdin", "--override", "fine"],
@@ -292,17 +292,17 @@ def test_the_curator_who_ran_a_draft_may_not_approve_it_under_four_eyes(db: str,
     [faithful] = stored(db, "huang-2010-hpylori-iron")
     store = Store(db)
     with store._write() as conn:  # the draft's history as a run started by bob leaves it
-        from pipeline.store import history
+        from pipeline.team.store import history
 
         conn.execute(
             history.update()
             .where(history.c.record_id == faithful)
             .values(note="drafted by the pipeline, run started by bob")
         )
-    store.set_setting(review.SECOND_REVIEWER, "on")
+    store.set_setting(decisions.SECOND_REVIEWER, "on")
     with pytest.raises(Exception, match="bob ran or edited record"):
-        review.approve(store, faithful, 1, "bob", override="fine")
-    assert review.approve(store, faithful, 1, "carol") == 2
+        decisions.approve(store, faithful, 1, "bob", override="fine")
+    assert decisions.approve(store, faithful, 1, "carol") == 2
 
 
 def test_serve_binds_elsewhere_only_with_accounts(runner: CliRunner, db: str) -> None:
@@ -316,7 +316,7 @@ def test_serve_binds_elsewhere_only_with_accounts(runner: CliRunner, db: str) ->
 def test_a_sqlite_store_is_copied_into_postgresql_whole(runner: CliRunner, tmp_path: Path) -> None:
     alone = str(tmp_path / "alone.db")
     [faithful, flagged] = stored(alone, "huang-2010-hpylori-iron", "misbehaving-fabricated-quote")
-    review.approve(Store(alone), faithful, 1, "maria", "checked")
+    decisions.approve(Store(alone), faithful, 1, "maria", "checked")
     Store(alone).add_account("maria", "admin", hash_password(PASSWORD))
     with postgres_store() as target:
         copied = runner.invoke(app, ["db", "copy", alone, target])
@@ -331,7 +331,9 @@ def test_a_sqlite_store_is_copied_into_postgresql_whole(runner: CliRunner, tmp_p
         assert shared.published(faithful) is not None and shared.account("maria") is not None
         sha256 = shared.get(faithful).provenance.source.sha256
         assert shared.pdf(sha256) == Store(alone).pdf(sha256) is not None
-        review.reject(shared, flagged, 1, "maria", "a quote is not in the paper")  # new history after the copied rows
+        decisions.reject(
+            shared, flagged, 1, "maria", "a quote is not in the paper"
+        )  # new history after the copied rows
         assert [e.action for e in shared.history(flagged)] == ["created", "rejected"]
         missing = runner.invoke(app, ["db", "copy", str(tmp_path / "typo.db"), target])
         assert missing.exit_code == 2 and "no such store file" in missing.output
@@ -466,7 +468,7 @@ def test_a_store_made_by_the_last_release_is_upgraded_on_sqlite_and_postgresql(
     assert store.has_accounts()  # it had an account: still a login store
     secret = store.start_session("maria")
     assert store.session_account(secret, 60, 60) is not None and store.add_token("maria")[1].startswith("claims_")
-    review.reopen(store, approved, 2, "maria", "checking again")  # new history after the old rows
+    decisions.reopen(store, approved, 2, "maria", "checking again")  # new history after the old rows
 
 
 def test_the_admin_page_manages_accounts_under_the_command_line_s_rules(team, runner: CliRunner) -> None:  # type: ignore[no-untyped-def]
@@ -539,7 +541,9 @@ def test_the_command_line_manages_accounts_as_an_admin_as_the_admin_page_does(
         input=PASSWORD + "\n",
     )
     assert (
-        settings.exit_code == 1 and "bob is a curator" in settings.output and not review.second_reviewer_required(store)
+        settings.exit_code == 1
+        and "bob is a curator" in settings.output
+        and not decisions.second_reviewer_required(store)
     )
     assert store.account("alice").role == "reviewer"  # type: ignore[union-attr]
     assert as_root(runner, "user", "disable", "bob").exit_code == 0

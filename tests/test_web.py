@@ -8,8 +8,8 @@ import pytest
 from starlette.testclient import TestClient
 from test_review import stored
 
-from pipeline import review
-from pipeline.store import Store
+from pipeline.review import decisions
+from pipeline.team.store import Store
 from pipeline.web import create_app
 
 SITE = "http://127.0.0.1:8000"
@@ -98,7 +98,7 @@ def test_edit_form_validates_rechecks_and_detects_conflicts(site) -> None:  # ty
     )
     assert bad.status_code == 400 and "nothing was saved" in bad.text and "claim/original_statement/page" in bad.text
     assert store.version_of(faithful) == 1
-    review.reject(store, faithful, 1, "maria", "wrong outcome")
+    decisions.reject(store, faithful, 1, "maria", "wrong outcome")
     stale = client.post(
         f"/records/{faithful}/edit",
         data={"csrf": token, "version": "1", "reviewer": "ana", "claim.text": "A better sentence."},

@@ -14,8 +14,8 @@ import pytest
 from test_review import stored
 from webserver import ReviewServer
 
-from pipeline import review
-from pipeline.store import Store
+from pipeline.review import decisions
+from pipeline.team.store import Store
 
 CHROMIUM = os.environ.get("CLAIMS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: pip install playwright")
@@ -73,7 +73,7 @@ def test_stale_edit_shows_the_conflict(browser, clean_environment: Path) -> None
         page.goto(f"{server.url}/records/{record_id}/edit")
         page.fill("textarea[name='claim.text']", "Every way of preventing clots after trauma has some risk.")
         page.fill("#edit-form input[name=reviewer]", "joe")
-        review.reject(store, record_id, 1, "maria", "overstated")  # meanwhile, another reviewer acts
+        decisions.reject(store, record_id, 1, "maria", "overstated")  # meanwhile, another reviewer acts
         page.click("#edit-form button")
         alert = page.wait_for_selector("[role=alert]")
         text = alert.inner_text()
@@ -124,7 +124,7 @@ def test_the_queue_search_finds_a_record_by_its_title(browser, clean_environment
 def test_a_team_member_logs_in_approves_and_logs_out(browser, db: str, tmp_path: Path) -> None:
     """Issue 15 in a real browser: the login's SameSite=Strict session survives the redirect, the
     decision carries the account, and logging out ends it (SQLite and PostgreSQL stores)."""
-    from pipeline.accounts import hash_password
+    from pipeline.team.accounts import hash_password
 
     [record_id] = stored(db, "huang-2010-hpylori-iron")
     store = Store(db)
@@ -159,7 +159,7 @@ def test_a_team_member_logs_in_approves_and_logs_out(browser, db: str, tmp_path:
 
 
 def test_an_admin_manages_accounts_on_the_admin_page(browser, db: str) -> None:
-    from pipeline.accounts import hash_password
+    from pipeline.team.accounts import hash_password
 
     stored(db, "huang-2010-hpylori-iron")
     store = Store(db)

@@ -9,7 +9,7 @@ from typing import Any
 
 import uvicorn
 
-from pipeline.store import Store
+from pipeline.team.store import Store
 from pipeline.web import create_app
 
 

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sklearn.feature_extraction import DictVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from pipeline.evaluation import DirectionRow, evidence_inference_rows, score
 from pipeline.stages.effect_direction import MODEL_FILE, features
+from pipeline.workflow.evaluation import DirectionRow, evidence_inference_rows, score
 
 GRID = [0.03, 0.05, 0.1, 0.3]
 

@@ -19,19 +19,19 @@ import typer
 from rich.console import Console
 
 from pipeline import __version__
-from pipeline.accounts import Credentials
-from pipeline.batch import load_prices
 from pipeline.core.errors import ClaimsError, InputError
 from pipeline.core.settings import RunSettings, Settings, current, use
 from pipeline.llm.base import ChatModel
 from pipeline.llm.cache import SQLiteResponseCache
 from pipeline.llm.providers import LiveModel
-from pipeline.pool import ParsePool
-from pipeline.run import STAGES, Progress, quiet
 from pipeline.sources.http import make_client
 from pipeline.sources.metadata import DoiCache, DoiSettings
-from pipeline.store import Store, database_trouble
-from pipeline.workflow import DoiAccess, PaperTools
+from pipeline.team.accounts import Credentials
+from pipeline.team.store import Store, database_trouble
+from pipeline.workflow.batch import load_prices
+from pipeline.workflow.paper import DoiAccess, PaperTools
+from pipeline.workflow.pool import ParsePool
+from pipeline.workflow.run import STAGES, Progress, quiet
 
 
 def one_line_errors(command: Callable[..., None]) -> Callable[..., None]:

@@ -14,15 +14,6 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.accounts import attributed
-from pipeline.batch import (
-    ProgressLog,
-    batch_requests,
-    read_inputs,
-    report,
-    run_batch,
-    write_report,
-)
 from pipeline.cli.app import (
     DbOption,
     MaxPdfOption,
@@ -47,9 +38,18 @@ from pipeline.core.settings import current
 from pipeline.llm.base import ChatModel
 from pipeline.llm.providers import LiveModel, get_model, via_batch_api
 from pipeline.llm.ratelimit import RateLimitedChatModel, RateLimiter
-from pipeline.pool import ParsePool
-from pipeline.store import Store
-from pipeline.workflow import PaperOptions, PaperResult, Tally
+from pipeline.team.accounts import attributed
+from pipeline.team.store import Store
+from pipeline.workflow.batch import (
+    ProgressLog,
+    batch_requests,
+    read_inputs,
+    report,
+    run_batch,
+    write_report,
+)
+from pipeline.workflow.paper import PaperOptions, PaperResult, Tally
+from pipeline.workflow.pool import ParsePool
 
 VIAS = ("chat", "batch-api")
 

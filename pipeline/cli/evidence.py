@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from pipeline.accounts import attributed
 from pipeline.cli.app import (
     DbOption,
     MaxPdfOption,
@@ -32,7 +31,12 @@ from pipeline.core.errors import InputError
 from pipeline.core.files import require_writable_folder
 from pipeline.core.models import Stance
 from pipeline.core.settings import current
-from pipeline.evaluation import (
+from pipeline.llm.base import LLMContext, RecordingChatModel
+from pipeline.llm.providers import get_model
+from pipeline.llm.recording import save_eval_recording
+from pipeline.stages.check import count
+from pipeline.team.accounts import attributed
+from pipeline.workflow.evaluation import (
     DIRECTION_LABELS,
     STRENGTH_LABELS,
     EvalResult,
@@ -43,13 +47,9 @@ from pipeline.evaluation import (
     read_direction_set,
     read_strength_set,
 )
-from pipeline.evidence import already_a_study, rank_matches
-from pipeline.llm.base import LLMContext, RecordingChatModel
-from pipeline.llm.providers import get_model
-from pipeline.llm.recording import save_eval_recording
-from pipeline.pool import ParsePool, read_alone
-from pipeline.stages.check import count
-from pipeline.workflow import PaperOptions, PaperRequest, add_paper, locate
+from pipeline.workflow.evidence import already_a_study, rank_matches
+from pipeline.workflow.paper import PaperOptions, PaperRequest, add_paper, locate
+from pipeline.workflow.pool import ParsePool, read_alone
 
 
 @app.command("add-evidence")

@@ -20,11 +20,11 @@ from pipeline.llm.recording import (
     RECORDING_FILE,
     load_recording,
 )
-from pipeline.pool import read_alone
-from pipeline.render import FORMATS, render
-from pipeline.replay import replay as replay_recording
-from pipeline.review import recheck_against_pdf
+from pipeline.review.decisions import recheck_against_pdf
+from pipeline.review.render import FORMATS, render
 from pipeline.stages.check import count
+from pipeline.workflow.pool import read_alone
+from pipeline.workflow.replay import replay as replay_recording
 
 
 @app.command()

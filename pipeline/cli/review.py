@@ -15,8 +15,6 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from pipeline import review
-from pipeline.accounts import attributed
 from pipeline.cli.app import (
     DbOption,
     PasswordStdinOption,
@@ -39,10 +37,12 @@ from pipeline.core.files import (
 )
 from pipeline.core.models import ClaimRecord, ReviewStatus
 from pipeline.core.settings import current
-from pipeline.notices import recheck_notices
-from pipeline.render import Approval, render
+from pipeline.review import decisions
+from pipeline.review.notices import recheck_notices
+from pipeline.review.render import Approval, render
 from pipeline.sources.metadata import publication_notices
-from pipeline.store import Store, display_time
+from pipeline.team.accounts import attributed
+from pipeline.team.store import Store, display_time
 
 review_app = typer.Typer(
     help="Review drafts: list, show, approve, reject, reopen, edit, history.", no_args_is_help=True
@@ -120,9 +120,9 @@ def show_command(
 
 def _write_pages(store: Store, record: ClaimRecord, folder: Path) -> None:
     """One PNG per quote (and per unfound number's nearest number): its page, highlighted."""
-    from pipeline import pages  # here: PDFium and Pillow are needed by --pages only
+    from pipeline.review import pages  # here: PDFium and Pillow are needed by --pages only
 
-    sources = review.stored_sources(store, record)
+    sources = decisions.stored_sources(store, record)
     marks = pages.highlights(record, {study: document.pages for study, document in sources.items()})
     written, missing = 0, set()
     papers = pages.PageCache()
@@ -193,7 +193,7 @@ def approve_command(
     """Approve a draft. Refused while it has flags, unless --override "reason"."""
     store = open_store(db)
     reviewer = attributed(store, reviewer, "approve", credentials(password_stdin))
-    new = review.approve(store, record_id, version or store.version_of(record_id), reviewer, note, override)
+    new = decisions.approve(store, record_id, version or store.version_of(record_id), reviewer, note, override)
     out.print(f"record {store.resolve(record_id)} approved by {reviewer} (version {new})")
 
 
@@ -210,7 +210,7 @@ def reject_command(
     """Reject a draft, with a reason."""
     store = open_store(db)
     reviewer = attributed(store, reviewer, "reject", credentials(password_stdin))
-    new = review.reject(store, record_id, version or store.version_of(record_id), reviewer, reason)
+    new = decisions.reject(store, record_id, version or store.version_of(record_id), reviewer, reason)
     out.print(f"record {store.resolve(record_id)} rejected by {reviewer} (version {new})")
 
 
@@ -227,7 +227,7 @@ def reopen_command(
     """Put an approved or rejected record back to draft."""
     store = open_store(db)
     reviewer = attributed(store, reviewer, "reopen", credentials(password_stdin))
-    new = review.reopen(store, record_id, version or store.version_of(record_id), reviewer, note)
+    new = decisions.reopen(store, record_id, version or store.version_of(record_id), reviewer, note)
     out.print(f"record {store.resolve(record_id)} reopened by {reviewer} (version {new})")
 
 
@@ -286,7 +286,7 @@ def _save_edit(
         else ""
     )
     try:
-        saved = review.edit(store, record_id, version, text, reviewer, note)
+        saved = decisions.edit(store, record_id, version, text, reviewer, note)
     except InvalidEditError as exc:
         err.print(
             f"error: the edit is invalid; nothing was saved ({len(exc.problems)} problem(s)){keep}:", markup=False
@@ -336,7 +336,7 @@ def export_command(
     store = open_store(db, read_only=True)
     written = 0
     chosen: Iterable[tuple[ClaimRecord, Approval | None]] = (
-        review.approved_versions(store)  # the latest approved version, even while a newer draft waits
+        decisions.approved_versions(store)  # the latest approved version, even while a newer draft waits
         if status == "approved"
         else ((store.get(summary.record_id), None) for summary in store.summaries(status=status))
     )
@@ -364,7 +364,7 @@ def site_command(
     """A static website of the approved claims (what claims export publishes): a page per claim,
     its quotes on their pages, a page per study, a searchable index, ClaimReview markup, and with
     --base-url a sitemap and an Atom feed. An unchanged claim's files are not rewritten."""
-    from pipeline.publish import build_site
+    from pipeline.review.publish import build_site
 
     if base_url and not re.match(r"https?://[^\s/]+", base_url):
         raise InputError(f"--base-url {base_url}: give an absolute http(s) address, e.g. https://claims.example.org")
@@ -470,7 +470,7 @@ def serve_command(
     )
     out.print(f"review page on http://{host}:{port}/ (store {store.path}; {login}); Ctrl-C to stop")
     if require_second_reviewer:
-        store.set_setting(review.SECOND_REVIEWER, "on")  # for the command line and every server too
+        store.set_setting(decisions.SECOND_REVIEWER, "on")  # for the command line and every server too
     application = create_app(
         store,
         hosts,

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-from pipeline.accounts import attributed
-from pipeline.batch import run_batch
 from pipeline.cli.app import (
     DbOption,
     MaxPdfOption,
@@ -33,10 +31,12 @@ from pipeline.core.identifiers import normalise_doi
 from pipeline.core.models import ClaimRecord
 from pipeline.core.settings import current
 from pipeline.llm.providers import get_model
-from pipeline.pool import ParsePool
 from pipeline.sources.metadata import fetch, file_stem
 from pipeline.stages.check import count
-from pipeline.workflow import PaperOptions, PaperRequest, PaperResult, Tally, describe_fetch
+from pipeline.team.accounts import attributed
+from pipeline.workflow.batch import run_batch
+from pipeline.workflow.paper import PaperOptions, PaperRequest, PaperResult, Tally, describe_fetch
+from pipeline.workflow.pool import ParsePool
 
 
 def _summary(record: ClaimRecord, result: PaperResult) -> None:

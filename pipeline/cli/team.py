@@ -9,8 +9,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from pipeline import review
-from pipeline.accounts import (
+from pipeline.cli.app import DbOption, PasswordStdinOption, app, credentials, err, one_line_errors, open_store, out
+from pipeline.cli.review import default_reviewer
+from pipeline.core.errors import InputError
+from pipeline.core.files import read_regular_file
+from pipeline.core.settings import current
+from pipeline.review import decisions
+from pipeline.team.accounts import (
     acting_admin,
     add_user,
     change_role,
@@ -22,12 +27,7 @@ from pipeline.accounts import (
     revoke_token,
     valid_name,
 )
-from pipeline.cli.app import DbOption, PasswordStdinOption, app, credentials, err, one_line_errors, open_store, out
-from pipeline.cli.review import default_reviewer
-from pipeline.core.errors import InputError
-from pipeline.core.files import read_regular_file
-from pipeline.core.settings import current
-from pipeline.store import ROLES, STORE_VERSION, Store, display_time, is_url
+from pipeline.team.store import ROLES, STORE_VERSION, Store, display_time, is_url
 
 user_app = typer.Typer(
     help="Accounts for the review page and the history: add, list, disable, reset a password, personal tokens."
@@ -262,9 +262,9 @@ def db_settings(
         if require_second_reviewer not in ("on", "off"):
             raise InputError(f"--require-second-reviewer {require_second_reviewer}: say on or off")
         by = _by(store, admin, password_stdin)
-        store.set_setting(review.SECOND_REVIEWER, require_second_reviewer)
+        store.set_setting(decisions.SECOND_REVIEWER, require_second_reviewer)
         store.note_event("setting changed", by, detail=f"require-second-reviewer {require_second_reviewer}")
-    state = "on" if review.second_reviewer_required(store) else "off"
+    state = "on" if decisions.second_reviewer_required(store) else "off"
     out.print(f"require-second-reviewer: {state}")
     out.print(f"accounts: {'yes (login store)' if store.has_accounts() else 'none (open store)'}")
 

@@ -38,9 +38,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from pipeline.accounts import LoginLimiter
 from pipeline.core.errors import RecordNotFoundError
-from pipeline.store import Store
+from pipeline.team.accounts import LoginLimiter
+from pipeline.team.store import Store
 from pipeline.web import admin, auth, edit, queue, quotes, records
 from pipeline.web.site import SESSION_COOKIE, SESSION_IDLE, SESSION_LONGEST, Site, guarded, threaded
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
-from pipeline import accounts
-from pipeline.accounts import may
 from pipeline.core.errors import ClaimsError
-from pipeline.store import ROLES, Account, display_time
+from pipeline.team import accounts
+from pipeline.team.accounts import may
+from pipeline.team.store import ROLES, Account, display_time
 from pipeline.web.site import Form, Refused, Site, verified
 
 

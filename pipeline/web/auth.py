@@ -7,7 +7,7 @@ import math
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
-from pipeline.accounts import check_password
+from pipeline.team.accounts import check_password
 from pipeline.web.site import SESSION_COOKIE, Form, Refused, Site, address, local, tls, verified
 
 

@@ -1,5 +1,5 @@
 """The edit form over a record's fields: applied to the stored record, validated and re-checked
-by `review.edit`, saved only at the version the form was loaded at."""
+by `decisions.edit`, saved only at the version the form was loaded at."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from pipeline import review
 from pipeline.core.errors import ClaimsError, InvalidEditError, StaleVersionError
 from pipeline.core.models import ClaimType, DomainRating, StepBasis
+from pipeline.review import decisions
 from pipeline.web.site import Form, Refused, Site, actor, remember, verified, version_of
 
 
@@ -55,7 +55,7 @@ def edit_save(site: Site, request: Request, form: Form) -> Response:
     # at (the store refuses anything else as stale, with who changed it and when).
     edited = apply_form(site.store.get(record_id).model_dump(mode="json"), form)
     try:
-        review.edit(site.store, record_id, version, edited, editor, form.get("note", ""))
+        decisions.edit(site.store, record_id, version, edited, editor, form.get("note", ""))
     except InvalidEditError as exc:
         return edit_page(site, request, record_id, version, 400, problems=exc.problems)
     except StaleVersionError as exc:
@@ -67,7 +67,7 @@ def edit_save(site: Site, request: Request, form: Form) -> Response:
 
 def apply_form(data: dict[str, Any], form: Form) -> str:
     """The record's JSON with the form's fields (named by their path, 'mechanism.steps.0.text')
-    written in; validation is review.edit's job, so a bad value is reported, not guessed at."""
+    written in; validation is decisions.edit's job, so a bad value is reported, not guessed at."""
     for name, value in form.items():
         if name in ("csrf", "version", "reviewer", "note"):
             continue

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pipeline.store import QUEUE_SORTS, display_time
+from pipeline.team.store import QUEUE_SORTS, display_time
 from pipeline.web.site import MAX_PAGE, Form, Site
 
 QUEUE_PAGE = 50

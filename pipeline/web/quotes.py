@@ -10,15 +10,15 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from pipeline import pages, review
 from pipeline.core.errors import ClaimsError
+from pipeline.review import decisions, pages
 from pipeline.web.site import FLAG, MAX_PAGE, Form, Site
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def highlights_of(site: Site, record: Any) -> tuple[list[pages.Highlight], pages.Sources]:
-    sources = review.stored_sources(site.store, record)
+    sources = decisions.stored_sources(site.store, record)
     return pages.highlights(record, {study: document.pages for study, document in sources.items()}), sources
 
 

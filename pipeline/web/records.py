@@ -6,10 +6,10 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
-from pipeline import review
 from pipeline.core.errors import ClaimsError, RecordNotFoundError, StaleVersionError
-from pipeline.render import page_blocks
-from pipeline.store import flag_count
+from pipeline.review import decisions
+from pipeline.review.render import page_blocks
+from pipeline.team.store import flag_count
 from pipeline.web.quotes import flag_anchors, highlights_of, quote_places
 from pipeline.web.site import Form, Refused, Site, actor, remember, verified, version_of
 
@@ -33,7 +33,7 @@ def record_page(
         blocks=blocks,
         flag_list=summary,
         anchors=anchors,
-        allowed=review.allowed_actions(record),
+        allowed=decisions.allowed_actions(record),
         flags=flag_count(record),
         messages=messages or [],
         marks=marks,
@@ -56,7 +56,7 @@ def decide(site: Site, request: Request, form: Form) -> Response:
             return PlainTextResponse("unknown action", status_code=404)
         reviewer = actor(request, form, action)
         if action == "approve":
-            review.approve(
+            decisions.approve(
                 store,
                 record_id,
                 version,
@@ -66,9 +66,9 @@ def decide(site: Site, request: Request, form: Form) -> Response:
                 second_reviewer=site.require_second_reviewer,
             )
         elif action == "reject":
-            review.reject(store, record_id, version, reviewer, form.get("reason", ""))
+            decisions.reject(store, record_id, version, reviewer, form.get("reason", ""))
         else:
-            review.reopen(store, record_id, version, reviewer, form.get("note", ""))
+            decisions.reopen(store, record_id, version, reviewer, form.get("note", ""))
     except Refused as exc:
         return record_page(site, request, record_id, exc.status, [("error", exc.message)])
     except StaleVersionError as exc:

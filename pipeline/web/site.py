@@ -19,9 +19,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
-from pipeline import pages
-from pipeline.accounts import LoginLimiter, may
-from pipeline.store import Account, Store
+from pipeline.review import pages
+from pipeline.team.accounts import LoginLimiter, may
+from pipeline.team.store import Account, Store
 
 CSRF_COOKIE = "claims_csrf"
 REVIEWER_COOKIE = "claims_reviewer"  # on a store without accounts: the name typed last, filled in on every form

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from pipeline.core.errors import InputError, LLMError
 from pipeline.core.models import Stance
-from pipeline.evidence import classify_stance
 from pipeline.llm.base import LLMContext
 from pipeline.sources.pdf import Document, Span
 from pipeline.stages.claim_strength import Strength, read_strength
 from pipeline.stages.effect_direction import Reported, read_direction
+from pipeline.workflow.evidence import classify_stance
 
 LABELS = {
     "supports": Stance.supporting,

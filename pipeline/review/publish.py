@@ -30,12 +30,12 @@ from urllib.parse import quote as url_quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from pipeline import pages
 from pipeline.core.files import write_bytes_atomic
 from pipeline.core.models import Certainty, ClaimRecord, Stance
-from pipeline.render import CERTAINTY_MEANING, Approval, licence_name, page_blocks
-from pipeline.review import approved_versions, stored_sources
-from pipeline.store import HistoryEntry, Store
+from pipeline.review import pages
+from pipeline.review.decisions import approved_versions, stored_sources
+from pipeline.review.render import CERTAINTY_MEANING, Approval, licence_name, page_blocks
+from pipeline.team.store import HistoryEntry, Store
 
 MANIFEST = ".claims-site.json"
 _CERTAINTY_RANK = {Certainty.very_low: 1, Certainty.low: 2, Certainty.moderate: 3, Certainty.high: 4}

@@ -26,22 +26,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.accounts import drafted_note
 from pipeline.core.errors import ClaimsError, InputError, StaleVersionError
 from pipeline.core.files import require_regular_file
 from pipeline.core.identifiers import looks_like_doi, normalise_doi, paper_source
 from pipeline.core.models import ClaimRecord, StanceOutput, StudyMetadata
 from pipeline.core.resources import PromptSet, load_prompt_set
 from pipeline.core.settings import RunSettings
-from pipeline.evidence import add_study, already_a_study, rank_matches
 from pipeline.llm.base import ChatModel, LLMContext, RecordingChatModel, ResponseCache, request_priority
 from pipeline.llm.recording import RecordedSource, build_recording, save_recording
-from pipeline.review import stored_sources
-from pipeline.run import STAGES, Progress, quiet, require_a_study, run_key, run_pipeline, run_prompts
+from pipeline.review.decisions import stored_sources
 from pipeline.sources.metadata import DoiCache, DoiSettings, Fetched, fetch
 from pipeline.sources.pdf import Document
 from pipeline.stages.check import CheckRunner, Rewriter, Sources, check_record, model_rewriter
-from pipeline.store import LeaseState, Store
+from pipeline.team.accounts import drafted_note
+from pipeline.team.store import LeaseState, Store
+from pipeline.workflow.evidence import add_study, already_a_study, rank_matches
+from pipeline.workflow.run import STAGES, Progress, quiet, require_a_study, run_key, run_pipeline, run_prompts
 
 # --------------------------------------------------------------------------- request and result
 

@@ -24,7 +24,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from pipeline.core.errors import InputError, ReviewRefusedError
-from pipeline.store import ROLES, Account, Store
+from pipeline.team.store import ROLES, Account, Store
 
 # What each role may do; each role may do what the one before it may.
 PERMISSIONS = {

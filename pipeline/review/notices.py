@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pipeline.core.models import CheckResult, CheckStatus, ClaimRecord, Flag, ReviewStatus
 from pipeline.sources.metadata import Notice
 from pipeline.stages.check import PUBLICATION_STATUS
-from pipeline.store import Store
+from pipeline.team.store import Store
 
 CODES = {"retraction": "study_retracted", "correction": "study_corrected", "expression_of_concern": "study_concern"}
 WORDS = {

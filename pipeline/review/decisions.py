@@ -21,15 +21,15 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from pipeline.accounts import started_by
 from pipeline.core.errors import InputError, InvalidEditError, ReviewRefusedError
 from pipeline.core.models import ClaimRecord, ReviewStatus
 from pipeline.core.schema import schema_errors
-from pipeline.render import Approval
+from pipeline.review.render import Approval
 from pipeline.sources.pdf import Document, document_from_pages, read_pdf, read_pdf_bytes
 from pipeline.stages.check import Sources, run_checks
 from pipeline.stages.grade import rate_certainty
-from pipeline.store import Store, flag_count
+from pipeline.team.accounts import started_by
+from pipeline.team.store import Store, flag_count
 
 
 def _require_reviewer(reviewer: str) -> str:

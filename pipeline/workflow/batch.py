@@ -30,7 +30,7 @@ from pipeline.core.files import write_text_atomic
 from pipeline.core.identifiers import looks_like_doi
 from pipeline.core.settings import RunSettings
 from pipeline.core.settings import current as current_settings
-from pipeline.workflow import (
+from pipeline.workflow.paper import (
     LeaseKeeper,
     PaperOptions,
     PaperRequest,

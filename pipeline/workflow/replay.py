@@ -14,13 +14,13 @@ from typing import Any
 
 from pipeline.core.errors import ClaimsError, ReplayError, ReplayMissError
 from pipeline.core.models import ClaimRecord
-from pipeline.evaluation import evaluate, read_dataset
-from pipeline.evidence import add_study
 from pipeline.llm.base import LLMContext
 from pipeline.llm.recording import Recording, ReplayChatModel, load_recording, record_diff, recorded_pdf
-from pipeline.run import run_pipeline
 from pipeline.sources.pdf import document_from_pages, read_pdf
 from pipeline.stages.check import model_rewriter
+from pipeline.workflow.evaluation import evaluate, read_dataset
+from pipeline.workflow.evidence import add_study
+from pipeline.workflow.run import run_pipeline
 
 
 @dataclass

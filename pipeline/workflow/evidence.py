@@ -47,7 +47,6 @@ from pipeline.core.resources import EVIDENCE_STAGES
 from pipeline.core.terms import content_words
 from pipeline.llm.base import LLMContext, StageCall, ask_structured
 from pipeline.llm.strict_schema import RequestFacts
-from pipeline.run import run_prompts, stage_usage, study_reference
 from pipeline.sources.pdf import Document
 from pipeline.stages.check import (
     SECOND_OPINION,
@@ -62,6 +61,7 @@ from pipeline.stages.extract import extract
 from pipeline.stages.grade import design_rank, rate_certainty, starting_certainty, strongest_first
 from pipeline.stages.paper_text import messages_with_paper
 from pipeline.stages.verify import second_opinion
+from pipeline.workflow.run import run_prompts, stage_usage, study_reference
 
 STANCE_SECTIONS = ("abstract", "results", "discussion", "conclusions")
 
