@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import json
 import random
+import re
 import threading
 import time
 from collections import defaultdict
@@ -161,6 +162,71 @@ class RandomWithinSchema:
             start = pick.randrange(len(text))
             return " ".join(text[start : start + pick.randint(3, 25)])
         return " ".join(pick.choice(self.WORDS) for _ in range(pick.randint(0, 12)))
+
+
+class CarefulVerifier:
+    """Answers the second opinion's request (`verify`) as a careful reader would, from what the
+    request itself holds: each finding against its own quote. An effect or interval figure the
+    quote does not carry, an interval whose ends are swapped, or a direction the quote's
+    significance contradicts makes the finding not supported. Population, intervention, outcome
+    and sample size are not judged (quotes abbreviate them, or leave them to the sentence before).
+    It knows nothing of how a case was made: the same rules judge faithful findings and changed
+    ones. Not a model."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.timeline: list[tuple[float, float]] = []
+        self.lock = threading.Lock()
+
+    def next_answer(self, body: dict[str, Any]) -> dict[str, Any]:
+        from pipeline.stages.textmatch import numbers_of
+
+        text = " ".join(str(m.get("content", "")) for m in body.get("messages", []) if m.get("role") == "user")
+        findings = json.JSONDecoder().raw_decode(text[text.index("[") :])[0]
+        with self.lock:
+            self.requests.append(body)
+        verdicts = []
+        for finding in findings:
+            quote = finding["quote"]
+            carried = set(numbers_of(quote))
+            effect = finding.get("effect") or {}
+            differs = []
+            named = [effect.get("value"), effect.get("ci_lower"), effect.get("ci_upper")]
+            if any(n is not None and str(n) not in carried and f"{n:g}" not in carried for n in named):
+                differs.append("numbers")
+            low, high = effect.get("ci_lower"), effect.get("ci_upper")
+            if low is not None and high is not None and low > high:
+                differs.append("interval")
+            if self._direction_contradicted(finding["direction"], quote, effect):
+                differs.append("direction")
+            verdicts.append(
+                {
+                    "finding": finding["finding"],
+                    "verdict": "not_supported" if differs else "supported",
+                    "differs": differs,
+                    "reason": "The quote reports other " + ", ".join(differs) if differs else "The quote bears it out.",
+                }
+            )
+        return {"verdicts": verdicts}
+
+    @staticmethod
+    def _direction_contradicted(direction: str, quote: str, effect: dict[str, Any]) -> bool:
+        """The quote's significance (its words, a small p, or an interval clear of no effect: 0
+        for a difference, 1 for a ratio) against the finding's direction."""
+        if direction in ("mixed", "not_reported"):
+            return False
+        lowered = quote.lower()
+        null = re.search(
+            r"\bno (statistically )?significant|\bnot (statistically )?significant"
+            r"|did not (differ|influence|affect|change|alter|improve)",
+            lowered,
+        )
+        low, high = effect.get("ci_lower"), effect.get("ci_upper")
+        neutral = 1.0 if re.search(r"ratio|odds|hazard", str(effect.get("measure", "")).lower()) else 0.0
+        clear = low is not None and high is not None and (min(low, high) > neutral or max(low, high) < neutral)
+        significant = (re.search(r"p\s*[<≤]\s*0?\.0[0-5]", lowered) or clear) and not null
+        no_difference = direction == "no_significant_difference"
+        return bool((no_difference and significant) or (not no_difference and null and not significant))
 
 
 def _content_of(payload: Any) -> str | None:

@@ -49,6 +49,8 @@ def test_the_faithful_records_keep_no_flag(name: str) -> None:
         ),
         ("gold", "HBP-2013-485976", "words of the paper's language"),
         ("summary", "Wooden cabinets and lacquered tables stand in quiet kitchens everywhere", "no content word"),
+        ("step", "Iron levels may may rise in the patients", "'may may'"),
+        ("gold", "patients dose iron group patients iron", "each twice"),
     ],
 )
 def test_each_kind_of_degenerate_text(kind: str, text: str, why: str) -> None:
@@ -62,6 +64,8 @@ def test_real_text_is_not_flagged() -> None:
         ("gold", "Adults with iron deficiency anaemia and H. pylori infection"),
         ("gold", "12 months"),
         ("explanation", "Heterogeneity was significant (I² 78%) across the eight haemoglobin trials."),
+        ("explanation", "Haemoglobin gains ranged between 0% and 4%), and crude iron figures were not pooled."),
+        ("step", "They said that that iron dose was enough, as the trial had had no losses."),
     ):
         assert degenerate("somewhere", kind, text, VOCABULARY, TOPIC) is None, text
 

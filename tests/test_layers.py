@@ -112,3 +112,16 @@ def test_the_store_and_the_page_load_without_the_model_client() -> None:
 def test_every_module_sits_in_a_package_that_names_its_layer() -> None:
     at_the_root = sorted(p.name for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
     assert at_the_root == []
+
+
+def test_no_function_is_longer_than_120_lines() -> None:
+    """A function a reader cannot hold at once is split where its steps are."""
+    long = [
+        f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path in PACKAGE.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > 120
+    ]
+    assert long == []

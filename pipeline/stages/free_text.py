@@ -21,6 +21,7 @@ Calibrated so that the faithful bundled records keep no flag.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -75,6 +76,7 @@ _EVERYDAY_WORDS = """
     germs medicine medicines pill pills doctor doctors health healthy disease diseases
 """
 _FUNCTION = frozenset(_FUNCTION_WORDS.split())
+_DOUBLES = frozenset({"that", "had"})  # English allows these twice in a row
 _ENGLISH = _FUNCTION | frozenset(_EVERYDAY_WORDS.split())
 
 
@@ -129,6 +131,9 @@ def _is_word(token: str, vocabulary: set[str]) -> bool:
 
 
 def _repeats_itself(text: str) -> str | None:
+    """A phrase three times, one word over a quarter of the text, a word twice in a row ("the the",
+    "may may": what a generator stuck in a loop writes), or, in a short text, two content words
+    each written twice (a heap of a few words drawn again and again)."""
     words = [w.lower() for w in _WORD.findall(text)]
     grams = Counter(tuple(words[i : i + 4]) for i in range(len(words) - 3))
     gram, times = grams.most_common(1)[0] if grams else ((), 0)
@@ -139,6 +144,16 @@ def _repeats_itself(text: str) -> str | None:
         word, count = content.most_common(1)[0]
         if count >= 3 and count * 4 > len(words):
             return f"'{word}' {count} times in {len(words)} words"
+    tokens = text.lower().split()
+    # tokens, not words: "0% and 4%), and crude" has no doubled word
+    doubled = next(
+        (a for a, b in itertools.pairwise(tokens) if a.isalpha() and a == b.rstrip(".,;:") and a not in _DOUBLES), None
+    )
+    if doubled:
+        return f"'{doubled} {doubled}'"
+    twice = [w for w, n in content.items() if n >= 2]
+    if len(words) <= 15 and len(twice) >= 2:
+        return f"'{twice[0]}' and '{twice[1]}' each twice in {len(words)} words"
     return None
 
 
