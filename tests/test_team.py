@@ -556,3 +556,23 @@ def test_the_command_line_manages_accounts_as_an_admin_as_the_admin_page_does(
     actors = {(e.kind, e.actor) for e in store.audit_log()}
     assert ("account disabled", "root") in actors and ("setting changed", "root") in actors
     assert ("account enabled", "root") in actors
+
+
+def test_the_hashing_profile_sets_new_hashes_and_any_stored_hash_still_verifies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.core.errors import ConfigError
+    from pipeline.team.accounts import check_password
+    from pipeline.team.store import Account
+
+    monkeypatch.setenv("CLAIMS_PASSWORD_HASHING", "owasp-minimum")
+    cheap = hash_password(PASSWORD)
+    monkeypatch.delenv("CLAIMS_PASSWORD_HASHING")
+    strong = hash_password(PASSWORD)
+    assert "$m=19456,t=2,p=1$" in cheap and "$m=65536,t=3,p=4$" in strong
+    for kept in (cheap, strong):  # whatever the profile now, a stored hash keeps its parameters
+        account = Account("maria", "curator", kept, disabled=False, created_at="2026-12-07T00:00:00+00:00")
+        assert check_password(account, PASSWORD) and not check_password(account, PASSWORD + "x")
+    monkeypatch.setenv("CLAIMS_PASSWORD_HASHING", "md5")
+    with pytest.raises(ConfigError, match="choose one of rfc9106, owasp-minimum"):
+        hash_password(PASSWORD)

@@ -115,7 +115,11 @@ VARIABLES: dict[str, str] = {
     "CLAIMS_CONTEXT_TOKENS": "the model's context window in tokens, where the server does not say (default: ask it)",
     "CLAIMS_TIMEOUT_RETRIES": "how often a timed-out request is sent again (default 2; 0 for a server on this machine)",
     "CLAIMS_ENDPOINT_NOTE": "what a recording should also say about the endpoint (server, version, model file)",
+    "CLAIMS_PASSWORD_HASHING": "the cost of hashing a new password: rfc9106 (argon2id, 64 MiB, 3 passes; the default) or owasp-minimum (19 MiB, 2 passes: a small machine)",
 }
+# argon2id parameters (time cost, memory in KiB, parallelism) of each hashing profile: RFC 9106's
+# second recommended option, argon2-cffi's default; and the least OWASP's cheat sheet allows.
+PASSWORD_HASHING = {"rfc9106": (3, 65536, 4), "owasp-minimum": (2, 19456, 1)}
 RESPONSE_FORMATS = ("auto", "json_schema", "json_object", "prompt")
 _ALSO_READ = ("HOME", "USER", "XDG_DATA_HOME", "XDG_CACHE_HOME", "VISUAL", "EDITOR")
 
@@ -231,6 +235,13 @@ class Settings:
     @property
     def debug(self) -> bool:
         return bool(self._get("CLAIMS_DEBUG"))
+
+    @property
+    def password_hashing(self) -> tuple[int, int, int]:
+        value = (self._get("CLAIMS_PASSWORD_HASHING") or "rfc9106").strip().lower()
+        if value not in PASSWORD_HASHING:
+            raise ConfigError(f"CLAIMS_PASSWORD_HASHING={value}: choose one of {', '.join(PASSWORD_HASHING)}")
+        return PASSWORD_HASHING[value]
 
     @property
     def response_format(self) -> str:

@@ -8,12 +8,14 @@ credentials: the page's login, or on the command line a personal token (`CLAIMS_
 by `claims user token NAME`) or the account's password (asked, or `--password-stdin`). Whoever
 holds the database's own credentials can still write the database, so keep those to the team.
 
-Passwords are hashed with argon2id (argon2-cffi's defaults); a hash is never shown or logged.
+Passwords are hashed with argon2id (RFC 9106's parameters, argon2-cffi's defaults, unless
+CLAIMS_PASSWORD_HASHING asks for OWASP's minimum); a hash is never shown or logged.
 Tokens and session secrets are random, so the store keeps their SHA-256 only.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -24,6 +26,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from pipeline.core.errors import InputError, ReviewRefusedError
+from pipeline.core.settings import current
 from pipeline.team.store import ROLES, Account, Store
 
 # What each role may do; each role may do what the one before it may.
@@ -33,7 +36,19 @@ PERMISSIONS = {
     "admin": frozenset({"approve", "reject", "reopen", "edit", "add-evidence", "run", "manage-users"}),
 }
 MIN_PASSWORD = 10
-_hasher = PasswordHasher()
+
+
+@functools.cache
+def _hasher(time_cost: int, memory_kib: int, parallelism: int) -> PasswordHasher:
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
+
+
+def _hashing() -> PasswordHasher:
+    """The hasher of CLAIMS_PASSWORD_HASHING's profile for new hashes; any stored hash verifies,
+    whatever profile made it (its parameters are part of it)."""
+    return _hasher(*current().password_hashing)
+
+
 # Password hashes computed at once: argon2id is built to take CPU and memory, and a flood of wrong
 # logins hashing on every core would starve every other request of the review page. Beyond this
 # many, a login waits its turn; the pages do not.
@@ -52,7 +67,7 @@ def hash_password(password: str) -> str:
     if len(password) > 1024:
         raise InputError("the password is longer than 1024 characters")
     with _HASHING:
-        return _hasher.hash(password)
+        return _hashing().hash(password)
 
 
 def check_password(account: Account | None, password: str) -> bool:
@@ -60,10 +75,10 @@ def check_password(account: Account | None, password: str) -> bool:
     answer's timing does not tell which names exist."""
     with _HASHING:
         if account is None or account.disabled:
-            _hasher.hash(password[:1024] or "x")
+            _hashing().hash(password[:1024] or "x")
             return False
         try:
-            return _hasher.verify(account.password_hash, password[:1024])
+            return _hashing().verify(account.password_hash, password[:1024])
         except (VerificationError, InvalidHashError):
             return False
 
