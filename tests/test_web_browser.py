@@ -36,7 +36,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")  # one Chromium for the module; each test opens its own page (own cookies)
 def browser():
     with playwright.sync_playwright() as driver:
         instance = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
