@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 import threading
 import time
@@ -27,7 +28,7 @@ from typing import Any
 
 from pipeline.core.errors import ConfigError, InputError
 from pipeline.core.files import write_text_atomic
-from pipeline.core.identifiers import looks_like_doi
+from pipeline.core.identifiers import looks_like_doi, normalise_doi
 from pipeline.core.settings import RunSettings
 from pipeline.core.settings import current as current_settings
 from pipeline.workflow.paper import (
@@ -39,7 +40,6 @@ from pipeline.workflow.paper import (
     Price,
     Tally,
     process_paper,
-    recording_name,
 )
 
 # --------------------------------------------------------------------------- inputs
@@ -64,6 +64,11 @@ def read_inputs(path: Path) -> list[str]:
     if not resolved:
         raise InputError(f"{path}: no DOI or PDF path in it")
     return resolved
+
+
+def recording_name(source: str) -> str:
+    stem = Path(source).stem if not looks_like_doi(source) else normalise_doi(source)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("_") or "paper"
 
 
 def batch_requests(sources: list[str], record_dir: Path | None) -> list[PaperRequest]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import secrets
 import socket
 import threading
@@ -28,7 +27,7 @@ from typing import Any
 
 from pipeline.core.errors import ClaimsError, InputError, StaleVersionError
 from pipeline.core.files import require_regular_file
-from pipeline.core.identifiers import looks_like_doi, normalise_doi, paper_source
+from pipeline.core.identifiers import paper_source
 from pipeline.core.models import ClaimRecord, StanceOutput, StudyMetadata
 from pipeline.core.resources import PromptSet, load_prompt_set
 from pipeline.core.settings import RunSettings
@@ -134,11 +133,6 @@ class Tally:
 
 
 # --------------------------------------------------------------------------- options and tools
-
-
-def recording_name(source: str) -> str:
-    stem = Path(source).stem if not looks_like_doi(source) else normalise_doi(source)
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("_") or "paper"
 
 
 @dataclass
@@ -265,12 +259,14 @@ class Located:
 
     pdf: Path
     data: bytes
+    sha256: str
     metadata: StudyMetadata | None
     pdf_url: str | None
 
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
+    @classmethod
+    def read(cls, pdf: Path, metadata: StudyMetadata | None = None, pdf_url: str | None = None) -> Located:
+        data = pdf.read_bytes()
+        return cls(pdf, data, hashlib.sha256(data).hexdigest(), metadata, pdf_url)
 
 
 def locate(request: PaperRequest, doi_access: DoiAccess, refresh: bool = False, progress: Progress = quiet) -> Located:
@@ -284,7 +280,7 @@ def locate(request: PaperRequest, doi_access: DoiAccess, refresh: bool = False, 
         require_regular_file(local, doi_access.settings.max_pdf_bytes, "PDF", "--max-pdf-mb (or CLAIMS_MAX_PDF_MB)")
     if doi is None:
         assert pdf_path is not None
-        return Located(pdf_path, pdf_path.read_bytes(), None, None)
+        return Located.read(pdf_path)
     progress("fetch", "start", doi)
     fetched = fetch(
         doi, doi_access.client, doi_access.cache, doi_access.settings, want_pdf=request.pdf is None, refresh=refresh
@@ -294,7 +290,7 @@ def locate(request: PaperRequest, doi_access: DoiAccess, refresh: bool = False, 
     progress("fetch", "done", describe_fetch(fetched))
     found = request.pdf or fetched.pdf
     assert found is not None
-    return Located(found, found.read_bytes(), fetched.metadata, fetched.pdf_url)
+    return Located.read(found, fetched.metadata, fetched.pdf_url)
 
 
 def describe_fetch(fetched: Fetched) -> str:
