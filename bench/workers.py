@@ -41,11 +41,13 @@ def run_workers(
         own = {**env, "CLAIMS_DB": store, "CLAIMS_CACHE": str(folder / f"cache-{tag}")}
         command = [sys.executable, "-m", "pipeline", "batch", str(listing), "-j", str(concurrency)]
         command += ["--report", str(folder / f"report-{tag}.json")]
-        processes.append(
-            (subprocess.Popen(command, env=own, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), tag)
-        )
-    for process, _ in processes:
-        process.wait()
+        log = (folder / f"worker-{tag}.log").open("w")
+        processes.append((subprocess.Popen(command, env=own, stdout=log, stderr=subprocess.STDOUT), tag))
+    for process, tag in processes:
+        if process.wait() not in (0, 1):  # 1: some paper failed, which the report says
+            raise SystemExit(
+                f"worker {tag} ended with {process.returncode}: {(folder / f'worker-{tag}.log').read_text()[-2000:]}"
+            )
     seconds = time.perf_counter() - started
     return seconds, [json.loads((folder / f"report-{tag}.json").read_text()) for _, tag in processes]
 

@@ -577,6 +577,7 @@ def test_a_dead_workers_paper_is_taken_once_its_lease_runs_out(
         assert json.loads((tmp_path / "b.json").read_text())["succeeded"] == 1
     else:
         assert "saved as a draft" in result.output and "model calls:" in result.output
+        assert result.output.count("another worker (elsewhere:4242:dead) is running it; waiting for it") == 1
     assert waited >= 1.0  # it waited for the dead worker's lease instead of running beside it
     assert len(shared.summaries()) == 1
     assert shared.take_lease(key, "elsewhere:4343:alive", 60).outcome == "stored"

@@ -107,6 +107,7 @@ class StageProgress:
     def __init__(self, console: Console):
         self._console = console
         self._status: Any = None
+        self._said: set[str] = set()
 
     def __call__(self, stage: str, event: str, detail: str) -> None:
         numbered = stage in STAGES or stage == "verify"
@@ -121,6 +122,10 @@ class StageProgress:
             return
         if event == "done":
             self.stop()
+        if event == "held":  # said once: the paper is tried again every few seconds
+            if detail in self._said:
+                return
+            self._said.add(detail)
         self._console.print(f"{label}: {detail}" if numbered else detail, markup=False, highlight=False)
 
     def stop(self) -> None:

@@ -353,6 +353,10 @@ def process_paper(
                     ("already_done", lease.record_id, 0.0) if lease.outcome == "stored" else ("held", None, 0.0)
                 )
                 result.stored_by_other_worker = lease.outcome == "stored"
+                if lease.outcome == "held":
+                    progress(
+                        "lease", "held", f"{source}: another worker ({lease.holder}) is running it; waiting for it"
+                    )
                 return result
             leased = key
         chat = RecordingChatModel(tools.chat) if request.record_to else tools.chat
