@@ -51,6 +51,8 @@ def test_the_faithful_records_keep_no_flag(name: str) -> None:
         ("summary", "Wooden cabinets and lacquered tables stand in quiet kitchens everywhere", "no content word"),
         ("step", "Iron levels may may rise in the patients", "'may may'"),
         ("gold", "patients dose iron group patients iron", "each twice"),
+        ("step", "Iron levels in the patients may the rise", "'may the' is no English"),
+        ("explanation", "Eradication lowered the risk of anaemia in the", "stops on 'the'"),
     ],
 )
 def test_each_kind_of_degenerate_text(kind: str, text: str, why: str) -> None:
@@ -66,6 +68,8 @@ def test_real_text_is_not_flagged() -> None:
         ("explanation", "Heterogeneity was significant (I² 78%) across the eight haemoglobin trials."),
         ("explanation", "Haemoglobin gains ranged between 0% and 4%), and crude iron figures were not pooled."),
         ("step", "They said that that iron dose was enough, as the trial had had no losses."),
+        ("gold", "Children given vitamin A and zinc in the May 2010 round"),
+        ("gold", "A can of beetroot juice a day"),
     ):
         assert degenerate("somewhere", kind, text, VOCABULARY, TOPIC) is None, text
 

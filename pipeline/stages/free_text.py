@@ -165,11 +165,66 @@ def _heap_of_words(kind: str, words: list[str]) -> bool:
 
 
 def _cut_from_the_paper(kind: str, text: str, paper: str) -> bool:
-    """A sentence-type field that starts mid-sentence and is the paper's own text copied: a slice
-    of the paper, not something written about it."""
-    if kind == "gold" or not text[:1].islower():
+    """A sentence-type field that is the paper's own text copied and cut mid-sentence (it starts
+    mid-sentence, or ten words or more stop where the paper's sentence goes on): a slice of the
+    paper, not something written about it."""
+    words = text.split()
+    if kind == "gold" or len(words) < 6:  # a gold-standard field may name a phrase of the paper
         return False
-    return len(text.split()) >= 6 and " ".join(text.split()[:8]).lower() in paper
+    if text[:1].islower() and " ".join(words[:8]).lower() in paper:
+        return True
+    if len(words) < 10:  # a sentence may borrow a short clause of the paper
+        return False
+    copied = " ".join(words).lower()
+    at = paper.find(copied)
+    return at >= 0 and re.match(r"\s*$|\s*[.!?;:]", paper[at + len(copied) : at + len(copied) + 3]) is None
+
+
+# Words no English text ends on, and pairs no English sentence has ("the may", "may the"): what a
+# heap of words drawn at random, or a text cut off, shows. Only lower-case words are read, so a
+# month ("the May issue") or a name ("vitamin A and zinc") is no pair; "can", "will" and "must"
+# are left out, being nouns too ("a can of juice").
+_NO_END = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "to",
+        "for",
+        "with",
+        "by",
+        "from",
+        "and",
+        "or",
+        "nor",
+        "may",
+        "might",
+        "could",
+        "would",
+        "should",
+        "than",
+    ]
+)
+_DETERMINERS = frozenset({"a", "an", "the"})
+_MODALS = frozenset({"may", "might", "could", "would", "should"})
+_JOINERS = frozenset(["of", "to", "and", "or", "nor", "is", "are", "was", "were", "than"])
+_NOT_AFTER = {
+    **dict.fromkeys(_DETERMINERS, _DETERMINERS | _MODALS | _JOINERS | {"be"}),
+    **dict.fromkeys(_MODALS, _DETERMINERS | _MODALS | _JOINERS | frozenset(["for", "with", "by", "from"])),
+}
+
+
+def _broken_grammar(text: str) -> str | None:
+    """Two words no English puts side by side, or a text that ends where a phrase cannot."""
+    tokens = text.split()
+    for first, second in itertools.pairwise(tokens):
+        word = second.strip('.,;:()"')
+        if first in _NOT_AFTER and word in _NOT_AFTER[first]:
+            return f"'{first} {word}' is no English"
+    if tokens and tokens[-1] in _NO_END:
+        return f"it stops on '{tokens[-1]}', mid-phrase"
+    return None
 
 
 def degenerate(where: str, kind: str, text: str, vocabulary: set[str], topic: set[str], paper: str = "") -> str | None:
@@ -190,6 +245,8 @@ def degenerate(where: str, kind: str, text: str, vocabulary: set[str], topic: se
         return "a heap of words, not sentences (hardly a word like 'the', 'of', 'is' holds them together)"
     if _cut_from_the_paper(kind, stripped, paper):
         return "a slice of the paper's own text, cut mid-sentence, not text written about it"
+    if broken := _broken_grammar(stripped):
+        return broken
     own = content_words(stripped)
     if kind not in ("gold", "why") and len(own) >= 3 and not own & topic:
         return "it shares no content word with the paper and the claim"
