@@ -530,7 +530,6 @@ def add_paper(
         pdf_url=located.pdf_url,
         rewrite=model_rewriter(llm),
     )
-    tools.progress("add", "done", f"{added.stance.stance.value.replace('_', ' ')}: {added.stance.rationale}")
     if request.record_to and isinstance(chat, RecordingChatModel):
         recording = build_recording(
             located.pdf,
