@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sqlite3
@@ -22,6 +23,12 @@ from pipeline.sources.pdf import read_pdf
 from pipeline.team.store import STORE_VERSION, Store
 
 
+@functools.cache
+def _pages(pdf: Path) -> tuple[str, ...]:
+    """A bundled paper's text, read once a test process (about a hundred tests store one)."""
+    return tuple(read_pdf(pdf).pages)
+
+
 def stored(db: str | Path, *names: str) -> list[str]:
     """Bundled records put in the store with their papers' text, as `claims run` leaves them."""
     store = Store(db)
@@ -29,7 +36,7 @@ def stored(db: str | Path, *names: str) -> list[str]:
     for name in names:
         recording, record = load_recording(RUNS / name)
         pdf = recorded_pdf(RUNS / name, recording)
-        ids.append(store.add(record, source_pages=read_pdf(pdf).pages, pdf=pdf.read_bytes()))
+        ids.append(store.add(record, source_pages=list(_pages(pdf)), pdf=pdf.read_bytes()))
     return ids
 
 
