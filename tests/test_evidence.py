@@ -13,6 +13,7 @@ from test_review import stored
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
+from pipeline.core.errors import ReviewRefusedError
 from pipeline.core.models import ClaimRecord, Stance, StudyDesign
 from pipeline.review import decisions
 from pipeline.team.store import Store
@@ -203,6 +204,7 @@ def test_batch_attach_adds_each_paper_to_the_claims_it_matches(
     with ScriptedEndpoint(scripts) as endpoint:
         monkeypatch.setenv("OPENAI_BASE_URL", endpoint.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        monkeypatch.setenv("CLAIMS_REVIEWER", "cora")
         monkeypatch.chdir(tmp_path)
         other_db = tmp_path / "other.db"
         stored(other_db, "huang-2010-hpylori-iron")
@@ -227,5 +229,11 @@ def test_batch_attach_adds_each_paper_to_the_claims_it_matches(
     assert low.exit_code == 0, low.output
     paper = json.loads((tmp_path / "low.json").read_text())["papers"][0]
     assert paper["attached"] == [claim_id] and paper["attach_errors"] == []
-    claim = Store(clean_environment).get(claim_id)
+    store = Store(clean_environment)
+    claim = store.get(claim_id)
     assert len(claim.studies) == 2 and claim.status.value == "draft"
+    # the curator who ran the batch made the new version, as with claims add-evidence: under the
+    # four-eyes rule another reviewer approves it
+    assert store.history(claim_id)[-1].actor == "cora"
+    with pytest.raises(ReviewRefusedError, match="another reviewer must approve it"):
+        decisions.approve(store, claim_id, store.version_of(claim_id), "cora", override="ok", second_reviewer=True)

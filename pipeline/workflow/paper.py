@@ -386,7 +386,7 @@ def process_paper(
         if options.attach_threshold is not None:
             progress("attach", "start", "")
             result.attached, result.attach_errors = attach_to_matches(
-                run.document, result.record_id, llm, tools.store, options.attach_threshold
+                run.document, result.record_id, llm, tools.store, options.attach_threshold, options.started_by
             )
     except ClaimsError as exc:
         result.error = str(exc)
@@ -555,11 +555,12 @@ def add_paper(
 
 
 def attach_to_matches(
-    document: Document, own_id: str, llm: LLMContext, store: Store, threshold: float
+    document: Document, own_id: str, llm: LLMContext, store: Store, threshold: float, actor: str
 ) -> tuple[list[str], list[str]]:
     """Add the paper, as a new draft version, to every other stored claim it matches above the
-    threshold (the stored claims read once). Returns the claims it was added to, and what went
-    wrong with the others (the paper itself is done)."""
+    threshold (the stored claims read once), in the name of who started the batch, as
+    `claims add-evidence` does (so the four-eyes rule counts them among its authors). Returns the
+    claims it was added to, and what went wrong with the others (the paper itself is done)."""
     opening = document.text_of(("front", "abstract"), 8000)
     attached: list[str] = []
     problems: list[str] = []
@@ -569,7 +570,7 @@ def attach_to_matches(
         if match.claim.record_id == own_id or already_a_study(match.claim, document):
             continue
         try:
-            add_evidence(store, match.claim.record_id, document, llm, "batch --attach", attempts=3)
+            add_evidence(store, match.claim.record_id, document, llm, actor or "batch --attach", attempts=3)
         except ClaimsError as exc:
             problems.append(f"not added to {match.claim.record_id}: {exc}")
             continue
