@@ -3,6 +3,10 @@ claim page and escapes everything that came from a PDF."""
 
 from __future__ import annotations
 
+import multiprocessing
+from pathlib import Path
+from typing import Any
+
 import pytest
 from conftest import RUNS
 
@@ -147,3 +151,29 @@ def test_study_reference_details_are_shown() -> None:
         in page
     )
     assert "Type: journal-article" in page and "Metadata: crossref, openalex, unpaywall" in page
+
+
+def _open_store_at_once(path: str, start: Any, errors: Any) -> None:
+    start.wait()
+    try:
+        Store(path)
+    except Exception as exc:  # reported to the test, which names it
+        errors.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_workers_opening_a_new_store_at_once_all_get_it(tmp_path: Path) -> None:
+    """Two batches started together on a new SQLite store: neither ends on "database is locked"
+    (turning the new file to WAL made the loser fail at once; about one round in ten did)."""
+    context = multiprocessing.get_context("fork")
+    errors = context.Queue()
+    for round_ in range(40):
+        start = context.Barrier(4)
+        openers = [
+            context.Process(target=_open_store_at_once, args=(str(tmp_path / f"{round_}.db"), start, errors))
+            for _ in range(4)
+        ]
+        for opener in openers:
+            opener.start()
+        for opener in openers:
+            opener.join()
+    assert errors.empty(), errors.get()

@@ -375,6 +375,22 @@ def _stale(record_id: str, version: int, updated_by: str, updated_at: str) -> St
     )
 
 
+def _write_ahead_log(connection: sqlite3.Connection, seconds: float = 30.0) -> None:
+    """Readers never block the writer. Turning a new file to WAL needs its lock from a connection
+    that may already hold a shared one, and SQLite answers "database is locked" at once there
+    instead of waiting (a wait could deadlock): two batches opening a new store together failed so.
+    The other opener is through in moments, so ask again until it is."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _record(record_id: str, body: str) -> ClaimRecord:
     """A stored body, validated: a store changed by hand (an id like '../x') is refused here."""
     try:
@@ -508,7 +524,7 @@ class Store:
             # Transactions are begun below, so that a write can take SQLite's lock at its start.
             connection.isolation_level = None
             if not read_only:
-                connection.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+                _write_ahead_log(connection)
             connection.execute("PRAGMA foreign_keys=ON")
 
         @event.listens_for(engine, "begin")
