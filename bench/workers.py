@@ -44,10 +44,10 @@ def run_workers(
         log = (folder / f"worker-{tag}.log").open("w")
         processes.append((subprocess.Popen(command, env=own, stdout=log, stderr=subprocess.STDOUT), tag))
     for process, tag in processes:
-        if process.wait() not in (0, 1):  # 1: some paper failed, which the report says
-            raise SystemExit(
-                f"worker {tag} ended with {process.returncode}: {(folder / f'worker-{tag}.log').read_text()[-2000:]}"
-            )
+        process.wait()
+        if not (folder / f"report-{tag}.json").exists():
+            log = (folder / f"worker-{tag}.log").read_text()[-3000:]
+            raise SystemExit(f"worker {tag} ended with {process.returncode} and no report: {log}")
     seconds = time.perf_counter() - started
     return seconds, [json.loads((folder / f"report-{tag}.json").read_text()) for _, tag in processes]
 
