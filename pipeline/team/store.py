@@ -1035,12 +1035,14 @@ class Store:
             )
         return token_id, secret
 
-    def tokens(self, account: str | None = None) -> list[Token]:
+    def tokens(self, account: str | None = None, token_id: str | None = None) -> list[Token]:
         query = select(
             tokens.c.id, tokens.c.account, tokens.c.label, tokens.c.created_at, tokens.c.last_used, tokens.c.revoked_at
         ).order_by(tokens.c.account, tokens.c.created_at)
         if account is not None:
             query = query.where(tokens.c.account == account)
+        if token_id is not None:
+            query = query.where(tokens.c.id == token_id)
         return [Token(*row) for row in self._rows(query)]
 
     def revoke_token(self, token_id: str) -> Token:
@@ -1048,7 +1050,7 @@ class Store:
             done = conn.execute(
                 update(tokens).where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None)).values(revoked_at=_now())
             ).rowcount
-        found = [t for t in self.tokens() if t.token_id == token_id]
+        found = self.tokens(token_id=token_id)
         if not found:
             raise InputError(f"no token {token_id!r}; `claims user tokens` lists them")
         if not done:
