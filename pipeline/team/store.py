@@ -744,16 +744,6 @@ class Store:
         *entry, body = rows[0]
         return _record(record_id, body), HistoryEntry(*entry)
 
-    def last_change_by(self, id_or_prefix: str, actions: tuple[str, ...]) -> str | None:
-        """Who made the latest of these changes to a record (the four-eyes rule asks who edited it)."""
-        rows = self._rows(
-            select(history.c.actor)
-            .where(history.c.record_id == self.resolve(id_or_prefix), history.c.action.in_(actions))
-            .order_by(history.c.seq.desc())
-            .limit(1)
-        )
-        return rows[0][0] if rows else None
-
     def require_version(self, id_or_prefix: str, expected_version: int) -> None:
         """Refuse, as `update` would, a change meant for another version than the stored one: a
         stale decision is reported as stale before anything else is said about it."""
