@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from scripted_endpoint import ScriptedEndpoint, Scripts
-from typer.testing import CliRunner
 
+from pipeline.cli import click_command
 from pipeline.core.models import ClaimRecord
 from pipeline.core.settings import VARIABLES, RunSettings
 from pipeline.llm.base import ChatRequest
@@ -86,6 +87,10 @@ def db(request: pytest.FixtureRequest, clean_environment: Path, monkeypatch: pyt
     with postgres_store() as url:
         monkeypatch.setenv("CLAIMS_DB", url)
         yield url
+
+
+# The command a user runs as `claims`, with its help as `claims --help` shows it.
+claims = click_command()
 
 
 @pytest.fixture

@@ -24,12 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from click.testing import CliRunner
 from pdfmaker import make_pdf
 from scripted_endpoint import RandomWithinSchema, ScriptedEndpoint
 from starlette.testclient import TestClient
-from typer.testing import CliRunner
 
-from pipeline.cli.app import app
+from pipeline.cli import click_command
 from pipeline.llm.recording import load_recording, recorded_pdf
 from pipeline.review import decisions
 from pipeline.sources.pdf import read_pdf
@@ -75,7 +75,7 @@ class Scratch:
         }
 
     def claims(self, *args: str, stdin: str | None = None, **env: str) -> tuple[int, str]:
-        result = CliRunner().invoke(app, list(args), env=self.env(**env), input=stdin)
+        result = CliRunner().invoke(click_command(), list(args), env=self.env(**env), input=stdin)
         return result.exit_code, result.output
 
     def as_admin(self, *args: str) -> tuple[int, str]:
@@ -751,7 +751,7 @@ def own_edit_override(scratch: Scratch) -> Outcome:
     record.claim.text = record.claim.text.rstrip(".") + " in adults."
     decisions.edit(store, record_id, 1, record.model_dump_json(), "alice", "wording")
     result = CliRunner().invoke(
-        app,
+        click_command(),
         ["review", "approve", record_id, "--reviewer", "alice", "--override", "fine", "--password-stdin"],
         env=scratch.env(),
         input=_PASSWORD + "\n",

@@ -9,12 +9,11 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import DVT_PDF, HPYLORI_PDF, PAPERS
+from click.testing import CliRunner
+from conftest import DVT_PDF, HPYLORI_PDF, PAPERS, claims
 from scripted_endpoint import Faults, RandomWithinSchema, ScriptedEndpoint, Scripts
 from test_cli import record_id_from
-from typer.testing import CliRunner
 
-from pipeline.cli.app import app
 from pipeline.core.retry import RetryPolicy
 from pipeline.core.schema import schema_errors
 from pipeline.core.settings import RunSettings
@@ -41,7 +40,7 @@ def test_random_answers_within_the_schema_give_a_stored_checked_record(
 ) -> None:
     with ScriptedEndpoint(RandomWithinSchema(seed)) as endpoint:
         use_endpoint(monkeypatch, endpoint)
-        result = runner.invoke(app, ["run", str(paper), "--model", "random-within-schema"])
+        result = runner.invoke(claims, ["run", str(paper), "--model", "random-within-schema"])
     assert result.exit_code == 0, result.output
     record = Store(clean_environment).get(record_id_from(result.output))
     assert schema_errors(record.model_dump(mode="json")) == []
@@ -105,7 +104,7 @@ def test_a_failed_recorded_run_keeps_its_recording_and_replays_as_failed(
     target = tmp_path / "failed-run"
     with ScriptedEndpoint(Scripts([script])) as endpoint:
         use_endpoint(monkeypatch, endpoint)
-        result = runner.invoke(app, ["run", str(HPYLORI_PDF), "--model", "broken-model", "--record", str(target)])
+        result = runner.invoke(claims, ["run", str(HPYLORI_PDF), "--model", "broken-model", "--record", str(target)])
     assert result.exit_code == 1
     assert "stage draft" in result.output and "recording of the failed run saved" in result.output
     recording, record = load_recording(target)
@@ -114,7 +113,7 @@ def test_a_failed_recorded_run_keeps_its_recording_and_replays_as_failed(
     assert [i["stage"] for i in recording.interactions] == ["extract", "draft", "draft"]
     assert "cannot produce JSON" in recording.interactions[1]["response"]["content"]  # the raw answer, to read
     assert not Store(clean_environment).summaries()  # no half-written record
-    replayed = runner.invoke(app, ["replay", str(target)])
+    replayed = runner.invoke(claims, ["replay", str(target)])
     assert replayed.exit_code == 0, replayed.output
     assert "failed as recorded" in replayed.output
 
@@ -137,7 +136,7 @@ def test_a_server_error_is_kept_in_the_failed_recording(
     target = tmp_path / "too-long"
     with ScriptedEndpoint(Scripts([script])) as endpoint:
         use_endpoint(monkeypatch, endpoint)
-        result = runner.invoke(app, ["run", str(HPYLORI_PDF), "--model", "small-context", "--record", str(target)])
+        result = runner.invoke(claims, ["run", str(HPYLORI_PDF), "--model", "small-context", "--record", str(target)])
     assert result.exit_code == 1
     assert "maximum context length is 8192 tokens" in result.output
     recording, _ = load_recording(target)
@@ -152,7 +151,9 @@ def test_credentials_in_the_base_url_are_never_written(
     with ScriptedEndpoint(scripts) as endpoint:
         port = endpoint.server.server_address[1]
         use_endpoint(monkeypatch, endpoint, f"http://curator:hunter2-password@127.0.0.1:{port}/v1")
-        result = runner.invoke(app, ["run", str(HPYLORI_PDF), "--model", "scripted-endpoint", "--record", str(target)])
+        result = runner.invoke(
+            claims, ["run", str(HPYLORI_PDF), "--model", "scripted-endpoint", "--record", str(target)]
+        )
     assert result.exit_code == 0, result.output
     written = (target / "recording.json").read_text() + (target / "record.json").read_text()
     for secret in ("hunter2", "curator:", "SECRET"):
@@ -165,9 +166,9 @@ def test_an_endpoint_is_described_without_its_credentials() -> None:
 
 
 def test_the_page_footer_names_what_answered(runner: CliRunner, live_env, clean_environment: Path) -> None:
-    result = runner.invoke(app, ["run", str(HPYLORI_PDF), "--model", "scripted-endpoint"])
+    result = runner.invoke(claims, ["run", str(HPYLORI_PDF), "--model", "scripted-endpoint"])
     assert result.exit_code == 0, result.output
-    page = runner.invoke(app, ["render", record_id_from(result.output), "--format", "md"]).output
+    page = runner.invoke(claims, ["render", record_id_from(result.output), "--format", "md"]).output
     assert "with model scripted-endpoint (answered by scripted-endpoint (claims-scripted-endpoint))" in page
 
 
@@ -186,10 +187,10 @@ def test_a_registered_provider_is_what_a_run_talks_to(
 
     monkeypatch.setitem(providers.PROVIDERS, "other", other)
     monkeypatch.setenv("CLAIMS_PROVIDER", "other")
-    result = runner.invoke(app, ["run", str(HPYLORI_PDF), "--model", "scripted-endpoint"])
+    result = runner.invoke(claims, ["run", str(HPYLORI_PDF), "--model", "scripted-endpoint"])
     assert result.exit_code == 0, result.output
     assert made == ["other"] and endpoint.scripts.requests
     monkeypatch.setenv("CLAIMS_PROVIDER", "nonesuch")
-    unknown = runner.invoke(app, ["run", str(HPYLORI_PDF)])
+    unknown = runner.invoke(claims, ["run", str(HPYLORI_PDF)])
     assert unknown.exit_code == 2
     assert unknown.output.strip() == "error: CLAIMS_PROVIDER=nonesuch: no such provider; choose one of openai, other"

@@ -17,12 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import BAD, DVT_PDF, HPYLORI_PDF, HTTP, PAPERS, ROOT, chat_request, load_scripts
+from click.testing import CliRunner
+from conftest import BAD, DVT_PDF, HPYLORI_PDF, HTTP, PAPERS, ROOT, chat_request, claims, load_scripts
 from pdfmaker import make_bomb_pdf
 from scripted_endpoint import Faults, ScriptedEndpoint, Scripts
-from typer.testing import CliRunner
 
-from pipeline.cli.app import app
 from pipeline.cli.batch import _summary_table
 from pipeline.core.errors import InputError
 from pipeline.core.memo import computed_once
@@ -89,7 +88,7 @@ def test_batch_reports_every_paper_and_goes_on_after_failures(
             str(tmp_path / "missing.pdf"),
             "10.123",
         )
-        result = runner.invoke(app, ["batch", str(listing), "--model", "gpt-4o-mini", "-j", "3"])
+        result = runner.invoke(claims, ["batch", str(listing), "--model", "gpt-4o-mini", "-j", "3"])
     assert result.exit_code == 1, result.output
     report = json.loads(report_path.read_text())
     by_source = {p["source"]: p for p in report["papers"]}
@@ -115,7 +114,7 @@ def test_what_the_endpoint_refused_is_said_in_the_output_the_report_and_each_rec
         endpoint.traits.refused_params = ("temperature",)
         report_path = batch_env(endpoint)
         listing = write_list(tmp_path, str(HPYLORI_PDF), str(DVT_PDF), str(INJECTED))
-        result = runner.invoke(app, ["batch", str(listing), "-j", "3", "--record", str(tmp_path / "rec")])
+        result = runner.invoke(claims, ["batch", str(listing), "-j", "3", "--record", str(tmp_path / "rec")])
     assert result.exit_code == 0, result.output
     report = json.loads(report_path.read_text())
     assert report["succeeded"] == 3
@@ -138,9 +137,9 @@ def test_unchanged_rerun_makes_no_model_call_and_an_edited_prompt_reruns_only_it
     listing = write_list(tmp_path, str(HPYLORI_PDF), str(DVT_PDF))
     with ScriptedEndpoint(load_scripts()) as endpoint:
         batch_env(endpoint)
-        assert runner.invoke(app, ["batch", str(listing)]).exit_code == 0
+        assert runner.invoke(claims, ["batch", str(listing)]).exit_code == 0
         first = len(endpoint.scripts.requests)
-        again = runner.invoke(app, ["batch", str(listing)])
+        again = runner.invoke(claims, ["batch", str(listing)])
         assert again.exit_code == 0 and len(endpoint.scripts.requests) == first == 6
         assert "0 succeeded, 2 already done, 0 failed; 0 model calls" in again.output
         prompts = tmp_path / "prompts"
@@ -148,7 +147,7 @@ def test_unchanged_rerun_makes_no_model_call_and_an_edited_prompt_reruns_only_it
         grade = prompts / "grade.md"
         grade.write_text(grade.read_text().replace("two to four ideal studies", "two to five ideal studies"))
         monkeypatch.setenv("CLAIMS_PROMPTS", str(prompts))
-        edited = runner.invoke(app, ["batch", str(listing)])
+        edited = runner.invoke(claims, ["batch", str(listing)])
         assert edited.exit_code == 0, edited.output
         assert stage_names(endpoint)[first:] == ["grade", "grade"]
         assert "2 succeeded" in edited.output and "(4 answers from the cache)" in edited.output
@@ -161,9 +160,9 @@ def test_failures_are_never_cached(runner: CliRunner, batch_env, tmp_path: Path)
     listing = write_list(tmp_path, str(HPYLORI_PDF))
     with ScriptedEndpoint(scripts) as endpoint:
         batch_env(endpoint)
-        assert runner.invoke(app, ["batch", str(listing)]).exit_code == 1
+        assert runner.invoke(claims, ["batch", str(listing)]).exit_code == 1
         assert stage_names(endpoint) == ["extract", "draft", "draft"]
-        assert runner.invoke(app, ["batch", str(listing)]).exit_code == 1
+        assert runner.invoke(claims, ["batch", str(listing)]).exit_code == 1
         assert stage_names(endpoint)[3:] == ["draft", "draft"]  # extract came from the cache, the failure did not
 
 
@@ -172,7 +171,7 @@ def test_fail_fast_stops_starting_papers(runner: CliRunner, batch_env, tmp_path:
     listing = write_list(tmp_path, str(BAD / "blank_single_page.pdf"), *others)
     with ScriptedEndpoint(load_scripts()) as endpoint:
         report_path = batch_env(endpoint)
-        result = runner.invoke(app, ["batch", str(listing), "-j", "1", "--fail-fast"])
+        result = runner.invoke(claims, ["batch", str(listing), "-j", "1", "--fail-fast"])
     assert result.exit_code == 1
     statuses = [p["status"] for p in json.loads(report_path.read_text())["papers"]]
     # Papers already open finish; none is started after the failure.
@@ -187,7 +186,7 @@ def test_an_endpoint_that_refuses_the_model_stops_the_batch_at_once(
     listing = write_list(tmp_path, *[str(p) for p in (HPYLORI_PDF, DVT_PDF, INJECTED)] * 3)
     with ScriptedEndpoint(scripts) as endpoint:
         report_path = batch_env(endpoint)
-        result = runner.invoke(app, ["batch", str(listing), "-j", "1", "--model", "no-such-model"])
+        result = runner.invoke(claims, ["batch", str(listing), "-j", "1", "--model", "no-such-model"])
         requests = len(endpoint.scripts.requests)
     assert result.exit_code == 2
     last = result.output.strip().splitlines()[-1]
@@ -208,7 +207,7 @@ def test_injected_faults_never_lose_a_paper(
     listing = write_list(tmp_path, str(HPYLORI_PDF), str(DVT_PDF), str(INJECTED), "10.1016/j.nutres.2016.11.004")
     with ScriptedEndpoint(load_scripts(), faults=faults) as endpoint:
         report_path = batch_env(endpoint)
-        result = runner.invoke(app, ["batch", str(listing), "-j", "4"])
+        result = runner.invoke(claims, ["batch", str(listing), "-j", "4"])
     report = json.loads(report_path.read_text())
     assert report["inputs"] == 4 and report["succeeded"] + report["failed"] == 4
     assert sum(faults.counts.values()) > 0
@@ -221,7 +220,7 @@ def test_batch_api_route(runner: CliRunner, batch_env, clean_environment, tmp_pa
     listing = write_list(tmp_path, str(HPYLORI_PDF), str(DVT_PDF))
     with ScriptedEndpoint(load_scripts(), batch_polls=2) as endpoint:
         report_path = batch_env(endpoint)
-        result = runner.invoke(app, ["batch", str(listing), "--via", "batch-api", "--model", "gpt-4o-mini"])
+        result = runner.invoke(claims, ["batch", str(listing), "--via", "batch-api", "--model", "gpt-4o-mini"])
         assert result.exit_code == 0, result.output
         assert len(endpoint.batches.batches) == 3  # extract, draft and grade, each one batch for both papers
     report = json.loads(report_path.read_text())
@@ -238,7 +237,7 @@ def test_batch_api_requests_refused_a_parameter_go_again_without_it(
     with ScriptedEndpoint(load_scripts(), batch_polls=1) as endpoint:
         endpoint.traits.refused_params = ("temperature",)
         report_path = batch_env(endpoint)
-        result = runner.invoke(app, ["batch", str(listing), "--via", "batch-api", "--model", "o4-mini"])
+        result = runner.invoke(claims, ["batch", str(listing), "--via", "batch-api", "--model", "o4-mini"])
         assert result.exit_code == 0, result.output
         sent = [
             json.loads(line)["body"]
@@ -556,7 +555,7 @@ def test_a_dead_workers_paper_is_taken_once_its_lease_runs_out(
         batch_env(endpoint)
         scratch = tmp_path / "scratch.db"  # a first run, only to learn the paper's run key
         monkeypatch.setenv("CLAIMS_DB", str(scratch))
-        assert runner.invoke(app, ["batch", str(listing), "--report", str(tmp_path / "a.json")]).exit_code == 0
+        assert runner.invoke(claims, ["batch", str(listing), "--report", str(tmp_path / "a.json")]).exit_code == 0
         with sqlite3.connect(scratch) as connection:
             [(key,)] = connection.execute("SELECT run_key FROM records").fetchall()
         # on the shared store, a worker on another machine took the paper and then died
@@ -570,7 +569,7 @@ def test_a_dead_workers_paper_is_taken_once_its_lease_runs_out(
             if command == "batch"
             else ["run", str(HPYLORI_PDF)]
         )
-        result = runner.invoke(app, arguments)
+        result = runner.invoke(claims, arguments)
         waited = time.monotonic() - started
     assert result.exit_code == 0, result.output
     if command == "batch":

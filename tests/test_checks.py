@@ -9,11 +9,10 @@ import resource
 from pathlib import Path
 
 import pytest
-from conftest import HPYLORI_PDF, NITRATE_PDF, RUNS, replayed
+from click.testing import CliRunner
+from conftest import HPYLORI_PDF, NITRATE_PDF, RUNS, claims, replayed
 from pdfmaker import make_bomb_pdf
-from typer.testing import CliRunner
 
-from pipeline.cli.app import app
 from pipeline.core.models import ClaimRecord, StepBasis, StudyDesign
 from pipeline.review.render import render
 from pipeline.sources.pdf import PypdfExtractor, read_pdf
@@ -249,24 +248,24 @@ def test_support_needs_substance_in_common() -> None:
 
 
 def test_check_command(runner: CliRunner, tmp_path: Path) -> None:
-    ok = runner.invoke(app, ["check", str(RUNS / "huang-2010-hpylori-iron" / "record.json")])
+    ok = runner.invoke(claims, ["check", str(RUNS / "huang-2010-hpylori-iron" / "record.json")])
     assert ok.exit_code == 0, ok.output
     assert "9 quotes: 9 grounded, 0 ungrounded; 0 foreign citations; 0 numbers not found; 0 overstated" in ok.output
     bad = runner.invoke(
-        app, ["check", str(RUNS / "misbehaving-wrong-numbers" / "record.json"), "-o", str(tmp_path / "c.json")]
+        claims, ["check", str(RUNS / "misbehaving-wrong-numbers" / "record.json"), "-o", str(tmp_path / "c.json")]
     )
     assert bad.exit_code == 1
     assert "FLAG number_not_found at studies[0].findings[0].sample_size: 190 does not appear" in bad.output
     assert json.loads((tmp_path / "c.json").read_text())["record_id"]
     wrong = runner.invoke(
-        app, ["check", str(RUNS / "huang-2010-hpylori-iron" / "record.json"), "--pdf", str(NITRATE_PDF)]
+        claims, ["check", str(RUNS / "huang-2010-hpylori-iron" / "record.json"), "--pdf", str(NITRATE_PDF)]
     )
     assert wrong.exit_code == 2 and "is not a PDF this record was made from" in wrong.output
     loose = tmp_path / "record.json"
     loose.write_text((RUNS / "huang-2010-hpylori-iron" / "record.json").read_text())
-    alone = runner.invoke(app, ["check", str(loose)])
+    alone = runner.invoke(claims, ["check", str(loose)])
     assert alone.exit_code == 2 and "pass its source PDF with --pdf" in alone.output
-    assert runner.invoke(app, ["check", str(loose), "--pdf", str(HPYLORI_PDF)]).exit_code == 0
+    assert runner.invoke(claims, ["check", str(loose), "--pdf", str(HPYLORI_PDF)]).exit_code == 0
 
 
 def test_check_reads_the_pdf_in_a_capped_process(runner: CliRunner, tmp_path: Path) -> None:
@@ -278,7 +277,7 @@ def test_check_reads_the_pdf_in_a_capped_process(runner: CliRunner, tmp_path: Pa
     record["provenance"]["source"]["sha256"] = hashlib.sha256(bomb.read_bytes()).hexdigest()
     forged = tmp_path / "record.json"
     forged.write_text(json.dumps(record))
-    result = runner.invoke(app, ["check", str(forged), "--pdf", str(bomb)])
+    result = runner.invoke(claims, ["check", str(forged), "--pdf", str(bomb)])
     assert result.exit_code == 2, result.output
     assert "bomb.pdf: reading it crashed the PDF reader or took more than 2048 MB of memory" in result.output
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 2 << 20  # KB: read here, it would pass 2.8 GB

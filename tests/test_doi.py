@@ -8,10 +8,9 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, HPYLORI_PDF, HTTP, NITRATE_PDF, ROOT
-from typer.testing import CliRunner
+from click.testing import CliRunner
+from conftest import FIXTURES, HPYLORI_PDF, HTTP, NITRATE_PDF, ROOT, claims
 
-from pipeline.cli.app import app
 from pipeline.core.errors import DoiNotFoundError, InputError, NoOpenAccessPdfError
 from pipeline.core.identifiers import normalise_doi
 from pipeline.core.retry import RetryPolicy
@@ -172,7 +171,7 @@ def test_parsers_on_real_responses() -> None:
 
 def test_fetch_command_writes_pdf_and_metadata(runner: CliRunner, cassette, tmp_path: Path) -> None:
     cassette("hpylori_found")
-    result = runner.invoke(app, ["fetch", "https://doi.org/10.1136/PGMJ.2009.089987", "-o", str(tmp_path / "out")])
+    result = runner.invoke(claims, ["fetch", "https://doi.org/10.1136/PGMJ.2009.089987", "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "10.1136_pgmj.2009.089987.pdf").read_bytes() == HPYLORI_PDF.read_bytes()
     meta = json.loads((tmp_path / "out" / "10.1136_pgmj.2009.089987.json").read_text())
@@ -181,26 +180,26 @@ def test_fetch_command_writes_pdf_and_metadata(runner: CliRunner, cassette, tmp_
 
 def test_fetch_command_exit_codes(runner: CliRunner, cassette, tmp_path: Path) -> None:
     cassette("orglett_no_open_access")
-    result = runner.invoke(app, ["fetch", "10.1021/acs.orglett.9b00971", "-o", str(tmp_path)])
+    result = runner.invoke(claims, ["fetch", "10.1021/acs.orglett.9b00971", "-o", str(tmp_path)])
     assert result.exit_code == 3
     assert (
         "error: no open-access PDF found for 10.1021/acs.orglett.9b00971 (checked Unpaywall, OpenAlex, Crossref links); pass it with --pdf FILE"
         in result.output
     )
     assert list(tmp_path.glob("*.pdf")) == []
-    bad = runner.invoke(app, ["fetch", "10.123"])
+    bad = runner.invoke(claims, ["fetch", "10.123"])
     assert bad.exit_code == 2 and "'10.123' is not a DOI" in bad.output
 
 
 def test_fetch_shows_retraction(runner: CliRunner, cassette, tmp_path: Path) -> None:
     cassette("retracted")
-    result = runner.invoke(app, ["fetch", "10.1155/2022/8341966", "-o", str(tmp_path)])
+    result = runner.invoke(claims, ["fetch", "10.1155/2022/8341966", "-o", str(tmp_path)])
     assert result.exit_code == 0 and "[RETRACTED]" in result.output
 
 
 def test_run_doi_downloads_and_drafts_with_metadata(runner: CliRunner, cassette, live_env, clean_environment) -> None:
     cassette("nitrate_found")
-    result = runner.invoke(app, ["run", "doi:10.1016/j.nutres.2016.11.004"])
+    result = runner.invoke(claims, ["run", "doi:10.1016/j.nutres.2016.11.004"])
     assert result.exit_code == 0, result.output
     assert "PDF from https://shura.shu.ac.uk/14003/1/Siervo-DietaryNitrate.pdf" in result.output
     record_id = next(line.split()[1] for line in result.output.splitlines() if line.startswith("record "))
@@ -209,7 +208,7 @@ def test_run_doi_downloads_and_drafts_with_metadata(runner: CliRunner, cassette,
     assert ref.journal == "Nutrition Research" and ref.licence == "https://www.elsevier.com/tdm/userlicense/1.0/"
     assert ref.publication_type == "journal-article" and ref.pdf_url.endswith("Siervo-DietaryNitrate.pdf")
     assert ref.metadata_sources == ["crossref", "openalex", "unpaywall"]
-    page = runner.invoke(app, ["render", record_id]).output
+    page = runner.invoke(claims, ["render", record_id]).output
     assert "Licence: https://www.elsevier.com/tdm/userlicense/1.0/" in page and "PDF: https://shura.shu.ac.uk/" in page
 
 
@@ -217,7 +216,7 @@ def test_run_doi_without_open_access_exits_3_and_writes_nothing(
     runner: CliRunner, cassette, live_env, clean_environment
 ) -> None:
     cassette("orglett_no_open_access")
-    result = runner.invoke(app, ["run", "10.1021/acs.orglett.9b00971"])
+    result = runner.invoke(claims, ["run", "10.1021/acs.orglett.9b00971"])
     assert result.exit_code == 3
     assert (
         result.output.strip()
@@ -230,32 +229,32 @@ def test_run_doi_without_open_access_exits_3_and_writes_nothing(
 
 @pytest.mark.parametrize("text", ["10.123", "hello", "https://example.com/paper"])
 def test_run_with_malformed_doi_exits_2(runner: CliRunner, live_env, text: str) -> None:
-    result = runner.invoke(app, ["run", text])
+    result = runner.invoke(claims, ["run", text])
     assert result.exit_code == 2
     assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
 
 
 def test_run_unknown_doi_exits_2(runner: CliRunner, cassette, live_env) -> None:
     cassette("not_found")
-    result = runner.invoke(app, ["run", "10.9999/no.such.doi"])
+    result = runner.invoke(claims, ["run", "10.9999/no.such.doi"])
     assert result.exit_code == 2 and "not found" in result.output
 
 
 def test_run_doi_with_a_pdf_that_does_not_match_warns_or_fails_strict(runner: CliRunner, cassette, live_env) -> None:
     cassette("nitrate_found")
-    strict = runner.invoke(app, ["run", "10.1016/j.nutres.2016.11.004", "--pdf", str(HPYLORI_PDF), "--strict"])
+    strict = runner.invoke(claims, ["run", "10.1016/j.nutres.2016.11.004", "--pdf", str(HPYLORI_PDF), "--strict"])
     assert strict.exit_code == 2
     assert (
         "does not look like 10.1016/j.nutres.2016.11.004: the PDF names DOI 10.1136/pgmj.2009.089987" in strict.output
     )
     assert live_env.scripts.requests == []
-    lenient = runner.invoke(app, ["run", "10.1016/j.nutres.2016.11.004", "--pdf", str(NITRATE_PDF)])
+    lenient = runner.invoke(claims, ["run", "10.1016/j.nutres.2016.11.004", "--pdf", str(NITRATE_PDF)])
     assert lenient.exit_code == 0, lenient.output
     assert "warning" not in lenient.output
 
 
 def test_pdf_and_pdf_option_together_is_refused(runner: CliRunner, live_env) -> None:
-    result = runner.invoke(app, ["run", str(HPYLORI_PDF), "--pdf", str(HPYLORI_PDF)])
+    result = runner.invoke(claims, ["run", str(HPYLORI_PDF), "--pdf", str(HPYLORI_PDF)])
     assert result.exit_code == 2 and "--pdf goes with a DOI" in result.output
 
 

@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import DVT_PDF, HPYLORI_PDF, NITRATE_PDF, RUNS, load_scripts
+from click.testing import CliRunner
+from conftest import DVT_PDF, HPYLORI_PDF, NITRATE_PDF, RUNS, claims, load_scripts
 from scripted_endpoint import ScriptedEndpoint
 from test_review import stored
-from typer.testing import CliRunner
 
-from pipeline.cli.app import app
 from pipeline.core.errors import ReviewRefusedError
 from pipeline.core.models import ClaimRecord, Stance, StudyDesign
 from pipeline.review import decisions
@@ -33,7 +32,7 @@ def test_add_evidence_classifies_resynthesises_and_rechecks(
 ) -> None:
     [claim_id] = stored(clean_environment, "huang-2010-hpylori-iron")
     result = runner.invoke(
-        app, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-add-evidence", "--reviewer", "ana"]
+        claims, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-add-evidence", "--reviewer", "ana"]
     )
     assert result.exit_code == 0, result.output
     assert "10.1186/1752-2897-4-1: no clear bearing" in result.output and "synthesis from 2 studies" in result.output
@@ -69,12 +68,12 @@ def test_add_evidence_classifies_resynthesises_and_rechecks(
 
 def test_adding_the_same_study_twice_changes_nothing(runner: CliRunner, evidence_env, clean_environment: Path) -> None:
     [claim_id] = stored(clean_environment, "huang-2010-hpylori-iron")
-    again = runner.invoke(app, ["add-evidence", claim_id, str(HPYLORI_PDF), "--model", "scripted-add-evidence"])
+    again = runner.invoke(claims, ["add-evidence", claim_id, str(HPYLORI_PDF), "--model", "scripted-add-evidence"])
     assert again.exit_code == 0 and "is already a study of record" in again.output and "nothing changed" in again.output
     assert Store(clean_environment).version_of(claim_id) == 1 and evidence_env.scripts.requests == []
-    first = runner.invoke(app, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-add-evidence"])
+    first = runner.invoke(claims, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-add-evidence"])
     assert first.exit_code == 0
-    second = runner.invoke(app, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-add-evidence"])
+    second = runner.invoke(claims, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-add-evidence"])
     assert "nothing changed" in second.output and Store(clean_environment).version_of(claim_id) == 2
 
 
@@ -84,7 +83,7 @@ def test_a_stance_under_another_study_id_is_taken_as_the_new_study_s_with_a_note
     """The scripted model names the claim's first study in the stance of the one being added, even
     after the repair: only one study was given, so the stance is that study's, and the record says so."""
     [claim_id] = stored(clean_environment, "huang-2010-hpylori-iron")
-    result = runner.invoke(app, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-foreign-stance"])
+    result = runner.invoke(claims, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-foreign-stance"])
     assert result.exit_code == 0, result.output
     store = Store(clean_environment)
     assert store.version_of(claim_id) == 2
@@ -100,7 +99,8 @@ def test_the_approved_version_stays_in_the_history(runner: CliRunner, evidence_e
     store = Store(clean_environment)
     decisions.approve(store, claim_id, 1, "maria")
     assert (
-        runner.invoke(app, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-add-evidence"]).exit_code == 0
+        runner.invoke(claims, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-add-evidence"]).exit_code
+        == 0
     )
     history = store.history(claim_id)
     assert [e.action for e in history] == ["created", "approved", "evidence added"]
@@ -143,11 +143,11 @@ def test_match_lists_the_claims_a_paper_bears_on(runner: CliRunner, clean_enviro
     huang, siervo, datta = stored(
         clean_environment, "huang-2010-hpylori-iron", "siervo-2016-nitrate", "datta-2010-dvt-prophylaxis"
     )
-    result = runner.invoke(app, ["match", str(NITRATE_PDF)])
+    result = runner.invoke(claims, ["match", str(NITRATE_PDF)])
     assert result.exit_code == 0, result.output
     rows = [line for line in result.output.splitlines() if any(i in line for i in (huang, siervo, datta))]
     assert siervo in rows[0] and "population:" in result.output
-    top = runner.invoke(app, ["match", str(HPYLORI_PDF)]).output
+    top = runner.invoke(claims, ["match", str(HPYLORI_PDF)]).output
     assert next(i for i in (huang, siervo, datta) if i in top.split("\n", 4)[-1]) == huang
 
 
@@ -174,13 +174,15 @@ def test_datasets_are_read_in_both_formats() -> None:
 
 
 def test_eval_prints_accuracy_and_the_confusion_matrix(runner: CliRunner, evidence_env, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["eval", str(CLAIMS / "healthver_dev_sample.csv"), "--record", str(tmp_path / "eval")])
+    result = runner.invoke(
+        claims, ["eval", str(CLAIMS / "healthver_dev_sample.csv"), "--record", str(tmp_path / "eval")]
+    )
     assert result.exit_code == 0, result.output
     assert "accuracy 0.8333 (10 of 12)" in result.output
     matrix = json.loads((tmp_path / "eval" / "recording.json").read_text())["evaluation"]["result"]["confusion"]
     assert matrix["supporting"] == {"supporting": 3, "contradicting": 0, "no_clear_bearing": 1, "error": 0}
     assert matrix["contradicting"]["supporting"] == 1 and matrix["no_clear_bearing"]["no_clear_bearing"] == 4
-    replay = runner.invoke(app, ["replay", str(tmp_path / "eval")])
+    replay = runner.invoke(claims, ["replay", str(tmp_path / "eval")])
     assert replay.exit_code == 0 and "accuracy 0.8333 as recorded" in replay.output
 
 
@@ -209,7 +211,7 @@ def test_batch_attach_adds_each_paper_to_the_claims_it_matches(
         other_db = tmp_path / "other.db"
         stored(other_db, "huang-2010-hpylori-iron")
         high = runner.invoke(
-            app,
+            claims,
             [
                 "batch",
                 str(listing),
@@ -224,7 +226,7 @@ def test_batch_attach_adds_each_paper_to_the_claims_it_matches(
         )
         assert high.exit_code == 0 and json.loads((tmp_path / "high.json").read_text())["papers"][0]["attached"] == []
         low = runner.invoke(
-            app, ["batch", str(listing), "--attach", "--attach-threshold", "10", "--report", "low.json"]
+            claims, ["batch", str(listing), "--attach", "--attach-threshold", "10", "--report", "low.json"]
         )
     assert low.exit_code == 0, low.output
     paper = json.loads((tmp_path / "low.json").read_text())["papers"][0]

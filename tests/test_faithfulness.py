@@ -8,10 +8,9 @@ import csv
 import json
 
 import pytest
-from conftest import FIXTURES, ROOT, replayed
-from typer.testing import CliRunner
+from click.testing import CliRunner
+from conftest import FIXTURES, ROOT, claims, replayed
 
-from pipeline.cli.app import app
 from pipeline.core.models import Certainty, ClaimRecord, Direction, StudyDesign
 from pipeline.stages.check import check_directions, check_strength, strongest_allowed
 from pipeline.stages.claim_strength import Strength, read_strength, sentences
@@ -185,10 +184,10 @@ def test_the_direction_model_is_small_and_names_its_data() -> None:
 
 
 def test_eval_strength_prints_per_class_figures_and_json(runner: CliRunner) -> None:
-    result = runner.invoke(app, ["eval", "strength", str(STRENGTH_SET)])
+    result = runner.invoke(claims, ["eval", "strength", str(STRENGTH_SET)])
     assert result.exit_code == 0, result.output
     assert "3 direct causal" in result.output and "macro-F1" in result.output and "confusion" in result.output
-    result = runner.invoke(app, ["eval", "strength", str(STRENGTH_SET), "--json"])
+    result = runner.invoke(claims, ["eval", "strength", str(STRENGTH_SET), "--json"])
     data = json.loads(result.output)
     assert data["n"] == 40 and set(data["per_class"]) == {"0", "1", "2", "3"}
     assert set(data["per_class"]["3"]) >= {"precision", "recall", "f1"} and 0 <= data["macro_f1"] <= 1
@@ -196,7 +195,7 @@ def test_eval_strength_prints_per_class_figures_and_json(runner: CliRunner) -> N
 
 
 def test_eval_direction_json(runner: CliRunner) -> None:
-    result = runner.invoke(app, ["eval", "direction", str(DIRECTION_SET), "--json"])
+    result = runner.invoke(claims, ["eval", "direction", str(DIRECTION_SET), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["n"] == 24 and set(data["per_class"]) == {"increased", "decreased", "no_difference"}
@@ -205,12 +204,12 @@ def test_eval_direction_json(runner: CliRunner) -> None:
 def test_eval_refuses_a_bad_labelled_file_in_one_line(runner: CliRunner, tmp_path) -> None:  # type: ignore[no-untyped-def]
     wrong = tmp_path / "wrong.csv"
     wrong.write_text("sentence,label\nCoffee is associated with less diabetes.,correlational\n")
-    result = runner.invoke(app, ["eval", "strength", str(wrong)])
+    result = runner.invoke(claims, ["eval", "strength", str(wrong)])
     assert result.exit_code == 2
     assert result.output.strip() == f"error: {wrong}, line 2: label 'correlational' is not one of 0, 1, 2, 3"
-    result = runner.invoke(app, ["eval", "direction", str(STRENGTH_SET)])
+    result = runner.invoke(claims, ["eval", "direction", str(STRENGTH_SET)])
     assert result.exit_code == 2 and "needs the columns intervention,comparator,outcome,evidence" in result.output
-    result = runner.invoke(app, ["eval", "strength"])
+    result = runner.invoke(claims, ["eval", "strength"])
     assert result.exit_code == 2 and "needs its labelled CSV" in result.output
 
 
@@ -226,7 +225,7 @@ def test_a_second_opinion_flags_the_finding_it_doubts_and_replays_offline(
 
     recording = tmp_path / "verified"
     result = runner.invoke(
-        app,
+        claims,
         [
             "run",
             str(HPYLORI_PDF),
@@ -248,14 +247,14 @@ def test_a_second_opinion_flags_the_finding_it_doubts_and_replays_offline(
     models = [r["model"] for r in live_env.scripts.requests]
     assert models == ["scripted-endpoint"] * 3 + ["scripted-verifier"]
     assert "verify.md" in record.provenance.prompts and any(u.stage == "verify" for u in record.provenance.usage)
-    replayed_run = runner.invoke(app, ["replay", str(recording)])
+    replayed_run = runner.invoke(claims, ["replay", str(recording)])
     assert replayed_run.exit_code == 0 and "record identical" in replayed_run.output
 
 
 def test_without_the_option_a_run_makes_the_same_calls_as_before(runner: CliRunner, live_env) -> None:  # type: ignore[no-untyped-def]
     from conftest import HPYLORI_PDF
 
-    result = runner.invoke(app, ["run", str(HPYLORI_PDF), "--model", "scripted-endpoint"])
+    result = runner.invoke(claims, ["run", str(HPYLORI_PDF), "--model", "scripted-endpoint"])
     assert result.exit_code == 0, result.output
     assert [r["model"] for r in live_env.scripts.requests] == ["scripted-endpoint"] * 3
     assert "verify" not in result.output

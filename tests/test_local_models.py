@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DVT_PDF, HPYLORI_PDF, chat_request, load_scripts
+from click.testing import CliRunner
+from conftest import DVT_PDF, HPYLORI_PDF, chat_request, claims, load_scripts
 from scripted_endpoint import Faults, ScriptedEndpoint, Scripts, stage_of
-from typer.testing import CliRunner
 
-from pipeline.cli import app
 from pipeline.core.errors import LLMError, LLMUnavailableError
 from pipeline.core.retry import RetryPolicy
 from pipeline.core.settings import CHARS_PER_TOKEN, MIN_PAPER_CHARS, TEMPLATE_TOKENS, RunSettings, Settings
@@ -34,7 +33,7 @@ def run_paper(
             setattr(endpoint.traits, name, value)
         monkeypatch.setenv("OPENAI_BASE_URL", endpoint.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
-        return runner.invoke(app, ["run", str(HPYLORI_PDF), "--model", model]), endpoint
+        return runner.invoke(claims, ["run", str(HPYLORI_PDF), "--model", model]), endpoint
 
 
 def test_a_server_that_refuses_json_schema_gets_json_object_with_the_schema(

@@ -6,12 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import DVT_PDF, load_scripts
+from click.testing import CliRunner
+from conftest import DVT_PDF, claims, load_scripts
 from scripted_endpoint import ScriptedEndpoint, Scripts
 from test_review import stored
-from typer.testing import CliRunner
 
-from pipeline.cli import app
 from pipeline.core.errors import StaleVersionError
 from pipeline.team.store import Store
 
@@ -53,7 +52,7 @@ def test_evidence_added_while_a_reviewer_edits_is_refused_not_merged(
     with ScriptedEndpoint(EditsWhileTheModelWorks(load_scripts(), store, claim_id)) as endpoint:
         monkeypatch.setenv("OPENAI_BASE_URL", endpoint.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-        result = runner.invoke(app, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-add-evidence"])
+        result = runner.invoke(claims, ["add-evidence", claim_id, str(DVT_PDF), "--model", "scripted-add-evidence"])
     assert result.exit_code == 1
     assert "was changed by bo" in result.output and "reload and try again" in result.output
     record = store.get(claim_id)

@@ -11,13 +11,12 @@ import sqlite3
 from pathlib import Path
 
 import pypdfium2 as pdfium
-from conftest import RUNS
+from click.testing import CliRunner
+from conftest import RUNS, claims
 from PIL import Image
 from starlette.testclient import TestClient
 from test_review import stored
-from typer.testing import CliRunner
 
-from pipeline.cli.app import app
 from pipeline.llm.recording import load_recording, recorded_pdf
 from pipeline.review import pages
 from pipeline.sources.pdf import read_pdf
@@ -149,16 +148,16 @@ def test_a_record_stored_before_pdfs_were_kept_says_so_until_the_pdf_is_added(
     assert quote.status_code == 200 and "claims db add-pdf" in quote.text and "<img" not in quote.text
     stray = tmp_path / "other.pdf"
     stray.write_bytes((RUNS.parent / "papers" / "nutres_dietary_nitrate_crossover_rct_2016.pdf").read_bytes())
-    refused = runner.invoke(app, ["db", "add-pdf", str(stray)])
+    refused = runner.invoke(claims, ["db", "add-pdf", str(stray)])
     assert refused.exit_code == 0 and "no stored record cites this PDF" in refused.output
-    added = runner.invoke(app, ["db", "add-pdf", str(pdf)])
+    added = runner.invoke(claims, ["db", "add-pdf", str(pdf)])
     assert added.exit_code == 0 and f"kept, for {record.record_id}" in added.output
     assert "<img" in client.get(f"/records/{record.record_id}/quotes/0").text
 
 
 def test_review_show_writes_each_quote_on_its_page_as_png(runner: CliRunner, db: str, tmp_path: Path) -> None:
     [record_id] = stored(db, "misbehaving-fabricated-quote")
-    result = runner.invoke(app, ["review", "show", record_id, "--pages", str(tmp_path / "pages")])
+    result = runner.invoke(claims, ["review", "show", record_id, "--pages", str(tmp_path / "pages")])
     assert result.exit_code == 0, result.output
     files = sorted((tmp_path / "pages").glob("*.png"))
     assert len(files) == 9 and "9 page image(s) written" in result.output

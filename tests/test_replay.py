@@ -9,10 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import NITRATE_PDF, RUNS, replayed
-from typer.testing import CliRunner
+from click.testing import CliRunner
+from conftest import NITRATE_PDF, RUNS, claims, replayed
 
-from pipeline.cli.app import app
 from pipeline.core.resources import data_dir
 from pipeline.review.render import render
 
@@ -27,7 +26,7 @@ def edit_json(path: Path, change) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("name", RECORDINGS)
 def test_every_bundled_recording_replays_identically(runner: CliRunner, name: str) -> None:
-    result = runner.invoke(app, ["replay", str(RUNS / name)])
+    result = runner.invoke(claims, ["replay", str(RUNS / name)])
     assert result.exit_code == 0, result.output
     assert "record identical" in result.output or "as recorded" in result.output
 
@@ -53,7 +52,7 @@ def test_the_local_model_s_poor_answers_are_flagged_and_the_page_renders() -> No
 
 
 def test_replay_show_prints_the_claim_page(runner: CliRunner) -> None:
-    result = runner.invoke(app, ["replay", str(RUNS / "huang-2010-hpylori-iron"), "--show"])
+    result = runner.invoke(claims, ["replay", str(RUNS / "huang-2010-hpylori-iron"), "--show"])
     assert result.exit_code == 0
     for part in (
         "# In people with iron deficiency anaemia",
@@ -81,7 +80,7 @@ def test_edited_prompt_fails_and_names_the_prompt(runner: CliRunner, tmp_path: P
     use_edited_prompt(
         tmp_path, monkeypatch, "draft.md", "worded no stronger than its evidence", "worded as strongly as you like"
     )
-    result = runner.invoke(app, ["replay", str(RUNS / "huang-2010-hpylori-iron")])
+    result = runner.invoke(claims, ["replay", str(RUNS / "huang-2010-hpylori-iron")])
     assert result.exit_code == 1
     assert "stage draft: the request no longer matches the recording: prompt file draft.md changed" in result.output
 
@@ -89,7 +88,7 @@ def test_edited_prompt_fails_and_names_the_prompt(runner: CliRunner, tmp_path: P
 def test_changed_model_and_parameters_are_named(runner: CliRunner, recording_copy) -> None:
     run = recording_copy("siervo-2016-nitrate")
     edit_json(run / "recording.json", lambda d: d["settings"].update(model="gpt-x", temperature=0.7))
-    result = runner.invoke(app, ["replay", str(run)])
+    result = runner.invoke(claims, ["replay", str(run)])
     assert result.exit_code == 1
     assert "stage extract" in result.output
     assert "model changed (scripted-endpoint -> gpt-x)" in result.output
@@ -99,14 +98,14 @@ def test_changed_model_and_parameters_are_named(runner: CliRunner, recording_cop
 def test_changed_input_text_is_named(runner: CliRunner, recording_copy) -> None:
     run = recording_copy("siervo-2016-nitrate")
     edit_json(run / "recording.json", lambda d: d["settings"]["stage_text_budget"].update(extract=5000))
-    result = runner.invoke(app, ["replay", str(run)])
+    result = runner.invoke(claims, ["replay", str(run)])
     assert result.exit_code == 1
     assert "stage extract" in result.output and "the input changed" in result.output
 
 
 def test_other_pdf_is_refused(runner: CliRunner, recording_copy) -> None:
     run = recording_copy("huang-2010-hpylori-iron")
-    result = runner.invoke(app, ["replay", str(run), "--pdf", str(NITRATE_PDF)])
+    result = runner.invoke(claims, ["replay", str(run), "--pdf", str(NITRATE_PDF)])
     assert result.exit_code == 1
     assert "input changed" in result.output
 
@@ -114,14 +113,14 @@ def test_other_pdf_is_refused(runner: CliRunner, recording_copy) -> None:
 def test_missing_pdf_says_how_to_pass_it(runner: CliRunner, recording_copy) -> None:
     run = recording_copy("huang-2010-hpylori-iron")
     shutil.rmtree(run.parent.parent / "papers")
-    result = runner.invoke(app, ["replay", str(run)])
+    result = runner.invoke(claims, ["replay", str(run)])
     assert result.exit_code == 1 and "pass it with --pdf" in result.output
 
 
 def test_a_changed_record_is_shown_as_a_diff(runner: CliRunner, recording_copy) -> None:
     run = recording_copy("datta-2010-dvt-prophylaxis")
     edit_json(run / "record.json", lambda d: d["claim"].update(text="Heparin is perfectly safe."))
-    result = runner.invoke(app, ["replay", str(run)])
+    result = runner.invoke(claims, ["replay", str(run)])
     assert result.exit_code == 1
     assert '-    "text": "Heparin is perfectly safe."' in result.output
     assert "differs from the recorded one" in result.output
@@ -129,7 +128,7 @@ def test_a_changed_record_is_shown_as_a_diff(runner: CliRunner, recording_copy) 
 
 def test_several_recordings_report_each(runner: CliRunner, recording_copy, tmp_path: Path) -> None:
     good = RUNS / "huang-2010-hpylori-iron"
-    result = runner.invoke(app, ["replay", str(good), str(tmp_path / "nothing-here")])
+    result = runner.invoke(claims, ["replay", str(good), str(tmp_path / "nothing-here")])
     assert result.exit_code == 1
     assert "ok " in result.output and "not a recording" in result.output
     assert "1 of 2 recordings replayed identically" in result.output
@@ -139,6 +138,6 @@ def test_edited_stance_prompt_is_named_for_an_add_evidence_recording(
     runner: CliRunner, tmp_path: Path, monkeypatch
 ) -> None:
     use_edited_prompt(tmp_path, monkeypatch, "stance.md", "Judge the study's results", "Weigh the study's results")
-    result = runner.invoke(app, ["replay", str(RUNS / "evidence-datta-on-huang")])
+    result = runner.invoke(claims, ["replay", str(RUNS / "evidence-datta-on-huang")])
     assert result.exit_code == 1
     assert "stage stance: the request no longer matches the recording: prompt file stance.md changed" in result.output

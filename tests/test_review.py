@@ -11,10 +11,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import RUNS
-from typer.testing import CliRunner
+from click.testing import CliRunner
+from conftest import RUNS, claims
 
-from pipeline.cli.app import app
 from pipeline.core.errors import ReviewRefusedError, StaleVersionError
 from pipeline.core.models import ClaimRecord
 from pipeline.llm.recording import load_recording, recorded_pdf
@@ -42,23 +41,23 @@ def stored(db: str | Path, *names: str) -> list[str]:
 
 def test_list_filters_and_show(runner: CliRunner, db: str) -> None:
     faithful, flagged = stored(db, "huang-2010-hpylori-iron", "misbehaving-fabricated-quote")
-    listing = runner.invoke(app, ["review", "list"])
+    listing = runner.invoke(claims, ["review", "list"])
     assert listing.exit_code == 0 and faithful in listing.output and flagged in listing.output
-    only_flagged = runner.invoke(app, ["review", "list", "--flagged"]).output
+    only_flagged = runner.invoke(claims, ["review", "list", "--flagged"]).output
     assert flagged in only_flagged and faithful not in only_flagged
-    assert "0 record(s)" in runner.invoke(app, ["review", "list", "--status", "approved"]).output
-    assert runner.invoke(app, ["review", "list", "--status", "nope"]).exit_code == 2
-    shown = runner.invoke(app, ["review", "show", faithful[:6]])
+    assert "0 record(s)" in runner.invoke(claims, ["review", "list", "--status", "approved"]).output
+    assert runner.invoke(claims, ["review", "list", "--status", "nope"]).exit_code == 2
+    shown = runner.invoke(claims, ["review", "show", faithful[:6]])
     assert "Mechanism — from one study" in shown.output and "created" in shown.output
 
 
 def test_approve_is_refused_while_flagged_unless_overridden(runner: CliRunner, db: str) -> None:
     [flagged] = stored(db, "misbehaving-fabricated-quote")
-    refused = runner.invoke(app, ["review", "approve", flagged, "--reviewer", "maria"])
+    refused = runner.invoke(claims, ["review", "approve", flagged, "--reviewer", "maria"])
     assert refused.exit_code == 1
     assert f"record {flagged} has flags (1 ungrounded quote)" in refused.output and "--override" in refused.output
     ok = runner.invoke(
-        app, ["review", "approve", flagged, "--reviewer", "maria", "--override", "quote checked by hand"]
+        claims, ["review", "approve", flagged, "--reviewer", "maria", "--override", "quote checked by hand"]
     )
     assert ok.exit_code == 0, ok.output
     [_created, approved] = Store(db).history(flagged)
@@ -68,14 +67,18 @@ def test_approve_is_refused_while_flagged_unless_overridden(runner: CliRunner, d
 
 def test_reject_reopen_and_history(runner: CliRunner, db: str) -> None:
     [record_id] = stored(db, "siervo-2016-nitrate")
-    assert runner.invoke(app, ["review", "reject", record_id, "--reviewer", "ana", "--reason", ""]).exit_code == 2
+    assert runner.invoke(claims, ["review", "reject", record_id, "--reviewer", "ana", "--reason", ""]).exit_code == 2
     assert (
-        runner.invoke(app, ["review", "reject", record_id, "--reviewer", "ana", "--reason", "wrong outcome"]).exit_code
+        runner.invoke(
+            claims, ["review", "reject", record_id, "--reviewer", "ana", "--reason", "wrong outcome"]
+        ).exit_code
         == 0
     )
-    assert runner.invoke(app, ["review", "reject", record_id, "--reviewer", "ana", "--reason", "again"]).exit_code == 1
-    assert runner.invoke(app, ["review", "reopen", record_id, "--reviewer", "ana"]).exit_code == 0
-    history = runner.invoke(app, ["review", "history", record_id])
+    assert (
+        runner.invoke(claims, ["review", "reject", record_id, "--reviewer", "ana", "--reason", "again"]).exit_code == 1
+    )
+    assert runner.invoke(claims, ["review", "reopen", record_id, "--reviewer", "ana"]).exit_code == 0
+    history = runner.invoke(claims, ["review", "history", record_id])
     assert history.exit_code == 0
     for word in ("created", "rejected", "reopened", "wrong outcome"):
         assert word in history.output
@@ -128,7 +131,7 @@ def test_edit_from_a_file_is_validated_and_rechecked(runner: CliRunner, db: str,
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(data))
     result = runner.invoke(
-        app,
+        claims,
         [
             "review",
             "edit",
@@ -160,7 +163,7 @@ def test_invalid_edit_shows_its_errors_and_saves_nothing(runner: CliRunner, db: 
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(data))
     result = runner.invoke(
-        app, ["review", "edit", record_id, "--file", str(edited), "--version", "1", "--reviewer", "ana"]
+        claims, ["review", "edit", record_id, "--file", str(edited), "--version", "1", "--reviewer", "ana"]
     )
     assert result.exit_code == 2
     assert "nothing was saved (2 problem(s))" in result.output and "certainty/certainty" in result.output
@@ -168,7 +171,7 @@ def test_invalid_edit_shows_its_errors_and_saves_nothing(runner: CliRunner, db: 
     broken.write_text("{")
     assert (
         runner.invoke(
-            app, ["review", "edit", record_id, "--file", str(broken), "--version", "1", "--reviewer", "ana"]
+            claims, ["review", "edit", record_id, "--file", str(broken), "--version", "1", "--reviewer", "ana"]
         ).exit_code
         == 2
     )
@@ -184,7 +187,7 @@ def test_edit_in_the_editor(runner: CliRunner, db: str, tmp_path: Path, monkeypa
         "json.dump(data, open(path, 'w'))\n"
     )
     monkeypatch.setenv("EDITOR", f"{sys.executable} {editor}")
-    result = runner.invoke(app, ["review", "edit", record_id, "--reviewer", "ana"])
+    result = runner.invoke(claims, ["review", "edit", record_id, "--reviewer", "ana"])
     assert result.exit_code == 0, result.output
     assert Store(db).get(record_id).claim.text.startswith("Each way of preventing clots")
 
@@ -193,12 +196,12 @@ def test_export_approved_records_with_stable_names(runner: CliRunner, db: str, t
     approved, _draft = stored(db, "huang-2010-hpylori-iron", "siervo-2016-nitrate")
     decisions.approve(Store(db), approved, 1, "maria")
     target = tmp_path / "public"
-    result = runner.invoke(app, ["export", str(target), "--markdown"])
+    result = runner.invoke(claims, ["export", str(target), "--markdown"])
     assert result.exit_code == 0 and "1 approved record(s)" in result.output
     assert sorted(p.name for p in target.iterdir()) == [f"{approved}.json", f"{approved}.md"]
     exported = ClaimRecord.model_validate_json((target / f"{approved}.json").read_text())
     assert exported.status.value == "approved"
-    assert runner.invoke(app, ["validate", str(target / f"{approved}.json")]).exit_code == 0
+    assert runner.invoke(claims, ["validate", str(target / f"{approved}.json")]).exit_code == 0
 
 
 def test_older_database_is_upgraded(tmp_path: Path) -> None:
@@ -259,7 +262,7 @@ def test_export_keeps_the_approved_version_while_a_newer_draft_waits(
     approved_claim = record.claim.text
     record.claim.text = "A newer wording, waiting for review."
     store.update(record, version, "edited", "joe", "")  # the newer draft
-    result = runner.invoke(app, ["export", str(tmp_path / "public"), "--markdown"])
+    result = runner.invoke(claims, ["export", str(tmp_path / "public"), "--markdown"])
     assert result.exit_code == 0 and "1 approved record(s) written" in result.output
     published = json.loads((tmp_path / "public" / f"{record_id}.json").read_text())
     assert published["claim"]["text"] == approved_claim and published["status"] == "approved"
@@ -268,7 +271,7 @@ def test_export_keeps_the_approved_version_while_a_newer_draft_waits(
     assert "Reviewed and approved by maria" in page and "the quote is a fair paraphrase of page 1" in page
     decisions.reopen(store, record_id, 3, "joe")
     decisions.reject(store, record_id, 4, "joe", "withdrawn")
-    assert runner.invoke(app, ["export", str(tmp_path / "later")]).exit_code == 0
+    assert runner.invoke(claims, ["export", str(tmp_path / "later")]).exit_code == 0
     assert not (tmp_path / "later" / f"{record_id}.json").exists()  # a later rejection unpublishes it
 
 
@@ -279,10 +282,10 @@ def test_at_80_columns_the_list_shows_every_id_and_show_every_citation(
 
     ids = stored(db, "huang-2010-hpylori-iron", "datta-2010-dvt-prophylaxis", "misbehaving-fabricated-quote")
     monkeypatch.setattr(out, "width", 80)  # as in an 80-column terminal
-    listing = runner.invoke(app, ["review", "list"]).output
+    listing = runner.invoke(claims, ["review", "list"]).output
     assert all(record_id in listing for record_id in ids)
     assert max(len(line) for line in listing.splitlines()) <= 80
-    page = runner.invoke(app, ["show", ids[0]]).output
+    page = runner.invoke(claims, ["show", ids[0]]).output
     unwrapped = re.sub(r"[\s\x1b]+|\[\d+m", "", page)  # lines joined again: is everything still there?
     assert (
         unwrapped.count("(10.1136/pgmj.2009.089987)") == 4 and unwrapped.count("[reportedbythestudy]") == 3
@@ -303,7 +306,7 @@ def test_recheck_flags_a_retraction_and_a_correction_and_unpublishes_until_a_rev
     for record_id in (corrected, retracted):
         decisions.approve(store, record_id, store.version_of(record_id), "maria")
     cassette("recheck_notices", mailto=False)
-    result = runner.invoke(app, ["recheck", "--all"])
+    result = runner.invoke(claims, ["recheck", "--all"])
     assert result.exit_code == 0, result.output
     assert "study_retracted: 10.1155/2022/8341966 was retracted (from openalex (is_retracted))" in result.output
     assert (
@@ -314,14 +317,14 @@ def test_recheck_flags_a_retraction_and_a_correction_and_unpublishes_until_a_rev
     now = store.get(retracted)
     assert now.status.value == "draft" and now.studies[0].reference.retracted is True
     assert store.history(retracted)[-1].action == "rechecked"
-    assert runner.invoke(app, ["export", str(tmp_path / "public")]).exit_code == 0
+    assert runner.invoke(claims, ["export", str(tmp_path / "public")]).exit_code == 0
     assert not list((tmp_path / "public").glob("*.json"))  # both out of the export until a reviewer acts
-    again = runner.invoke(app, ["recheck", "--all"])
+    again = runner.invoke(claims, ["recheck", "--all"])
     assert "0 with news" in again.output  # a notice is reported once
     decisions.approve(
         store, corrected, store.version_of(corrected), "maria", override="the correction changes no finding"
     )
-    runner.invoke(app, ["export", str(tmp_path / "after")])
+    runner.invoke(claims, ["export", str(tmp_path / "after")])
     assert [p.stem for p in (tmp_path / "after").glob("*.json")] == [corrected]
     flags = [f.code for c in store.get(corrected).checks for f in c.flags]
     assert "study_corrected" in flags  # the notice stays on the record, and on its public page

@@ -13,10 +13,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import RUNS
-from typer.testing import CliRunner
+from click.testing import CliRunner
+from conftest import RUNS, claims
 
-from pipeline.cli.app import app
 from pipeline.llm.recording import load_recording, recorded_pdf
 from pipeline.review import decisions
 from pipeline.review.publish import build_site
@@ -126,10 +125,10 @@ def test_a_quote_is_shown_on_its_page_only_where_the_licence_allows(tmp_path: Pa
 def test_the_command_builds_and_says_what_it_did(tmp_path: Path, clean_environment: Path, runner: CliRunner) -> None:
     store, (record_id,) = store_with(clean_environment, "huang-2010-hpylori-iron")
     decisions.approve(store, record_id, 1, "maria", "checked")
-    built = runner.invoke(app, ["site", str(tmp_path / "site")])
+    built = runner.invoke(claims, ["site", str(tmp_path / "site")])
     assert built.exit_code == 0, built.output
     assert "1 claim(s) and 1 study page(s)" in built.output and "no --base-url" in built.output
-    bad = runner.invoke(app, ["site", str(tmp_path / "site"), "--base-url", "claims.example.org"])
+    bad = runner.invoke(claims, ["site", str(tmp_path / "site"), "--base-url", "claims.example.org"])
     assert bad.exit_code == 2 and bad.output.startswith("error: --base-url claims.example.org")
 
 

@@ -8,13 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import postgres_store
+from click.testing import CliRunner
+from conftest import claims, postgres_store
 from starlette.testclient import TestClient
 from test_review import stored
 from test_web import SITE, csrf
-from typer.testing import CliRunner
 
-from pipeline.cli.app import app
 from pipeline.review import decisions
 from pipeline.team.accounts import hash_password
 from pipeline.team.store import Store
@@ -24,13 +23,13 @@ PASSWORD = "correct horse battery"
 
 
 def add_user(runner: CliRunner, name: str, role: str, password: str = PASSWORD) -> None:
-    result = runner.invoke(app, ["user", "add", name, "--role", role, "--password-stdin"], input=password + "\n")
+    result = runner.invoke(claims, ["user", "add", name, "--role", role, "--password-stdin"], input=password + "\n")
     assert result.exit_code == 0, result.output
 
 
 def as_root(runner: CliRunner, *args: str):  # type: ignore[no-untyped-def]
     """`claims ARGS` as the admin root, proved by the password."""
-    return runner.invoke(app, [*args, "--admin", "root", "--password-stdin"], input=PASSWORD + "\n")
+    return runner.invoke(claims, [*args, "--admin", "root", "--password-stdin"], input=PASSWORD + "\n")
 
 
 def log_in(client: TestClient, name: str, password: str = PASSWORD) -> object:
@@ -50,7 +49,7 @@ def team(db: str, runner: CliRunner):  # type: ignore[no-untyped-def]
 
 def test_accounts_are_added_listed_and_checked(runner: CliRunner, db: str) -> None:
     add_user(runner, "alice", "reviewer")
-    listing = runner.invoke(app, ["user", "list"])
+    listing = runner.invoke(claims, ["user", "list"])
     assert "alice" in listing.output and "reviewer" in listing.output and "enabled" in listing.output
     assert PASSWORD not in listing.output and "argon2" not in listing.output  # never shown
     account = Store(db).account("alice")
@@ -64,10 +63,10 @@ def test_accounts_are_added_listed_and_checked(runner: CliRunner, db: str) -> No
         (["user", "disable", "nobody"], "no account named 'nobody'"),
     ):
         result = runner.invoke(
-            app, [*arguments, "--password-stdin"] if "add" in arguments else arguments, input="short\n"
+            claims, [*arguments, "--password-stdin"] if "add" in arguments else arguments, input="short\n"
         )
         if "exists" in message:
-            result = runner.invoke(app, [*arguments, "--password-stdin"], input=PASSWORD + "\n")
+            result = runner.invoke(claims, [*arguments, "--password-stdin"], input=PASSWORD + "\n")
         assert result.exit_code == 2 and message in result.output, result.output
         assert "Traceback" not in result.output
 
@@ -123,15 +122,17 @@ def test_failed_logins_are_limited_in_the_store_and_a_reset_or_disable_ends_sess
     )
     assert log_in(elsewhere, "alice").status_code == 303  # type: ignore[attr-defined]
     assert elsewhere.get("/").status_code == 200
-    reset = runner.invoke(app, ["user", "reset-password", "alice", "--password-stdin"], input="a new long password\n")
+    reset = runner.invoke(
+        claims, ["user", "reset-password", "alice", "--password-stdin"], input="a new long password\n"
+    )
     assert reset.exit_code == 0, reset.output
     assert elsewhere.get("/").status_code == 303  # the old session no longer counts
     assert log_in(elsewhere, "alice", "a new long password").status_code == 303  # type: ignore[attr-defined]
     old_cookie = elsewhere.cookies.get(SESSION_COOKIE)
-    assert runner.invoke(app, ["user", "disable", "alice"]).exit_code == 0
+    assert runner.invoke(claims, ["user", "disable", "alice"]).exit_code == 0
     assert elsewhere.get("/").status_code == 303
     assert log_in(elsewhere, "alice", "a new long password").status_code == 401  # type: ignore[attr-defined]
-    assert runner.invoke(app, ["user", "enable", "alice"]).exit_code == 0
+    assert runner.invoke(claims, ["user", "enable", "alice"]).exit_code == 0
     revived = TestClient(create_app(store), base_url=SITE, follow_redirects=False, cookies={SESSION_COOKIE: old_cookie})
     assert revived.get("/").status_code == 303  # re-enabling does not bring old sessions back
 
@@ -175,11 +176,11 @@ def test_a_store_that_had_accounts_never_turns_open(team, runner: CliRunner) -> 
     token = csrf(anonymous.get("/login").text)
     post = anonymous.post(f"/records/{faithful}/approve", data={"csrf": token, "version": "1", "reviewer": "root"})
     assert post.status_code == 401 and store.version_of(faithful) == 1
-    cli = runner.invoke(app, ["review", "approve", faithful, "--reviewer", "anybody-at-all"])
+    cli = runner.invoke(claims, ["review", "approve", faithful, "--reviewer", "anybody-at-all"])
     assert cli.exit_code != 0 and store.version_of(faithful) == 1
-    refused = runner.invoke(app, ["user", "remove-all"])
+    refused = runner.invoke(claims, ["user", "remove-all"])
     assert refused.exit_code == 2 and "pass --yes" in refused.output
-    removed = runner.invoke(app, ["user", "remove-all", "--yes"])
+    removed = runner.invoke(claims, ["user", "remove-all", "--yes"])
     assert removed.exit_code == 0 and "3 account(s) removed" in removed.output and "no login now" in removed.output
     assert anonymous.get("/").status_code == 200
 
@@ -230,32 +231,32 @@ def test_the_command_line_needs_an_account_s_credentials(
     team, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
     _, store, (faithful, flagged) = team
-    bare = runner.invoke(app, ["review", "approve", faithful, "--reviewer", "alice"])
+    bare = runner.invoke(claims, ["review", "approve", faithful, "--reviewer", "alice"])
     assert bare.exit_code == 1 and "a decision needs alice's credentials: set CLAIMS_TOKEN" in bare.output
     assert "claims user token alice" in bare.output and "--password-stdin" in bare.output
     wrong = runner.invoke(
-        app, ["review", "approve", faithful, "--reviewer", "alice", "--password-stdin"], input="nope nope nope\n"
+        claims, ["review", "approve", faithful, "--reviewer", "alice", "--password-stdin"], input="nope nope nope\n"
     )
     assert wrong.exit_code == 1 and "wrong account name or password" in wrong.output
     stranger = runner.invoke(
-        app, ["review", "approve", faithful, "--reviewer", "mallory", "--password-stdin"], input=PASSWORD + "\n"
+        claims, ["review", "approve", faithful, "--reviewer", "mallory", "--password-stdin"], input=PASSWORD + "\n"
     )
     assert stranger.exit_code == 1 and store.version_of(faithful) == 1
     done = runner.invoke(
-        app, ["review", "approve", faithful, "--reviewer", "alice", "--password-stdin"], input=PASSWORD + "\n"
+        claims, ["review", "approve", faithful, "--reviewer", "alice", "--password-stdin"], input=PASSWORD + "\n"
     )
     assert done.exit_code == 0, done.output
     assert store.history(faithful)[-1].actor == "alice"
-    issued = runner.invoke(app, ["user", "token", "bob", "--label", "laptop"])
+    issued = runner.invoke(claims, ["user", "token", "bob", "--label", "laptop"])
     assert issued.exit_code == 0 and "shown this once" in issued.output
     secret = issued.stdout.strip().splitlines()[-1]
     assert secret.startswith("claims_") and secret not in Store(store.path).tokens()[0].label
     monkeypatch.setenv("CLAIMS_TOKEN", secret)
-    impostor = runner.invoke(app, ["review", "reopen", faithful, "--reviewer", "alice"])
+    impostor = runner.invoke(claims, ["review", "reopen", faithful, "--reviewer", "alice"])
     assert impostor.exit_code == 1 and "CLAIMS_TOKEN is bob's token, not alice's" in impostor.output
-    reopened = runner.invoke(app, ["review", "reopen", faithful])
+    reopened = runner.invoke(claims, ["review", "reopen", faithful])
     assert reopened.exit_code == 0 and store.history(faithful)[-1].actor == "bob"
-    listing = runner.invoke(app, ["user", "tokens"])
+    listing = runner.invoke(claims, ["user", "tokens"])
     assert (
         "laptop" in listing.output
         and "bob" in listing.output
@@ -263,21 +264,21 @@ def test_the_command_line_needs_an_account_s_credentials(
         and secret not in listing.output
     )
     [token] = store.tokens("bob")
-    assert runner.invoke(app, ["user", "revoke-token", token.token_id]).exit_code == 0
-    revoked = runner.invoke(app, ["review", "reject", flagged, "--reason", "quote not found"])
+    assert runner.invoke(claims, ["user", "revoke-token", token.token_id]).exit_code == 0
+    revoked = runner.invoke(claims, ["review", "reject", flagged, "--reason", "quote not found"])
     assert revoked.exit_code == 1 and "not a live token" in revoked.output
 
 
 def test_four_eyes_is_a_store_setting_the_command_line_obeys_too(team, runner: CliRunner) -> None:  # type: ignore[no-untyped-def]
     client, store, (faithful, _) = team
-    shown = runner.invoke(app, ["db", "settings"])
+    shown = runner.invoke(claims, ["db", "settings"])
     assert "require-second-reviewer: off" in shown.output
-    assert runner.invoke(app, ["db", "settings", "--require-second-reviewer", "on"]).exit_code == 0
+    assert runner.invoke(claims, ["db", "settings", "--require-second-reviewer", "on"]).exit_code == 0
     record = store.get(faithful)
     record.claim.text = record.claim.text.rstrip(".") + " in adults."
     decisions.edit(store, faithful, 1, record.model_dump_json(), "alice", "wording")
     own = runner.invoke(
-        app,
+        claims,
         ["review", "approve", faithful, "--reviewer", "alice", "--password-stdin", "--override", "fine"],
         input=PASSWORD + "\n",
     )
@@ -306,10 +307,10 @@ def test_the_curator_who_ran_a_draft_may_not_approve_it_under_four_eyes(db: str,
 
 
 def test_serve_binds_elsewhere_only_with_accounts(runner: CliRunner, db: str) -> None:
-    exposed = runner.invoke(app, ["serve", "--host", "0.0.0.0", "--port", "1"])
+    exposed = runner.invoke(claims, ["serve", "--host", "0.0.0.0", "--port", "1"])
     assert exposed.exit_code == 2 and "has no accounts" in exposed.output and "claims user add" in exposed.output
     add_user(runner, "root", "admin")
-    trusted = runner.invoke(app, ["serve", "--host", "0.0.0.0", "--trust-proxy-user-header", "X-User"])
+    trusted = runner.invoke(claims, ["serve", "--host", "0.0.0.0", "--trust-proxy-user-header", "X-User"])
     assert trusted.exit_code == 2 and "bind 127.0.0.1" in trusted.output
 
 
@@ -319,7 +320,7 @@ def test_a_sqlite_store_is_copied_into_postgresql_whole(runner: CliRunner, tmp_p
     decisions.approve(Store(alone), faithful, 1, "maria", "checked")
     Store(alone).add_account("maria", "admin", hash_password(PASSWORD))
     with postgres_store() as target:
-        copied = runner.invoke(app, ["db", "copy", alone, target])
+        copied = runner.invoke(claims, ["db", "copy", alone, target])
         assert copied.exit_code == 0, copied.output
         assert re.search(
             r"copied 2 record\(s\), 3 history entries, 1 paper text\(s\), 1 PDF\(s\) and 1 account\(s\)", copied.output
@@ -335,12 +336,12 @@ def test_a_sqlite_store_is_copied_into_postgresql_whole(runner: CliRunner, tmp_p
             shared, flagged, 1, "maria", "a quote is not in the paper"
         )  # new history after the copied rows
         assert [e.action for e in shared.history(flagged)] == ["created", "rejected"]
-        missing = runner.invoke(app, ["db", "copy", str(tmp_path / "typo.db"), target])
+        missing = runner.invoke(claims, ["db", "copy", str(tmp_path / "typo.db"), target])
         assert missing.exit_code == 2 and "no such store file" in missing.output
         assert not (tmp_path / "typo.db").exists()  # not made empty by the attempt
-        again = runner.invoke(app, ["db", "copy", alone, target])
+        again = runner.invoke(claims, ["db", "copy", alone, target])
         assert again.exit_code == 2 and "copy into an empty store" in again.output
-        migrated = runner.invoke(app, ["db", "migrate", "--db", target])
+        migrated = runner.invoke(claims, ["db", "migrate", "--db", target])
         assert migrated.exit_code == 0 and "schema version" in migrated.output
 
 
@@ -352,14 +353,14 @@ def test_only_a_curator_starts_runs_on_a_store_with_accounts(  # type: ignore[no
     add_user(runner, "alice", "reviewer")
     add_user(runner, "bob", "curator")
     monkeypatch.setenv("CLAIMS_REVIEWER", "alice")
-    unproven = runner.invoke(app, ["run", str(HPYLORI_PDF)])
+    unproven = runner.invoke(claims, ["run", str(HPYLORI_PDF)])
     assert unproven.exit_code != 0 and "needs alice's credentials" in unproven.output
-    refused = runner.invoke(app, ["run", str(HPYLORI_PDF), "--password-stdin"], input=PASSWORD + "\n")
+    refused = runner.invoke(claims, ["run", str(HPYLORI_PDF), "--password-stdin"], input=PASSWORD + "\n")
     assert refused.exit_code != 0 and "alice is a reviewer: a reviewer may not run" in refused.output
     assert live_env.scripts.requests == []  # refused before any model call
     assert Store(db).summaries() == []
     monkeypatch.setenv("CLAIMS_REVIEWER", "bob")
-    result = runner.invoke(app, ["run", str(HPYLORI_PDF), "--password-stdin"], input=PASSWORD + "\n")
+    result = runner.invoke(claims, ["run", str(HPYLORI_PDF), "--password-stdin"], input=PASSWORD + "\n")
     assert result.exit_code == 0, result.output
     [summary] = Store(db).summaries()
     [created] = Store(db).history(summary.record_id)
@@ -400,18 +401,18 @@ def test_a_page_shows_only_its_own_messages(team) -> None:  # type: ignore[no-un
 def test_user_text_that_looks_like_markup_is_printed_as_it_is(team, runner: CliRunner) -> None:  # type: ignore[no-untyped-def]
     _, _, (_, flagged) = team
     add_user(runner, "[/bold]", "reviewer")
-    listing = runner.invoke(app, ["user", "list"])
+    listing = runner.invoke(claims, ["user", "list"])
     assert listing.exit_code == 0 and "[/bold]" in listing.output
     rejected = runner.invoke(
-        app,
+        claims,
         ["review", "reject", flagged, "--reviewer", "[/bold]", "--reason", "a [/red] quote", "--password-stdin"],
         input=PASSWORD + "\n",
     )
     assert rejected.exit_code == 0, rejected.output
     for command in (["review", "history", flagged], ["review", "list"], ["review", "show", flagged]):
-        result = runner.invoke(app, command)
+        result = runner.invoke(claims, command)
         assert result.exit_code == 0, (command, result.output)
-    assert "a [/red] quote" in runner.invoke(app, ["review", "history", flagged]).output
+    assert "a [/red] quote" in runner.invoke(claims, ["review", "history", flagged]).output
 
 
 def test_a_new_sqlite_store_is_private_and_an_exposed_one_is_warned_about(runner: CliRunner, tmp_path: Path) -> None:
@@ -428,7 +429,7 @@ def test_a_new_sqlite_store_is_private_and_an_exposed_one_is_warned_about(runner
         if (tmp_path / name).exists():
             assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
     (tmp_path / "team.db").chmod(0o644)
-    warned = runner.invoke(app, ["user", "list", "--db", str(tmp_path / "team.db")])
+    warned = runner.invoke(claims, ["user", "list", "--db", str(tmp_path / "team.db")])
     assert warned.exit_code == 0 and "is readable by other users of this machine" in warned.output
     assert "chmod 600" in warned.output
 
@@ -452,9 +453,9 @@ def test_a_store_made_by_the_last_release_is_upgraded_on_sqlite_and_postgresql(
     else:
         with sqlite3.connect(db) as connection:
             connection.executescript((FIXTURES / "stores" / "release7_sqlite.sql").read_text())
-    migrated = runner.invoke(app, ["db", "migrate", "--db", db])
+    migrated = runner.invoke(claims, ["db", "migrate", "--db", db])
     assert migrated.exit_code == 0 and "upgraded from schema version 7 to 8" in migrated.output, migrated.output
-    again = runner.invoke(app, ["db", "migrate", "--db", db])
+    again = runner.invoke(claims, ["db", "migrate", "--db", db])
     assert "nothing to upgrade" in again.output
     store = Store(db)
     approved, injected = "c1cf826b337e", "fdc4a44d978e"
@@ -526,17 +527,17 @@ def test_the_command_line_manages_accounts_as_an_admin_as_the_admin_page_does(
     team, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
     _, store, _ = team
-    assert runner.invoke(app, ["user", "disable", "bob"]).exit_code == 0  # no admin yet: the store's holder acts
-    assert runner.invoke(app, ["user", "enable", "bob"]).exit_code == 0
+    assert runner.invoke(claims, ["user", "disable", "bob"]).exit_code == 0  # no admin yet: the store's holder acts
+    assert runner.invoke(claims, ["user", "enable", "bob"]).exit_code == 0
     add_user(runner, "root", "admin")
-    unproven = runner.invoke(app, ["user", "disable", "bob", "--admin", "root"])
+    unproven = runner.invoke(claims, ["user", "disable", "bob", "--admin", "root"])
     assert unproven.exit_code == 1 and "needs root's credentials" in unproven.output
     reviewer = runner.invoke(
-        app, ["user", "role", "alice", "admin", "--admin", "alice", "--password-stdin"], input=PASSWORD + "\n"
+        claims, ["user", "role", "alice", "admin", "--admin", "alice", "--password-stdin"], input=PASSWORD + "\n"
     )
     assert reviewer.exit_code == 1 and "alice is a reviewer: a reviewer may not manage users" in reviewer.output
     settings = runner.invoke(
-        app,
+        claims,
         ["db", "settings", "--require-second-reviewer", "on", "--admin", "bob", "--password-stdin"],
         input=PASSWORD + "\n",
     )
@@ -552,7 +553,7 @@ def test_the_command_line_manages_accounts_as_an_admin_as_the_admin_page_does(
         line for line in as_root(runner, "user", "token", "root").stdout.splitlines() if line.startswith("claims_")
     ]
     monkeypatch.setenv("CLAIMS_TOKEN", secret)
-    assert runner.invoke(app, ["user", "enable", "bob"]).exit_code == 0  # the admin's token proves the admin too
+    assert runner.invoke(claims, ["user", "enable", "bob"]).exit_code == 0  # the admin's token proves the admin too
     actors = {(e.kind, e.actor) for e in store.audit_log()}
     assert ("account disabled", "root") in actors and ("setting changed", "root") in actors
     assert ("account enabled", "root") in actors
