@@ -153,12 +153,14 @@ def test_study_reference_details_are_shown() -> None:
     assert "Type: journal-article" in page and "Metadata: crossref, openalex, unpaywall" in page
 
 
-def _open_store_at_once(path: str, start: Any, errors: Any) -> None:
-    start.wait()
-    try:
-        Store(path)
-    except Exception as exc:  # reported to the test, which names it
-        errors.put(f"{type(exc).__name__}: {exc}")
+def _open_stores_at_once(folder: Path, rounds: int, start: Any, errors: Any) -> None:
+    """One of the openers: in each round, the same new store as the others, at the same moment."""
+    for round_ in range(rounds):
+        start.wait(timeout=60)
+        try:
+            Store(str(folder / f"{round_}.db"))
+        except Exception as exc:  # reported to the test, which names it
+            errors.put(f"round {round_}: {type(exc).__name__}: {exc}")
 
 
 def test_workers_opening_a_new_store_at_once_all_get_it(tmp_path: Path) -> None:
@@ -166,14 +168,11 @@ def test_workers_opening_a_new_store_at_once_all_get_it(tmp_path: Path) -> None:
     (turning the new file to WAL made the loser fail at once; about one round in ten did)."""
     context = multiprocessing.get_context("fork")
     errors = context.Queue()
-    for round_ in range(40):
-        start = context.Barrier(4)
-        openers = [
-            context.Process(target=_open_store_at_once, args=(str(tmp_path / f"{round_}.db"), start, errors))
-            for _ in range(4)
-        ]
-        for opener in openers:
-            opener.start()
-        for opener in openers:
-            opener.join()
+    start = context.Barrier(4)
+    openers = [context.Process(target=_open_stores_at_once, args=(tmp_path, 40, start, errors)) for _ in range(4)]
+    for opener in openers:
+        opener.start()
+    for opener in openers:
+        opener.join()
     assert errors.empty(), errors.get()
+    assert [opener.exitcode for opener in openers] == [0] * 4
