@@ -105,10 +105,10 @@ class ParsePool:
 
     def _processes(self, count: int) -> ProcessPoolExecutor:
         # forkserver: forking a process whose threads hold locks can hang. The server imports
-        # what a worker runs, once, and each worker is a fork of it with those modules loaded:
-        # by default it would import the command's whole `__main__` (0.5 s for `claims`), and
-        # every worker, and every replacement of a crashed one, would then import the reader
-        # and the checks again (0.2 s each).
+        # what a worker runs, once, and each worker is a fork of it with those modules loaded;
+        # otherwise every worker, and every replacement of a crashed one, imports the reader and
+        # the checks itself (0.2 s each). (The command's main module, which each worker imports
+        # too, is light: `pipeline.__main__`.)
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(_WORKER_MODULES)
         return ProcessPoolExecutor(
