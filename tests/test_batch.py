@@ -288,16 +288,16 @@ def test_a_pdf_that_kills_its_parse_process_fails_alone(tmp_path: Path) -> None:
     """A decompression bomb overruns the parse processes' memory cap: its paper fails with one
     line, and the papers queued behind it in the dead process's pool are read again, not failed."""
     bomb = tmp_path / "bomb.pdf"
-    bomb.write_bytes(make_bomb_pdf(100 << 20))  # 100 MB of drawing instructions: about 1.4 GB to read
-    with ParsePool(workers=1, memory_bytes=1 << 30) as pool:
+    bomb.write_bytes(make_bomb_pdf(50 << 20))  # 50 MB of drawing instructions: about 700 MB to read
+    with ParsePool(workers=1, memory_bytes=384 << 20) as pool:
         assert pool.parse(HPYLORI_PDF).pages  # the first, in this process while the other starts
         with ThreadPoolExecutor(3) as threads:
             blown = threads.submit(_parsed, pool, bomb)
-            time.sleep(0.3)  # the bomb takes over a second to reach the cap; these queue behind it
+            time.sleep(0.3)  # the bomb takes about a second to reach the cap; these queue behind it
             queued = [threads.submit(_parsed, pool, pdf) for pdf in (DVT_PDF, INJECTED)]
             outcomes = [blown.result(), *(q.result() for q in queued)]
     assert outcomes == [
-        "bomb.pdf: reading it crashed the PDF reader or took more than 1024 MB of memory (a damaged or hostile "
+        "bomb.pdf: reading it crashed the PDF reader or took more than 384 MB of memory (a damaged or hostile "
         "file): get another copy of the paper",
         "parsed",
         "parsed",

@@ -270,17 +270,25 @@ def test_check_command(runner: CliRunner, tmp_path: Path) -> None:
 
 def test_check_reads_the_pdf_in_a_capped_process(runner: CliRunner, tmp_path: Path) -> None:
     """A record file can name any hash: one naming a decompression bomb's gets the one line a
-    run gets, and the command keeps its own memory."""
+    run gets (at the cap CLAIMS_PDF_MEMORY_MB sets), and the command keeps its own memory."""
     bomb = tmp_path / "bomb.pdf"
-    bomb.write_bytes(make_bomb_pdf(200 << 20))  # 200 MB of drawing instructions: about 2.8 GB to read
+    bomb.write_bytes(make_bomb_pdf(50 << 20))  # 50 MB of drawing instructions: about 700 MB to read
     record = json.loads((RUNS / "huang-2010-hpylori-iron" / "record.json").read_text())
     record["provenance"]["source"]["sha256"] = hashlib.sha256(bomb.read_bytes()).hexdigest()
     forged = tmp_path / "record.json"
     forged.write_text(json.dumps(record))
-    result = runner.invoke(claims, ["check", str(forged), "--pdf", str(bomb)])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = runner.invoke(claims, ["check", str(forged), "--pdf", str(bomb)], env={"CLAIMS_PDF_MEMORY_MB": "256"})
     assert result.exit_code == 2, result.output
-    assert "bomb.pdf: reading it crashed the PDF reader or took more than 2048 MB of memory" in result.output
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 2 << 20  # KB: read here, it would pass 2.8 GB
+    assert "bomb.pdf: reading it crashed the PDF reader or took more than 256 MB of memory" in result.output
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 << 10  # KB: read here, 700 MB
+
+
+def test_a_pdf_memory_cap_too_small_for_a_paper_is_refused(runner: CliRunner) -> None:
+    record = str(RUNS / "huang-2010-hpylori-iron" / "record.json")
+    result = runner.invoke(claims, ["check", record, "--pdf", str(HPYLORI_PDF)], env={"CLAIMS_PDF_MEMORY_MB": "100"})
+    assert result.exit_code == 2
+    assert result.output == "error: CLAIMS_PDF_MEMORY_MB=100 is too little to read a paper: give it 256 or more\n"
 
 
 # --------------------------------------------------------------------------- issue 16: every sentence, numbers that agree

@@ -33,6 +33,10 @@ REPAIR_TOKENS = 512  # a repair request's instructions and its list of problems 
 # The least of the paper a stage may send (about an abstract): a context window that leaves less
 # is refused, since a model shown less would draft from what it was not shown.
 MIN_PAPER_CHARS = 2_000
+# The memory of each process that reads a PDF (MB): a paper needs well under 0.5 GB (351 pages:
+# 175 MB); a PDF whose streams decompress to hundreds of MB (a decompression bomb) needs gigabytes.
+PDF_MEMORY_MB = 2048
+MIN_PDF_MEMORY_MB = 256
 # Context windows servers are commonly started with, from the least the stages after extract
 # need for a typical paper (their prompts carry the findings too).
 CONTEXT_SIZES = (8192, 16384, 32768, 65536, 131072)
@@ -103,6 +107,7 @@ VARIABLES: dict[str, str] = {
     "CLAIMS_PROMPTS": "a folder of edited prompt files to use instead of the shipped ones",
     "CLAIMS_MAILTO": "the contact e-mail sent to Crossref, OpenAlex and Unpaywall",
     "CLAIMS_MAX_PDF_MB": "the PDF size cap in MB, downloads and local files (default 50)",
+    "CLAIMS_PDF_MEMORY_MB": "the memory each process reading a PDF may take, in MB: a file that needs more (a decompression bomb) fails alone (default 2048; at least 256)",
     "CLAIMS_TIMEOUT": "seconds to wait for one model answer (default 120)",
     "CLAIMS_REVIEWER": "the default reviewer name (default $USER)",
     "CLAIMS_TOKEN": "a personal token (claims user token NAME) that proves your account to a store with accounts",
@@ -203,6 +208,17 @@ class Settings:
     @property
     def max_pdf_megabytes(self) -> float:
         return self._positive("CLAIMS_MAX_PDF_MB", 50)
+
+    @property
+    def pdf_memory_bytes(self) -> int:
+        """The address space of each process that reads a PDF (`pipeline.core.worker`). Below
+        256 MB real papers fail as if hostile (the reader's process alone takes about 150 MB)."""
+        megabytes = self._positive("CLAIMS_PDF_MEMORY_MB", PDF_MEMORY_MB)
+        if megabytes < MIN_PDF_MEMORY_MB:
+            raise ConfigError(
+                f"CLAIMS_PDF_MEMORY_MB={megabytes:g} is too little to read a paper: give it {MIN_PDF_MEMORY_MB} or more"
+            )
+        return int(megabytes * 1024 * 1024)
 
     @property
     def timeout(self) -> float:

@@ -13,9 +13,6 @@ import threading
 import time
 
 PARSE_NICENESS = 10  # the workers' niceness, above the batch's own
-# Each worker's address space. A paper needs well under 0.5 GB (351 pages: 175 MB); a PDF whose
-# streams decompress to hundreds of MB (a decompression bomb) needs gigabytes.
-PARSE_MEMORY_BYTES = 2 << 30
 
 
 def start_worker(batch_pid: int, memory_bytes: int) -> None:

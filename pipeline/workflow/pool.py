@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 from pipeline.core.errors import ClaimsError, InputError
 from pipeline.core.models import ClaimRecord
-from pipeline.core.worker import PARSE_MEMORY_BYTES, start_worker
+from pipeline.core.settings import current
+from pipeline.core.worker import start_worker
 from pipeline.sources.pdf import Document, read_pdf
 from pipeline.stages.check import Rewriter, Sources, check_record
 
@@ -36,11 +37,12 @@ class ParsePool:
         warm: Callable[[], Any] = lambda: None,
         workers: int | None = None,
         max_pdf_bytes: int | None = None,
-        memory_bytes: int = PARSE_MEMORY_BYTES,
+        memory_bytes: int | None = None,
     ):
         self._warm = warm
         self._max_pdf_bytes = max_pdf_bytes
-        self._memory_bytes = memory_bytes
+        # CLAIMS_PDF_MEMORY_MB, unless given
+        self._memory_bytes = memory_bytes or current().pdf_memory_bytes
         self._workers = workers or os.cpu_count() or 2
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
