@@ -158,9 +158,11 @@ def test_a_team_member_logs_in_approves_and_logs_out(browser, db: str, tmp_path:
     assert (store.history(record_id)[-1].action, store.history(record_id)[-1].actor) == ("approved", "maria")
 
 
-def test_an_admin_manages_accounts_on_the_admin_page(browser, db: str) -> None:
+def test_an_admin_manages_accounts_on_the_admin_page(browser, clean_environment: Path) -> None:
+    """In the browser on SQLite: the same admin page on PostgreSQL is the team tests' (in-process)."""
     from pipeline.team.accounts import hash_password
 
+    db = str(clean_environment)
     stored(db, "huang-2010-hpylori-iron")
     store = Store(db)
     store.add_account("root", "admin", hash_password("correct horse battery"))
@@ -228,11 +230,14 @@ def _char_centres(pdf: Path, page: int, phrase: str, image: dict[str, float]) ->
         (6, ["It suggests an association between H", "pylori and iron deficiency"]),
     ],
 )
-def test_the_highlight_covers_the_quote_on_the_rendered_page(browser, db: str, quote: int, lines: list[str]) -> None:
-    """Issue 17: the boxes the page lays over the rendered page cover the quote's words where
-    PDFium itself says they stand, line by line, and nothing else."""
+def test_the_highlight_covers_the_quote_on_the_rendered_page(
+    browser, clean_environment: Path, quote: int, lines: list[str]
+) -> None:
+    """The boxes the page lays over the rendered page cover the quote's words where PDFium itself
+    says they stand, line by line, and nothing else (the store's kind plays no part here)."""
     from conftest import RUNS
 
+    db = str(clean_environment)
     from pipeline.llm.recording import load_recording, recorded_pdf
 
     [record_id] = stored(db, "huang-2010-hpylori-iron")
