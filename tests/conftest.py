@@ -35,6 +35,13 @@ NITRATE_PDF = PAPERS / "nutres_dietary_nitrate_crossover_rct_2016.pdf"
 DVT_PDF = PAPERS / "bmc_trauma_dvt_prophylaxis_review_2010.pdf"
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject.toml): one test process more than the cores. Many tests wait on
+    something else (batch processes, Chromium, PostgreSQL, a lease running out), and the extra
+    process fills those waits: on 2 cores the suite took 97 s this way, 104-106 s with 2."""
+    return (os.cpu_count() or 1) + 1
+
+
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     for name in (*VARIABLES, "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "VISUAL", "EDITOR"):
