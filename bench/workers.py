@@ -59,10 +59,10 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--postgres", help="an empty PostgreSQL database to measure the workers on too")
-    parser.add_argument("--quick", action="store_true", help="6 papers, 2 workers, 20 ms a call: a few seconds")
+    parser.add_argument("--quick", action="store_true", help="4 papers, 2 workers, 20 ms a call: a few seconds")
     args = parser.parse_args()
     if args.quick:
-        args.inputs, args.workers, args.latency = 6, 2, 0.02
+        args.inputs, args.workers, args.latency = 4, 2, 0.02
     scripts = Scripts.from_files(
         sorted(p for p in (ROOT / "fixtures" / "scripts").glob("*.json") if "misbehaving" not in p.name)
     )
