@@ -35,6 +35,33 @@ NITRATE_PDF = PAPERS / "nutres_dietary_nitrate_crossover_rct_2016.pdf"
 DVT_PDF = PAPERS / "bmc_trauma_dvt_prophylaxis_review_2010.pdf"
 
 
+CHROMIUM = os.environ.get("CLAIMS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+# Flags for root in a container with no network but loopback (see the workplace's notes).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium (Debian's, driven by Playwright) for a test module: starting one
+    costs 1.3 s of CPU; each test opens its own page, so its own cookies. Skipped, saying how to
+    install them, when Playwright or a Chromium is missing (.ci/run installs both)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: pip install playwright")
+    if not CHROMIUM:
+        pytest.skip("no Chromium: apt-get install chromium (or set CLAIMS_CHROMIUM to a Chromium binary)")
+    with sync_api.sync_playwright() as driver:
+        instance = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield instance
+        instance.close()
+
+
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto` (pyproject.toml): one test process more than the cores. Many tests wait on
     something else (batch processes, Chromium, PostgreSQL, a lease running out), and the extra

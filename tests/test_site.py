@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -132,34 +132,34 @@ def test_the_command_builds_and_says_what_it_did(tmp_path: Path, clean_environme
     assert bad.exit_code == 2 and bad.output.startswith("error: --base-url claims.example.org")
 
 
-CHROMIUM = os.environ.get("CLAIMS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(not CHROMIUM, reason="no Chromium: apt-get install chromium")
-def test_a_visitor_searches_the_index_and_follows_a_quote_to_its_page(tmp_path: Path) -> None:
-    playwright = pytest.importorskip("playwright.sync_api")
-    store, ids = store_with(tmp_path / "s.db", "datta-2010-dvt-prophylaxis", "huang-2010-hpylori-iron", licence=CC_BY)
+@pytest.fixture(scope="module")
+def two_claims_site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A site of two approved claims whose papers' licence allows their pages to be shown."""
+    folder = tmp_path_factory.mktemp("two-claims")
+    store, ids = store_with(folder / "s.db", "datta-2010-dvt-prophylaxis", "huang-2010-hpylori-iron", licence=CC_BY)
     for record_id in ids:
         decisions.approve(store, record_id, 1, "maria", "checked")
-    site = tmp_path / "site"
-    build_site(store, site, BASE)
-    with playwright.sync_playwright() as driver:
-        browser = driver.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"], headless=True
-        )
-        page = browser.new_page(viewport={"width": 375, "height": 800})
-        page.goto((site / "index.html").as_uri())
-        page.fill("#q", "haemoglobin")
-        assert page.inner_text("#count") == "1 of 2 claim(s)"
-        page.click("#claims li:not([hidden]) a")
-        assert "Mechanism" in page.inner_text("article")
-        markup = json.loads(page.locator('script[type="application/ld+json"]').inner_text())
-        assert markup["@type"] == "ClaimReview"
-        page.click("ol.quotes a >> nth=0")
-        image = page.locator("img.page")
-        assert image.get_attribute("alt").startswith("Page ")  # type: ignore[union-attr]
-        assert page.evaluate("document.querySelector('img.page').naturalWidth") > 500
-        browser.close()
+    build_site(store, folder / "site", BASE)
+    return folder / "site", ids
+
+
+def test_a_visitor_searches_the_index_and_follows_a_quote_to_its_page(
+    browser: Any, two_claims_site: tuple[Path, list[str]]
+) -> None:
+    site, _ = two_claims_site
+    page = browser.new_page(viewport={"width": 375, "height": 800})
+    page.goto((site / "index.html").as_uri())
+    page.fill("#q", "haemoglobin")
+    assert page.inner_text("#count") == "1 of 2 claim(s)"
+    page.click("#claims li:not([hidden]) a")
+    assert "Mechanism" in page.inner_text("article")
+    markup = json.loads(page.locator('script[type="application/ld+json"]').inner_text())
+    assert markup["@type"] == "ClaimReview"
+    page.click("ol.quotes a >> nth=0")
+    image = page.locator("img.page")
+    assert image.get_attribute("alt").startswith("Page ")  # type: ignore[union-attr]
+    assert page.evaluate("document.querySelector('img.page').naturalWidth") > 500
+    page.close()
 
 
 def test_a_page_image_two_claims_share_stays_while_one_of_them_does(tmp_path: Path) -> None:
@@ -187,8 +187,9 @@ def _axe() -> Path | None:
     return None
 
 
-@pytest.mark.skipif(not CHROMIUM, reason="no Chromium: apt-get install chromium")
-def test_every_kind_of_page_has_no_serious_accessibility_violation(tmp_path: Path) -> None:
+def test_every_kind_of_page_has_no_serious_accessibility_violation(
+    browser: Any, two_claims_site: tuple[Path, list[str]]
+) -> None:
     axe = _axe()
     if axe is None:
         reason = (
@@ -197,30 +198,20 @@ def test_every_kind_of_page_has_no_serious_accessibility_violation(tmp_path: Pat
         if os.environ.get("CI"):
             pytest.fail(f"CI needs the accessibility test to run: {reason}")
         pytest.skip(reason)
-    playwright = pytest.importorskip("playwright.sync_api")
-    store, ids = store_with(tmp_path / "s.db", "datta-2010-dvt-prophylaxis", "huang-2010-hpylori-iron", licence=CC_BY)
-    for record_id in ids:
-        decisions.approve(store, record_id, 1, "maria", "checked")
-    site = tmp_path / "site"
-    build_site(store, site, BASE)
+    site, ids = two_claims_site
     pages = ["index.html", f"claims/{ids[0]}.html", f"claims/{ids[0]}/quote-1.html", "about.html"]
     pages.append(next(p.relative_to(site).as_posix() for p in (site / "studies").glob("*.html")))
     found = {}
-    with playwright.sync_playwright() as driver:
-        browser = driver.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"], headless=True
-        )
-        for width in (375, 1280):
-            page = browser.new_page(viewport={"width": width, "height": 900})
-            for name in pages:
-                page.goto((site / name).as_uri())
-                page.add_script_tag(path=str(axe))
-                result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
-                serious = [v["id"] for v in result["violations"] if v["impact"] in ("serious", "critical")]
-                if serious:
-                    found[f"{name} at {width}px"] = serious
-            page.close()
-        browser.close()
+    for width in (375, 1280):
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        for name in pages:
+            page.goto((site / name).as_uri())
+            page.add_script_tag(path=str(axe))
+            result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+            serious = [v["id"] for v in result["violations"] if v["impact"] in ("serious", "critical")]
+            if serious:
+                found[f"{name} at {width}px"] = serious
+        page.close()
     assert found == {}
 
 

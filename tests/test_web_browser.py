@@ -1,13 +1,12 @@
 """The review page in a real headless Chromium (Debian's, driven by Playwright): a reviewer opens
 the queue, opens a record and approves it; another submits a stale edit and sees the conflict.
 
-Skipped, with how to install them, when Playwright or a Chromium is missing (.ci/run installs both).
+Skipped, with how to install them, when Playwright or a Chromium is missing (.ci/run installs both;
+the `browser` fixture is conftest's).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,32 +15,6 @@ from webserver import ReviewServer
 
 from pipeline.review import decisions
 from pipeline.team.store import Store
-
-CHROMIUM = os.environ.get("CLAIMS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: pip install playwright")
-if not CHROMIUM:
-    pytest.skip(
-        "no Chromium: apt-get install chromium (or set CLAIMS_CHROMIUM to a Chromium binary)", allow_module_level=True
-    )
-
-# Flags for root in a container with no network but loopback (see the workplace's notes).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="module")  # one Chromium for the module; each test opens its own page (own cookies)
-def browser():
-    with playwright.sync_playwright() as driver:
-        instance = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield instance
-        instance.close()
 
 
 def test_reviewer_approves_a_record_from_the_queue(browser, clean_environment: Path, tmp_path: Path) -> None:
