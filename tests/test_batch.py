@@ -443,7 +443,7 @@ def test_kill_9_then_resume_stores_every_record_once(tmp_path: Path) -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     from batch import make_inputs  # the benchmark's distinct copies of the bundled papers
 
-    papers = make_inputs(tmp_path, 9)
+    papers = make_inputs(tmp_path, 6)
     listing = write_list(tmp_path, *map(str, papers))
     db = tmp_path / "store.db"
     env = {
