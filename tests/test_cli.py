@@ -208,27 +208,29 @@ def test_a_forced_second_run_takes_its_answers_from_the_cache(runner: CliRunner,
 
 
 def test_help_names_what_an_option_takes_not_python_types() -> None:
-    from click.testing import CliRunner as ClickRunner
-
-    from pipeline.cli import click_command
-
-    claims = click_command()
-
     def help_of(*words: str) -> str:
-        return ClickRunner().invoke(claims, [*words, "--help"], env={"COLUMNS": "120"}).output
+        return CliRunner().invoke(claims, [*words, "--help"], env={"COLUMNS": "120"}).output
 
     lines = {line.split()[1]: line for line in help_of("run").splitlines() if line.startswith("│ --")}
     assert "PDF " in lines["--pdf"] and "N " in lines["--max-pdf-mb"] and "MODEL" in lines["--model"]
 
     def commands(command, words=()):
-        yield words
+        yield words, command
         for name, sub in getattr(command, "commands", {}).items():
             yield from commands(sub, (*words, name))
 
+    # every argument names what it takes (the usage line shows "{recordings}" otherwise), once bracketed
+    unnamed = [
+        (" ".join(words), param.name)
+        for words, command in commands(claims)
+        for param in command.params
+        if param.param_type_name == "argument" and (param.metavar is None or param.metavar.startswith("["))
+    ]
+    assert unnamed == []
     placeholders = ("<str>", "<bool>", "<path>", "<int>", "<float>", "(dynamic)")
     leaks = [
         (" ".join(words), line.strip())
-        for words in commands(claims)
+        for words, _ in commands(claims)
         for line in help_of(*words).splitlines()
         if any(placeholder in line for placeholder in placeholders)
     ]

@@ -172,7 +172,7 @@ def eval_command(
     ),
     labelled: Path | None = typer.Argument(
         None,
-        metavar="[FILE.csv]",
+        metavar="FILE.csv",
         help="With strength: columns sentence,label (0 not a claim, 1 correlational, 2 conditional causal, "
         "3 direct causal). With direction: columns intervention,comparator,outcome,evidence,label "
         "(increased, decreased, no_difference).",

@@ -30,7 +30,7 @@ from pipeline.workflow.replay import replay as replay_recording
 @app.command()
 @one_line_errors
 def replay(
-    recordings: list[Path] = typer.Argument(..., help="Recording folders (e.g. fixtures/runs/*)."),
+    recordings: list[Path] = typer.Argument(..., metavar="DIR", help="Recording folders (e.g. fixtures/runs/*)."),
     pdf: Path = typer.Option(
         None, "--pdf", metavar="PDF", help="The input PDF, if it is no longer where the recording says."
     ),
@@ -144,7 +144,7 @@ def render_command(
 
 @app.command()
 @one_line_errors
-def validate(files: list[Path] = typer.Argument(..., help="Record JSON files.")) -> None:
+def validate(files: list[Path] = typer.Argument(..., metavar="RECORD.json", help="Record JSON files.")) -> None:
     """Validate record files against schemas/claim_record.schema.json."""
     invalid = 0
     for path in files:

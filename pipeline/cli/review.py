@@ -520,7 +520,7 @@ def _inside(folder: Path, name: str) -> Path:
 @app.command("recheck")
 @one_line_errors
 def recheck_command(
-    record_ids: list[str] = typer.Argument(None, metavar="[ID...]", help="Records to recheck (an id prefix will do)."),
+    record_ids: list[str] = typer.Argument(None, metavar="ID", help="Records to recheck (an id prefix will do)."),
     every: bool = typer.Option(False, "--all", help="Recheck every stored record."),
     db: str | None = DbOption,
 ) -> None:

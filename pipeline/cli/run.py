@@ -144,7 +144,7 @@ def run(
 @app.command("fetch")
 @one_line_errors
 def fetch_command(
-    dois: list[str] = typer.Argument(..., metavar="DOI...", help="One or more DOIs."),
+    dois: list[str] = typer.Argument(..., metavar="DOI", help="One or more DOIs."),
     output: Path = typer.Option(
         Path("."), "--output", "-o", metavar="DIR", help="Folder for the PDFs and metadata files."
     ),

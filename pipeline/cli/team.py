@@ -166,7 +166,7 @@ def user_token(
 @user_app.command("tokens")
 @one_line_errors
 def user_tokens(
-    name: str | None = typer.Argument(None, metavar="[NAME]", help="Only this account's tokens."),
+    name: str | None = typer.Argument(None, metavar="NAME", help="Only this account's tokens."),
     db: str | None = DbOption,
 ) -> None:
     """The personal tokens: id, account, label, when issued, last used, revoked."""
@@ -307,7 +307,7 @@ def db_copy(
 @db_app.command("add-pdf")
 @one_line_errors
 def db_add_pdf(
-    files: list[Path] = typer.Argument(..., metavar="PDF...", help="Papers' PDFs."),
+    files: list[Path] = typer.Argument(..., metavar="PDF", help="Papers' PDFs."),
     db: str | None = DbOption,
 ) -> None:
     """Keep papers' PDFs in the store for records made before PDFs were kept, so the review page
