@@ -22,7 +22,7 @@ def flagged(name: str) -> dict[str, str]:
 
 def test_the_local_model_s_empty_fields_are_flagged_where_they_stand() -> None:
     found = flagged("local-smollm2-hpylori")
-    assert "too short for a plain language" in found["mechanism.plain_language"]  # "en"
+    assert "too short for a plain-language text" in found["mechanism.plain_language"]  # "en"
     assert "too short for a study summary" in found["studies[0].summary"]  # "en" again
     assert "'PAPER TEXT' is not on the paper's first pages" in found["studies[0].reference.title"]
     assert "the paper's own: 'Iron deficiency anaemia can be improved" in found["studies[0].reference.title"]
@@ -30,6 +30,14 @@ def test_the_local_model_s_empty_fields_are_flagged_where_they_stand() -> None:
     assert "repeats certainty.domains[1].explanation" in found["certainty.domains[4].explanation"]
     assert "words of the paper's language" in found["gold_standard[0].population"]  # a timestamp
     assert "too short for a claim" in found["claim.text"]
+    assert found["certainty.design_rationale"] == "not real text about this paper: it is empty"
+
+
+def test_a_short_field_is_named_as_a_reviewer_names_it() -> None:
+    assert degenerate("gold_standard[0].why", "why", "a trial", VOCABULARY, TOPIC) == (
+        "2 word(s) ('a trial'): too short for a gold-standard study's reason"
+    )
+    assert degenerate("gold_standard[0].outcome", "gold", "  ", VOCABULARY, TOPIC) == "it is empty"
 
 
 @pytest.mark.parametrize("name", FAITHFUL)

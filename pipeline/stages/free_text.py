@@ -45,6 +45,19 @@ MIN_WORDS = {
     "why": 4,
     "gold": 1,
 }
+# What a reviewer calls each kind of field, in a flag's message.
+KIND_NAMES = {
+    "claim": "claim",
+    "plain_language": "plain-language text",
+    "summary": "mechanism summary",
+    "step": "causal step",
+    "study_summary": "study summary",
+    "rationale": "stance rationale",
+    "explanation": "GRADE domain's explanation",
+    "design_rationale": "design rationale",
+    "why": "gold-standard study's reason",
+    "gold": "gold-standard study's field",
+}
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*")
 _TOKEN = re.compile(r"\S+")
 # The prompts' own markers and scaffolding: none belongs in an answer.
@@ -233,8 +246,10 @@ def degenerate(where: str, kind: str, text: str, vocabulary: set[str], topic: se
     words = _WORD.findall(stripped)
     if echo := _PROMPT_ECHO.search(stripped):
         return f"it echoes the prompt ('{echo.group(0)}')"
+    if not words:
+        return f"it is empty ({stripped[:40]!r})" if stripped else "it is empty"
     if len(words) < MIN_WORDS[kind]:
-        return f"{len(words)} word(s) ({stripped[:40]!r}): too short for a {kind.replace('_', ' ')}"
+        return f"{len(words)} word(s) ({stripped[:40]!r}): too short for a {KIND_NAMES[kind]}"
     tokens = _TOKEN.findall(stripped)
     known = sum(1 for token in tokens if _is_word(token, vocabulary))
     if tokens and known * 2 < len(tokens):
