@@ -25,7 +25,7 @@ def test_the_local_model_s_empty_fields_are_flagged_where_they_stand() -> None:
     assert "too short for a plain-language text" in found["mechanism.plain_language"]  # "en"
     assert "too short for a study summary" in found["studies[0].summary"]  # "en" again
     assert "'PAPER TEXT' is not on the paper's first pages" in found["studies[0].reference.title"]
-    assert "the paper's own: 'Iron deficiency anaemia can be improved" in found["studies[0].reference.title"]
+    assert "its first page begins 'Iron deficiency anaemia can be improved" in found["studies[0].reference.title"]
     assert "repeats mechanism.steps[0].text word for word" in found["mechanism.steps[7].text"]
     assert "repeats certainty.domains[1].explanation" in found["certainty.domains[4].explanation"]
     assert "words of the paper's language" in found["gold_standard[0].population"]  # a timestamp

@@ -304,12 +304,15 @@ def bibliography_flags(record: ClaimRecord, sources: dict[str, Document]) -> lis
         front = _clean(" ".join(document.pages[:2]))
         title = _clean(reference.title)
         if not title or fuzz.partial_ratio(title, front) < 90:
-            shown = document.title or (document.pages[0].strip().splitlines() or [""])[0][:120]
+            if document.title:
+                own = f"the paper's own: {document.title!r}"
+            else:  # no title found: what the page starts with, often a journal's running head
+                own = f"its first page begins {(document.pages[0].strip().splitlines() or [''])[0][:120]!r}"
             flags.append(
                 Flag(
                     where=f"studies[{i}].reference.title",
                     code="bibliography_mismatch",
-                    message=f"the title {reference.title!r} is not on the paper's first pages; the paper's own: {shown!r}",
+                    message=f"the title {reference.title!r} is not on the paper's first pages; {own}",
                 )
             )
         named = set(front.split())
