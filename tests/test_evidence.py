@@ -239,3 +239,24 @@ def test_batch_attach_adds_each_paper_to_the_claims_it_matches(
     assert store.history(claim_id)[-1].actor == "cora"
     with pytest.raises(ReviewRefusedError, match="another reviewer must approve it"):
         decisions.approve(store, claim_id, store.version_of(claim_id), "cora", override="ok", second_reviewer=True)
+
+
+def test_the_stored_claims_a_batch_matches_against_are_read_again_only_when_changed(clean_environment: Path) -> None:
+    """`--attach` matches every paper of a batch against the store's claims: each paper sees every
+    claim as it is now (one just added or edited by another worker too), and a claim that did not
+    change is not read and parsed again."""
+    from pipeline.workflow.paper import StoredClaims
+
+    [first] = stored(clean_environment, "huang-2010-hpylori-iron")
+    store = Store(clean_environment)
+    keeper = StoredClaims(store)
+    [before] = keeper.current()
+    [second] = stored(clean_environment, "siervo-2016-nitrate")
+    now = {claim.record_id: claim for claim in keeper.current()}
+    assert set(now) == {first, second} and now[first] is before  # unchanged: the same object, not read again
+    edited = store.get(first)
+    edited.claim.text = "H. pylori eradication may raise haemoglobin in adults with iron deficiency anaemia."
+    decisions.edit(store, first, 1, edited.model_dump_json(), "ana", "wording")
+    again = {claim.record_id: claim for claim in keeper.current()}
+    assert again[first] is not before and again[first].claim.text == edited.claim.text
+    assert again[second] is now[second]

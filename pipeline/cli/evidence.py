@@ -140,7 +140,7 @@ def match_command(
             ],
         )
     )
-    matches = rank_matches(open_store(db, read_only=True).records(), opening)
+    matches = rank_matches([record for record, _ in open_store(db, read_only=True).records()], opening)
     table = Table(title=f"claims {document.study_id} may bear on")
     table.add_column("score", no_wrap=True)
     table.add_column("id", no_wrap=True, min_width=12)

@@ -22,7 +22,7 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -832,10 +832,18 @@ class Store:
         [(body, version)] = self._rows(select(records.c.body, records.c.version).where(records.c.id == record_id))
         return _record(record_id, body), version
 
-    def records(self) -> list[ClaimRecord]:
-        """Every stored claim, latest version, from one read (matching a paper reads them all)."""
-        rows = self._rows(select(records.c.id, records.c.body).order_by(records.c.id))
-        return [_record(record_id, body) for record_id, body in rows]
+    def records(self, ids: Collection[str] | None = None) -> list[tuple[ClaimRecord, int]]:
+        """Stored claims (`ids`, else every one), each at its latest version and with that
+        version, from one read (matching a paper reads them all)."""
+        statement = select(records.c.id, records.c.body, records.c.version).order_by(records.c.id)
+        if ids is not None:
+            statement = statement.where(records.c.id.in_(list(ids)))
+        return [(_record(record_id, body), version) for record_id, body, version in self._rows(statement)]
+
+    def record_versions(self) -> dict[str, int]:
+        """Every stored claim's id and version, without its body: which claims a reader that keeps
+        parsed ones must read again."""
+        return {record_id: version for record_id, version in self._rows(select(records.c.id, records.c.version))}
 
     def queue(
         self,
