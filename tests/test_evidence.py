@@ -241,17 +241,17 @@ def test_batch_attach_adds_each_paper_to_the_claims_it_matches(
         decisions.approve(store, claim_id, store.version_of(claim_id), "cora", override="ok", second_reviewer=True)
 
 
-def test_the_stored_claims_a_batch_matches_against_are_read_again_only_when_changed(clean_environment: Path) -> None:
+def test_the_stored_claims_a_batch_matches_against_are_read_again_only_when_changed(db: str) -> None:
     """`--attach` matches every paper of a batch against the store's claims: each paper sees every
     claim as it is now (one just added or edited by another worker too), and a claim that did not
     change is not read and parsed again."""
     from pipeline.workflow.paper import StoredClaims
 
-    [first] = stored(clean_environment, "huang-2010-hpylori-iron")
-    store = Store(clean_environment)
+    [first] = stored(db, "huang-2010-hpylori-iron")
+    store = Store(db)
     keeper = StoredClaims(store)
     [before] = keeper.current()
-    [second] = stored(clean_environment, "siervo-2016-nitrate")
+    [second] = stored(db, "siervo-2016-nitrate")
     now = {claim.record_id: claim for claim in keeper.current()}
     assert set(now) == {first, second} and now[first] is before  # unchanged: the same object, not read again
     edited = store.get(first)
