@@ -246,8 +246,8 @@ def degenerate(where: str, kind: str, text: str, vocabulary: set[str], topic: se
     words = _WORD.findall(stripped)
     if echo := _PROMPT_ECHO.search(stripped):
         return f"it echoes the prompt ('{echo.group(0)}')"
-    if not words:
-        return f"it is empty ({stripped[:40]!r})" if stripped else "it is empty"
+    if not stripped:
+        return "it is empty"
     if len(words) < MIN_WORDS[kind]:
         return f"{len(words)} word(s) ({stripped[:40]!r}): too short for a {KIND_NAMES[kind]}"
     tokens = _TOKEN.findall(stripped)
