@@ -281,10 +281,6 @@ def _pico_terms(record: ClaimRecord) -> dict[str, str]:
     }
 
 
-def _shared_words(a: str, b: str) -> list[str]:
-    return sorted(content_words(a) & content_words(b))[:6]
-
-
 @dataclass(frozen=True)
 class Match:
     """How well a paper bears on a stored claim (0-100), and the terms they share."""
@@ -296,9 +292,10 @@ class Match:
 
 def rank_matches(claims: Iterable[ClaimRecord], opening: str) -> list[Match]:
     """The claims a paper's opening text (title, abstract) bears on, best first."""
+    text, words = opening.lower(), content_words(opening)  # once a paper, not once a claim
     matches = []
     for claim in claims:
-        score, shared = match_score(claim, opening)
+        score, shared = match_score(claim, text, words)
         matches.append(Match(score, claim, shared))
     return sorted(matches, key=lambda match: -match.score)
 
@@ -309,14 +306,14 @@ def already_a_study(claim: ClaimRecord, document: Document) -> bool:
     return document.study_id in present or document.sha256 in present
 
 
-def match_score(record: ClaimRecord, paper_text: str) -> tuple[float, dict[str, list[str]]]:
-    """How strongly a paper's opening text (title, abstract) bears on a claim: 0-100, with the
-    shared population, intervention and outcome terms that make up the score."""
+def match_score(record: ClaimRecord, text: str, words: set[str]) -> tuple[float, dict[str, list[str]]]:
+    """How strongly a paper's opening text (title, abstract: lower-cased, and its content words)
+    bears on a claim: 0-100, with the shared population, intervention and outcome terms that
+    make up the score."""
     terms = _pico_terms(record)
-    text = paper_text.lower()
     parts = {
         name: fuzz.token_set_ratio(terms[name].lower(), text) for name in ("population", "intervention", "outcome")
     }
     score = round(0.3 * parts["population"] + 0.4 * parts["intervention"] + 0.3 * parts["outcome"], 1)
-    why = {name: _shared_words(terms[name], paper_text) for name in ("population", "intervention", "outcome")}
+    why = {name: sorted(content_words(terms[name]) & words)[:6] for name in ("population", "intervention", "outcome")}
     return score, why
