@@ -62,6 +62,7 @@ def browser() -> Iterator[Any]:
         instance.close()
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: no error where xdist is not installed
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto` (pyproject.toml): one test process more than the cores. Many tests wait on
     something else (batch processes, Chromium, PostgreSQL, a lease running out), and the extra
