@@ -28,6 +28,7 @@ sys.path[:0] = [str(ROOT)]
 from starlette.testclient import TestClient  # noqa: E402
 
 from pipeline.core.models import ClaimRecord  # noqa: E402
+from pipeline.sources.pdf import read_pdf  # noqa: E402
 from pipeline.team.store import Store  # noqa: E402
 from pipeline.web import create_app  # noqa: E402
 from pipeline.workflow.evidence import rank_matches  # noqa: E402
@@ -94,7 +95,8 @@ def measure(store: Store, count: int, requests: int) -> None:
 
 def matching(store: Store, count: int) -> None:
     """--attach: a batch's papers, one after another, matched against every stored claim."""
-    opening = "Helicobacter pylori eradication and iron deficiency anaemia in adults and children: a meta-analysis"
+    paper = ROOT / "fixtures" / "papers" / "pmj_hpylori_iron_deficiency_metaanalysis_2010.pdf"
+    opening = read_pdf(paper).text_of(("front", "abstract"), 8000)  # what --attach matches on
     claims = StoredClaims(store)
     reads, scores = [], []
     for _ in range(6):
