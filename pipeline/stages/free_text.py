@@ -32,31 +32,18 @@ from pipeline.core.models import ClaimRecord, Flag
 from pipeline.core.terms import COMMON_WORDS, content_words
 from pipeline.sources.pdf import Document
 
-# Fewest words a field of each kind may have.
-MIN_WORDS = {
-    "claim": 6,
-    "plain_language": 8,
-    "summary": 8,
-    "step": 4,
-    "study_summary": 5,
-    "rationale": 4,
-    "explanation": 4,
-    "design_rationale": 4,
-    "why": 4,
-    "gold": 1,
-}
-# What a reviewer calls each kind of field, in a flag's message.
-KIND_NAMES = {
-    "claim": "claim",
-    "plain_language": "plain-language text",
-    "summary": "mechanism summary",
-    "step": "causal step",
-    "study_summary": "study summary",
-    "rationale": "stance rationale",
-    "explanation": "GRADE domain's explanation",
-    "design_rationale": "design rationale",
-    "why": "gold-standard study's reason",
-    "gold": "gold-standard study's field",
+# Each kind of field: what a reviewer calls it (in a flag's message), and the fewest words it may have.
+KINDS = {
+    "claim": ("claim", 6),
+    "plain_language": ("plain-language text", 8),
+    "summary": ("mechanism summary", 8),
+    "step": ("causal step", 4),
+    "study_summary": ("study summary", 5),
+    "rationale": ("stance rationale", 4),
+    "explanation": ("GRADE domain's explanation", 4),
+    "design_rationale": ("design rationale", 4),
+    "why": ("gold-standard study's reason", 4),
+    "gold": ("gold-standard study's field", 1),
 }
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*")
 _TOKEN = re.compile(r"\S+")
@@ -248,8 +235,9 @@ def degenerate(where: str, kind: str, text: str, vocabulary: set[str], topic: se
         return f"it echoes the prompt ('{echo.group(0)}')"
     if not stripped:
         return "it is empty"
-    if len(words) < MIN_WORDS[kind]:
-        return f"{len(words)} word(s) ({stripped[:40]!r}): too short for a {KIND_NAMES[kind]}"
+    name, fewest = KINDS[kind]
+    if len(words) < fewest:
+        return f"{len(words)} word(s) ({stripped[:40]!r}): too short for a {name}"
     tokens = _TOKEN.findall(stripped)
     known = sum(1 for token in tokens if _is_word(token, vocabulary))
     if tokens and known * 2 < len(tokens):
