@@ -84,7 +84,7 @@ def add_evidence_command(
     live = get_model(current())
     settings = run_settings(model, live, verify_with)
     request = PaperRequest(source, pdf=pdf, record_to=record)
-    options = PaperOptions(refresh=refresh, not_a_study_ok=not_a_study_ok, started_by=reviewer or "unknown")
+    options = PaperOptions(refresh=refresh, not_a_study_ok=not_a_study_ok, started_by=reviewer)
     progress = StageProgress(err)
     try:
         with ParsePool(warm=live.warm, workers=1, max_pdf_bytes=pdf_cap(max_pdf_mb)) as pool:
